@@ -1,0 +1,1432 @@
+//! Reading an arbitrary folder of images as a dataset.
+//!
+//! Two layouts are recognised:
+//! * **class subfolders** (torchvision `ImageFolder` convention): every non-hidden
+//!   subfolder of the root is a class, classes are the sorted folder names and a
+//!   record's label is the index of its class. Files directly in the root are
+//!   ignored; nested subfolders belong to the class folder that contains them.
+//! * **flat**: the root holds only image files; records carry no label.
+//!
+//! An optional `manifest.csv` in the root attaches a pose (azimuth, elevation in
+//! degrees) to records, and an optional `classes.csv` gives each class's rotational
+//! symmetry order about the vertical axis (used by the pose metrics).
+//!
+//! Decoding and preprocessing mirror the usual PIL/torchvision pipeline
+//! (`convert('RGB')`, `Resize(short side)`, `CenterCrop`, `ToTensor`) so that codes
+//! computed here match the ones a PyTorch reference would compute. Normalisation
+//! (mean/std) is left to the encoder.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{anyhow, bail, Context, Result};
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
+
+/// Name of the optional pose manifest in the dataset root.
+pub const MANIFEST_FILE: &str = "manifest.csv";
+/// Name of the optional per-class symmetry table in the dataset root.
+pub const CLASSES_FILE: &str = "classes.csv";
+
+/// File extensions (lower-case) accepted at scan time. The actual format is then
+/// detected from the file content, so a mislabelled extension still decodes.
+pub const IMAGE_EXTENSIONS: &[&str] = &[
+    "png", "jpg", "jpeg", "jpe", "jfif", "bmp", "dib", "webp", "tif", "tiff", "gif",
+];
+
+/// Whether `path` has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+        .unwrap_or(false)
+}
+
+// ---------------------------------------------------------------------------
+// Skip log
+// ---------------------------------------------------------------------------
+
+/// Thread-safe collection of files that were skipped (not an image, or failed to
+/// decode). Clones share the same log, so one log can be handed to loader threads.
+#[derive(Clone, Default)]
+pub struct SkipLog {
+    inner: Arc<Mutex<SkipInner>>,
+}
+
+#[derive(Default)]
+struct SkipInner {
+    seen: HashSet<PathBuf>,
+    order: Vec<PathBuf>,
+}
+
+impl SkipLog {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a skipped file and prints `warning: skipping <path>: <reason>` to
+    /// stderr. A file is reported (and counted) only once, however often it is hit
+    /// (e.g. once per epoch).
+    pub fn record(&self, path: impl AsRef<Path>, reason: impl fmt::Display) {
+        let path = path.as_ref();
+        let first = {
+            let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let first = inner.seen.insert(path.to_path_buf());
+            if first {
+                inner.order.push(path.to_path_buf());
+            }
+            first
+        };
+        if first {
+            eprintln!("warning: skipping {}: {}", path.display(), reason);
+        }
+    }
+
+    /// Number of distinct skipped files.
+    pub fn count(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .order
+            .len()
+    }
+
+    /// Skipped files, in the order they were first recorded.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .order
+            .clone()
+    }
+
+    /// One-line summary for the end of a run, e.g. `skipped 3 unreadable files`.
+    pub fn summary(&self) -> String {
+        let n = self.count();
+        format!(
+            "skipped {n} unreadable file{}",
+            if n == 1 { "" } else { "s" }
+        )
+    }
+}
+
+impl fmt::Debug for SkipLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SkipLog")
+            .field("count", &self.count())
+            .finish()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Decoding and preprocessing
+// ---------------------------------------------------------------------------
+
+/// Geometry of the encoder input: resize the shorter side to `resize`, then crop
+/// `crop_h` × `crop_w`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Preprocess {
+    pub resize: u32,
+    pub crop_h: u32,
+    pub crop_w: u32,
+}
+
+impl Preprocess {
+    fn validate(&self) -> Result<()> {
+        if self.resize == 0 || self.crop_h == 0 || self.crop_w == 0 {
+            bail!("invalid preprocessing {self:?}: sizes must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Decodes an image file, detecting the format from its content (the extension is
+/// only a fallback). Animated GIFs yield their first frame. The error names the file.
+pub fn decode(path: &Path) -> Result<DynamicImage> {
+    decode_reason(path).with_context(|| format!("cannot read image {}", path.display()))
+}
+
+/// Like [`decode`] but the error is only the reason (for the skip log, which names
+/// the file itself).
+fn decode_reason(path: &Path) -> Result<DynamicImage> {
+    let meta = fs::metadata(path)?;
+    if meta.len() == 0 {
+        bail!("empty file");
+    }
+    let reader = ImageReader::open(path)?.with_guessed_format()?;
+    if reader.format().is_none() {
+        bail!("unrecognised image format");
+    }
+    Ok(reader.decode()?)
+}
+
+/// Converts any decoded image to 8-bit RGB like PIL's `convert('RGB')`: gray is
+/// replicated, alpha is dropped (not composited), 16-bit and float are scaled.
+pub fn to_rgb8(img: &DynamicImage) -> RgbImage {
+    match img {
+        DynamicImage::ImageRgb8(rgb) => rgb.clone(),
+        other => other.to_rgb8(),
+    }
+}
+
+/// Resizes so that the shorter side equals `short` (aspect kept, longer side
+/// truncated like torchvision's `int(short * long / short_side)`). Uses a triangle
+/// filter whose support widens when downscaling, i.e. antialiased like PIL bilinear.
+fn resize_short_side(img: &RgbImage, short: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let (nw, nh) = if w <= h {
+        (short, ((short as u64 * h as u64) / w as u64).max(1) as u32)
+    } else {
+        (((short as u64 * w as u64) / h as u64).max(1) as u32, short)
+    };
+    if (nw, nh) == (w, h) {
+        return img.clone();
+    }
+    image::imageops::resize(img, nw, nh, FilterType::Triangle)
+}
+
+/// Python's `round(d / 2)` for a non-negative integer `d` (round half to even), as
+/// used by torchvision's `center_crop` for the crop offset.
+fn half_round_even(d: u32) -> i64 {
+    let half = (d / 2) as i64;
+    if d % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
+}
+
+/// Offset of a centred crop of length `crop` in a side of length `size`. Negative
+/// means the side is padded with zeros (torchvision pads `(crop - size) // 2` before).
+fn center_offset(size: u32, crop: u32) -> i64 {
+    if crop > size {
+        -(((crop - size) / 2) as i64)
+    } else {
+        half_round_even(size - crop)
+    }
+}
+
+/// Crops `crop_h` × `crop_w` starting at (`top`, `left`) in source coordinates
+/// (out-of-range pixels are zero) and returns CHW floats in [0, 1]. With `flip` the
+/// crop is mirrored horizontally.
+fn crop_to_chw(
+    img: &RgbImage,
+    top: i64,
+    left: i64,
+    crop_h: u32,
+    crop_w: u32,
+    flip: bool,
+) -> Vec<f32> {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    let (ch, cw) = (crop_h as usize, crop_w as usize);
+    let plane = ch * cw;
+    let mut out = vec![0f32; 3 * plane];
+    let raw = img.as_raw();
+    for y in 0..ch {
+        let sy = top + y as i64;
+        if sy < 0 || sy >= h {
+            continue;
+        }
+        for x in 0..cw {
+            let xo = if flip { cw - 1 - x } else { x };
+            let sx = left + xo as i64;
+            if sx < 0 || sx >= w {
+                continue;
+            }
+            let p = ((sy * w + sx) * 3) as usize;
+            let o = y * cw + x;
+            for c in 0..3 {
+                out[c * plane + o] = raw[p + c] as f32 / 255.0;
+            }
+        }
+    }
+    out
+}
+
+/// Deterministic preprocessing of a decoded image: RGB, resize shorter side, centre
+/// crop (zero padding if too small). Returns `3 * crop_h * crop_w` floats, CHW, [0, 1].
+pub fn preprocess_image(img: &DynamicImage, pre: &Preprocess) -> Vec<f32> {
+    let resized = resize_short_side(&to_rgb8(img), pre.resize.max(1));
+    let (w, h) = resized.dimensions();
+    let top = center_offset(h, pre.crop_h);
+    let left = center_offset(w, pre.crop_w);
+    crop_to_chw(&resized, top, left, pre.crop_h, pre.crop_w, false)
+}
+
+/// Loads one image file and preprocesses it (see [`preprocess_image`]).
+pub fn load_rgb(path: &Path, pre: &Preprocess) -> Result<Vec<f32>> {
+    pre.validate()?;
+    Ok(preprocess_image(&decode(path)?, pre))
+}
+
+/// Upper bound of the scale jitter used by [`load_augmented`]: the shorter side is
+/// resized to `resize * s` with `s` uniform in `[1, 1 + AUG_SCALE_JITTER]`.
+pub const AUG_SCALE_JITTER: f64 = 0.15;
+
+/// Small deterministic generator (SplitMix64) so augmentation needs no extra crate
+/// and is reproducible for a seed.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [0, 1).
+    fn next_f64(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    /// Uniform integer in [lo, hi] (inclusive).
+    fn range_i64(&mut self, lo: i64, hi: i64) -> i64 {
+        debug_assert!(lo <= hi);
+        lo + (self.next_u64() % ((hi - lo) as u64 + 1)) as i64
+    }
+}
+
+/// Augmented preprocessing of a decoded image: shorter side resized to
+/// `resize * s` (`s` uniform in `[1, 1 + AUG_SCALE_JITTER]`), crop at a uniformly
+/// random position (zero padding at a random place if the image is smaller than the
+/// crop), then a horizontal flip with probability 1/2. Deterministic for a seed.
+pub fn augment_image(img: &DynamicImage, pre: &Preprocess, rng_seed: u64) -> Vec<f32> {
+    let mut rng = SplitMix64(rng_seed);
+    let scale = 1.0 + AUG_SCALE_JITTER * rng.next_f64();
+    let short = ((pre.resize.max(1) as f64 * scale).round() as u32).max(1);
+    let resized = resize_short_side(&to_rgb8(img), short);
+    let (w, h) = resized.dimensions();
+    let mut random_offset = |size: u32, crop: u32| {
+        if crop > size {
+            rng.range_i64(-((crop - size) as i64), 0)
+        } else {
+            rng.range_i64(0, (size - crop) as i64)
+        }
+    };
+    let top = random_offset(h, pre.crop_h);
+    let left = random_offset(w, pre.crop_w);
+    let flip = rng.next_u64() & 1 == 1;
+    crop_to_chw(&resized, top, left, pre.crop_h, pre.crop_w, flip)
+}
+
+/// Loads one image file with random crop, scale jitter and horizontal flip (see
+/// [`augment_image`]). Deterministic for a seed.
+pub fn load_augmented(path: &Path, pre: &Preprocess, rng_seed: u64) -> Result<Vec<f32>> {
+    pre.validate()?;
+    Ok(augment_image(&decode(path)?, pre, rng_seed))
+}
+
+/// Writes CHW floats (RGB, [0, 1]; clamped and rounded, NaN → 0) as a PNG. The file
+/// is written as `<path>.tmp` next to the target and renamed, so readers never see a
+/// partial image. Missing parent folders are created.
+pub fn save_rgb(path: &Path, chw: &[f32], h: u32, w: u32) -> Result<()> {
+    let plane = h as usize * w as usize;
+    if h == 0 || w == 0 || chw.len() != 3 * plane {
+        bail!(
+            "cannot save {}: expected 3x{h}x{w} = {} values, got {}",
+            path.display(),
+            3 * plane,
+            chw.len()
+        );
+    }
+    let mut buf = Vec::with_capacity(3 * plane);
+    for i in 0..plane {
+        for c in 0..3 {
+            let v = chw[c * plane + i];
+            // `NaN.clamp` stays NaN and `NaN as u8` is 0, which is what we want.
+            buf.push((v.clamp(0.0, 1.0) * 255.0).round() as u8);
+        }
+    }
+    let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| anyhow!("image buffer size mismatch"))?;
+
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create folder {}", parent.display()))?;
+    }
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let result = img
+        .save_with_format(&tmp, ImageFormat::Png)
+        .map_err(anyhow::Error::from)
+        .and_then(|_| fs::rename(&tmp, path).map_err(anyhow::Error::from));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write image {}", path.display()))
+}
+
+// ---------------------------------------------------------------------------
+// CSV (tiny reader: header row, comma separated, optional double quotes)
+// ---------------------------------------------------------------------------
+
+/// Splits one CSV line. Quoted fields may contain commas and `""` escapes; unquoted
+/// fields are trimmed. Multi-line quoted fields are not supported.
+fn split_csv_line(line: &str) -> std::result::Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        // Skip leading blanks of the field.
+        while matches!(chars.peek(), Some(' ') | Some('\t')) {
+            chars.next();
+        }
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    Some('"') if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    Some('"') => break,
+                    Some(c) => field.push(c),
+                    None => return Err("unterminated quoted field".into()),
+                }
+            }
+            while matches!(chars.peek(), Some(' ') | Some('\t')) {
+                chars.next();
+            }
+            match chars.next() {
+                None => {
+                    fields.push(field);
+                    return Ok(fields);
+                }
+                Some(',') => fields.push(field),
+                Some(c) => return Err(format!("unexpected character '{c}' after quoted field")),
+            }
+        } else {
+            loop {
+                match chars.next() {
+                    None => {
+                        fields.push(field.trim().to_string());
+                        return Ok(fields);
+                    }
+                    Some(',') => break,
+                    Some(c) => field.push(c),
+                }
+            }
+            fields.push(field.trim().to_string());
+        }
+    }
+}
+
+/// A parsed CSV file: header names (trimmed) and data rows with their 1-based line
+/// numbers. Blank lines are skipped; every row must have as many fields as the header.
+struct Csv {
+    header: Vec<String>,
+    rows: Vec<(usize, Vec<String>)>,
+}
+
+impl Csv {
+    fn read(path: &Path) -> Result<Self> {
+        let text =
+            fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let mut header: Option<Vec<String>> = None;
+        let mut rows = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line_no = i + 1;
+            if raw.trim().is_empty() {
+                continue;
+            }
+            let fields =
+                split_csv_line(raw).map_err(|e| anyhow!("{}:{line_no}: {e}", path.display()))?;
+            match &header {
+                None => header = Some(fields),
+                Some(h) => {
+                    if fields.len() != h.len() {
+                        bail!(
+                            "{}:{line_no}: expected {} fields (as in the header), found {}",
+                            path.display(),
+                            h.len(),
+                            fields.len()
+                        );
+                    }
+                    rows.push((line_no, fields));
+                }
+            }
+        }
+        let header = header
+            .ok_or_else(|| anyhow!("{}: empty file (a header row is required)", path.display()))?;
+        Ok(Self { header, rows })
+    }
+
+    /// Index of a column by (case-insensitive) name.
+    fn column(&self, name: &str) -> Option<usize> {
+        self.header
+            .iter()
+            .position(|h| h.eq_ignore_ascii_case(name))
+    }
+}
+
+/// Error for a bad cell, naming file, line and column.
+fn cell_error(
+    path: &Path,
+    line: usize,
+    col: usize,
+    name: &str,
+    msg: impl fmt::Display,
+) -> anyhow::Error {
+    anyhow!(
+        "{}:{line}: column {} ('{name}'): {msg}",
+        path.display(),
+        col + 1
+    )
+}
+
+/// Optional finite float cell; empty → `None`.
+fn parse_opt_f32(path: &Path, line: usize, col: usize, name: &str, s: &str) -> Result<Option<f32>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(Some(v)),
+        _ => Err(cell_error(
+            path,
+            line,
+            col,
+            name,
+            format!("'{s}' is not a finite number"),
+        )),
+    }
+}
+
+/// Manifest contents: join key (`<class>/<id>` or `<id>`) → (line, pose).
+type Manifest = HashMap<String, (usize, Option<[f32; 2]>)>;
+
+/// Reads `manifest.csv` (see [`Manifest`]).
+fn read_manifest(path: &Path) -> Result<Manifest> {
+    let csv = Csv::read(path)?;
+    let id_col = csv
+        .column("id")
+        .ok_or_else(|| anyhow!("{}: header has no 'id' column", path.display()))?;
+    let class_col = csv.column("class");
+    let az_col = csv.column("azimuth_deg");
+    let el_col = csv.column("elevation_deg");
+    let mut map = HashMap::with_capacity(csv.rows.len());
+    for (line, fields) in &csv.rows {
+        let id = fields[id_col].as_str();
+        if id.is_empty() {
+            return Err(cell_error(path, *line, id_col, "id", "empty id"));
+        }
+        let key = match class_col.map(|c| fields[c].as_str()) {
+            Some(class) if !class.is_empty() => format!("{class}/{id}"),
+            _ => id.to_string(),
+        };
+        let cell = |col: Option<usize>, name: &str| match col {
+            Some(c) => parse_opt_f32(path, *line, c, name, &fields[c]),
+            None => Ok(None),
+        };
+        let az = cell(az_col, "azimuth_deg")?;
+        let el = cell(el_col, "elevation_deg")?;
+        let pose = match (az, el) {
+            (Some(a), Some(e)) => Some([a, e]),
+            _ => None,
+        };
+        if let Some((prev, _)) = map.insert(key.clone(), (*line, pose)) {
+            bail!(
+                "{}:{line}: duplicate entry '{key}' (first on line {prev})",
+                path.display()
+            );
+        }
+    }
+    Ok(map)
+}
+
+/// Reads `classes.csv` (`class,symmetry`): class → rotational symmetry order about
+/// the vertical axis (1 none, n n-fold, 0 continuous). Rows with an empty symmetry
+/// cell are left out (callers treat a missing class as 1).
+fn read_symmetry(path: &Path) -> Result<HashMap<String, u32>> {
+    let csv = Csv::read(path)?;
+    let (Some(class_col), Some(sym_col)) = (csv.column("class"), csv.column("symmetry")) else {
+        bail!(
+            "{}: header must have 'class' and 'symmetry' columns",
+            path.display()
+        );
+    };
+    let mut map = HashMap::new();
+    for (line, fields) in &csv.rows {
+        let class = fields[class_col].as_str();
+        let sym = fields[sym_col].as_str();
+        if class.is_empty() {
+            return Err(cell_error(
+                path,
+                *line,
+                class_col,
+                "class",
+                "empty class name",
+            ));
+        }
+        if sym.is_empty() {
+            continue;
+        }
+        let order: u32 = sym.parse().map_err(|_| {
+            cell_error(
+                path,
+                *line,
+                sym_col,
+                "symmetry",
+                format!("'{sym}' is not a non-negative integer"),
+            )
+        })?;
+        if map.insert(class.to_string(), order).is_some() {
+            bail!("{}:{line}: duplicate class '{class}'", path.display());
+        }
+    }
+    Ok(map)
+}
+
+// ---------------------------------------------------------------------------
+// Folder scanning
+// ---------------------------------------------------------------------------
+
+/// One image of the dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ImageRecord {
+    /// Path relative to the root, '/'-separated.
+    pub rel_path: String,
+    /// Class index (class-subfolder layout only).
+    pub label: Option<usize>,
+    /// (azimuth, elevation) in degrees, from `manifest.csv`.
+    pub pose: Option<[f32; 2]>,
+}
+
+/// A folder of images: class subfolders or flat. Records are sorted by relative
+/// path (component-wise, so they are also grouped by class in class order).
+#[derive(Clone, Debug)]
+pub struct ImageFolder {
+    pub root: PathBuf,
+    /// Sorted class folder names; empty for a flat folder.
+    pub classes: Vec<String>,
+    /// Rotational symmetry order per class, from `classes.csv` (empty if absent).
+    pub symmetry: HashMap<String, u32>,
+    pub records: Vec<ImageRecord>,
+    /// Where load-time skips are recorded (shares state with the log given to `open`).
+    pub skips: SkipLog,
+}
+
+fn is_hidden(name: &str) -> bool {
+    name.starts_with('.')
+}
+
+fn is_metadata_file(name: &str) -> bool {
+    name == MANIFEST_FILE || name == CLASSES_FILE
+}
+
+/// Entries of a folder, sorted by name, non-UTF-8 names reported and left out.
+fn sorted_entries(dir: &Path, skips: &SkipLog) -> Result<Vec<(String, PathBuf)>> {
+    let mut out = Vec::new();
+    let rd = fs::read_dir(dir).with_context(|| format!("cannot list folder {}", dir.display()))?;
+    for entry in rd {
+        let entry = entry.with_context(|| format!("cannot list folder {}", dir.display()))?;
+        let path = entry.path();
+        match entry.file_name().into_string() {
+            Ok(name) => out.push((name, path)),
+            Err(_) => skips.record(&path, "file name is not valid UTF-8"),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Recursively collects image files under `dir` as '/'-separated paths prefixed by
+/// `rel`. Symlinks are followed; `visited` (canonical folders) breaks cycles.
+fn walk(
+    dir: &Path,
+    rel: &str,
+    out: &mut Vec<String>,
+    skips: &SkipLog,
+    visited: &mut HashSet<PathBuf>,
+) -> Result<()> {
+    if let Ok(canon) = fs::canonicalize(dir) {
+        if !visited.insert(canon) {
+            return Ok(());
+        }
+    }
+    for (name, path) in sorted_entries(dir, skips)? {
+        if is_hidden(&name) {
+            continue;
+        }
+        let child_rel = if rel.is_empty() {
+            name.clone()
+        } else {
+            format!("{rel}/{name}")
+        };
+        let meta = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                skips.record(&path, format!("cannot stat: {e}"));
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            walk(&path, &child_rel, out, skips, visited)?;
+        } else if is_metadata_file(&name) {
+            continue;
+        } else if has_image_extension(&path) {
+            out.push(child_rel);
+        } else {
+            skips.record(&path, "not an image file (unknown extension)");
+        }
+    }
+    Ok(())
+}
+
+/// `a/b/c.png` → `a/b/c` (only the last extension of the file name is removed).
+fn strip_extension(rel: &str) -> &str {
+    let file_start = rel.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match rel[file_start..].rfind('.') {
+        Some(dot) if dot > 0 => &rel[..file_start + dot],
+        _ => rel,
+    }
+}
+
+impl ImageFolder {
+    /// Scans `root`. Non-image files are reported to `skips` now; undecodable images
+    /// are only found when loaded (see [`ImageFolder::load_or_skip`]). Errors if the
+    /// folder holds no images, or if `manifest.csv` / `classes.csv` is malformed.
+    pub fn open(root: &Path, skips: &SkipLog) -> Result<Self> {
+        let meta = fs::metadata(root)
+            .with_context(|| format!("cannot open dataset folder {}", root.display()))?;
+        if !meta.is_dir() {
+            bail!("dataset path {} is not a folder", root.display());
+        }
+
+        // Layout: any visible subfolder makes this a class-subfolder dataset.
+        let entries = sorted_entries(root, skips)?;
+        let mut class_dirs = Vec::new();
+        let mut root_files = Vec::new();
+        for (name, path) in entries {
+            if is_hidden(&name) {
+                continue;
+            }
+            if fs::metadata(&path).map(|m| m.is_dir()).unwrap_or(false) {
+                class_dirs.push((name, path));
+            } else {
+                root_files.push((name, path));
+            }
+        }
+
+        let mut rels: Vec<String> = Vec::new();
+        let mut labels: HashMap<String, usize> = HashMap::new();
+        let mut classes = Vec::new();
+        let mut visited = HashSet::new();
+        if !class_dirs.is_empty() {
+            let ignored = root_files
+                .iter()
+                .filter(|(_, p)| has_image_extension(p))
+                .count();
+            if ignored > 0 {
+                eprintln!(
+                    "note: ignoring {ignored} image file(s) directly in {} (class-subfolder layout: only images inside class folders are used)",
+                    root.display()
+                );
+            }
+            for (label, (name, path)) in class_dirs.into_iter().enumerate() {
+                let before = rels.len();
+                walk(&path, &name, &mut rels, skips, &mut visited)?;
+                if rels.len() == before {
+                    eprintln!("warning: class folder {} has no images", path.display());
+                }
+                labels.insert(name.clone(), label);
+                classes.push(name);
+            }
+        } else {
+            visited.insert(fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()));
+            for (name, path) in root_files {
+                if is_metadata_file(&name) {
+                    continue;
+                }
+                if has_image_extension(&path) {
+                    rels.push(name);
+                } else {
+                    skips.record(&path, "not an image file (unknown extension)");
+                }
+            }
+        }
+        if rels.is_empty() {
+            bail!("no images found in {}", root.display());
+        }
+        // Component-wise order keeps records grouped by class in class order
+        // ("a/x" < "a-b/y"), and is deterministic across platforms.
+        rels.sort_by(|a, b| a.split('/').cmp(b.split('/')));
+
+        let manifest_path = root.join(MANIFEST_FILE);
+        let manifest = if manifest_path.is_file() {
+            Some(read_manifest(&manifest_path)?)
+        } else {
+            None
+        };
+        let symmetry_path = root.join(CLASSES_FILE);
+        let symmetry = if symmetry_path.is_file() {
+            read_symmetry(&symmetry_path)?
+        } else {
+            HashMap::new()
+        };
+
+        let mut matched = 0usize;
+        let records: Vec<ImageRecord> = rels
+            .into_iter()
+            .map(|rel_path| {
+                let label = if classes.is_empty() {
+                    None
+                } else {
+                    let class = rel_path.split('/').next().unwrap_or("");
+                    labels.get(class).copied()
+                };
+                let pose = manifest
+                    .as_ref()
+                    .and_then(|m| m.get(strip_extension(&rel_path)))
+                    .and_then(|&(_, pose)| {
+                        matched += 1;
+                        pose
+                    });
+                ImageRecord {
+                    rel_path,
+                    label,
+                    pose,
+                }
+            })
+            .collect();
+        if let Some(m) = &manifest {
+            // Rows without an image are usually images that were removed or skipped;
+            // worth a note since a wrong id/class convention shows up here too.
+            if matched < m.len() {
+                eprintln!(
+                    "note: {} of {} rows in {} match no image (join key is '<class>/<id>' = image path without extension)",
+                    m.len() - matched,
+                    m.len(),
+                    manifest_path.display()
+                );
+            }
+        }
+
+        Ok(Self {
+            root: root.to_path_buf(),
+            classes,
+            symmetry,
+            records,
+            skips: skips.clone(),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Number of classes (0 for a flat folder).
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// Full path of record `i`.
+    pub fn path(&self, i: usize) -> PathBuf {
+        self.root.join(&self.records[i].rel_path)
+    }
+
+    /// Rotational symmetry order of record `i`'s class (1 if unknown or unlabelled).
+    pub fn symmetry_of(&self, i: usize) -> u32 {
+        self.records[i]
+            .label
+            .and_then(|l| self.symmetry.get(&self.classes[l]).copied())
+            .unwrap_or(1)
+    }
+
+    /// Decodes and preprocesses record `i`. The error names the file; nothing is
+    /// recorded in the skip log (use [`ImageFolder::load_or_skip`] for that).
+    pub fn load(&self, i: usize, pre: &Preprocess) -> Result<Vec<f32>> {
+        load_rgb(&self.path(i), pre)
+    }
+
+    /// Augmented version of [`ImageFolder::load`] (see [`augment_image`]).
+    pub fn load_augmented(&self, i: usize, pre: &Preprocess, rng_seed: u64) -> Result<Vec<f32>> {
+        load_augmented(&self.path(i), pre, rng_seed)
+    }
+
+    /// Like [`ImageFolder::load`], but an undecodable file is recorded in the skip
+    /// log (warning printed once) and `None` is returned, so a caller can move on.
+    pub fn load_or_skip(&self, i: usize, pre: &Preprocess) -> Option<Vec<f32>> {
+        self.decode_or_skip(i)
+            .map(|img| preprocess_image(&img, pre))
+    }
+
+    /// Augmented version of [`ImageFolder::load_or_skip`].
+    pub fn load_augmented_or_skip(
+        &self,
+        i: usize,
+        pre: &Preprocess,
+        rng_seed: u64,
+    ) -> Option<Vec<f32>> {
+        self.decode_or_skip(i)
+            .map(|img| augment_image(&img, pre, rng_seed))
+    }
+
+    fn decode_or_skip(&self, i: usize) -> Option<DynamicImage> {
+        let path = self.path(i);
+        match decode_reason(&path) {
+            Ok(img) => Some(img),
+            Err(e) => {
+                // `{e}` not `{e:#}`: image errors already include their source in Display.
+                self.skips.record(&path, e);
+                None
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{GrayImage, ImageBuffer, Rgb, Rgb32FImage, Rgba, RgbaImage};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Unique scratch folder, removed on drop.
+    struct TempDir(PathBuf);
+    impl TempDir {
+        fn new(tag: &str) -> Self {
+            static N: AtomicUsize = AtomicUsize::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "preimage-folder-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            let _ = fs::remove_dir_all(&p);
+            fs::create_dir_all(&p).unwrap();
+            Self(p)
+        }
+        fn path(&self, rel: &str) -> PathBuf {
+            let p = self.0.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            p
+        }
+    }
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn solid(w: u32, h: u32, c: [u8; 3]) -> RgbImage {
+        RgbImage::from_pixel(w, h, Rgb(c))
+    }
+
+    fn save_png(dir: &TempDir, rel: &str, img: &RgbImage) -> PathBuf {
+        let p = dir.path(rel);
+        img.save_with_format(&p, ImageFormat::Png).unwrap();
+        p
+    }
+
+    const PRE4: Preprocess = Preprocess {
+        resize: 4,
+        crop_h: 4,
+        crop_w: 4,
+    };
+
+    fn assert_constant(v: &[f32], c: [u8; 3], tol: f32, what: &str) {
+        let plane = v.len() / 3;
+        for ch in 0..3 {
+            for (i, &x) in v[ch * plane..(ch + 1) * plane].iter().enumerate() {
+                let want = c[ch] as f32 / 255.0;
+                assert!(
+                    (x - want).abs() <= tol,
+                    "{what}: channel {ch} pixel {i}: got {x}, want {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn class_layout_labels_order_and_hidden() {
+        let d = TempDir::new("classes");
+        save_png(&d, "dog/b.png", &solid(5, 5, [1, 2, 3]));
+        save_png(&d, "dog/a.png", &solid(5, 5, [1, 2, 3]));
+        save_png(&d, "cat/sub/deep.png", &solid(5, 5, [1, 2, 3]));
+        save_png(&d, "cat/z.png", &solid(5, 5, [1, 2, 3]));
+        save_png(&d, "cat-x/q.png", &solid(5, 5, [1, 2, 3]));
+        save_png(&d, "root_ignored.png", &solid(5, 5, [1, 2, 3]));
+        save_png(&d, "dog/.hidden.png", &solid(5, 5, [1, 2, 3]));
+        save_png(&d, ".cache/x.png", &solid(5, 5, [1, 2, 3]));
+        fs::write(d.path("README.md"), "hi").unwrap();
+
+        let skips = SkipLog::new();
+        let f = ImageFolder::open(&d.0, &skips).unwrap();
+        assert_eq!(f.classes, vec!["cat", "cat-x", "dog"]);
+        let got: Vec<(&str, Option<usize>)> = f
+            .records
+            .iter()
+            .map(|r| (r.rel_path.as_str(), r.label))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("cat/sub/deep.png", Some(0)),
+                ("cat/z.png", Some(0)),
+                ("cat-x/q.png", Some(1)),
+                ("dog/a.png", Some(2)),
+                ("dog/b.png", Some(2)),
+            ]
+        );
+        assert_eq!(
+            skips.count(),
+            0,
+            "root files and hidden files are not skips"
+        );
+        assert_eq!(f.path(0), d.0.join("cat/sub/deep.png"));
+        assert!(f.records.iter().all(|r| r.pose.is_none()));
+    }
+
+    #[test]
+    fn flat_layout_and_empty_errors() {
+        let d = TempDir::new("flat");
+        save_png(&d, "b.png", &solid(3, 3, [9, 9, 9]));
+        save_png(&d, "a.PNG", &solid(3, 3, [9, 9, 9]));
+        fs::write(d.path("notes.txt"), "x").unwrap();
+        fs::write(d.path("manifest.csv"), "id\n").unwrap();
+        let skips = SkipLog::new();
+        let f = ImageFolder::open(&d.0, &skips).unwrap();
+        assert!(f.classes.is_empty());
+        assert_eq!(f.len(), 2);
+        assert_eq!(f.records[0].rel_path, "a.PNG");
+        assert!(f.records.iter().all(|r| r.label.is_none()));
+        assert_eq!(skips.paths(), vec![d.0.join("notes.txt")]);
+
+        let empty = TempDir::new("empty");
+        fs::write(empty.path("notes.txt"), "x").unwrap();
+        let err = format!(
+            "{:#}",
+            ImageFolder::open(&empty.0, &SkipLog::new()).unwrap_err()
+        );
+        assert!(
+            err.contains("no images") && err.contains(&empty.0.display().to_string()),
+            "{err}"
+        );
+
+        let missing = d.0.join("does-not-exist");
+        let err = format!(
+            "{:#}",
+            ImageFolder::open(&missing, &SkipLog::new()).unwrap_err()
+        );
+        assert!(err.contains("does-not-exist"), "{err}");
+    }
+
+    #[test]
+    fn all_formats_decode_to_rgb() {
+        let d = TempDir::new("formats");
+        let c = [200u8, 100, 50];
+        let rgb = solid(6, 6, c);
+
+        rgb.save_with_format(d.path("x.png"), ImageFormat::Png)
+            .unwrap();
+        rgb.save_with_format(d.path("x.jpg"), ImageFormat::Jpeg)
+            .unwrap();
+        rgb.save_with_format(d.path("x.bmp"), ImageFormat::Bmp)
+            .unwrap();
+        rgb.save_with_format(d.path("x.webp"), ImageFormat::WebP)
+            .unwrap();
+        rgb.save_with_format(d.path("x.tiff"), ImageFormat::Tiff)
+            .unwrap();
+        rgb.save_with_format(d.path("x.gif"), ImageFormat::Gif)
+            .unwrap();
+        for ext in ["png", "bmp", "webp", "tiff", "gif"] {
+            assert_constant(
+                &load_rgb(&d.0.join(format!("x.{ext}")), &PRE4).unwrap(),
+                c,
+                1e-6,
+                ext,
+            );
+        }
+        assert_constant(
+            &load_rgb(&d.0.join("x.jpg"), &PRE4).unwrap(),
+            c,
+            4.0 / 255.0,
+            "jpeg",
+        );
+
+        // Content detection: a PNG with a .jpg extension.
+        rgb.save_with_format(d.path("png_named.jpg"), ImageFormat::Png)
+            .unwrap();
+        assert_constant(
+            &load_rgb(&d.0.join("png_named.jpg"), &PRE4).unwrap(),
+            c,
+            1e-6,
+            "mislabelled",
+        );
+
+        // 16-bit PNG: 51400 / 257 = 200 exactly.
+        let img16: ImageBuffer<Rgb<u16>, Vec<u16>> =
+            ImageBuffer::from_pixel(6, 6, Rgb([51400, 25700, 12850]));
+        img16
+            .save_with_format(d.path("x16.png"), ImageFormat::Png)
+            .unwrap();
+        let img = decode(&d.0.join("x16.png")).unwrap();
+        assert!(matches!(img, DynamicImage::ImageRgb16(_)));
+        assert_constant(
+            &load_rgb(&d.0.join("x16.png"), &PRE4).unwrap(),
+            c,
+            1e-6,
+            "png16",
+        );
+
+        // Gray → replicated.
+        GrayImage::from_pixel(6, 6, image::Luma([77]))
+            .save(d.path("g.png"))
+            .unwrap();
+        assert_constant(
+            &load_rgb(&d.0.join("g.png"), &PRE4).unwrap(),
+            [77, 77, 77],
+            1e-6,
+            "gray",
+        );
+
+        // Gray + alpha, RGBA: alpha dropped, colour kept even where fully transparent.
+        image::GrayAlphaImage::from_pixel(6, 6, image::LumaA([90, 0]))
+            .save(d.path("ga.png"))
+            .unwrap();
+        assert_constant(
+            &load_rgb(&d.0.join("ga.png"), &PRE4).unwrap(),
+            [90, 90, 90],
+            1e-6,
+            "gray+alpha",
+        );
+        RgbaImage::from_pixel(6, 6, Rgba([10, 20, 30, 0]))
+            .save(d.path("rgba.png"))
+            .unwrap();
+        assert_constant(
+            &load_rgb(&d.0.join("rgba.png"), &PRE4).unwrap(),
+            [10, 20, 30],
+            1e-6,
+            "rgba",
+        );
+
+        // Float TIFF, values outside [0,1] are clamped.
+        let f32img = Rgb32FImage::from_pixel(6, 6, Rgb([1.5, 0.2, -0.3]));
+        DynamicImage::ImageRgb32F(f32img)
+            .save_with_format(d.path("f.tiff"), ImageFormat::Tiff)
+            .unwrap();
+        assert_constant(
+            &load_rgb(&d.0.join("f.tiff"), &PRE4).unwrap(),
+            [255, 51, 0],
+            1e-6,
+            "float tiff",
+        );
+
+        // Animated GIF: first frame only.
+        {
+            use image::codecs::gif::GifEncoder;
+            use image::Frame;
+            let file = fs::File::create(d.path("anim.gif")).unwrap();
+            let mut enc = GifEncoder::new(file);
+            let f1 = Frame::new(RgbaImage::from_pixel(6, 6, Rgba([255, 0, 0, 255])));
+            let f2 = Frame::new(RgbaImage::from_pixel(6, 6, Rgba([0, 0, 255, 255])));
+            enc.encode_frames(vec![f1, f2]).unwrap();
+        }
+        assert_constant(
+            &load_rgb(&d.0.join("anim.gif"), &PRE4).unwrap(),
+            [255, 0, 0],
+            1e-6,
+            "gif frame 0",
+        );
+    }
+
+    #[test]
+    fn resize_and_center_crop_values() {
+        // 8x4 horizontal gradient v(x) = 20x + 10 (constant down columns). Shorter side
+        // 4 → 2 gives 4x2 (downscale by 2: triangle support 2, symmetric weights, so an
+        // interior output pixel is the gradient at its centre); centre crop 2x2 at
+        // left = round((4-2)/2) = 1 takes output columns 1 and 2, centred on input
+        // coordinates 3.0 and 5.0 → v = 20*2.5+10 = 60 and 20*4.5+10 = 100.
+        let img = RgbImage::from_fn(8, 4, |x, _| {
+            let v = (20 * x + 10) as u8;
+            Rgb([v, v / 2, 255 - v])
+        });
+        let pre = Preprocess {
+            resize: 2,
+            crop_h: 2,
+            crop_w: 2,
+        };
+        let out = preprocess_image(&DynamicImage::ImageRgb8(img), &pre);
+        assert_eq!(out.len(), 3 * 2 * 2);
+        let want = |v: f32| [v, v, v / 2.0, v / 2.0, 255.0 - v, 255.0 - v];
+        let r = want(60.0);
+        let s = want(100.0);
+        let expect: Vec<f32> = vec![
+            r[0], s[0], r[0], s[0], r[2], s[2], r[2], s[2], r[4], s[4], r[4], s[4],
+        ]
+        .into_iter()
+        .map(|x| x / 255.0)
+        .collect();
+        for (i, (a, b)) in out.iter().zip(&expect).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-6,
+                "value {i}: got {}, want {}",
+                a * 255.0,
+                b * 255.0
+            );
+        }
+
+        // No resize needed (short side already 2): 5x2 → crop 2x2 at left =
+        // round(3/2) = 2 (half to even, like torchvision) → columns 2 and 3.
+        let img = RgbImage::from_fn(5, 2, |x, y| Rgb([(x * 10 + y) as u8, 0, 0]));
+        let out = preprocess_image(&DynamicImage::ImageRgb8(img), &pre);
+        let red: Vec<u8> = out[..4].iter().map(|v| (v * 255.0).round() as u8).collect();
+        assert_eq!(red, vec![20, 30, 21, 31]);
+
+        // Shapes for a non-square photo-like size (portrait): 30 wide x 45 high,
+        // resize 16 → 16 x 24, crop 12 x 14.
+        let pre = Preprocess {
+            resize: 16,
+            crop_h: 12,
+            crop_w: 14,
+        };
+        let out = preprocess_image(&DynamicImage::ImageRgb8(solid(30, 45, [3, 4, 5])), &pre);
+        assert_eq!(out.len(), 3 * 12 * 14);
+        assert_constant(&out, [3, 4, 5], 1e-6, "constant stays constant");
+        assert_eq!(
+            resize_short_side(&solid(500, 375, [0; 3]), 256).dimensions(),
+            (341, 256)
+        );
+    }
+
+    #[test]
+    fn crop_larger_than_image_is_zero_padded() {
+        // 2x3 (w x h) image, resize 2 leaves it unchanged; crop 5 high x 4 wide:
+        // pad top (5-3)//2 = 1, left (4-2)//2 = 1.
+        let img = solid(2, 3, [255, 255, 255]);
+        let pre = Preprocess {
+            resize: 2,
+            crop_h: 5,
+            crop_w: 4,
+        };
+        let out = preprocess_image(&DynamicImage::ImageRgb8(img), &pre);
+        let mask: Vec<u8> = out[..20].iter().map(|&v| v as u8).collect();
+        #[rustfmt::skip]
+        assert_eq!(mask, vec![
+            0, 0, 0, 0,
+            0, 1, 1, 0,
+            0, 1, 1, 0,
+            0, 1, 1, 0,
+            0, 0, 0, 0,
+        ]);
+    }
+
+    #[test]
+    fn unreadable_files_are_skipped_without_shifting_labels() {
+        let d = TempDir::new("skips");
+        save_png(&d, "a/good1.png", &solid(4, 4, [10, 10, 10]));
+        let good = save_png(&d, "b/good2.png", &solid(4, 4, [20, 20, 20]));
+        save_png(&d, "c/good3.png", &solid(4, 4, [30, 30, 30]));
+        fs::write(d.path("a/corrupt.png"), b"this is not an image at all").unwrap();
+        let bytes = fs::read(&good).unwrap();
+        fs::write(d.path("b/truncated.png"), &bytes[..bytes.len() / 2]).unwrap();
+        fs::write(d.path("b/empty.jpg"), b"").unwrap();
+        fs::write(d.path("c/notes.txt"), b"notes").unwrap();
+
+        let skips = SkipLog::new();
+        let f = ImageFolder::open(&d.0, &skips).unwrap();
+        assert_eq!(skips.count(), 1, "the .txt file is skipped at scan time");
+        assert_eq!(skips.paths()[0], d.0.join("c/notes.txt"));
+        assert_eq!(f.len(), 6);
+
+        let mut loaded = Vec::new();
+        for _epoch in 0..2 {
+            loaded.clear();
+            for i in 0..f.len() {
+                if let Some(v) = f.load_or_skip(i, &PRE4) {
+                    loaded.push((
+                        f.records[i].rel_path.clone(),
+                        f.records[i].label,
+                        (v[0] * 255.0).round() as u8,
+                    ));
+                }
+            }
+        }
+        assert_eq!(
+            loaded,
+            vec![
+                ("a/good1.png".to_string(), Some(0), 10),
+                ("b/good2.png".to_string(), Some(1), 20),
+                ("c/good3.png".to_string(), Some(2), 30),
+            ]
+        );
+        assert_eq!(skips.count(), 4, "each bad file counted once across epochs");
+        assert_eq!(skips.summary(), "skipped 4 unreadable files");
+        for bad in ["a/corrupt.png", "b/truncated.png", "b/empty.jpg"] {
+            assert!(skips.paths().contains(&d.0.join(bad)), "{bad} not recorded");
+        }
+        // Plain `load` reports the file in its error.
+        let i = f
+            .records
+            .iter()
+            .position(|r| r.rel_path == "b/truncated.png")
+            .unwrap();
+        let err = format!("{:#}", f.load(i, &PRE4).unwrap_err());
+        assert!(err.contains("truncated.png"), "{err}");
+    }
+
+    #[test]
+    fn manifest_join_and_symmetry() {
+        let d = TempDir::new("manifest");
+        save_png(&d, "chair/000042.png", &solid(4, 4, [1, 1, 1]));
+        save_png(&d, "chair/000043.jpg", &solid(4, 4, [1, 1, 1]));
+        save_png(&d, "table/000042.png", &solid(4, 4, [1, 1, 1]));
+        save_png(&d, "table/7.png", &solid(4, 4, [1, 1, 1]));
+        fs::write(
+            d.path("manifest.csv"),
+            "\u{feff}id,class,azimuth_deg,elevation_deg,extra\r\n\
+             000042,chair,30.5,10,x\r\n\
+             000043,chair,,10,x\r\n\
+             \"000042\",table,-90,  5 ,\"a, b\"\r\n\
+             999,table,1,1,\r\n",
+        )
+        .unwrap();
+        fs::write(d.path("classes.csv"), "class,symmetry\nchair,1\ntable,4\n").unwrap();
+        let f = ImageFolder::open(&d.0, &SkipLog::new()).unwrap();
+        let poses: Vec<(&str, Option<[f32; 2]>)> = f
+            .records
+            .iter()
+            .map(|r| (r.rel_path.as_str(), r.pose))
+            .collect();
+        assert_eq!(
+            poses,
+            vec![
+                ("chair/000042.png", Some([30.5, 10.0])),
+                ("chair/000043.jpg", None),
+                ("table/000042.png", Some([-90.0, 5.0])),
+                ("table/7.png", None),
+            ]
+        );
+        assert_eq!(f.symmetry.get("table"), Some(&4));
+        assert_eq!(f.symmetry_of(0), 1);
+        assert_eq!(f.symmetry_of(2), 4);
+
+        // Flat folder, no class column.
+        let flat = TempDir::new("manifest-flat");
+        save_png(&flat, "000001.png", &solid(4, 4, [1, 1, 1]));
+        fs::write(flat.path("manifest.csv"), "azimuth_deg,id\n12,000001\n").unwrap();
+        let f = ImageFolder::open(&flat.0, &SkipLog::new()).unwrap();
+        assert_eq!(f.records[0].pose, None, "no elevation column → no pose");
+        fs::write(
+            flat.path("manifest.csv"),
+            "elevation_deg,azimuth_deg,id\n-3,12,000001\n",
+        )
+        .unwrap();
+        let f = ImageFolder::open(&flat.0, &SkipLog::new()).unwrap();
+        assert_eq!(f.records[0].pose, Some([12.0, -3.0]));
+
+        // Bad number: error names file, line and column.
+        fs::write(
+            d.path("manifest.csv"),
+            "id,class,azimuth_deg,elevation_deg\n000042,chair,30,10\n\n000043,chair,3O,10\n",
+        )
+        .unwrap();
+        let err = format!(
+            "{:#}",
+            ImageFolder::open(&d.0, &SkipLog::new()).unwrap_err()
+        );
+        assert!(
+            err.contains("manifest.csv:4:")
+                && err.contains("column 3")
+                && err.contains("azimuth_deg"),
+            "{err}"
+        );
+        assert!(err.contains("'3O'"), "{err}");
+
+        // Bad symmetry value.
+        fs::write(d.path("manifest.csv"), "id,class\n").unwrap();
+        fs::write(d.path("classes.csv"), "class,symmetry\nchair,one\n").unwrap();
+        let err = format!(
+            "{:#}",
+            ImageFolder::open(&d.0, &SkipLog::new()).unwrap_err()
+        );
+        assert!(
+            err.contains("classes.csv:2:") && err.contains("column 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn csv_splitting() {
+        assert_eq!(
+            split_csv_line("a, b ,\"c,\"\"d\"\"\",").unwrap(),
+            vec!["a", "b", "c,\"d\"", ""]
+        );
+        assert!(split_csv_line("\"open").is_err());
+    }
+
+    #[test]
+    fn save_rgb_round_trip() {
+        let d = TempDir::new("save");
+        let (h, w) = (3u32, 5u32);
+        let plane = (h * w) as usize;
+        let chw: Vec<f32> = (0..3 * plane).map(|i| (i % 7) as f32 / 6.0).collect();
+        let mut with_outliers = chw.clone();
+        with_outliers[0] = -0.5;
+        with_outliers[1] = 1.7;
+        with_outliers[2] = f32::NAN;
+        let p = d.0.join("out/sub/img.png");
+        save_rgb(&p, &with_outliers, h, w).unwrap();
+        assert!(!d.0.join("out/sub/img.png.tmp").exists());
+        let pre = Preprocess {
+            resize: h,
+            crop_h: h,
+            crop_w: w,
+        };
+        let back = load_rgb(&p, &pre).unwrap();
+        assert_eq!(back.len(), chw.len());
+        assert_eq!(back[0], 0.0);
+        assert_eq!(back[1], 1.0);
+        assert_eq!(back[2], 0.0);
+        for i in 3..chw.len() {
+            assert!((back[i] - chw[i]).abs() <= 0.5 / 255.0 + 1e-6, "value {i}");
+        }
+        assert!(save_rgb(&p, &chw[1..], h, w).is_err());
+    }
+
+    #[test]
+    fn augmentation_is_deterministic_per_seed() {
+        let d = TempDir::new("aug");
+        let img = RgbImage::from_fn(40, 30, |x, y| {
+            Rgb([(x * 6) as u8, (y * 8) as u8, ((x * y) % 256) as u8])
+        });
+        let p = save_png(&d, "a.png", &img);
+        let pre = Preprocess {
+            resize: 24,
+            crop_h: 20,
+            crop_w: 20,
+        };
+        let a = load_augmented(&p, &pre, 7).unwrap();
+        let b = load_augmented(&p, &pre, 7).unwrap();
+        assert_eq!(a.len(), 3 * 20 * 20);
+        assert_eq!(a, b);
+        let distinct = (0..8u64)
+            .filter(|&s| load_augmented(&p, &pre, s).unwrap() != a)
+            .count();
+        assert!(
+            distinct >= 6,
+            "seeds should give different crops ({distinct} of 8 differ)"
+        );
+        // Both flip outcomes occur.
+        let flips: HashSet<bool> = (0..32u64)
+            .map(|s| {
+                let mut r = SplitMix64(s);
+                r.next_f64();
+                r.next_u64();
+                r.next_u64();
+                r.next_u64() & 1 == 1
+            })
+            .collect();
+        assert_eq!(flips.len(), 2);
+    }
+}

@@ -1,0 +1,6 @@
+//! Data: image folders, the built-in renderer, code files and batching.
+pub mod batch;
+pub mod codes;
+pub mod folder;
+pub mod meshes;
+pub mod render;

@@ -1,0 +1,128 @@
+//! Frozen encoders with named taps: posenet (ours), AlexNet and VGG (torchvision layout).
+//!
+//! All share one module ([`net::ConvNet`]) driven by an [`net::EncoderSpec`]; the spec is
+//! built from the architecture name, and widths/class count are read from the weight file
+//! when one is given, so reduced-width torchvision networks load without extra flags.
+pub mod alexnet;
+pub mod net;
+pub mod posenet;
+pub mod vgg;
+pub mod weights;
+
+use anyhow::{bail, Result};
+use burn::tensor::backend::Backend;
+use std::path::{Path, PathBuf};
+
+pub use net::{Act, ConvNet, EncoderSpec, Layer};
+
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Names accepted by `--encoder`.
+pub const ARCHS: &[&str] = &[
+    "posenet", "alexnet", "vgg11", "vgg13", "vgg16", "vgg19", "vgg11_bn", "vgg13_bn", "vgg16_bn", "vgg19_bn",
+];
+
+/// torchvision's evaluation transform resizes to 256 before a 224 crop; keep that ratio.
+pub fn torchvision_resize(input: usize) -> usize {
+    (input as f64 * 256.0 / 224.0).round() as usize
+}
+
+/// Generic class names when a weight file carries none.
+pub fn numbered_classes(n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("class_{i}")).collect()
+}
+
+/// The spec for an architecture name at default widths (torchvision's for AlexNet/VGG).
+pub fn default_spec(arch: &str, num_classes: usize, input: Option<usize>) -> Result<EncoderSpec> {
+    let classes = numbered_classes(num_classes);
+    if arch == "posenet" {
+        let mut cfg = posenet::PoseNetConfig::default();
+        if let Some(s) = input {
+            cfg.input_size = s;
+        }
+        return Ok(posenet::spec(&cfg, classes));
+    }
+    if arch == "alexnet" {
+        return Ok(alexnet::spec(alexnet::DEFAULT_CONV, alexnet::DEFAULT_FC, classes, input.unwrap_or(224)));
+    }
+    if let Some(rest) = arch.strip_prefix("vgg") {
+        let (depth, bn) = match rest.strip_suffix("_bn") {
+            Some(d) => (d, true),
+            None => (rest, false),
+        };
+        if let Ok(depth) = depth.parse::<usize>() {
+            return vgg::spec(depth, bn, vgg::DEFAULT_CONV, vgg::DEFAULT_FC, classes, input.unwrap_or(224));
+        }
+    }
+    bail!("unknown encoder '{arch}'; valid encoders: {}", ARCHS.join(", "))
+}
+
+/// Where an encoder's weights come from.
+#[derive(Clone, Debug)]
+pub enum WeightSource {
+    /// A torchvision state_dict (.pth/.safetensors) or one of our encoder checkpoints.
+    File(PathBuf),
+    /// A `train-encoder` run folder (its final `encoder.safetensors`).
+    Run(PathBuf),
+    /// Random weights drawn from a seed (benchmarks, tests).
+    Random(u64),
+}
+
+impl WeightSource {
+    pub fn from_args(weights: Option<&Path>, run: Option<&Path>, seed: u64) -> Result<Self> {
+        Ok(match (weights, run) {
+            (Some(_), Some(_)) => bail!("give either --weights or --run, not both"),
+            (Some(w), None) => WeightSource::File(w.to_path_buf()),
+            (None, Some(r)) => WeightSource::Run(r.to_path_buf()),
+            (None, None) => WeightSource::Random(seed),
+        })
+    }
+}
+
+/// A loaded encoder and where its weights came from.
+pub struct Loaded<B: Backend> {
+    pub net: ConvNet<B>,
+    /// SHA-256 of the weight file ("random:<seed>" for random weights).
+    pub weights_sha256: String,
+    pub weights_path: Option<PathBuf>,
+}
+
+/// Build `arch` and load its weights. `input` overrides the input size (square).
+pub fn load<B: Backend>(arch: &str, source: &WeightSource, input: Option<usize>, device: &B::Device) -> Result<Loaded<B>> {
+    match source {
+        WeightSource::Random(seed) => {
+            let spec = default_spec(arch, if arch == "posenet" { 10 } else { 1000 }, input)?;
+            Ok(Loaded { net: ConvNet::init(&spec, *seed, device)?, weights_sha256: format!("random:{seed}"), weights_path: None })
+        }
+        WeightSource::File(path) => load_file(arch, path, input, device),
+        WeightSource::Run(dir) => {
+            let path = dir.join(weights::RUN_WEIGHTS);
+            if !path.exists() {
+                bail!("run folder {} has no {} (train it with `preimage train-encoder --out {}`)", dir.display(), weights::RUN_WEIGHTS, dir.display());
+            }
+            load_file(arch, &path, input, device)
+        }
+    }
+}
+
+fn load_file<B: Backend>(arch: &str, path: &Path, input: Option<usize>, device: &B::Device) -> Result<Loaded<B>> {
+    let state = weights::read_state_dict(path)?;
+    let spec = match &state.spec {
+        // Our own checkpoints carry their spec.
+        Some(spec) => {
+            if spec.arch != arch {
+                bail!("{} holds a '{}' encoder, not '{arch}'", path.display(), spec.arch);
+            }
+            let mut spec = spec.clone();
+            if let Some(s) = input {
+                spec.input_size = [s, s];
+                spec.resize = if arch == "posenet" { s } else { torchvision_resize(s) };
+            }
+            spec
+        }
+        None => weights::infer_spec(default_spec(arch, 1000, input)?, &state.tensors),
+    };
+    let net = weights::build(&spec, &state.tensors, path, device)?;
+    Ok(Loaded { net, weights_sha256: crate::util::sha256_file(path)?, weights_path: Some(path.to_path_buf()) })
+}

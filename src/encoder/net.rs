@@ -1,0 +1,395 @@
+//! One sequential CNN module that serves every encoder (posenet, AlexNet, VGG): a plan of
+//! layers, each optionally exposing a named tap. Keeping one module means one forward pass,
+//! one weight loader and one tap mechanism for all architectures.
+use anyhow::{bail, Result};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{AdaptiveAvgPool2dConfig, MaxPool2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::rng::Rng;
+
+/// One step of an encoder's plan. `key` is the state_dict prefix (torchvision layout),
+/// `tap` the Caffe-style name under which the step's output can be read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Layer {
+    /// Convolution, optional BatchNorm, then ReLU.
+    Conv { out: usize, kernel: usize, stride: usize, pad: usize, key: String, bn_key: Option<String>, tap: String },
+    MaxPool { kernel: usize, stride: usize, pad: usize, tap: Option<String> },
+    /// torchvision's AdaptiveAvgPool2d before the classifier (identity at the native size).
+    AdaptiveAvg { size: usize },
+    Flatten,
+    /// Fully connected layer reading the previous output or, for side heads, the tap `from`.
+    Fc { out: usize, relu: bool, key: String, tap: String, from: Option<String> },
+    Softmax { tap: String },
+}
+
+impl Layer {
+    pub fn tap(&self) -> Option<&str> {
+        match self {
+            Layer::Conv { tap, .. } | Layer::Fc { tap, .. } | Layer::Softmax { tap } => Some(tap),
+            Layer::MaxPool { tap, .. } => tap.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Everything that defines an encoder besides its weights; saved with checkpoints and code
+/// files so that a file says what produced it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EncoderSpec {
+    /// Architecture name as given on the command line (`posenet`, `alexnet`, `vgg16_bn`, ...).
+    pub arch: String,
+    pub layers: Vec<Layer>,
+    /// Network input (height, width) after resize and centre crop.
+    pub input_size: [usize; 2],
+    /// Shorter side the image is resized to before the centre crop.
+    pub resize: usize,
+    /// Per-channel normalization applied to [0,1] RGB inside [`ConvNet::encode`].
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// Class names, index = logit index in `fc8`.
+    pub classes: Vec<String>,
+}
+
+/// Activation at a tap: spatial maps `[N, C, H, W]` or vectors `[N, D]`.
+#[derive(Clone, Debug)]
+pub enum Act<B: Backend> {
+    Map(Tensor<B, 4>),
+    Vec(Tensor<B, 2>),
+}
+
+impl<B: Backend> Act<B> {
+    /// Shape without the batch dimension.
+    pub fn item_shape(&self) -> Vec<usize> {
+        match self {
+            Act::Map(t) => t.dims()[1..].to_vec(),
+            Act::Vec(t) => t.dims()[1..].to_vec(),
+        }
+    }
+    /// `[N, D]` view (row-major flatten of each item).
+    pub fn flat(self) -> Tensor<B, 2> {
+        match self {
+            Act::Map(t) => t.flatten(1, 3),
+            Act::Vec(t) => t,
+        }
+    }
+    pub fn batch(&self) -> usize {
+        match self {
+            Act::Map(t) => t.dims()[0],
+            Act::Vec(t) => t.dims()[0],
+        }
+    }
+}
+
+impl EncoderSpec {
+    /// Tap names in forward order.
+    pub fn taps(&self) -> Vec<String> {
+        self.layers.iter().filter_map(|l| l.tap().map(str::to_string)).collect()
+    }
+
+    /// Error listing the valid taps when `name` is not one of them.
+    pub fn check_tap(&self, name: &str) -> Result<()> {
+        if self.taps().iter().any(|t| t == name) {
+            Ok(())
+        } else {
+            bail!("unknown tap '{name}' for encoder {}; valid taps: {}", self.arch, self.taps().join(", "))
+        }
+    }
+
+    /// Shapes (without batch) of the input to every layer and at every tap, walking the plan
+    /// symbolically. Also yields the input width of every conv and fc.
+    fn walk(&self) -> Result<Walk> {
+        let mut shape = vec![3usize, self.input_size[0], self.input_size[1]];
+        let mut taps: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut conv_in = Vec::new();
+        let mut fc_in = Vec::new();
+        for layer in &self.layers {
+            match layer {
+                Layer::Conv { out, kernel, stride, pad, tap, .. } => {
+                    conv_in.push(shape[0]);
+                    let h = conv_out(shape[1], *kernel, *stride, *pad, &self.arch)?;
+                    let w = conv_out(shape[2], *kernel, *stride, *pad, &self.arch)?;
+                    shape = vec![*out, h, w];
+                    taps.insert(tap.clone(), shape.clone());
+                }
+                Layer::MaxPool { kernel, stride, pad, tap } => {
+                    let h = conv_out(shape[1], *kernel, *stride, *pad, &self.arch)?;
+                    let w = conv_out(shape[2], *kernel, *stride, *pad, &self.arch)?;
+                    shape = vec![shape[0], h, w];
+                    if let Some(t) = tap {
+                        taps.insert(t.clone(), shape.clone());
+                    }
+                }
+                Layer::AdaptiveAvg { size } => shape = vec![shape[0], *size, *size],
+                Layer::Flatten => shape = vec![shape.iter().product()],
+                Layer::Fc { out, tap, from, .. } => {
+                    let input = match from {
+                        Some(f) => taps.get(f).cloned().unwrap_or_default(),
+                        None => shape.clone(),
+                    };
+                    fc_in.push(input.iter().product());
+                    let s = vec![*out];
+                    taps.insert(tap.clone(), s.clone());
+                    if from.is_none() {
+                        shape = s;
+                    }
+                }
+                Layer::Softmax { tap } => {
+                    taps.insert(tap.clone(), shape.clone());
+                }
+            }
+        }
+        Ok(Walk { taps, conv_in, fc_in })
+    }
+
+    /// Shape (without batch) of the code at each tap for this input size.
+    pub fn tap_shapes(&self) -> Result<BTreeMap<String, Vec<usize>>> {
+        Ok(self.walk()?.taps)
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.classes.len()
+    }
+
+    /// The state_dict this spec expects: key → shape (PyTorch layout), in plan order.
+    pub fn expected_params(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        let walk = self.walk()?;
+        let (mut ci, mut fi) = (0, 0);
+        let mut out = Vec::new();
+        for layer in &self.layers {
+            match layer {
+                Layer::Conv { out: o, kernel: k, key, bn_key, .. } => {
+                    out.push((format!("{key}.weight"), vec![*o, walk.conv_in[ci], *k, *k]));
+                    out.push((format!("{key}.bias"), vec![*o]));
+                    if let Some(b) = bn_key {
+                        for p in ["weight", "bias", "running_mean", "running_var"] {
+                            out.push((format!("{b}.{p}"), vec![*o]));
+                        }
+                    }
+                    ci += 1;
+                }
+                Layer::Fc { out: o, key, .. } => {
+                    out.push((format!("{key}.weight"), vec![*o, walk.fc_in[fi]]));
+                    out.push((format!("{key}.bias"), vec![*o]));
+                    fi += 1;
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+struct Walk {
+    taps: BTreeMap<String, Vec<usize>>,
+    conv_in: Vec<usize>,
+    fc_in: Vec<usize>,
+}
+
+fn conv_out(size: usize, kernel: usize, stride: usize, pad: usize, arch: &str) -> Result<usize> {
+    if size + 2 * pad < kernel {
+        bail!("input too small for {arch}: a {size}-pixel map cannot take a {kernel}×{kernel} window (padding {pad})");
+    }
+    Ok((size + 2 * pad - kernel) / stride + 1)
+}
+
+/// The network: parameters in `convs`/`norms`/`fcs` (plan order), the plan in `spec`.
+#[derive(Module, Debug)]
+pub struct ConvNet<B: Backend> {
+    pub convs: Vec<Conv2d<B>>,
+    pub norms: Vec<Option<BatchNorm<B>>>,
+    pub fcs: Vec<Linear<B>>,
+    #[module(skip)]
+    pub spec: EncoderSpec,
+}
+
+impl<B: Backend> ConvNet<B> {
+    /// A freshly initialised network (He-uniform weights, zero biases) drawn from `seed`,
+    /// so that the same seed gives the same network on every backend.
+    pub fn init(spec: &EncoderSpec, seed: u64, device: &B::Device) -> Result<Self> {
+        let walk = spec.walk()?;
+        let (mut convs, mut norms, mut fcs) = (Vec::new(), Vec::new(), Vec::new());
+        for layer in &spec.layers {
+            match layer {
+                Layer::Conv { out, kernel, stride, pad, bn_key, .. } => {
+                    let cin = walk.conv_in[convs.len()];
+                    convs.push(
+                        Conv2dConfig::new([cin, *out], [*kernel, *kernel])
+                            .with_stride([*stride, *stride])
+                            .with_padding(PaddingConfig2d::Explicit(*pad, *pad, *pad, *pad))
+                            .init(device),
+                    );
+                    norms.push(bn_key.as_ref().map(|_| BatchNormConfig::new(*out).init(device)));
+                }
+                Layer::Fc { out, .. } => {
+                    fcs.push(LinearConfig::new(walk.fc_in[fcs.len()], *out).init(device));
+                }
+                _ => {}
+            }
+        }
+        let net = ConvNet { convs, norms, fcs, spec: spec.clone() };
+        Ok(net.map(&mut SeededInit::new(seed, device.clone())))
+    }
+
+    /// Encode [0,1] RGB images `[N,3,H,W]`: normalize as the encoder declares, then run to
+    /// the requested taps. `train` selects BatchNorm's batch statistics (training only).
+    pub fn encode(&self, images: Tensor<B, 4>, taps: &[&str], train: bool) -> Result<BTreeMap<String, Act<B>>> {
+        self.forward_taps(self.normalize(images), taps, train)
+    }
+
+    /// `(x - mean) / std` per channel.
+    pub fn normalize(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
+        let device = images.device();
+        let mean = Tensor::<B, 1>::from_floats(self.spec.mean, &device).reshape([1, 3, 1, 1]);
+        let std = Tensor::<B, 1>::from_floats(self.spec.std, &device).reshape([1, 3, 1, 1]);
+        (images - mean) / std
+    }
+
+    /// Run already-normalized input up to the deepest requested tap and return those taps.
+    pub fn forward_taps(&self, x: Tensor<B, 4>, taps: &[&str], train: bool) -> Result<BTreeMap<String, Act<B>>> {
+        for t in taps {
+            self.spec.check_tap(t)?;
+        }
+        let mut want: Vec<&str> = taps.to_vec();
+        let mut out = BTreeMap::new();
+        // Side heads read earlier taps: keep every tap until the end of the pass.
+        let mut seen: BTreeMap<String, Act<B>> = BTreeMap::new();
+        let mut cur = Act::Map(x);
+        let (mut ci, mut fi) = (0, 0);
+        for layer in &self.spec.layers {
+            if want.is_empty() {
+                break;
+            }
+            cur = match layer {
+                Layer::Conv { .. } => {
+                    let mut y = self.convs[ci].forward(map(cur));
+                    if let Some(bn) = &self.norms[ci] {
+                        y = batch_norm(bn, y, train);
+                    }
+                    ci += 1;
+                    Act::Map(relu(y))
+                }
+                Layer::MaxPool { kernel, stride, pad, .. } => Act::Map(
+                    MaxPool2dConfig::new([*kernel, *kernel])
+                        .with_strides([*stride, *stride])
+                        .with_padding(PaddingConfig2d::Explicit(*pad, *pad, *pad, *pad))
+                        .init()
+                        .forward(map(cur)),
+                ),
+                Layer::AdaptiveAvg { size } => {
+                    Act::Map(AdaptiveAvgPool2dConfig::new([*size, *size]).init().forward(map(cur)))
+                }
+                Layer::Flatten => Act::Vec(cur.flat()),
+                Layer::Fc { relu: r, from, .. } => {
+                    let input = match from {
+                        Some(f) => seen.get(f).cloned().map(|a| a.flat()).expect("plan reads a tap computed earlier"),
+                        None => cur.clone().flat(),
+                    };
+                    let mut y = self.fcs[fi].forward(input);
+                    fi += 1;
+                    if *r {
+                        y = relu(y);
+                    }
+                    if from.is_some() {
+                        // A side head does not feed the trunk.
+                        let tap = layer.tap().unwrap().to_string();
+                        want.retain(|w| *w != tap);
+                        out.insert(tap, Act::Vec(y));
+                        continue;
+                    }
+                    Act::Vec(y)
+                }
+                Layer::Softmax { .. } => Act::Vec(softmax(cur.flat(), 1)),
+            };
+            if let Some(tap) = layer.tap() {
+                seen.insert(tap.to_string(), cur.clone());
+                if want.contains(&tap) {
+                    want.retain(|w| *w != tap);
+                    out.insert(tap.to_string(), cur.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One tap as a flat `[N, D]` tensor (the common case for losses).
+    pub fn tap_flat(&self, images: Tensor<B, 4>, tap: &str, train: bool) -> Result<Tensor<B, 2>> {
+        let mut acts = self.encode(images, &[tap], train)?;
+        Ok(acts.remove(tap).expect("requested tap computed").flat())
+    }
+}
+
+fn map<B: Backend>(a: Act<B>) -> Tensor<B, 4> {
+    match a {
+        Act::Map(t) => t,
+        Act::Vec(t) => {
+            let [n, d] = t.dims();
+            t.reshape([n, d, 1, 1])
+        }
+    }
+}
+
+/// BatchNorm with an explicit mode: Burn picks batch statistics whenever autodiff is on,
+/// but a frozen encoder inside an optimization must keep its running statistics.
+fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, train: bool) -> Tensor<B, 4> {
+    if train {
+        return bn.forward(x);
+    }
+    let c = x.dims()[1];
+    let mean = bn.running_mean.value().reshape([1, c, 1, 1]);
+    let var = bn.running_var.value().reshape([1, c, 1, 1]);
+    let gamma = bn.gamma.val().reshape([1, c, 1, 1]);
+    let beta = bn.beta.val().reshape([1, c, 1, 1]);
+    (x - mean) / (var + bn.epsilon).sqrt() * gamma + beta
+}
+
+/// Deterministic initialisation from our own RNG (Burn's CPU backend reseeds only its next
+/// random op, so `B::seed` alone does not make a whole network reproducible).
+pub struct SeededInit<B: Backend> {
+    rng: Rng,
+    path: Vec<String>,
+    device: B::Device,
+}
+
+impl<B: Backend> SeededInit<B> {
+    pub fn new(seed: u64, device: B::Device) -> Self {
+        Self { rng: Rng::new(seed), path: Vec::new(), device }
+    }
+}
+
+impl<B: Backend> ModuleMapper<B> for SeededInit<B> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, tensor, mapper) = param.consume();
+        let shape = tensor.dims();
+        let name = self.path.last().map(String::as_str).unwrap_or("");
+        let n: usize = shape.iter().product();
+        let values: Option<Vec<f32>> = match (name, D) {
+            ("weight", 4) | ("weight", 2) => {
+                // Conv [out, in, k, k]: fan_in = in·k·k. Burn's Linear is [in, out]: fan_in = in.
+                let fan_in = if D == 4 { shape[1] * shape[2] * shape[3] } else { shape[0] };
+                let bound = (6.0 / fan_in as f32).sqrt();
+                Some((0..n).map(|_| self.rng.range(-bound, bound)).collect())
+            }
+            ("bias", _) => Some(vec![0.0; n]),
+            _ => None, // BatchNorm gamma/beta keep their 1/0 init
+        };
+        let tensor = match values {
+            Some(v) => Tensor::from_data(TensorData::new(v, shape), &self.device),
+            None => tensor,
+        };
+        Param::from_mapped_value(id, tensor, mapper)
+    }
+}

@@ -1,0 +1,215 @@
+//! Weight import/export in torchvision's state_dict layout.
+//!
+//! Reads `.pth` (PyTorch zip/pickle, through burn-store's reader) and `.safetensors`; our own
+//! checkpoints are safetensors in the same layout plus the encoder spec in the metadata, so
+//! they also load in PyTorch. A file that does not fit is rejected with the missing and
+//! unexpected keys and the first shape mismatch.
+use super::net::{ConvNet, EncoderSpec, Layer};
+use crate::tensorfile::{self, Array};
+use anyhow::{anyhow, bail, Context, Result};
+use burn::module::{Param, RunningState};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// File name of the final weights in a `train-encoder` run folder.
+pub const RUN_WEIGHTS: &str = "encoder.safetensors";
+/// Metadata key holding the spec (JSON) in our checkpoints.
+pub const SPEC_KEY: &str = "preimage_encoder_spec";
+
+pub struct StateDict {
+    pub tensors: BTreeMap<String, Array>,
+    /// Present in our own checkpoints.
+    pub spec: Option<EncoderSpec>,
+}
+
+/// Read a state_dict from `.pth`/`.pt` or `.safetensors` (format sniffed from the content).
+pub fn read_state_dict(path: &Path) -> Result<StateDict> {
+    let head = {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).with_context(|| format!("opening weights {}", path.display()))?;
+        let mut b = [0u8; 9];
+        let n = f.read(&mut b)?;
+        b[..n].to_vec()
+    };
+    // safetensors: u64 header length then '{'; PyTorch: zip ("PK") or legacy pickle (0x80).
+    let is_safetensors = head.len() == 9 && head[8] == b'{';
+    let (mut tensors, spec) = if is_safetensors {
+        let (t, meta) = tensorfile::read(path)?;
+        let spec = match meta.get(SPEC_KEY) {
+            Some(s) => Some(serde_json::from_str(s).with_context(|| format!("{}: bad {SPEC_KEY} metadata", path.display()))?),
+            None => None,
+        };
+        (t, spec)
+    } else {
+        let reader = burn_store::pytorch::PytorchReader::new(path)
+            .map_err(|e| anyhow!("{} is neither a safetensors nor a PyTorch file that can be read: {e}", path.display()))?;
+        let mut t = BTreeMap::new();
+        for (k, snap) in reader.into_tensors() {
+            let data = snap.to_data().map_err(|e| anyhow!("{}: reading tensor '{k}': {e:?}", path.display()))?;
+            let shape = data.shape.to_vec();
+            let values = data
+                .convert::<f32>()
+                .to_vec::<f32>()
+                .map_err(|e| anyhow!("{}: tensor '{k}' is not numeric: {e:?}", path.display()))?;
+            t.insert(k, Array::F32 { shape, data: values });
+        }
+        (t, None)
+    };
+    if tensors.is_empty() {
+        bail!("{} holds no tensors", path.display());
+    }
+    strip_wrappers(&mut tensors);
+    Ok(StateDict { tensors, spec })
+}
+
+/// Checkpoints often nest the state_dict (`state_dict.`, `model.`) or carry DataParallel's
+/// `module.` prefix; drop a prefix shared by every key.
+fn strip_wrappers(tensors: &mut BTreeMap<String, Array>) {
+    for prefix in ["state_dict.", "model_state_dict.", "model.", "module."] {
+        if tensors.keys().all(|k| k.starts_with(prefix)) {
+            let old = std::mem::take(tensors);
+            *tensors = old.into_iter().map(|(k, v)| (k[prefix.len()..].to_string(), v)).collect();
+        }
+    }
+}
+
+/// Adapt a default spec's widths and class count to the shapes found in a state_dict.
+pub fn infer_spec(mut spec: EncoderSpec, tensors: &BTreeMap<String, Array>) -> EncoderSpec {
+    let mut last_fc_out = None;
+    for layer in &mut spec.layers {
+        match layer {
+            Layer::Conv { out, key, .. } => {
+                if let Some(a) = tensors.get(&format!("{key}.weight")) {
+                    *out = a.shape()[0];
+                }
+            }
+            Layer::Fc { out, key, from: None, .. } => {
+                if let Some(a) = tensors.get(&format!("{key}.weight")) {
+                    *out = a.shape()[0];
+                    last_fc_out = Some(*out);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(n) = last_fc_out {
+        if n != spec.classes.len() {
+            spec.classes = super::numbered_classes(n);
+        }
+    }
+    spec
+}
+
+/// Check a state_dict against the spec and build the network from it.
+pub fn build<B: Backend>(spec: &EncoderSpec, tensors: &BTreeMap<String, Array>, path: &Path, device: &B::Device) -> Result<ConvNet<B>> {
+    let expected = spec.expected_params()?;
+    let expected_keys: HashMap<&str, &Vec<usize>> = expected.iter().map(|(k, s)| (k.as_str(), s)).collect();
+    let missing: Vec<&str> = expected.iter().map(|(k, _)| k.as_str()).filter(|k| !tensors.contains_key(*k)).collect();
+    let unexpected: Vec<&str> = tensors
+        .keys()
+        .map(String::as_str)
+        .filter(|k| !expected_keys.contains_key(k) && !k.ends_with("num_batches_tracked"))
+        .collect();
+    let mismatch = expected.iter().find_map(|(k, s)| {
+        tensors.get(k).filter(|a| a.shape() != s.as_slice()).map(|a| format!("'{k}': expected {:?}, found {:?}", s, a.shape()))
+    });
+    if !missing.is_empty() || !unexpected.is_empty() || mismatch.is_some() {
+        let mut msg = format!("weights {} do not fit encoder {}", path.display(), spec.arch);
+        if !missing.is_empty() {
+            msg += &format!("\n  missing keys ({}): {}", missing.len(), missing.join(", "));
+        }
+        if !unexpected.is_empty() {
+            msg += &format!("\n  unexpected keys ({}): {}", unexpected.len(), unexpected.join(", "));
+        }
+        if let Some(m) = mismatch {
+            msg += &format!("\n  first shape mismatch: {m}");
+        }
+        bail!(msg);
+    }
+    let get = |k: &str| -> (Vec<f32>, Vec<usize>) {
+        let a = &tensors[k];
+        (a.to_f32(), a.shape().to_vec())
+    };
+    let t1 = |k: &str| -> Tensor<B, 1> {
+        let (d, s) = get(k);
+        Tensor::from_data(TensorData::new(d, s), device)
+    };
+    let mut net = ConvNet::<B>::init(spec, 0, device)?;
+    let (mut ci, mut fi) = (0, 0);
+    for layer in &spec.layers {
+        match layer {
+            Layer::Conv { key, bn_key, .. } => {
+                let (d, s) = get(&format!("{key}.weight"));
+                let conv = &mut net.convs[ci];
+                conv.weight = Param::from_tensor(Tensor::<B, 4>::from_data(TensorData::new(d, s), device));
+                conv.bias = Some(Param::from_tensor(t1(&format!("{key}.bias"))));
+                if let (Some(b), Some(bn)) = (bn_key, net.norms[ci].as_mut()) {
+                    bn.gamma = Param::from_tensor(t1(&format!("{b}.weight")));
+                    bn.beta = Param::from_tensor(t1(&format!("{b}.bias")));
+                    bn.running_mean = RunningState::new(t1(&format!("{b}.running_mean")));
+                    bn.running_var = RunningState::new(t1(&format!("{b}.running_var")));
+                }
+                ci += 1;
+            }
+            Layer::Fc { key, .. } => {
+                // PyTorch stores [out, in]; Burn's Linear is [in, out].
+                let (d, s) = get(&format!("{key}.weight"));
+                let w = Tensor::<B, 2>::from_data(TensorData::new(d, s), device).transpose();
+                net.fcs[fi].weight = Param::from_tensor(w);
+                net.fcs[fi].bias = Some(Param::from_tensor(t1(&format!("{key}.bias"))));
+                fi += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(net)
+}
+
+/// The network's state_dict in PyTorch layout.
+pub fn state_dict<B: Backend>(net: &ConvNet<B>) -> Vec<(String, Array)> {
+    fn arr<B: Backend, const D: usize>(t: Tensor<B, D>) -> Array {
+        let shape = t.dims().to_vec();
+        let data = t.into_data().convert::<f32>().to_vec::<f32>().expect("float tensor");
+        Array::F32 { shape, data }
+    }
+    let mut out = Vec::new();
+    let (mut ci, mut fi) = (0, 0);
+    for layer in &net.spec.layers {
+        match layer {
+            Layer::Conv { key, bn_key, .. } => {
+                let conv = &net.convs[ci];
+                out.push((format!("{key}.weight"), arr(conv.weight.val())));
+                if let Some(b) = &conv.bias {
+                    out.push((format!("{key}.bias"), arr(b.val())));
+                }
+                if let (Some(k), Some(bn)) = (bn_key, &net.norms[ci]) {
+                    out.push((format!("{k}.weight"), arr(bn.gamma.val())));
+                    out.push((format!("{k}.bias"), arr(bn.beta.val())));
+                    out.push((format!("{k}.running_mean"), arr(bn.running_mean.value())));
+                    out.push((format!("{k}.running_var"), arr(bn.running_var.value())));
+                }
+                ci += 1;
+            }
+            Layer::Fc { key, .. } => {
+                let fc = &net.fcs[fi];
+                out.push((format!("{key}.weight"), arr(fc.weight.val().transpose())));
+                if let Some(b) = &fc.bias {
+                    out.push((format!("{key}.bias"), arr(b.val())));
+                }
+                fi += 1;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Save the network as safetensors (PyTorch layout) with its spec, atomically.
+pub fn save<B: Backend>(net: &ConvNet<B>, path: &Path) -> Result<()> {
+    let mut meta = HashMap::new();
+    meta.insert(SPEC_KEY.to_string(), serde_json::to_string(&net.spec)?);
+    meta.insert("format".to_string(), "pt".to_string());
+    tensorfile::write(path, &state_dict(net), &meta)
+}

@@ -1,0 +1,15 @@
+//! preimage: turn a frozen CNN's features ("codes") back into images.
+//!
+//! Data flows image → [`encoder`] tap → code file ([`data::codes`]) → decoder → image.
+//! The CLI in `main.rs` only parses arguments and calls into this library.
+
+pub mod config;
+pub mod data;
+pub mod device;
+pub mod encoder;
+pub mod extract;
+pub mod report;
+pub mod rng;
+pub mod tensorfile;
+pub mod train;
+pub mod util;

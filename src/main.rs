@@ -1,0 +1,182 @@
+//! `preimage` command line: parses arguments and calls the library.
+use anyhow::{Context, Result};
+use burn::tensor::backend::AutodiffBackend;
+use clap::{Parser, Subcommand};
+use preimage::data::folder::{ImageFolder, SkipLog};
+use preimage::data::render::{render_dataset, RenderOptions};
+use preimage::device::DeviceSpec;
+use preimage::encoder::{self, WeightSource};
+use preimage::train::encoder::{EncoderRun, EncoderTrainConfig};
+use preimage::with_backend;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "preimage", version, about = "Invert a frozen CNN's features (codes) back into images")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Render the built-in pose dataset (or your OBJ meshes) with known camera pose.
+    Render {
+        /// Output folder: DIR/<class>/<id>.png, DIR/manifest.csv, DIR/classes.csv.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 10000)]
+        count: usize,
+        /// Image side in pixels.
+        #[arg(long, default_value_t = 64)]
+        size: u32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Render OBJ files from this folder instead (one class per file or per subfolder).
+        #[arg(long)]
+        meshes: Option<PathBuf>,
+        /// Comma-separated subset of classes.
+        #[arg(long, value_delimiter = ',')]
+        classes: Option<Vec<String>>,
+    },
+    /// Train the posenet encoder (classification + pose) on an image folder.
+    TrainEncoder {
+        #[arg(long, default_value = "configs/posenet.toml")]
+        config: PathBuf,
+        /// Image folder (overrides train.data in the config).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Run folder for checkpoints, weights and TensorBoard logs.
+        #[arg(long, default_value = "runs/posenet")]
+        out: PathBuf,
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long)]
+        lr: Option<f64>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// Encode an image folder and save the codes at one or more taps.
+    Extract {
+        #[command(flatten)]
+        enc: EncoderArgs,
+        /// Comma-separated taps (e.g. conv5,fc6).
+        #[arg(long, value_delimiter = ',', required = true)]
+        layer: Vec<String>,
+        #[arg(long)]
+        data: PathBuf,
+        /// Output .safetensors code file.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// List an encoder's taps with their code shapes.
+    Taps {
+        #[command(flatten)]
+        enc: EncoderArgs,
+    },
+}
+
+/// Which encoder and weights.
+#[derive(clap::Args)]
+struct EncoderArgs {
+    /// posenet, alexnet, vgg11, vgg13, vgg16, vgg19 or a _bn variant.
+    #[arg(long)]
+    encoder: String,
+    /// torchvision state_dict (.pth/.safetensors) or a preimage encoder checkpoint.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// A train-encoder run folder (uses its encoder.safetensors).
+    #[arg(long)]
+    run: Option<PathBuf>,
+    /// Input side in pixels (default: the encoder's own, 224 for torchvision nets).
+    #[arg(long)]
+    input_size: Option<usize>,
+    /// Seed for random weights when neither --weights nor --run is given.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+impl EncoderArgs {
+    fn source(&self) -> Result<WeightSource> {
+        WeightSource::from_args(self.weights.as_deref(), self.run.as_deref(), self.seed)
+    }
+}
+
+fn main() {
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Render { out, count, size, seed, meshes, classes } => {
+            let s = render_dataset(&out, &RenderOptions { count, size, seed, classes, meshes })?;
+            println!("{s}");
+            Ok(())
+        }
+        Command::TrainEncoder { config, data, out, epochs, batch_size, lr, seed, resume, device } => {
+            let mut cfg: EncoderTrainConfig = preimage::config::load(&config)?;
+            let t = &mut cfg.train;
+            if let Some(v) = epochs {
+                t.epochs = v;
+            }
+            if let Some(v) = batch_size {
+                t.batch_size = v;
+            }
+            if let Some(v) = lr {
+                t.lr = v;
+            }
+            if let Some(v) = seed {
+                t.seed = v;
+            }
+            if let Some(d) = data {
+                t.data = Some(d);
+            }
+            let data = t.data.clone().with_context(|| format!("no data folder: pass --data or set train.data in {}", config.display()))?;
+            let run = EncoderRun { config: cfg, data, out, resume };
+            with_backend!(device, |B, dev| {
+                preimage::train::encoder::train::<B>(&run, &dev)?;
+            });
+            Ok(())
+        }
+        Command::Extract { enc, layer, data, out, batch, device } => {
+            with_backend!(device, |B, dev| extract::<B>(&enc, &layer, &data, &out, batch, &dev))
+        }
+        Command::Taps { enc } => {
+            type B = preimage::device::Cpu;
+            let loaded = encoder::load::<B>(&enc.encoder, &enc.source()?, enc.input_size, &Default::default())?;
+            let spec = &loaded.net.spec;
+            println!("{} (input {}×{}, {} classes)", spec.arch, spec.input_size[0], spec.input_size[1], spec.classes.len());
+            let shapes = spec.tap_shapes()?;
+            for tap in spec.taps() {
+                println!("  {tap:<8} {:?}", shapes[&tap]);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &PathBuf, out: &PathBuf, batch: usize, dev: &B::Device) -> Result<()> {
+    let loaded = encoder::load::<B::InnerBackend>(&enc.encoder, &enc.source()?, enc.input_size, dev)?;
+    let skips = SkipLog::new();
+    let folder = ImageFolder::open(data, &skips)?;
+    let codes = preimage::extract::extract(&loaded, &folder, layer, batch, dev)?;
+    codes.write(out)?;
+    println!("wrote {} codes at {} to {}", codes.len(), layer.join(", "), out.display());
+    if skips.count() > 0 {
+        println!("{}", skips.summary());
+    }
+    Ok(())
+}

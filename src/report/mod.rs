@@ -1,0 +1,2 @@
+//! Reporting: TensorBoard event files and image grids.
+pub mod tensorboard;

@@ -1,0 +1,114 @@
+//! Encoders against torchvision: every tap of every fixture network, from both file formats,
+//! matches the activation PyTorch computed (max abs difference < 1e-4).
+use burn::tensor::{Tensor, TensorData};
+use preimage::encoder::{self, WeightSource};
+use preimage::tensorfile;
+use std::path::PathBuf;
+
+type B = preimage::device::Cpu;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/torchvision")
+}
+
+fn check(arch: &str, name: &str, ext: &str) {
+    let dir = fixtures();
+    let (taps, _) = tensorfile::read(&dir.join(format!("{name}_taps.safetensors"))).unwrap();
+    let input = &taps["input"];
+    let shape = input.shape().to_vec();
+    let device = Default::default();
+    let src = WeightSource::File(dir.join(format!("{name}.{ext}")));
+    let enc = encoder::load::<B>(arch, &src, Some(shape[2]), &device).unwrap();
+    let x = Tensor::<B, 4>::from_data(TensorData::new(input.to_f32(), [shape[0], shape[1], shape[2], shape[3]]), &device);
+    let names = enc.net.spec.taps();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let acts = enc.net.forward_taps(x, &refs, false).unwrap();
+    let mut checked = 0;
+    for tap in &names {
+        let want = taps.get(tap).unwrap_or_else(|| panic!("{name}: fixture lacks tap {tap}"));
+        let got = acts[tap].clone();
+        let mut got_shape = vec![got.batch()];
+        got_shape.extend(got.item_shape());
+        assert_eq!(got_shape, want.shape(), "{name}.{ext} {tap}: shape");
+        let got = got.flat().into_data().to_vec::<f32>().unwrap();
+        let diff = got.iter().zip(want.to_f32()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(diff < 1e-4, "{name}.{ext} tap {tap}: max abs diff {diff}");
+        checked += 1;
+    }
+    // Every tap the fixture stores is one we expose (and vice versa).
+    assert_eq!(checked, taps.len() - 1, "{name}: taps in fixture {:?}", taps.keys().collect::<Vec<_>>());
+}
+
+#[test]
+fn alexnet_mini_pth() {
+    check("alexnet", "alexnet_mini", "pth");
+}
+#[test]
+fn alexnet_mini_safetensors() {
+    check("alexnet", "alexnet_mini", "safetensors");
+}
+#[test]
+fn vgg11_mini_pth() {
+    check("vgg11", "vgg11_mini", "pth");
+}
+#[test]
+fn vgg11_mini_safetensors() {
+    check("vgg11", "vgg11_mini", "safetensors");
+}
+#[test]
+fn vgg16_bn_mini_pth() {
+    check("vgg16_bn", "vgg16_bn_mini", "pth");
+}
+#[test]
+fn vgg16_bn_mini_safetensors() {
+    check("vgg16_bn", "vgg16_bn_mini", "safetensors");
+}
+
+#[test]
+fn wrong_architecture_lists_missing_unexpected_and_mismatch() {
+    let src = WeightSource::File(fixtures().join("vgg16_bn_mini.pth"));
+    let err = encoder::load::<B>("vgg11", &src, Some(64), &Default::default()).err().expect("must fail").to_string();
+    assert!(err.contains("vgg16_bn_mini.pth"), "{err}");
+    assert!(err.contains("missing keys"), "{err}");
+    assert!(err.contains("unexpected keys") && err.contains("running_mean"), "{err}");
+    assert!(err.contains("first shape mismatch"), "{err}");
+}
+
+#[test]
+fn unknown_encoder_and_tap_are_errors_listing_valid_ones() {
+    let err = encoder::load::<B>("resnet50", &WeightSource::Random(0), None, &Default::default()).err().unwrap().to_string();
+    assert!(err.contains("resnet50") && err.contains("vgg16_bn"), "{err}");
+    let enc = encoder::load::<B>("posenet", &WeightSource::Random(0), None, &Default::default()).unwrap();
+    let err = enc.net.spec.check_tap("conv9").unwrap_err().to_string();
+    assert!(err.contains("conv9") && err.contains("fc7") && err.contains("pose"), "{err}");
+}
+
+#[test]
+fn own_checkpoint_round_trip_and_pytorch_layout() {
+    let device = Default::default();
+    let enc = encoder::load::<B>("posenet", &WeightSource::Random(3), None, &device).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("enc.safetensors");
+    encoder::weights::save(&enc.net, &p).unwrap();
+    let back = encoder::load::<B>("posenet", &WeightSource::File(p.clone()), None, &device).unwrap();
+    assert_eq!(back.net.spec, enc.net.spec);
+    let x = Tensor::<B, 4>::from_data(TensorData::new((0..2 * 3 * 64 * 64).map(|i| (i % 17) as f32 / 17.0).collect::<Vec<_>>(), [2, 3, 64, 64]), &device);
+    let a = enc.net.tap_flat(x.clone(), "pose", false).unwrap().into_data().to_vec::<f32>().unwrap();
+    let b = back.net.tap_flat(x, "pose", false).unwrap().into_data().to_vec::<f32>().unwrap();
+    let sa = encoder::weights::state_dict(&enc.net);
+    let sb = encoder::weights::state_dict(&back.net);
+    for (x, y) in sa.iter().zip(&sb) {
+        assert_eq!(x, y, "param {}", x.0);
+    }
+    // Same parameters; the matmul may sum in another order (transposed weight layout).
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x - y).abs() < 1e-4 * (1.0 + x.abs()), "{x} vs {y}");
+    }
+    // Linear weights are saved [out, in] like PyTorch.
+    let (t, _) = tensorfile::read(&p).unwrap();
+    assert_eq!(t["classifier.4.weight"].shape(), &[10, 512]);
+    // Same seed → same network.
+    let again = encoder::load::<B>("posenet", &WeightSource::Random(3), None, &device).unwrap();
+    let (t2, _) = (encoder::weights::state_dict(&again.net), ());
+    assert_eq!(t2, encoder::weights::state_dict(&enc.net));
+}
