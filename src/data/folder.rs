@@ -160,7 +160,9 @@ fn decode_reason(path: &Path) -> Result<DynamicImage> {
     if reader.format().is_none() {
         bail!("unrecognised image format");
     }
-    Ok(reader.decode()?)
+    // Flattened to a message: image errors repeat their source in Display, so
+    // keeping the chain would print the reason twice with `{:#}`.
+    reader.decode().map_err(|e| anyhow!("{e}"))
 }
 
 /// Converts any decoded image to 8-bit RGB like PIL's `convert('RGB')`: gray is
@@ -874,7 +876,6 @@ impl ImageFolder {
         match decode_reason(&path) {
             Ok(img) => Some(img),
             Err(e) => {
-                // `{e}` not `{e:#}`: image errors already include their source in Display.
                 self.skips.record(&path, e);
                 None
             }

@@ -387,7 +387,8 @@ impl<B: Backend> ModuleMapper<B> for SeededInit<B> {
             _ => None, // BatchNorm gamma/beta keep their 1/0 init
         };
         let tensor = match values {
-            Some(v) => Tensor::from_data(TensorData::new(v, shape), &self.device),
+            // A fresh tensor does not inherit the trainable flag: carry it over.
+            Some(v) => Tensor::from_data(TensorData::new(v, shape), &self.device).set_require_grad(tensor.is_require_grad()),
             None => tensor,
         };
         Param::from_mapped_value(id, tensor, mapper)

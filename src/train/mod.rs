@@ -93,13 +93,17 @@ impl Checkpoint {
     /// and state.json (which marks the checkpoint complete) goes last.
     pub fn save<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(&self, model: &M, optim: &O, state: &RunState) -> Result<()> {
         std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
+        // The recorder picks the extension itself, so write into a temp folder and rename.
+        let tmp = self.dir.join("tmp");
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
         let rec = Rec::new();
         for (name, result) in [
-            ("model", rec.record(model.clone().into_record(), self.dir.join("model.tmp"))),
-            ("optim", rec.record(optim.to_record(), self.dir.join("optim.tmp"))),
+            ("model", rec.record(model.clone().into_record(), tmp.join("model"))),
+            ("optim", rec.record(optim.to_record(), tmp.join("optim"))),
         ] {
-            result.with_context(|| format!("saving the {name} checkpoint in {}", self.dir.display()))?;
-            std::fs::rename(self.dir.join(format!("{name}.tmp.bin")), self.dir.join(format!("{name}.bin")))?;
+            result.with_context(|| format!("saving the {name} checkpoint in {}", tmp.display()))?;
+            let (from, to) = (tmp.join(format!("{name}.bin")), self.dir.join(format!("{name}.bin")));
+            std::fs::rename(&from, &to).with_context(|| format!("renaming {} to {}", from.display(), to.display()))?;
         }
         crate::util::write_atomic(&self.dir.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())
     }

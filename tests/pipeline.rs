@@ -1,0 +1,138 @@
+//! End-to-end CLI tests of the spine: render → train-encoder → extract, with bad input.
+use preimage::data::codes::CodeFile;
+use std::path::Path;
+use std::process::Command;
+
+fn preimage(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_preimage")).args(args).output().expect("run preimage");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn ok(args: &[&str]) -> String {
+    let (success, text) = preimage(args);
+    assert!(success, "preimage {args:?} failed:\n{text}");
+    text
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.strip_prefix(dir).unwrap().display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn render_is_deterministic_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    ok(&["render", "--out", s(&a), "--count", "40", "--size", "32", "--seed", "7"]);
+    ok(&["render", "--out", s(&b), "--count", "40", "--size", "32", "--seed", "7"]);
+    let (fa, fb) = (files(&a), files(&b));
+    assert_eq!(fa.len(), 40 + 2, "40 images + manifest.csv + classes.csv");
+    assert_eq!(fa, fb);
+    let c = dir.path().join("c");
+    ok(&["render", "--out", s(&c), "--count", "40", "--size", "32", "--seed", "8"]);
+    assert_ne!(files(&c), fa, "another seed gives other images");
+    let (success, text) = preimage(&["render", "--out", s(&c), "--count", "4", "--classes", "chair,spaceship"]);
+    assert!(!success && text.contains("spaceship") && text.contains("chair"), "{text}");
+}
+
+#[test]
+fn train_extract_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&["render", "--out", s(&data), "--count", "60", "--size", "32", "--seed", "1", "--classes", "chair,mug,cone"]);
+    // A corrupt file, an empty one and a text file among the images: skipped, named, counted.
+    std::fs::write(data.join("chair/zz_corrupt.png"), b"\x89PNG\r\n\x1a\nthis is not a png").unwrap();
+    std::fs::write(data.join("mug/zz_empty.jpg"), b"").unwrap();
+    std::fs::write(data.join("mug/notes.txt"), b"hello").unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(
+        &cfg,
+        "[model]\ninput_size = 32\nconv = [4, 4, 4, 4, 4]\nfc = [8, 8]\n\n[train]\nepochs = 1\nbatch_size = 16\nlr = 0.001\nseed = 3\n",
+    )
+    .unwrap();
+    let run = dir.path().join("run");
+    let text = ok(&["train-encoder", "--config", s(&cfg), "--data", s(&data), "--out", s(&run)]);
+    assert!(text.contains("zz_corrupt.png") && text.contains("zz_empty.jpg") && text.contains("notes.txt"), "{text}");
+    assert!(text.contains("val accuracy"), "{text}");
+    for f in ["encoder.safetensors", "checkpoint/model.bin", "checkpoint/optim.bin", "checkpoint/state.json", "config.toml", "metrics.json"] {
+        assert!(run.join(f).exists(), "missing {f}");
+    }
+    assert!(std::fs::read_dir(run.join("tb")).unwrap().count() > 0);
+    // Same run folder without --resume: refused; with --resume and more epochs: continues.
+    let (success, text) = preimage(&["train-encoder", "--config", s(&cfg), "--data", s(&data), "--out", s(&run)]);
+    assert!(!success && text.contains("--resume"), "{text}");
+    let text = ok(&["train-encoder", "--config", s(&cfg), "--data", s(&data), "--out", s(&run), "--resume", "--epochs", "2"]);
+    assert!(text.contains("resuming") && text.contains("epoch   2/2"), "{text}");
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap()).unwrap();
+    assert_eq!(state["epoch"], 2);
+
+    // Extract two taps; unreadable files are skipped without shifting labels.
+    let codes = dir.path().join("codes.safetensors");
+    let text = ok(&["extract", "--encoder", "posenet", "--run", s(&run), "--layer", "conv5,fc7", "--data", s(&data), "--out", s(&codes), "--batch", "7"]);
+    assert!(text.contains("skipped 3"), "{text}");
+    let cf = CodeFile::read(&codes).unwrap();
+    assert_eq!(cf.len(), 60);
+    assert_eq!(cf.tap("fc7").unwrap().shape(), &[60, 8]);
+    assert_eq!(cf.tap("conv5").unwrap().shape(), &[60, 4, 4, 4]);
+    let labels = cf.labels.as_ref().unwrap();
+    let classes = ["chair", "cone", "mug"];
+    for (id, &l) in cf.ids.iter().zip(labels) {
+        assert_eq!(id.split('/').next().unwrap(), classes[l as usize], "label of {id}");
+    }
+    let poses = cf.poses.as_ref().unwrap();
+    assert!(poses.iter().all(|p| (0.0..360.0).contains(&p[0])));
+    assert_eq!(cf.provenance.encoder, "posenet");
+    assert_eq!(cf.provenance.input_size, [32, 32]);
+    assert_eq!(cf.provenance.weights_sha256, preimage::util::sha256_file(&run.join("encoder.safetensors")).unwrap());
+    // Round trip through write/read keeps everything.
+    let again = dir.path().join("again.safetensors");
+    cf.write(&again).unwrap();
+    assert_eq!(CodeFile::read(&again).unwrap(), cf);
+
+    // Unknown tap: error listing valid ones.
+    let (success, text) = preimage(&["extract", "--encoder", "posenet", "--run", s(&run), "--layer", "fc9", "--data", s(&data), "--out", s(&codes)]);
+    assert!(!success && text.contains("fc9") && text.contains("conv1") && text.contains("pose"), "{text}");
+}
+
+#[test]
+fn config_errors_name_the_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bad.toml");
+    std::fs::write(&cfg, "[train]\nepochs = 1\nbatch_size = 4\nlr = 0.1\nlearning_rate = 3\n").unwrap();
+    let (success, text) = preimage(&["train-encoder", "--config", s(&cfg), "--data", "/nonexistent"]);
+    assert!(!success, "{text}");
+    assert!(text.contains("bad.toml") && text.contains("learning_rate"), "{text}");
+    std::fs::write(&cfg, "[train]\nepochs = \"many\"\nbatch_size = 4\nlr = 0.1\n").unwrap();
+    let (_, text) = preimage(&["train-encoder", "--config", s(&cfg), "--data", "/nonexistent"]);
+    assert!(text.contains("bad.toml") && text.contains("epochs"), "{text}");
+    // The shipped config parses.
+    let shipped: preimage::train::encoder::EncoderTrainConfig =
+        preimage::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/posenet.toml")).unwrap();
+    assert_eq!(shipped.model.input_size, 64);
+}
+
+#[test]
+fn cuda_request_without_cuda_is_a_clear_error() {
+    if cfg!(feature = "cuda") {
+        return;
+    }
+    let (success, text) = preimage(&["train-encoder", "--device", "cuda", "--data", "/nonexistent"]);
+    assert!(!success && text.contains("CUDA") && !text.contains("panicked"), "{text}");
+}
