@@ -82,6 +82,14 @@ fn train_extract_and_resume() {
     assert!(text.contains("resuming") && text.contains("epoch   2/2"), "{text}");
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap()).unwrap();
     assert_eq!(state["epoch"], 2);
+    // Resuming gives the same training as running two epochs straight (same seed, same order).
+    let straight = dir.path().join("straight");
+    ok(&["train-encoder", "--config", s(&cfg), "--data", s(&data), "--out", s(&straight), "--epochs", "2"]);
+    let metrics = |run: &Path| -> Vec<(f64, f64)> {
+        let m: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+        m.iter().map(|e| (e["loss"].as_f64().unwrap(), e["accuracy"].as_f64().unwrap())).collect()
+    };
+    assert_eq!(metrics(&run), metrics(&straight));
 
     // Extract two taps; unreadable files are skipped without shifting labels.
     let codes = dir.path().join("codes.safetensors");
