@@ -3,6 +3,7 @@
 //! Data flows image → [`encoder`] tap → code file ([`data::codes`]) → decoder → image.
 //! The CLI in `main.rs` only parses arguments and calls into this library.
 
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -79,6 +79,27 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// Time the standard workloads (median of --runs after warm-up); compare with PyTorch.
+    Bench {
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+        /// Also write the timings as JSON.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Timings from `bench/pytorch_reference.py --json FILE`, to print ratios.
+        #[arg(long)]
+        pytorch: Option<PathBuf>,
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        #[arg(long, default_value_t = 3)]
+        warmup: usize,
+        /// Tiny sizes (smoke test): the numbers mean nothing.
+        #[arg(long)]
+        quick: bool,
+        /// Image folder for the extraction throughput (default: 1024 freshly rendered images).
+        #[arg(long)]
+        data: Option<PathBuf>,
+    },
     /// List an encoder's taps with their code shapes.
     Taps {
         #[command(flatten)]
@@ -153,6 +174,16 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Extract { enc, layer, data, out, batch, device } => {
             with_backend!(device, |B, dev| extract::<B>(&enc, &layer, &data, &out, batch, &dev))
+        }
+        Command::Bench { device, json, pytorch, runs, warmup, quick, data } => {
+            let opts = preimage::bench::BenchOptions { runs, warmup, quick, data };
+            let reference = pytorch.as_deref().map(preimage::bench::read_reference).transpose()?;
+            let timings = with_backend!(device, |B, dev| preimage::bench::run::<B>(&opts, &dev)?);
+            println!("{}", preimage::bench::table(&timings, reference.as_deref()));
+            if let Some(path) = json {
+                preimage::util::write_atomic(&path, serde_json::to_string_pretty(&timings)?.as_bytes())?;
+            }
+            Ok(())
         }
         Command::Taps { enc } => {
             type B = preimage::device::Cpu;

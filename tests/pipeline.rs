@@ -144,3 +144,22 @@ fn cuda_request_without_cuda_is_a_clear_error() {
     let (success, text) = preimage(&["train-encoder", "--device", "cuda", "--data", "/nonexistent"]);
     assert!(!success && text.contains("CUDA") && !text.contains("panicked"), "{text}");
 }
+
+#[test]
+fn bench_smoke_at_tiny_sizes() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let text = ok(&["bench", "--quick", "--runs", "2", "--warmup", "1", "--json", s(&json)]);
+    let timings = preimage::bench::read_reference(&json).unwrap();
+    let names: Vec<&str> = timings.iter().map(|t| t.name.as_str()).collect();
+    for w in ["decoder_step_a_512_to_64", "decoder_step_b_fc6_to_227", "encoder_forward_posenet_64", "optim_iteration_posenet_conv5", "decoder_forward_1_image", "extract_posenet_4_taps"] {
+        assert!(names.contains(&w), "{w} missing from {names:?}");
+        assert!(text.contains(w));
+    }
+    assert!(timings.iter().all(|t| t.min_ms <= t.median_ms && t.median_ms <= t.max_ms && t.runs == 2));
+    // A reference file adds the ratio column: compare the run with itself → ratio 1.00.
+    let text = ok(&["bench", "--quick", "--runs", "2", "--warmup", "0", "--pytorch", s(&json)]);
+    assert!(text.contains("ratio"), "{text}");
+    let (success, text) = preimage(&["bench", "--quick", "--pytorch", "/nonexistent.json"]);
+    assert!(!success && text.contains("/nonexistent.json"), "{text}");
+}

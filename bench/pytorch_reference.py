@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""PyTorch reference for `preimage bench`: the same workloads, shapes and timing method
+(median of N runs after warm-up, min, max, peak RSS per workload), written as JSON that
+`preimage bench --pytorch FILE` reads to print the ratio preimage/PyTorch per workload.
+
+    python3 bench/pytorch_reference.py --json bench/pytorch.json [--device cpu|cuda] [--threads N]
+"""
+import argparse, json, os, statistics, time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def reset_peak():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_mib():
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+
+
+def timed(name, fn, runs, warmup, sync):
+    reset_peak()
+    for _ in range(warmup):
+        fn(); sync()
+    ms = []
+    for _ in range(runs):
+        t = time.perf_counter(); fn(); sync(); ms.append((time.perf_counter() - t) * 1e3)
+    ms.sort()
+    r = dict(name=name, median_ms=ms[len(ms) // 2], min_ms=ms[0], max_ms=ms[-1], runs=runs,
+             peak_mib=peak_mib(), value=None, note="")
+    print(f"  {name:<34} median {r['median_ms']:9.2f} ms  (min {r['min_ms']:.2f}, max {r['max_ms']:.2f})", flush=True)
+    return r
+
+
+class BenchDecoder(nn.Module):
+    """fc → reshape to base → 4×4 stride-2 up-convs with leaky ReLU (as src/bench.rs)."""
+    def __init__(self, code, fc, base, ups, crop):
+        super().__init__()
+        dims = [code] + fc + [base[0] * base[1] * base[2]]
+        self.fcs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims, dims[1:]))
+        ch = [base[0]] + ups
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 4, 2, 1) for a, b in zip(ch, ch[1:]))
+        self.base, self.crop = base, crop
+
+    def forward(self, x):
+        for fc in self.fcs:
+            x = F.leaky_relu(fc(x), 0.2)
+        y = x.view(x.shape[0], *self.base)
+        for i, up in enumerate(self.ups):
+            y = up(y)
+            if i < len(self.ups) - 1:
+                y = F.leaky_relu(y, 0.2)
+        s = y.shape[2]
+        if self.crop < s:
+            o = (s - self.crop) // 2
+            y = y[:, :, o:o + self.crop, o:o + self.crop]
+        return y
+
+
+def posenet(classes=13):
+    """src/encoder/posenet.rs with its defaults."""
+    def block(i, o, k, s):
+        return [nn.Conv2d(i, o, k, s, k // 2), nn.BatchNorm2d(o), nn.ReLU()]
+    layers = block(3, 32, 5, 2) + [nn.MaxPool2d(2)] + block(32, 64, 3, 1) + [nn.MaxPool2d(2)] \
+        + block(64, 96, 3, 1) + block(96, 96, 3, 1) + block(96, 64, 3, 1) + [nn.MaxPool2d(2)]
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(64 * 4 * 4, 512), nn.ReLU(),
+                         nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, classes))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--runs", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    dev = torch.device(a.device)
+    sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
+    torch.manual_seed(0)
+    out = []
+
+    def decoder_step(name, dec, batch, code, size):
+        dec = dec.to(dev)
+        opt = torch.optim.Adam(dec.parameters(), lr=1e-4)
+        x = torch.rand(batch, code, device=dev)
+        target = torch.rand(batch, 3, size, size, device=dev)
+        def step():
+            opt.zero_grad(set_to_none=True)
+            loss = (dec(x) - target).pow(2).mean()
+            loss.backward(); opt.step()
+        return timed(name, step, a.runs, a.warmup, sync)
+
+    print("decoder training steps")
+    out.append(decoder_step("decoder_step_a_512_to_64", BenchDecoder(512, [], [256, 4, 4], [128, 64, 32, 3], 64), 32, 512, 64))
+    out.append(decoder_step("decoder_step_b_fc6_to_227", BenchDecoder(4096, [4096, 4096], [256, 4, 4], [256, 128, 64, 32, 16, 3], 227), 8, 4096, 227))
+
+    import torchvision
+    print("encoder forward")
+    nets = {"posenet": (posenet(), 64), "alexnet": (torchvision.models.alexnet(), 224), "vgg16": (torchvision.models.vgg16(), 224)}
+    for arch, (net, size) in nets.items():
+        net = net.to(dev).eval()
+        x = torch.rand(32, 3, size, size, device=dev)
+        def fwd():
+            with torch.no_grad():
+                net(x)
+        out.append(timed(f"encoder_forward_{arch}_{size}", fwd, a.runs, a.warmup, sync))
+
+    print("optimization inversion")
+    iter_ms = {}
+    for arch, cut in (("posenet", 17), ("alexnet", 12)):
+        net, size = nets[arch]
+        # Up to conv5 (after its ReLU): posenet[:17], AlexNet's features[:12].
+        body = (net[:cut] if arch == "posenet" else net.features[:cut]).to(dev).eval()
+        for p in body.parameters():
+            p.requires_grad_(False)
+        target = body(torch.rand(1, 3, size, size, device=dev)).detach()
+        x = torch.rand(1, 3, size, size, device=dev)
+        def it():
+            global_x = x
+            xi = global_x.detach().requires_grad_(True)
+            f = body(xi)
+            feat = (f - target).pow(2).sum() / target.pow(2).sum()
+            tv = (xi[:, :, 1:, :] - xi[:, :, :-1, :]).pow(2).mean() + (xi[:, :, :, 1:] - xi[:, :, :, :-1]).pow(2).mean()
+            (feat + 0.01 * tv).backward()
+            with torch.no_grad():
+                x.sub_(0.01 * xi.grad)
+        r = timed(f"optim_iteration_{arch}_conv5", it, a.runs, a.warmup, sync)
+        iter_ms[arch] = r["median_ms"]
+        out.append(r)
+    dec = BenchDecoder(512, [], [256, 4, 4], [128, 64, 32, 3], 64).to(dev).eval()
+    code = torch.rand(1, 512, device=dev)
+    def dfwd():
+        with torch.no_grad():
+            dec(code)
+    r = timed("decoder_forward_1_image", dfwd, a.runs, a.warmup, sync)
+    r["value"] = 350 * iter_ms["posenet"] / r["median_ms"]
+    r["note"] = "speed-up of one decoder forward over 350 optimization iterations (posenet)"
+    out.append(r)
+    with open(a.json, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"wrote {a.json}")
+
+
+if __name__ == "__main__":
+    main()

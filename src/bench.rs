@@ -1,0 +1,299 @@
+//! `preimage bench`: fixed workloads timed the same way as `bench/pytorch_reference.py`
+//! (median of N runs after warm-up, with min and max, and the peak resident memory of each),
+//! so that the two can be compared in one table.
+use crate::encoder::{self, ConvNet, WeightSource};
+use crate::rng::Rng;
+use anyhow::Result;
+use burn::module::Module;
+use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
+use burn::nn::{Linear, LinearConfig};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::activation::leaky_relu;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// One workload's timing, in milliseconds per run (or images/s for throughput).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Timing {
+    pub name: String,
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub runs: usize,
+    /// Peak resident set size during the workload, MiB (Linux; None elsewhere).
+    pub peak_mib: Option<f64>,
+    /// Extra derived figure (images/s, speed-up ratio...), with its meaning in `note`.
+    pub value: Option<f64>,
+    pub note: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    /// Timed runs per workload (after warm-up).
+    pub runs: usize,
+    pub warmup: usize,
+    /// Tiny sizes for a smoke test (CI); the numbers then mean nothing.
+    pub quick: bool,
+    /// Rendered image folder for the extraction throughput (rendered into a temp dir if None).
+    pub data: Option<PathBuf>,
+}
+
+/// Run `f` warm-up + `runs` times; `f` must block until its result is computed.
+fn time<F: FnMut()>(name: &str, opts: &BenchOptions, mut f: F) -> Timing {
+    reset_peak_rss();
+    for _ in 0..opts.warmup {
+        f();
+    }
+    let mut ms: Vec<f64> = (0..opts.runs.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let timing = Timing {
+        name: name.into(),
+        median_ms: ms[ms.len() / 2],
+        min_ms: ms[0],
+        max_ms: ms[ms.len() - 1],
+        runs: ms.len(),
+        peak_mib: peak_rss_mib(),
+        value: None,
+        note: String::new(),
+    };
+    eprintln!("  {name:<34} median {:>9.2} ms  (min {:.2}, max {:.2})", timing.median_ms, timing.min_ms, timing.max_ms);
+    timing
+}
+
+/// Linux lets a process reset its peak RSS ("5" to clear_refs), so each workload gets its own.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// The benchmark decoder: fc → reshape to 4×4 → stride-2 4×4 up-convolutions with leaky
+/// ReLU (the same network as `bench/pytorch_reference.py`).
+#[derive(Module, Debug)]
+pub struct BenchDecoder<B: Backend> {
+    fcs: Vec<Linear<B>>,
+    ups: Vec<ConvTranspose2d<B>>,
+    #[module(skip)]
+    base: [usize; 3],
+    #[module(skip)]
+    crop: usize,
+}
+
+impl<B: Backend> BenchDecoder<B> {
+    /// `fc` widths (the last is reshaped to `base` = [C, 4, 4]), then up-conv channels.
+    pub fn new(code: usize, fc: &[usize], base: [usize; 3], ups: &[usize], crop: usize, device: &B::Device) -> Self {
+        let mut dims = vec![code];
+        dims.extend_from_slice(fc);
+        dims.push(base.iter().product());
+        let fcs = dims.windows(2).map(|w| LinearConfig::new(w[0], w[1]).init(device)).collect();
+        let mut ch = vec![base[0]];
+        ch.extend_from_slice(ups);
+        let ups = ch
+            .windows(2)
+            .map(|w| ConvTranspose2dConfig::new([w[0], w[1]], [4, 4]).with_stride([2, 2]).with_padding([1, 1]).init(device))
+            .collect();
+        let m = BenchDecoder { fcs, ups, base, crop };
+        m.map(&mut crate::encoder::net::SeededInit::new(1, device.clone()))
+    }
+
+    pub fn forward(&self, code: Tensor<B, 2>) -> Tensor<B, 4> {
+        let n = code.dims()[0];
+        let mut x = code;
+        for fc in &self.fcs {
+            x = leaky_relu(fc.forward(x), 0.2);
+        }
+        let mut y = x.reshape([n, self.base[0], self.base[1], self.base[2]]);
+        let last = self.ups.len() - 1;
+        for (i, up) in self.ups.iter().enumerate() {
+            y = up.forward(y);
+            if i < last {
+                y = leaky_relu(y, 0.2);
+            }
+        }
+        let s = y.dims()[2];
+        if self.crop < s {
+            let o = (s - self.crop) / 2;
+            y = y.slice([0..n, 0..3, o..o + self.crop, o..o + self.crop]);
+        }
+        y
+    }
+}
+
+fn random<B: Backend, const D: usize>(shape: [usize; D], seed: u64, device: &B::Device) -> Tensor<B, D> {
+    let mut rng = Rng::new(seed);
+    let n = shape.iter().product();
+    Tensor::from_data(TensorData::new((0..n).map(|_| rng.uniform()).collect::<Vec<f32>>(), shape), device)
+}
+
+fn decoder_step<B: AutodiffBackend>(name: &str, dec: BenchDecoder<B>, batch: usize, code: usize, out: usize, opts: &BenchOptions, device: &B::Device) -> Timing {
+    let mut dec = Some(dec);
+    let mut optim = AdamConfig::new().init::<B, BenchDecoder<B>>();
+    let x = random::<B, 2>([batch, code], 2, device);
+    let target = random::<B, 4>([batch, 3, out, out], 3, device);
+    time(name, opts, || {
+        let d = dec.take().unwrap();
+        let loss = (d.forward(x.clone()) - target.clone()).powf_scalar(2.0).mean();
+        let grads = GradientsParams::from_grads(loss.backward(), &d);
+        let d = optim.step(1e-4, d, grads);
+        // Reading a weight forces the step to complete on asynchronous backends.
+        let _ = d.fcs[0].weight.val().slice([0..1, 0..1]).into_data();
+        dec = Some(d);
+    })
+}
+
+fn encoder_forward<B: Backend>(name: &str, net: &ConvNet<B>, batch: usize, opts: &BenchOptions, device: &B::Device) -> Timing {
+    let [h, w] = net.spec.input_size;
+    let x = random::<B, 4>([batch, 3, h, w], 4, device);
+    let last = net.spec.taps().into_iter().find(|t| t == "fc8").unwrap_or_else(|| net.spec.taps().last().unwrap().clone());
+    time(name, opts, || {
+        let _ = net.tap_flat(x.clone(), &last, false).unwrap().into_data();
+    })
+}
+
+/// One optimization-inversion iteration: feature loss at `tap` + TV, gradient w.r.t. the image.
+fn optim_iteration<B: AutodiffBackend>(name: &str, net: &ConvNet<B>, tap: &str, opts: &BenchOptions, device: &B::Device) -> Timing {
+    let [h, w] = net.spec.input_size;
+    let target = net.tap_flat(random::<B, 4>([1, 3, h, w], 5, device), tap, false).unwrap().detach();
+    let mut x = random::<B, 4>([1, 3, h, w], 6, device);
+    time(name, opts, || {
+        let xi = x.clone().detach().require_grad();
+        let f = net.tap_flat(xi.clone(), tap, false).unwrap();
+        let feat = (f - target.clone()).powf_scalar(2.0).sum() / target.clone().powf_scalar(2.0).sum();
+        let dx = xi.clone().slice([0..1, 0..3, 1..h, 0..w]) - xi.clone().slice([0..1, 0..3, 0..h - 1, 0..w]);
+        let dy = xi.clone().slice([0..1, 0..3, 0..h, 1..w]) - xi.clone().slice([0..1, 0..3, 0..h, 0..w - 1]);
+        let tv = dx.powf_scalar(2.0).mean() + dy.powf_scalar(2.0).mean();
+        let loss = feat + tv * 0.01;
+        let grads = loss.backward();
+        let g = xi.grad(&grads).unwrap();
+        x = Tensor::from_inner(xi.inner() - g * 0.01);
+        let _ = x.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data();
+    })
+}
+
+/// Run every workload; `pytorch` (from `bench/pytorch_reference.py --json`) adds ratios.
+pub fn run<B: AutodiffBackend>(opts: &BenchOptions, device: &B::Device) -> Result<Vec<Timing>> {
+    let q = opts.quick;
+    let mut out = Vec::new();
+    eprintln!("decoder training steps");
+    let (b, code, ups): (usize, usize, &[usize]) = if q { (4, 32, &[16, 8, 3]) } else { (32, 512, &[128, 64, 32, 3]) };
+    let base = if q { [16, 4, 4] } else { [256, 4, 4] };
+    let out_a = 4 << ups.len();
+    out.push(decoder_step("decoder_step_a_512_to_64", BenchDecoder::<B>::new(code, &[], base, ups, out_a, device), b, code, out_a, opts, device));
+    // D&B's fc6 decoder: fc 4096-4096-4096 → 4×4×256 → six up-convs to 256×256, cropped to 227.
+    let (b, code, fc, ups, crop): (usize, usize, Vec<usize>, Vec<usize>, usize) = if q {
+        (2, 64, vec![64], vec![16, 8, 3], 27)
+    } else {
+        (8, 4096, vec![4096, 4096], vec![256, 128, 64, 32, 16, 3], 227)
+    };
+    out.push(decoder_step("decoder_step_b_fc6_to_227", BenchDecoder::<B>::new(code, &fc, base, &ups, crop, device), b, code, crop, opts, device));
+
+    eprintln!("encoder forward");
+    let (batch, big) = if q { (2, 64) } else { (32, 224) };
+    let nets: Vec<(&str, &str, usize)> = vec![("posenet", "encoder_forward_posenet_64", 64), ("alexnet", "encoder_forward_alexnet_224", big), ("vgg16", "encoder_forward_vgg16_224", big)];
+    let mut loaded = BTreeMap::new();
+    for (arch, name, size) in nets {
+        if q && arch == "vgg16" {
+            continue;
+        }
+        let net = encoder::load::<B::InnerBackend>(arch, &WeightSource::Random(0), Some(size), device)?.net;
+        out.push(encoder_forward(name, &net, batch, opts, device));
+        loaded.insert(arch, size);
+    }
+
+    eprintln!("optimization inversion");
+    let mut iter_ms = BTreeMap::new();
+    for (arch, tap, name) in [("posenet", "conv5", "optim_iteration_posenet_conv5"), ("alexnet", "conv5", "optim_iteration_alexnet_conv5")] {
+        let net = encoder::load::<B>(arch, &WeightSource::Random(0), Some(loaded[arch]), device)?.net.no_grad();
+        let t = optim_iteration(name, &net, tap, opts, device);
+        iter_ms.insert(arch, t.median_ms);
+        out.push(t);
+    }
+    // M&V's default schedule is 350 iterations; a decoder needs one forward pass per image.
+    let dec = BenchDecoder::<B::InnerBackend>::new(if q { 32 } else { 512 }, &[], base, if q { &[16, 8, 3] } else { &[128, 64, 32, 3] }, out_a, device);
+    let code_in = random::<B::InnerBackend, 2>([1, if q { 32 } else { 512 }], 7, device);
+    let mut t = time("decoder_forward_1_image", opts, || {
+        let _ = dec.forward(code_in.clone()).into_data();
+    });
+    let full = 350.0 * iter_ms["posenet"];
+    t.value = Some(full / t.median_ms);
+    t.note = format!("speed-up of one decoder forward over the full default optimization inversion (350 × {:.2} ms = {:.0} ms, posenet)", iter_ms["posenet"], full);
+    eprintln!("  decoder vs optimization: {:.0}× faster", t.value.unwrap());
+    out.push(t);
+
+    eprintln!("code extraction");
+    out.push(extraction::<B::InnerBackend>(opts, device)?);
+    Ok(out)
+}
+
+/// Extraction throughput (images/s) including decoding the PNG files.
+fn extraction<B: Backend>(opts: &BenchOptions, device: &B::Device) -> Result<Timing> {
+    let tmp;
+    let data = match &opts.data {
+        Some(d) => d.clone(),
+        None => {
+            tmp = std::env::temp_dir().join(format!("preimage-bench-{}", std::process::id()));
+            let count = if opts.quick { 16 } else { 1024 };
+            crate::data::render::render_dataset(&tmp, &crate::data::render::RenderOptions { count, size: 64, seed: 0, classes: None, meshes: None })?;
+            tmp.clone()
+        }
+    };
+    let skips = crate::data::folder::SkipLog::new();
+    let folder = crate::data::folder::ImageFolder::open(&data, &skips)?;
+    let enc = encoder::load::<B>("posenet", &WeightSource::Random(0), None, device)?;
+    let taps = vec!["conv5".to_string(), "fc6".to_string(), "fc7".to_string(), "fc8".to_string()];
+    let n = folder.len();
+    let quiet = BenchOptions { runs: opts.runs.min(5).max(1), warmup: 1, ..opts.clone() };
+    let mut t = time("extract_posenet_4_taps", &quiet, || {
+        let _ = crate::extract::extract(&enc, &folder, &taps, 64, device).unwrap();
+    });
+    t.value = Some(n as f64 / (t.median_ms / 1e3));
+    t.note = format!("images/s over {n} rendered 64×64 PNGs, batch 64, taps conv5,fc6,fc7,fc8");
+    eprintln!("  extraction: {:.0} images/s", t.value.unwrap());
+    if opts.data.is_none() {
+        let _ = std::fs::remove_dir_all(&data);
+    }
+    Ok(t)
+}
+
+/// Print the table, with PyTorch's times and the ratio where a reference JSON is given.
+pub fn table(ours: &[Timing], pytorch: Option<&[Timing]>) -> String {
+    let mut s = format!("{:<34} {:>11} {:>11} {:>11} {:>9} {:>11} {:>7}\n", "workload", "median ms", "min ms", "max ms", "peak MiB", "pytorch ms", "ratio");
+    for t in ours {
+        let py = pytorch.and_then(|p| p.iter().find(|p| p.name == t.name));
+        s += &format!(
+            "{:<34} {:>11.2} {:>11.2} {:>11.2} {:>9} {:>11} {:>7}\n",
+            t.name,
+            t.median_ms,
+            t.min_ms,
+            t.max_ms,
+            t.peak_mib.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into()),
+            py.map(|p| format!("{:.2}", p.median_ms)).unwrap_or_else(|| "-".into()),
+            py.map(|p| format!("{:.2}", t.median_ms / p.median_ms)).unwrap_or_else(|| "-".into()),
+        );
+        if let Some(v) = t.value {
+            s += &format!("    {v:.1}: {}\n", t.note);
+        }
+    }
+    s
+}
+
+/// Read the reference timings written by `bench/pytorch_reference.py --json FILE`.
+pub fn read_reference(path: &Path) -> Result<Vec<Timing>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading PyTorch reference {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a bench JSON file: {e}", path.display()))
+}
