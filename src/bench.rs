@@ -40,6 +40,14 @@ pub struct BenchOptions {
     pub quick: bool,
     /// Rendered image folder for the extraction throughput (rendered into a temp dir if None).
     pub data: Option<PathBuf>,
+    /// Run only workloads whose name contains one of these (all when empty).
+    pub only: Vec<String>,
+}
+
+impl BenchOptions {
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
+    }
 }
 
 /// Run `f` warm-up + `runs` times; `f` must block until its result is computed.
@@ -193,28 +201,35 @@ pub fn run<B: AutodiffBackend>(opts: &BenchOptions, device: &B::Device) -> Resul
     let (b, code, ups): (usize, usize, &[usize]) = if q { (4, 32, &[16, 8, 3]) } else { (32, 512, &[128, 64, 32, 3]) };
     let base = if q { [16, 4, 4] } else { [256, 4, 4] };
     let out_a = 4 << ups.len();
-    out.push(decoder_step("decoder_step_a_512_to_64", BenchDecoder::<B>::new(code, &[], base, ups, out_a, device), b, code, out_a, opts, device));
+    if opts.wants("decoder_step_a") {
+        out.push(decoder_step("decoder_step_a_512_to_64", BenchDecoder::<B>::new(code, &[], base, ups, out_a, device), b, code, out_a, opts, device));
+    }
     // D&B's fc6 decoder: fc 4096-4096-4096 → 4×4×256 → six up-convs to 256×256, cropped to 227.
     let (b, code, fc, ups, crop): (usize, usize, Vec<usize>, Vec<usize>, usize) = if q {
         (2, 64, vec![64], vec![16, 8, 3], 27)
     } else {
         (8, 4096, vec![4096, 4096], vec![256, 128, 64, 32, 16, 3], 227)
     };
-    out.push(decoder_step("decoder_step_b_fc6_to_227", BenchDecoder::<B>::new(code, &fc, base, &ups, crop, device), b, code, crop, opts, device));
+    if opts.wants("decoder_step_b") {
+        out.push(decoder_step("decoder_step_b_fc6_to_227", BenchDecoder::<B>::new(code, &fc, base, &ups, crop, device), b, code, crop, opts, device));
+    }
 
     eprintln!("encoder forward");
     let (batch, big) = if q { (2, 64) } else { (32, 224) };
     let nets: Vec<(&str, &str, usize)> = vec![("posenet", "encoder_forward_posenet_64", 64), ("alexnet", "encoder_forward_alexnet_224", big), ("vgg16", "encoder_forward_vgg16_224", big)];
     let mut loaded = BTreeMap::new();
     for (arch, name, size) in nets {
-        if q && arch == "vgg16" {
+        loaded.insert(arch, size);
+        if (q && arch == "vgg16") || !opts.wants(name) {
             continue;
         }
         let net = encoder::load::<B::InnerBackend>(arch, &WeightSource::Random(0), Some(size), device)?.net;
         out.push(encoder_forward(name, &net, batch, opts, device));
-        loaded.insert(arch, size);
     }
 
+    if !opts.wants("optim_iteration") && !opts.wants("decoder_forward") && !opts.wants("extract") {
+        return Ok(out);
+    }
     eprintln!("optimization inversion");
     let mut iter_ms = BTreeMap::new();
     for (arch, tap, name) in [("posenet", "conv5", "optim_iteration_posenet_conv5"), ("alexnet", "conv5", "optim_iteration_alexnet_conv5")] {
@@ -235,8 +250,10 @@ pub fn run<B: AutodiffBackend>(opts: &BenchOptions, device: &B::Device) -> Resul
     eprintln!("  decoder vs optimization: {:.0}× faster", t.value.unwrap());
     out.push(t);
 
-    eprintln!("code extraction");
-    out.push(extraction::<B::InnerBackend>(opts, device)?);
+    if opts.wants("extract") {
+        eprintln!("code extraction");
+        out.push(extraction::<B::InnerBackend>(opts, device)?);
+    }
     Ok(out)
 }
 

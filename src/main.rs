@@ -99,6 +99,9 @@ enum Command {
         /// Image folder for the extraction throughput (default: 1024 freshly rendered images).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Only workloads whose name contains one of these (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// List an encoder's taps with their code shapes.
     Taps {
@@ -175,8 +178,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Extract { enc, layer, data, out, batch, device } => {
             with_backend!(device, |B, dev| extract::<B>(&enc, &layer, &data, &out, batch, &dev))
         }
-        Command::Bench { device, json, pytorch, runs, warmup, quick, data } => {
-            let opts = preimage::bench::BenchOptions { runs, warmup, quick, data };
+        Command::Bench { device, json, pytorch, runs, warmup, quick, data, only } => {
+            let opts = preimage::bench::BenchOptions { runs, warmup, quick, data, only };
             let reference = pytorch.as_deref().map(preimage::bench::read_reference).transpose()?;
             let timings = with_backend!(device, |B, dev| preimage::bench::run::<B>(&opts, &dev)?);
             println!("{}", preimage::bench::table(&timings, reference.as_deref()));
