@@ -137,6 +137,7 @@ impl EncoderArgs {
 }
 
 fn main() {
+    preimage::util::keep_freed_memory();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

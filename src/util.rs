@@ -43,3 +43,14 @@ pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     bar.set_message(what.to_string());
     bar
 }
+
+/// Keep freed memory in the process instead of returning it to the OS: training allocates
+/// and frees the same large activation buffers every step, and glibc's default (mmap above
+/// 128 KiB, trim on free) turned each of them into fresh page faults (~5 % of a decoder step).
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
