@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod decoder;
 pub mod device;
 pub mod edit;
 pub mod encoder;

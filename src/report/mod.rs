@@ -1,3 +1,4 @@
 //! Reporting: TensorBoard event files and image grids.
 pub mod html;
 pub mod tensorboard;
+pub mod grid;
