@@ -1,4 +1,3 @@
 //! Reporting: TensorBoard event files and image grids.
 pub mod html;
 pub mod tensorboard;
-pub mod grid;

@@ -11,7 +11,6 @@ use crate::data::folder::{ImageFolder, Preprocess, SkipLog};
 use crate::decoder::deepsim::{self, Comparator, Discriminator, DiscriminatorConfig};
 use crate::decoder::{self, Decoder, DecoderArch, DecoderInfo, Plan};
 use crate::encoder::{self, ConvNet, EncoderSpec, WeightSource};
-use crate::report::grid;
 use crate::report::tensorboard::TbWriter;
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
@@ -335,8 +334,9 @@ fn log_grid<B: AutodiffBackend>(tb: &mut TbWriter, dec: &Decoder<B::InnerBackend
     let [n, _, h, w] = images.dims();
     let recon = dec.forward(b.codes.inner()).clamp(0.0, 1.0);
     let both = Tensor::cat(vec![images, recon], 0).into_data().convert::<f32>().to_vec::<f32>().unwrap();
-    let g = grid::grid(&grid::items(&both, h, w), h, w, n, 1);
-    tb.image("val/reconstructions", &g.chw, g.h, g.w, step);
+    let tiles: Vec<&[f32]> = both.chunks_exact(3 * h * w).collect();
+    let (g, gh, gw) = crate::report::tensorboard::grid(&tiles, h, w, n, 1);
+    tb.image("val/reconstructions", &g, gh, gw, step);
     Ok(())
 }
 
