@@ -59,7 +59,8 @@ fn base64_decoder_matches_rfc4648() {
 
 #[test]
 fn report_page_renders_cleanly_in_chromium() {
-    let dir = tempfile::tempdir().unwrap();
+    // A space and a plus in the path: the file URL must be encoded right.
+    let dir = tempfile::Builder::new().prefix("report page+").tempdir().unwrap();
     let html = dir.path().join("index.html");
     report_page().write(&html).unwrap();
 

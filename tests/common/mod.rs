@@ -118,7 +118,7 @@ impl Drop for DirLock {
 #[derive(Debug)]
 pub struct PageCheck {
     /// Console errors, uncaught exceptions and error-level log entries (e.g. a resource that
-    /// failed to load), plus a failed navigation.
+    /// failed to load).
     pub console_errors: Vec<String>,
     /// Every `<img>` of the document after all of them settled.
     pub images: Vec<ImgLoad>,
@@ -394,15 +394,16 @@ impl Cdp {
         }
     }
 
-    /// Waits for the event `method` (of any session) and returns its params.
-    fn wait_event(&mut self, method: &str) -> Result<serde_json::Value, String> {
-        if let Some(k) = self.events.iter().position(|e| e["method"] == method) {
+    /// Waits for an event `method` whose params satisfy `pred` and returns the params.
+    fn wait_event(&mut self, method: &str, pred: impl Fn(&serde_json::Value) -> bool) -> Result<serde_json::Value, String> {
+        let hit = |v: &serde_json::Value| v["method"] == method && pred(&v["params"]);
+        if let Some(k) = self.events.iter().position(hit) {
             return Ok(self.events.remove(k).unwrap()["params"].clone());
         }
         let deadline = std::time::Instant::now() + CDP_TIMEOUT;
         loop {
             let v = self.recv(deadline).map_err(|e| format!("waiting for {method}: {e}"))?;
-            if v["method"] == method {
+            if hit(&v) {
                 return Ok(v["params"].clone());
             }
             self.events.push_back(v);
@@ -419,19 +420,23 @@ impl Cdp {
         for domain in ["Page.enable", "Runtime.enable", "Log.enable"] {
             self.call(domain, json!({}), s)?;
         }
+        self.call("Page.setLifecycleEventsEnabled", json!({ "enabled": true }), s)?;
         self.call("Emulation.setDeviceMetricsOverride", json!({ "width": 1200, "height": 900, "deviceScaleFactor": 1, "mobile": false }), s)?;
         let mut console_errors = Vec::new();
-        let nav = self.call("Page.navigate", json!({ "url": file_url(html) }), s)?;
+        let url = file_url(html);
+        let nav = self.call("Page.navigate", json!({ "url": url }), s)?;
         if let Some(e) = nav["errorText"].as_str() {
-            console_errors.push(format!("navigation failed: {e}"));
-        } else {
-            self.wait_event("Page.loadEventFired")?;
+            return Err(format!("navigation to {url} failed: {e}"));
         }
+        // The load event of this navigation (not a late one of the blank start page).
+        let loader = nav["loaderId"].clone();
+        self.wait_event("Page.lifecycleEvent", |p| p["name"] == "load" && p["loaderId"] == loader)?;
         // The load event waits for images, but wait explicitly for any still pending too.
         let probe = r#"(async () => {
             const imgs = Array.from(document.images);
             await Promise.all(imgs.map(i => i.complete ? null : new Promise(r => { i.addEventListener('load', r); i.addEventListener('error', r); })));
             return {
+                href: location.href,
                 title: document.title,
                 text: document.body ? document.body.innerText : '',
                 tables: document.querySelectorAll('table').length,
@@ -444,6 +449,9 @@ impl Cdp {
             return Err(format!("page probe threw: {ex}"));
         }
         let v = &r["result"]["value"];
+        if v["href"] != url.as_str() {
+            return Err(format!("probed {} instead of {url}", v["href"]));
+        }
         let images = v["images"]
             .as_array()
             .ok_or_else(|| format!("unexpected probe result {r}"))?
