@@ -11,6 +11,7 @@ pub mod device;
 pub mod edit;
 pub mod encoder;
 pub mod extract;
+pub mod metrics;
 pub mod report;
 pub mod rng;
 pub mod tensorfile;
