@@ -10,6 +10,7 @@ pub mod decoder;
 pub mod device;
 pub mod edit;
 pub mod encoder;
+pub mod evaluate;
 pub mod extract;
 pub mod metrics;
 pub mod report;

@@ -76,6 +76,9 @@ fn trains_from_a_code_file_resumes_and_records_what_it_inverts() {
         assert!((ta - tb).abs() <= 1e-6 * tb.abs() && (va - vb).abs() <= 1e-6 * vb.abs(), "{a:?} vs {b:?}");
     }
     assert!(a[1].0 < a[0].0, "training loss falls: {a:?}");
+    // Without encoder weights (random-weight codes) validation still measures the images.
+    let val = &history(&run)[1]["val"];
+    assert!(val["psnr_db"].as_f64().unwrap() > 0.0 && val["feature_error"].is_null(), "{val}");
 
     // The decoder refuses codes of another tap or shape, naming both.
     let mut other = cf.clone();
@@ -108,6 +111,13 @@ fn spatial_codes_on_the_fly_with_feature_and_adversarial_losses() {
     assert!(run.join("checkpoint/disc.mpk").exists() && run.join("checkpoint/disc_optim.mpk").exists());
     let info = preimage::decoder::read_info(&run).unwrap();
     assert_eq!(info.code_shape.len(), 3, "conv5 codes are maps");
+    // With the encoder at hand, validation measures everything the metrics module knows.
+    let val = &history(&run)[0]["val"];
+    for key in ["image_error", "psnr_db", "ssim", "feature_error", "top1_agreement", "pose_error_deg"] {
+        assert!(val[key].is_number(), "val.{key} missing: {val}");
+    }
+    assert!(val["image_error"].as_f64().unwrap() > 0.0 && val["ssim"].as_f64().unwrap() <= 1.0);
+    assert!((0.0..=1.0).contains(&val["top1_agreement"].as_f64().unwrap()));
     // The TensorBoard file has every loss term and the validation grid.
     let tb = std::fs::read_dir(run.join("tb")).unwrap().next().unwrap().unwrap().path();
     let bytes = std::fs::read(tb).unwrap();

@@ -11,6 +11,8 @@ use crate::data::folder::{ImageFolder, Preprocess, SkipLog};
 use crate::decoder::deepsim::{self, Comparator, Discriminator, DiscriminatorConfig};
 use crate::decoder::{self, Decoder, DecoderArch, DecoderInfo, Plan};
 use crate::encoder::{self, ConvNet, EncoderSpec, WeightSource};
+use crate::evaluate::Evaluator;
+use crate::metrics::Metrics;
 use crate::report::tensorboard::TbWriter;
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
@@ -150,6 +152,8 @@ pub struct DecoderEpoch {
     /// Weighted pixel + feature loss on the validation split (selects the best epoch).
     pub val_loss: f64,
     pub val_pixel_mse: f64,
+    /// Reconstruction metrics on the validation split.
+    pub val: Metrics,
     pub seconds: f64,
 }
 
@@ -173,6 +177,8 @@ struct Data<B: AutodiffBackend> {
 struct Batch<B: Backend> {
     images: Tensor<B, 4>,
     codes: Tensor<B, 2>,
+    /// Folder records of the images kept.
+    records: Vec<usize>,
 }
 
 impl<B: AutodiffBackend> Data<B> {
@@ -195,7 +201,7 @@ impl<B: AutodiffBackend> Data<B> {
                 Tensor::from_inner(enc.tap_flat(b.images.clone().inner(), &self.tap, false)?)
             }
         };
-        Ok(Some(Batch { images: b.images, codes }))
+        Ok(Some(Batch { images: b.images, codes, records: b.indices }))
     }
 }
 
@@ -296,7 +302,9 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
     }
 }
 
-/// Validation: weighted loss and pixel MSE over `items`, without gradients.
+/// Validation over `items` without gradients: the weighted loss (selects the best epoch),
+/// the pixel MSE and the reconstruction metrics (feature error, class and pose agreement
+/// when the encoder is known).
 fn validate<B: AutodiffBackend>(
     dec: &Decoder<B::InnerBackend>,
     data: &Data<B>,
@@ -304,8 +312,11 @@ fn validate<B: AutodiffBackend>(
     loss: &LossConfig,
     items: &[usize],
     batch_size: usize,
+    seed: u64,
     device: &B::Device,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64, Metrics)> {
+    let encoder = data.encoder.as_ref().map(|e| e.valid());
+    let mut eval = Evaluator::new(encoder.as_ref(), &data.tap);
     let (mut total, mut pix, mut n) = (0.0, 0.0, 0usize);
     for chunk in items.chunks(batch_size) {
         let Some(b) = data.batch(chunk, None, device)? else { continue };
@@ -315,8 +326,10 @@ fn validate<B: AutodiffBackend>(
         let p = (recon.clone() - images.clone()).powf_scalar(2.0).mean().into_scalar().elem::<f64>();
         let mut t = loss.pixel * p;
         if let Some(c) = comparator {
-            t += loss.feature * c.loss(recon, c.features(images)).into_scalar().elem::<f64>();
+            t += loss.feature * c.loss(recon.clone(), c.features(images.clone())).into_scalar().elem::<f64>();
         }
+        let symmetry: Vec<u32> = b.records.iter().map(|&r| data.folder.symmetry_of(r)).collect();
+        eval.add(recon, images, &symmetry)?;
         total += t * k as f64;
         pix += p * k as f64;
         n += k;
@@ -324,7 +337,7 @@ fn validate<B: AutodiffBackend>(
     if n == 0 {
         bail!("no readable validation image");
     }
-    Ok((total / n as f64, pix / n as f64))
+    Ok((total / n as f64, pix / n as f64, eval.finish(seed)?))
 }
 
 /// Originals above, reconstructions below, for a fixed set of validation items.
@@ -505,21 +518,17 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
         }
         bar.finish_and_clear();
         let valid = dec.valid();
-        let (val_loss, val_pix) = validate(&valid, data, comparator_valid.as_ref(), l, &val_items, t.batch_size.max(64), device)?;
+        let (val_loss, val_pix, metrics) = validate(&valid, data, comparator_valid.as_ref(), l, &val_items, t.batch_size.max(64), t.seed, device)?;
         log_grid(&mut tb, &valid, data, &preview, state.step, device)?;
-        let m = DecoderEpoch { epoch: epoch + 1, step: state.step, train_loss: run_loss / run_n.max(1) as f64, val_loss, val_pixel_mse: val_pix, seconds: start.elapsed().as_secs_f64() };
+        let m = DecoderEpoch { epoch: epoch + 1, step: state.step, train_loss: run_loss / run_n.max(1) as f64, val_loss, val_pixel_mse: val_pix, val: metrics, seconds: start.elapsed().as_secs_f64() };
         tb.scalar("val/loss", val_loss as f32, state.step);
         tb.scalar("val/pixel_mse", val_pix as f32, state.step);
+        for (name, v) in metric_values(&m.val) {
+            tb.scalar(&format!("val/{name}"), v as f32, state.step);
+        }
         tb.flush();
-        println!(
-            "epoch {:>3}/{}: train loss {:.5}  val loss {:.5}  val pixel MSE {:.5}  ({:.0}s)",
-            epoch + 1,
-            t.epochs,
-            m.train_loss,
-            val_loss,
-            val_pix,
-            m.seconds
-        );
+        let shown: Vec<String> = metric_values(&m.val).iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        println!("epoch {:>3}/{}: train loss {:.5}  val loss {:.5}  {}  ({:.0}s)", epoch + 1, t.epochs, m.train_loss, val_loss, shown.join("  "), m.seconds);
         state.epoch = epoch + 1;
         history.push(m.clone());
         state.history.push(serde_json::to_value(&m)?);
@@ -568,6 +577,19 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
 
 fn c_net<B: AutodiffBackend>(c: &Comparator<B>) -> ConvNet<B::InnerBackend> {
     c.net().valid()
+}
+
+/// The measured metrics as (name, value) pairs, for logs and TensorBoard.
+pub fn metric_values(m: &Metrics) -> Vec<(&'static str, f64)> {
+    let all = [
+        ("image_error", m.image_error),
+        ("psnr_db", m.psnr_db),
+        ("ssim", m.ssim),
+        ("feature_error", m.feature_error),
+        ("top1_agreement", m.top1_agreement),
+        ("pose_error_deg", m.pose_error_deg),
+    ];
+    all.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()
 }
 
 /// Load a decoder config file, or fail naming it.
