@@ -38,6 +38,8 @@ pub const SSIM_WIN: usize = 11;
 pub const SSIM_SIGMA: f64 = 1.5;
 const SSIM_K1: f64 = 0.01;
 const SSIM_K2: f64 = 0.03;
+/// Data range L of the SSIM constants C1 = (K1·L)², C2 = (K2·L)²: images are in [0, 1].
+const SSIM_DATA_RANGE: f64 = 1.0;
 
 /// A batch of images borrowed from a flat NCHW buffer.
 #[derive(Clone, Copy, Debug)]
@@ -216,7 +218,7 @@ fn ssim_plane(a: &[f32], b: &[f32], h: usize, w: usize, k: &[f64; SSIM_WIN]) -> 
     let y: Vec<f64> = b.iter().map(|&v| pixel(v)).collect();
     let prod = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(u, v)| u * v).collect::<Vec<f64>>();
     let [ux, uy, uxx, uyy, uxy] = [x.clone(), y.clone(), prod(&x, &x), prod(&y, &y), prod(&x, &y)].map(|p| filter_valid(&p, h, w, k));
-    let (c1, c2) = ((SSIM_K1 * 1.0f64).powi(2), (SSIM_K2 * 1.0f64).powi(2));
+    let (c1, c2) = ((SSIM_K1 * SSIM_DATA_RANGE).powi(2), (SSIM_K2 * SSIM_DATA_RANGE).powi(2));
     let s = (0..ux.len()).map(|i| {
         let (mx, my) = (ux[i], uy[i]);
         // Population (not sample) covariance: use_sample_covariance=False.
