@@ -4,6 +4,8 @@
 //! Everything here is a plain function over CPU slices, so any caller can use it on the
 //! output of `Tensor::into_data().to_vec::<f32>()` without a backend. Images are CHW `f32`
 //! RGB in [0, 1] (the pixel space the whole tool works in), batches are NCHW row-major.
+//! Image metrics first clamp every value to [0, 1] (NaN as 0), exactly as images are shown
+//! and saved, so they score what the user sees.
 //!
 //! - [`normalized_image_error`]: mean ‖x̂ − x‖₂ over the mean ‖xᵢ − xⱼ‖₂ of random pairs of
 //!   originals (Dosovitskiy & Brox 2016): 0 = perfect, 1.0 = as far as a random other image.
@@ -36,6 +38,8 @@ pub const SSIM_WIN: usize = 11;
 pub const SSIM_SIGMA: f64 = 1.5;
 const SSIM_K1: f64 = 0.01;
 const SSIM_K2: f64 = 0.03;
+/// Data range L of the SSIM constants C1 = (K1·L)², C2 = (K2·L)²: images are in [0, 1].
+const SSIM_DATA_RANGE: f64 = 1.0;
 
 /// A batch of images borrowed from a flat NCHW buffer.
 #[derive(Clone, Copy, Debug)]
@@ -89,6 +93,21 @@ fn l2(a: &[f32], b: &[f32]) -> f64 {
     a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>().sqrt()
 }
 
+/// A pixel value as it is shown and saved (`report::html::png_bytes`, PNG files): clamped to
+/// [0, 1], NaN as 0. Image metrics score what the user sees, so a reconstruction cannot gain
+/// or lose by values outside the displayable range.
+fn pixel(v: f32) -> f64 {
+    if v.is_nan() {
+        0.0
+    } else {
+        v.clamp(0.0, 1.0) as f64
+    }
+}
+
+fn pixel_l2(a: &[f32], b: &[f32]) -> f64 {
+    a.iter().zip(b).map(|(&x, &y)| (pixel(x) - pixel(y)).powi(2)).sum::<f64>().sqrt()
+}
+
 fn mean(v: impl IntoIterator<Item = f64>) -> Option<f64> {
     let (s, n) = v.into_iter().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     (n > 0).then(|| s / n as f64)
@@ -97,7 +116,7 @@ fn mean(v: impl IntoIterator<Item = f64>) -> Option<f64> {
 /// ‖x̂ᵢ − xᵢ‖₂ per image.
 pub fn image_distances(recon: Images, orig: Images) -> Result<Vec<f64>> {
     same_shape(&recon, &orig)?;
-    Ok((0..orig.n).map(|i| l2(recon.image(i), orig.image(i))).collect())
+    Ok((0..orig.n).map(|i| pixel_l2(recon.image(i), orig.image(i))).collect())
 }
 
 /// The pairs (i, j), i ≠ j, whose distances normalize the image error.
@@ -128,7 +147,7 @@ pub fn random_pairs(n: usize, seed: u64) -> Vec<(usize, usize)> {
 pub fn pair_distance(images: Images, seed: u64) -> Result<f64> {
     ensure!(images.n >= 2, "the distance between random pairs needs at least 2 images, got {}", images.n);
     let pairs = random_pairs(images.n, seed);
-    Ok(mean(pairs.iter().map(|&(i, j)| l2(images.image(i), images.image(j)))).unwrap())
+    Ok(mean(pairs.iter().map(|&(i, j)| pixel_l2(images.image(i), images.image(j)))).unwrap())
 }
 
 /// Mean ‖x̂ − x‖₂ over images divided by [`pair_distance`] of the originals (the same seed
@@ -148,7 +167,7 @@ pub fn normalized_image_error(recon: Images, orig: Images, seed: u64) -> Result<
 /// capped at [`PSNR_CAP_DB`] (identical images give the cap, not infinity).
 pub fn psnr(recon: &[f32], orig: &[f32]) -> f64 {
     assert_eq!(recon.len(), orig.len(), "psnr of images with {} and {} values", recon.len(), orig.len());
-    let mse = recon.iter().zip(orig).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / orig.len().max(1) as f64;
+    let mse = recon.iter().zip(orig).map(|(&x, &y)| (pixel(x) - pixel(y)).powi(2)).sum::<f64>() / orig.len().max(1) as f64;
     if mse <= 0.0 {
         return PSNR_CAP_DB;
     }
@@ -195,11 +214,11 @@ fn filter_valid(x: &[f64], h: usize, w: usize, k: &[f64; SSIM_WIN]) -> Vec<f64> 
 
 /// Mean SSIM of one h×w plane pair.
 fn ssim_plane(a: &[f32], b: &[f32], h: usize, w: usize, k: &[f64; SSIM_WIN]) -> f64 {
-    let x: Vec<f64> = a.iter().map(|&v| v as f64).collect();
-    let y: Vec<f64> = b.iter().map(|&v| v as f64).collect();
+    let x: Vec<f64> = a.iter().map(|&v| pixel(v)).collect();
+    let y: Vec<f64> = b.iter().map(|&v| pixel(v)).collect();
     let prod = |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(u, v)| u * v).collect::<Vec<f64>>();
     let [ux, uy, uxx, uyy, uxy] = [x.clone(), y.clone(), prod(&x, &x), prod(&y, &y), prod(&x, &y)].map(|p| filter_valid(&p, h, w, k));
-    let (c1, c2) = ((SSIM_K1 * 1.0f64).powi(2), (SSIM_K2 * 1.0f64).powi(2));
+    let (c1, c2) = ((SSIM_K1 * SSIM_DATA_RANGE).powi(2), (SSIM_K2 * SSIM_DATA_RANGE).powi(2));
     let s = (0..ux.len()).map(|i| {
         let (mx, my) = (ux[i], uy[i]);
         // Population (not sample) covariance: use_sample_covariance=False.
@@ -639,6 +658,21 @@ mod tests {
         let e = ssim(&a[..3 * 10 * 12], &a[..3 * 10 * 12], 3, 10, 12).unwrap_err().to_string();
         assert!(e.contains("11×11") && e.contains("10×12"), "{e}");
         assert!(ssim(&a, &a[1..], 3, 12, 15).is_err());
+    }
+
+    #[test]
+    fn image_metrics_score_the_displayed_clamped_image() {
+        // Out-of-range values display as 0 and 1, NaN as 0: this reconstruction shows exactly the original.
+        let orig = [1.0f32, 0.0, 0.0, 0.5];
+        let recon = [1.5f32, -0.3, f32::NAN, 0.5];
+        assert_eq!(psnr(&recon, &orig), PSNR_CAP_DB);
+        assert_eq!(image_distances(Images::new(&recon, [1, 1, 2, 2]).unwrap(), Images::new(&orig, [1, 1, 2, 2]).unwrap()).unwrap(), [0.0]);
+        let big: Vec<f32> = pat_a(1, 11, 11);
+        let over: Vec<f32> = big.iter().map(|&v| if v == 1.0 { 7.0 } else if v == 0.0 { -2.0 } else { v }).collect();
+        assert_ne!(over, big);
+        assert!(close(ssim(&over, &big, 1, 11, 11).unwrap(), 1.0, 1e-12));
+        // Feature errors are not pixels: no clamping there.
+        assert!(close(feature_error(&[4.0, 0.0], &[2.0, 0.0], 2).unwrap(), 1.0, 1e-12));
     }
 
     #[test]
