@@ -72,6 +72,7 @@ pub fn extract<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String
     })
 }
 
-fn absolute(p: &std::path::Path) -> String {
+/// `p` made absolute (canonical when it exists), as recorded in metadata.
+pub fn absolute(p: &std::path::Path) -> String {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
 }

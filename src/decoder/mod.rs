@@ -28,6 +28,9 @@ pub struct DecoderInfo {
     pub tap: String,
     /// SHA-256 of the encoder weights the codes came from.
     pub weights_sha256: String,
+    /// Where those weights were read from, when known (to re-encode reconstructions).
+    #[serde(default)]
+    pub weights_path: Option<String>,
     /// Code shape without the batch dimension.
     pub code_shape: Vec<usize>,
     /// `[height, width]` of the decoded images (the encoder's input size).
@@ -80,6 +83,34 @@ impl DecoderInfo {
             crate::tensorfile::Array::F32 { data, .. } => Ok(data),
             _ => bail!("tap '{}' of the code file is not f32", self.tap),
         }
+    }
+}
+
+impl DecoderInfo {
+    /// The frozen encoder this decoder inverts, loaded from `source` or else from the
+    /// recorded weights file; its SHA-256 must match the one the codes came from.
+    pub fn load_encoder<B: Backend>(&self, source: Option<&crate::encoder::WeightSource>, device: &B::Device) -> Result<crate::encoder::ConvNet<B>> {
+        let source = match source {
+            Some(s) => s.clone(),
+            None => match &self.weights_path {
+                Some(p) if Path::new(p).exists() => crate::encoder::WeightSource::File(p.into()),
+                _ => bail!(
+                    "the {} weights this decoder was trained with are not recorded or moved ({}); pass --weights FILE or --run DIR",
+                    self.encoder,
+                    self.weights_path.as_deref().unwrap_or("none recorded")
+                ),
+            },
+        };
+        let loaded = crate::encoder::load::<B>(&self.encoder, &source, Some(self.image_size[0]), device)?;
+        if loaded.weights_sha256 != self.weights_sha256 {
+            bail!(
+                "the {} weights given (sha256 {}) are not those this decoder was trained on ({})",
+                self.encoder,
+                loaded.weights_sha256,
+                self.weights_sha256
+            );
+        }
+        Ok(loaded.net)
     }
 }
 

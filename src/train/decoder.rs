@@ -215,6 +215,7 @@ struct Setup<B: AutodiffBackend> {
     data: Data<B>,
     spec: EncoderSpec,
     weights_sha256: String,
+    weights_path: Option<String>,
     code_shape: Vec<usize>,
     provenance: serde_json::Value,
 }
@@ -246,6 +247,11 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                 Some(s) => Some(s.clone()),
                 None => file.provenance.weights_path.as_ref().map(PathBuf::from).filter(|p| p.exists()).map(WeightSource::File),
             };
+            let weights_path = match &source {
+                Some(WeightSource::File(p)) => Some(crate::extract::absolute(p)),
+                Some(WeightSource::Run(d)) => Some(crate::extract::absolute(&d.join(encoder::weights::RUN_WEIGHTS))),
+                _ => None,
+            };
             let encoder = match source {
                 Some(s) => {
                     let (net, sha) = load_encoder::<B>(&spec.arch, &s, spec.input_size[0], device)?;
@@ -270,6 +276,7 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
             Ok(Setup {
                 data: Data { pre: batch::preprocess_for(&spec), folder, records, item_of, code_dim: code_shape.iter().product(), codes: Some(codes_vec), encoder, tap },
                 weights_sha256: file.provenance.weights_sha256.clone(),
+                weights_path,
                 spec,
                 code_shape,
                 provenance,
@@ -294,6 +301,7 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
             Ok(Setup {
                 data: Data { pre: batch::preprocess_for(&spec), folder, records, item_of, code_dim: code_shape.iter().product(), codes: None, encoder: Some(loaded.net.no_grad()), tap },
                 weights_sha256: loaded.weights_sha256,
+                weights_path: loaded.weights_path.as_deref().map(crate::extract::absolute),
                 spec,
                 code_shape,
                 provenance,
@@ -539,6 +547,7 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
                 encoder: s.spec.arch.clone(),
                 tap: run.layer.clone(),
                 weights_sha256: s.weights_sha256.clone(),
+                weights_path: s.weights_path.clone(),
                 code_shape: s.code_shape.clone(),
                 image_size,
                 preprocessing: Preprocessing::of(&s.spec),
