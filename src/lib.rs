@@ -10,6 +10,7 @@ pub mod device;
 pub mod edit;
 pub mod encoder;
 pub mod extract;
+pub mod optimize;
 pub mod report;
 pub mod rng;
 pub mod tensorfile;
