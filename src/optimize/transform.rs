@@ -65,7 +65,7 @@ impl Transforms {
 
 /// Sampling grid `[N, H, W, 2]` (x, y in [−1, 1]) that scales by `scale` and rotates by
 /// `deg` degrees about the centre, in pixel units so non-square images are not sheared.
-fn affine_grid<B: Backend>(n: usize, h: usize, w: usize, scale: f32, deg: f32, device: &B::Device) -> Tensor<B, 4> {
+pub(crate) fn affine_grid<B: Backend>(n: usize, h: usize, w: usize, scale: f32, deg: f32, device: &B::Device) -> Tensor<B, 4> {
     let (s, c) = (deg.to_radians().sin(), deg.to_radians().cos());
     let mut g = Vec::with_capacity(h * w * 2);
     for i in 0..h {
