@@ -472,14 +472,19 @@ pub fn invert<B: AutodiffBackend>(net: ConvNet<B>, layer: &str, code: Tensor<B::
         bail!("the code has {dc} values per image but tap {layer} of {} has {d} ({:?})", net.spec.arch, shapes[layer]);
     }
     let device = code.device();
-    let w = &cfg.weights;
-    let feature_w = if w.feature == 0.0 { 1.0 } else { w.feature };
-    let obj = feature_w * objective::feature(layer, constant::<B, 2>(code)) + regularizers(&net.spec, w);
+    let obj = invert_objective(&net.spec, layer, constant::<B, 2>(code), &cfg.weights);
     let param = Parameterization::new(&cfg.param, net.spec.input_size, &device);
     let engine = Engine::new(net, obj, param, cfg.transforms.clone(), opts.seed)?;
     let x0 = start(&engine, n, cfg, init_images, opts.seed, &device)?;
     let p = optimize(&engine, x0, &cfg.solver, opts, "invert")?;
     Outcome::from(&engine, &p)
+}
+
+/// M&V's inversion objective: C·feature(layer) + TV^β + α-norm (weights from `w`; C = 1
+/// when the preset leaves it at 0).
+pub fn invert_objective<B: Backend>(spec: &crate::encoder::EncoderSpec, layer: &str, code: Tensor<B, 2>, w: &Weights) -> Objective<B> {
+    let c = if w.feature == 0.0 { 1.0 } else { w.feature };
+    c * objective::feature(layer, code) + regularizers(spec, w)
 }
 
 /// The refiner's start: a trained decoder's reconstruction of `code` (`[N, D]` at `layer`),
