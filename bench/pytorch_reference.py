@@ -128,15 +128,24 @@ def main():
             p.requires_grad_(False)
         target = body(torch.rand(1, 3, size, size, device=dev)).detach()
         x = torch.rand(1, 3, size, size, device=dev)
-        def it():
-            global_x = x
-            xi = global_x.detach().requires_grad_(True)
-            f = body(xi)
-            feat = (f - target).pow(2).sum() / target.pow(2).sum()
-            tv = (xi[:, :, 1:, :] - xi[:, :, :-1, :]).pow(2).mean() + (xi[:, :, :, 1:] - xi[:, :, :, :-1]).pow(2).mean()
-            (feat + 0.01 * tv).backward()
+        # The same objective as `preimage bench` (the `invert` preset, M&V 2016): C = 100
+        # feature match + TV^2 and alpha^6-norm normalized by B = 80 in the mean-subtracted
+        # 0-255 scale; the encoder normalizes its [0,1] input.
+        mean = torch.tensor([0.5] * 3 if arch == "posenet" else [0.485, 0.456, 0.406], device=dev).view(1, 3, 1, 1)
+        std = torch.tensor([0.25] * 3 if arch == "posenet" else [0.229, 0.224, 0.225], device=dev).view(1, 3, 1, 1)
+        def it(x=x, body=body, target=target, mean=mean, std=std):
+            xi = x.detach().requires_grad_(True)
+            f = body((xi - mean) / std)
+            feat = 100.0 * (f - target).pow(2).sum() / target.pow(2).sum()
+            nat = (xi - mean) * 255.0
+            dx = nat[:, :, :-1, 1:] - nat[:, :, :-1, :-1]
+            dy = nat[:, :, 1:, :-1] - nat[:, :, :-1, :-1]
+            v = 80.0 / 6.5
+            tv = ((dx.pow(2) + dy.pow(2)) / v ** 2 + 1e-8).sum(1).mean()
+            alpha = ((nat / 80.0).pow(2).sum(1) + 1e-8).pow(3.0).mean()
+            (feat + tv + alpha).backward()
             with torch.no_grad():
-                x.sub_(0.01 * xi.grad)
+                x.sub_(0.01 * xi.grad).clamp_(0, 1)
         r = timed(f"optim_iteration_{arch}_conv5", it, a.runs, a.warmup, sync)
         iter_ms[arch] = r["median_ms"]
         out.append(r)

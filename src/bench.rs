@@ -173,24 +173,23 @@ fn encoder_forward<B: Backend>(name: &str, net: &ConvNet<B>, batch: usize, opts:
     })
 }
 
-/// One optimization-inversion iteration: feature loss at `tap` + TV, gradient w.r.t. the image.
-fn optim_iteration<B: AutodiffBackend>(name: &str, net: &ConvNet<B>, tap: &str, opts: &BenchOptions, device: &B::Device) -> Timing {
+/// One optimization-inversion iteration: M&V's objective (feature match at `tap` + TV² +
+/// α⁶-norm, the `invert` preset's weights) through the optimization engine, the gradient
+/// with respect to the image, one gradient step.
+fn optim_iteration<B: AutodiffBackend>(name: &str, net: &ConvNet<B>, tap: &str, opts: &BenchOptions, device: &B::Device) -> Result<Timing> {
+    use crate::optimize::{self, objective::Objective, param::Parameterization, transform::Transforms, Engine};
+    use burn::module::AutodiffModule;
     let [h, w] = net.spec.input_size;
-    let target = net.tap_flat(random::<B, 4>([1, 3, h, w], 5, device), tap, false).unwrap().detach();
-    let mut x = random::<B, 4>([1, 3, h, w], 6, device);
-    time(name, opts, || {
-        let xi = x.clone().detach().require_grad();
-        let f = net.tap_flat(xi.clone(), tap, false).unwrap();
-        let feat = (f - target.clone()).powf_scalar(2.0).sum() / target.clone().powf_scalar(2.0).sum();
-        let dx = xi.clone().slice([0..1, 0..3, 1..h, 0..w]) - xi.clone().slice([0..1, 0..3, 0..h - 1, 0..w]);
-        let dy = xi.clone().slice([0..1, 0..3, 0..h, 1..w]) - xi.clone().slice([0..1, 0..3, 0..h, 0..w - 1]);
-        let tv = dx.powf_scalar(2.0).mean() + dy.powf_scalar(2.0).mean();
-        let loss = feat + tv * 0.01;
-        let grads = loss.backward();
-        let g = xi.grad(&grads).unwrap();
-        x = Tensor::from_inner(xi.inner() - g * 0.01);
-        let _ = x.clone().slice([0..1, 0..1, 0..1, 0..1]).into_data();
-    })
+    let target = net.valid().tap_flat(random::<B::InnerBackend, 4>([1, 3, h, w], 5, device), tap, false)?;
+    let cfg = optimize::preset("invert")?;
+    let obj: Objective<B> = optimize::invert_objective(&net.spec, tap, Tensor::from_inner(target), &cfg.weights);
+    let engine = Engine::new(net.clone(), obj, Parameterization::new(&cfg.param, [h, w], device), Transforms::default(), 0)?;
+    let mut x = random::<B::InnerBackend, 2>([1, 3 * h * w], 6, device);
+    Ok(time(name, opts, || {
+        let e = engine.eval(x.clone(), 0, false).expect("finite loss");
+        x = (x.clone() - e.grad * 0.01).clamp(0.0, 1.0);
+        let _ = x.clone().slice([0..1, 0..1]).into_data();
+    }))
 }
 
 /// Run every workload; `pytorch` (from `bench/pytorch_reference.py --json`) adds ratios.
@@ -234,7 +233,7 @@ pub fn run<B: AutodiffBackend>(opts: &BenchOptions, device: &B::Device) -> Resul
     let mut iter_ms = BTreeMap::new();
     for (arch, tap, name) in [("posenet", "conv5", "optim_iteration_posenet_conv5"), ("alexnet", "conv5", "optim_iteration_alexnet_conv5")] {
         let net = encoder::load::<B>(arch, &WeightSource::Random(0), Some(loaded[arch]), device)?.net.no_grad();
-        let t = optim_iteration(name, &net, tap, opts, device);
+        let t = optim_iteration(name, &net, tap, opts, device)?;
         iter_ms.insert(arch, t.median_ms);
         out.push(t);
     }

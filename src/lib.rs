@@ -13,6 +13,7 @@ pub mod encoder;
 pub mod evaluate;
 pub mod extract;
 pub mod metrics;
+pub mod optimize;
 pub mod report;
 pub mod rng;
 pub mod tensorfile;

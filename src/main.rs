@@ -7,6 +7,7 @@ use preimage::data::render::{render_dataset, RenderOptions};
 use preimage::device::DeviceSpec;
 use preimage::encoder::{self, WeightSource};
 use preimage::train::encoder::{EncoderRun, EncoderTrainConfig};
+use preimage::optimize::commands as opt;
 use preimage::with_backend;
 use std::path::PathBuf;
 
@@ -147,6 +148,51 @@ enum Command {
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
+    /// Invert a code by optimization (Mahendran & Vedaldi); `--init decoder:RUN` refines a decoder's output.
+    Invert {
+        #[command(flatten)]
+        enc: EncoderArgs,
+        #[command(flatten)]
+        args: opt::InvertArgs,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// Activation maximization: one image per target unit (fc8:3, conv5:12, conv5:12@2:2, fc8:chair).
+    Visualize {
+        #[command(flatten)]
+        enc: EncoderArgs,
+        #[command(flatten)]
+        args: opt::VisualizeArgs,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// DeepDream: amplify what a layer sees in an image, over octaves.
+    Dream {
+        #[command(flatten)]
+        enc: EncoderArgs,
+        #[command(flatten)]
+        args: opt::DreamArgs,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// Caricature (M&V): exaggerate what a layer sees in an image.
+    Caricature {
+        #[command(flatten)]
+        enc: EncoderArgs,
+        #[command(flatten)]
+        args: opt::CaricatureArgs,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// Change an image until the encoder calls it --class, keeping it visibly the same picture.
+    Transform {
+        #[command(flatten)]
+        enc: EncoderArgs,
+        #[command(flatten)]
+        args: opt::TransformArgs,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// List an encoder's taps with their code shapes.
     Taps {
         #[command(flatten)]
@@ -169,7 +215,8 @@ struct EncoderArgs {
     /// Input side in pixels (default: the encoder's own, 224 for torchvision nets).
     #[arg(long)]
     input_size: Option<usize>,
-    /// Seed for random weights when neither --weights nor --run is given.
+    /// Seed for random weights when neither --weights nor --run is given (and, in the
+    /// optimization commands, for the initial noise and the random transforms).
     #[arg(long, default_value_t = 0)]
     seed: u64,
 }
@@ -177,6 +224,9 @@ struct EncoderArgs {
 impl EncoderArgs {
     fn source(&self) -> Result<WeightSource> {
         WeightSource::from_args(self.weights.as_deref(), self.run.as_deref(), self.seed)
+    }
+    fn load<B: burn::tensor::backend::Backend>(&self, dev: &B::Device) -> Result<encoder::Loaded<B>> {
+        encoder::load::<B>(&self.encoder, &self.source()?, self.input_size, dev)
     }
 }
 
@@ -253,6 +303,26 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
+        Command::Invert { enc, args, device } => with_backend!(device, |B, dev| {
+            opt::invert::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev)?;
+            Ok(())
+        }),
+        Command::Visualize { enc, args, device } => with_backend!(device, |B, dev| {
+            opt::visualize::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev)?;
+            Ok(())
+        }),
+        Command::Dream { enc, args, device } => with_backend!(device, |B, dev| {
+            opt::dream::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev)?;
+            Ok(())
+        }),
+        Command::Caricature { enc, args, device } => with_backend!(device, |B, dev| {
+            opt::caricature::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev)?;
+            Ok(())
+        }),
+        Command::Transform { enc, args, device } => with_backend!(device, |B, dev| {
+            opt::transform::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev)?;
+            Ok(())
+        }),
         Command::Taps { enc } => {
             type B = preimage::device::Cpu;
             let loaded = encoder::load::<B>(&enc.encoder, &enc.source()?, enc.input_size, &Default::default())?;

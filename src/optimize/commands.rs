@@ -1,0 +1,422 @@
+//! The optimization subcommands (`invert`, `visualize`, `dream`, `caricature`, `transform`):
+//! their flags, and the glue from files to the drivers in [`super`]. `main.rs` loads the
+//! encoder and calls these.
+use super::objective::{class_index, Unit};
+use super::param::ParamKind;
+use super::solver::SolverKind;
+use super::{Init, OptimizeConfig, Outcome, RunOptions};
+use crate::data::batch::preprocess_for;
+use crate::data::codes::CodeFile;
+use crate::encoder::Loaded;
+use anyhow::{bail, Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use std::path::{Path, PathBuf};
+
+/// Flags shared by every optimization command. Each overrides the preset's value.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct OptFlags {
+    /// Preset TOML (default: the method's built-in configs/optimize-METHOD.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// mv (momentum, M&V schedule), adam, lbfgs (no random transforms), dream.
+    #[arg(long)]
+    pub solver: Option<SolverKind>,
+    /// Steps of the first phase (with transforms).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Steps of the final phase (no transforms, lr × final-lr-factor).
+    #[arg(long)]
+    pub final_steps: Option<usize>,
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// pixel or fourier (decorrelated colour, 1/f spectrum).
+    #[arg(long)]
+    pub param: Option<String>,
+    /// Random shift in pixels of the encoder input (0 = off).
+    #[arg(long)]
+    pub jitter: Option<usize>,
+    /// Padding in pixels before the random transforms.
+    #[arg(long)]
+    pub pad: Option<usize>,
+    /// Maximum random rotation in degrees.
+    #[arg(long)]
+    pub rotate: Option<f32>,
+    /// Random scales to choose from, comma-separated (1 = none).
+    #[arg(long, value_delimiter = ',')]
+    pub scales: Option<Vec<f32>>,
+    /// M&V's C (feature-match weight).
+    #[arg(long)]
+    pub feature: Option<f32>,
+    /// TV weight, in units of M&V's (6.5/B)^β.
+    #[arg(long)]
+    pub tv: Option<f32>,
+    #[arg(long)]
+    pub tv_beta: Option<f32>,
+    /// α-norm weight, in units of M&V's (1/B)^α.
+    #[arg(long)]
+    pub alpha_norm: Option<f32>,
+    #[arg(long)]
+    pub alpha: Option<f32>,
+    /// M&V's B (natural pixel norm, 0–255 scale).
+    #[arg(long)]
+    pub natural_scale: Option<f32>,
+    /// Activation weight (visualize).
+    #[arg(long)]
+    pub activation: Option<f32>,
+    /// Layer-L2 weight (dream).
+    #[arg(long)]
+    pub l2: Option<f32>,
+    /// Caricature weight.
+    #[arg(long)]
+    pub caricature: Option<f32>,
+    /// Class cross-entropy weight (transform).
+    #[arg(long)]
+    pub class_weight: Option<f32>,
+    /// Content weight (transform).
+    #[arg(long)]
+    pub content: Option<f32>,
+    #[arg(long)]
+    pub content_layer: Option<String>,
+    /// Style weight (transform).
+    #[arg(long)]
+    pub style: Option<f32>,
+    /// Style taps, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub style_layers: Option<Vec<String>>,
+    /// Similarity weight (transform).
+    #[arg(long)]
+    pub similarity: Option<f32>,
+    /// Changes below this fraction of the [0,1] range are free.
+    #[arg(long)]
+    pub similarity_threshold: Option<f32>,
+    /// Save the image after these steps (comma-separated; 0 = the start).
+    #[arg(long, value_delimiter = ',')]
+    pub snapshots: Vec<usize>,
+    /// Folder for snapshot PNGs (default: beside --out).
+    #[arg(long)]
+    pub snapshot_dir: Option<PathBuf>,
+    /// TensorBoard log folder (loss and terms per step, snapshot images).
+    #[arg(long)]
+    pub tensorboard: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+impl OptFlags {
+    /// The preset for `method` with these flags applied; `input` is the encoder's input side
+    /// (transform flags are absolute pixels, so the preset's are scaled to it first).
+    pub fn config(&self, method: &str, input: usize) -> Result<OptimizeConfig> {
+        let mut c = super::load_config(self.config.as_deref(), method)?;
+        let s = &mut c.solver;
+        set(&mut s.kind, self.solver);
+        set(&mut s.steps, self.steps);
+        set(&mut s.final_steps, self.final_steps);
+        set(&mut s.lr, self.lr);
+        set(&mut s.momentum, self.momentum);
+        super::check_solver(method, c.solver.kind)?;
+        if let Some(p) = &self.param {
+            c.param.kind = match p.as_str() {
+                "pixel" => ParamKind::Pixel,
+                "fourier" => ParamKind::Fourier,
+                _ => bail!("unknown --param '{p}'; valid: pixel, fourier"),
+            };
+        }
+        let t = &mut c.transforms;
+        *t = t.scaled_to(input);
+        set(&mut t.jitter, self.jitter);
+        set(&mut t.pad, self.pad);
+        set(&mut t.rotate, self.rotate);
+        set(&mut t.scales, self.scales.clone());
+        let w = &mut c.weights;
+        set(&mut w.feature, self.feature);
+        set(&mut w.tv, self.tv);
+        set(&mut w.tv_beta, self.tv_beta);
+        set(&mut w.alpha_norm, self.alpha_norm);
+        set(&mut w.alpha, self.alpha);
+        set(&mut w.natural_scale, self.natural_scale);
+        set(&mut w.activation, self.activation);
+        set(&mut w.l2, self.l2);
+        set(&mut w.caricature, self.caricature);
+        set(&mut w.class, self.class_weight);
+        set(&mut w.content, self.content);
+        set(&mut w.content_layer, self.content_layer.clone());
+        set(&mut w.style, self.style);
+        set(&mut w.style_layers, self.style_layers.clone());
+        set(&mut w.similarity, self.similarity);
+        set(&mut w.similarity_threshold, self.similarity_threshold);
+        if w.natural_scale <= 0.0 {
+            bail!("--natural-scale (B) must be positive, got {}", w.natural_scale);
+        }
+        if !(0.0..1.0).contains(&w.similarity_threshold) || w.similarity_threshold == 0.0 {
+            bail!("--similarity-threshold must be in (0, 1), got {}", w.similarity_threshold);
+        }
+        Ok(c)
+    }
+
+    pub fn run_options(&self, seed: u64, out: &Path) -> RunOptions {
+        let dir = self.snapshot_dir.clone().or_else(|| {
+            (!self.snapshots.is_empty()).then(|| {
+                let stem = out.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+                out.with_file_name(format!("{stem}_snapshots"))
+            })
+        });
+        RunOptions { snapshots: self.snapshots.clone(), snapshot_dir: dir, tensorboard: self.tensorboard.clone(), seed, progress: !self.quiet }
+    }
+}
+
+fn set<T>(slot: &mut T, v: Option<T>) {
+    if let Some(v) = v {
+        *slot = v;
+    }
+}
+
+/// One image file, preprocessed for the encoder, as `[1, 3, H, W]`.
+pub fn load_image<B: Backend>(path: &Path, spec: &crate::encoder::EncoderSpec, device: &B::Device) -> Result<Tensor<B, 4>> {
+    let [h, w] = spec.input_size;
+    let chw = crate::data::folder::load_rgb(path, &preprocess_for(spec))?;
+    Ok(Tensor::from_data(TensorData::new(chw, [1, 3, h, w]), device))
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct InvertArgs {
+    /// Tap whose code is inverted.
+    #[arg(long)]
+    pub layer: String,
+    /// Invert this image's code.
+    #[arg(long, conflicts_with = "codes")]
+    pub image: Option<PathBuf>,
+    /// ...or a code from a code file (`preimage extract`).
+    #[arg(long)]
+    pub codes: Option<PathBuf>,
+    /// Row of --codes.
+    #[arg(long, default_value_t = 0)]
+    pub index: usize,
+    /// noise (M&V baseline), image (start from --image), decoder:RUN_DIR (refiner: start from
+    /// the decoder's reconstruction).
+    #[arg(long, default_value = "noise")]
+    pub init: Init,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub opt: OptFlags,
+}
+
+/// `preimage invert`.
+pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, device: &B::Device) -> Result<Outcome> {
+    let spec = enc.net.spec.clone();
+    spec.check_tap(&a.layer)?;
+    let cfg = a.opt.config("invert", spec.input_size[0].min(spec.input_size[1]))?;
+    let (code, image) = match (&a.image, &a.codes) {
+        (Some(img), None) => {
+            let x = load_image::<B::InnerBackend>(img, &spec, device)?;
+            let code = super::encode_inner(&enc.net, x.clone(), &[&a.layer])?.remove(&a.layer).unwrap().flat();
+            (code, Some(x))
+        }
+        (None, Some(path)) => (code_row::<B::InnerBackend>(path, a.index, &a.layer, &enc, device)?, None),
+        _ => bail!("give the code to invert with --image FILE or --codes FILE --index I"),
+    };
+    let init = match &a.init {
+        Init::Noise => None,
+        Init::Image => Some(image.clone().context("--init image needs --image (a code file holds no image)")?),
+        Init::Decoder(dir) => Some(super::decoder_start::<B>(dir, &spec, &enc.weights_sha256, &a.layer, code.clone(), device)?),
+    };
+    if let Some(start) = &init {
+        let e = super::feature_error(&enc.net.valid(), &a.layer, start.clone(), code.clone())?;
+        println!("start: feature error at {} = {:.4}", a.layer, e[0]);
+    }
+    let out = super::invert::<B>(enc.net, &a.layer, code, init, &cfg, &a.opt.run_options(seed, &a.out))?;
+    out.save(0, &a.out)?;
+    let e = out.term("feature(").map(|v| v[0]).unwrap_or(f32::NAN);
+    println!("wrote {}: feature error at {} = {e:.4} (‖Φ(x) − Φ₀‖² / ‖Φ₀‖²)", a.out.display(), a.layer);
+    Ok(out)
+}
+
+/// Row `index` of tap `layer` in a code file, checked against the encoder that will invert it.
+fn code_row<B: Backend>(path: &Path, index: usize, layer: &str, enc: &Loaded<impl Backend>, device: &B::Device) -> Result<Tensor<B, 2>> {
+    let file = CodeFile::read(path)?;
+    let pv = &file.provenance;
+    if pv.encoder != enc.net.spec.arch || pv.weights_sha256 != enc.weights_sha256 {
+        bail!(
+            "{} holds codes of encoder {} (weights {}), but the encoder given is {} (weights {}); pass the same --encoder and --weights/--run",
+            path.display(),
+            pv.encoder,
+            short(&pv.weights_sha256),
+            enc.net.spec.arch,
+            short(&enc.weights_sha256)
+        );
+    }
+    let arr = file.tap(layer)?;
+    let shape = arr.shape().to_vec();
+    let n = shape[0];
+    if index >= n {
+        bail!("--index {index} is out of range: {} holds {n} codes (0..={})", path.display(), n.saturating_sub(1));
+    }
+    let d: usize = shape[1..].iter().product();
+    let row = arr.to_f32()[index * d..(index + 1) * d].to_vec();
+    Ok(Tensor::from_data(TensorData::new(row, [1, d]), device))
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct VisualizeArgs {
+    /// Units to maximize, comma-separated: TAP:INDEX (fc units, class logits by index or
+    /// name: fc8:chair), TAP:CHANNEL (a conv channel's mean), TAP:CHANNEL@Y:X (one neuron).
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub target: Vec<String>,
+    /// Output folder: one PNG per target and grid.png.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub opt: OptFlags,
+}
+
+/// `preimage visualize`.
+pub fn visualize<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &VisualizeArgs, device: &B::Device) -> Result<Outcome> {
+    let spec = enc.net.spec.clone();
+    let units: Vec<Unit> = a.target.iter().map(|t| Unit::parse(t, &spec)).collect::<Result<_>>()?;
+    let cfg = a.opt.config("visualize", spec.input_size[0].min(spec.input_size[1]))?;
+    let net_inner = enc.net.valid();
+    let out = super::visualize::<B>(enc.net, &units, &cfg, &a.opt.run_options(seed, &a.out.join("grid.png")), device)?;
+    let [h, w] = out.size;
+    let imgs = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(out.images.concat(), [units.len(), 3, h, w]), device);
+    let values = super::unit_values(&net_inner, &units, imgs)?;
+    for (i, u) in units.iter().enumerate() {
+        let name: String = u.label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+        let path = a.out.join(format!("{name}.png"));
+        out.save(i, &path)?;
+        println!("{:<20} activation {:>10.4}  → {}", u.label, values[i], path.display());
+    }
+    let (g, gh, gw) = crate::report::tensorboard::grid(&out.images, h, w, units.len().min(8), 2);
+    crate::data::folder::save_rgb(&a.out.join("grid.png"), &g, gh as u32, gw as u32)?;
+    Ok(out)
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct DreamArgs {
+    /// Tap whose L2 is maximized.
+    #[arg(long)]
+    pub layer: String,
+    #[arg(long)]
+    pub image: PathBuf,
+    #[arg(long)]
+    pub octaves: Option<usize>,
+    #[arg(long)]
+    pub octave_scale: Option<f32>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub opt: OptFlags,
+}
+
+/// `preimage dream`.
+pub fn dream<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &DreamArgs, device: &B::Device) -> Result<Outcome> {
+    let spec = enc.net.spec.clone();
+    spec.check_tap(&a.layer)?;
+    let mut cfg = a.opt.config("dream", spec.input_size[0].min(spec.input_size[1]))?;
+    set(&mut cfg.solver.octaves, a.octaves);
+    set(&mut cfg.solver.octave_scale, a.octave_scale);
+    if cfg.solver.octave_scale <= 1.0 {
+        bail!("--octave-scale must be > 1, got {}", cfg.solver.octave_scale);
+    }
+    let x = load_image::<B::InnerBackend>(&a.image, &spec, device)?;
+    let out = super::dream::<B>(enc.net, &a.layer, x, &cfg, &a.opt.run_options(seed, &a.out))?;
+    out.save(0, &a.out)?;
+    println!("wrote {}", a.out.display());
+    Ok(out)
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct CaricatureArgs {
+    #[arg(long)]
+    pub layer: String,
+    #[arg(long)]
+    pub image: PathBuf,
+    /// image (start from the image) or noise.
+    #[arg(long, default_value = "image")]
+    pub init: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub opt: OptFlags,
+}
+
+/// `preimage caricature`.
+pub fn caricature<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &CaricatureArgs, device: &B::Device) -> Result<Outcome> {
+    let spec = enc.net.spec.clone();
+    spec.check_tap(&a.layer)?;
+    let from_noise = match a.init.as_str() {
+        "image" => false,
+        "noise" => true,
+        other => bail!("unknown --init '{other}' for caricature; valid: image, noise"),
+    };
+    let cfg = a.opt.config("caricature", spec.input_size[0].min(spec.input_size[1]))?;
+    let x = load_image::<B::InnerBackend>(&a.image, &spec, device)?;
+    let out = super::caricature::<B>(enc.net, &a.layer, x, from_noise, &cfg, &a.opt.run_options(seed, &a.out))?;
+    out.save(0, &a.out)?;
+    println!("wrote {}", a.out.display());
+    Ok(out)
+}
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct TransformArgs {
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Target class: a name from the encoder's class list or an index.
+    #[arg(long)]
+    pub class: String,
+    /// Gradient mask (white = may change): the image's size or the encoder input's.
+    #[arg(long)]
+    pub mask: Option<PathBuf>,
+    /// Style source for the style term (default: the image itself).
+    #[arg(long)]
+    pub style_image: Option<PathBuf>,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub opt: OptFlags,
+}
+
+/// `preimage transform`; returns the outcome and the (class, probability) before and after.
+pub fn transform<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &TransformArgs, device: &B::Device) -> Result<(Outcome, (usize, f32), (usize, f32))> {
+    let spec = enc.net.spec.clone();
+    let class = class_index(&a.class, &spec.classes)?;
+    let cfg = a.opt.config("transform", spec.input_size[0].min(spec.input_size[1]))?;
+    let x = load_image::<B::InnerBackend>(&a.image, &spec, device)?;
+    let mask = match &a.mask {
+        Some(m) => {
+            let (iw, ih) = image::image_dimensions(&a.image).with_context(|| format!("reading {}", a.image.display()))?;
+            Some(super::transform::load_mask(m, Some([iw, ih]), spec.input_size, &preprocess_for(&spec))?)
+        }
+        None => None,
+    };
+    let style_image = match &a.style_image {
+        Some(p) => Some(crate::data::folder::load_rgb(p, &preprocess_for(&spec))?),
+        None => None,
+    };
+    let net_inner = enc.net.valid();
+    let before = super::predict(&net_inner, x.clone())?[0];
+    let target = super::TransformTarget { classes: vec![class], mask: mask.as_deref(), style_image };
+    let out = super::transform::<B>(enc.net, x, &target, &cfg, &a.opt.run_options(seed, &a.out))?;
+    out.save(0, &a.out)?;
+    let [h, w] = out.size;
+    let y = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(out.images[0].clone(), [1, 3, h, w]), device);
+    let after = super::predict(&net_inner, y)?[0];
+    println!(
+        "wrote {}: {} ({:.1} %) → {} ({:.1} %), target {}",
+        a.out.display(),
+        spec.classes[before.0],
+        100.0 * before.1,
+        spec.classes[after.0],
+        100.0 * after.1,
+        spec.classes[class]
+    );
+    Ok((out, before, after))
+}
