@@ -4,6 +4,7 @@
 //! The CLI in `main.rs` only parses arguments and calls into this library.
 
 pub mod bench;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod decoder;
