@@ -15,6 +15,7 @@ pub mod evaluate;
 pub mod extract;
 pub mod metrics;
 pub mod optimize;
+pub mod quickstart;
 pub mod report;
 pub mod rng;
 pub mod tensorfile;

@@ -107,6 +107,18 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// The whole pipeline on data it renders itself, with an HTML report (resumes finished stages).
+    Quickstart {
+        #[arg(long, default_value = "runs/quickstart")]
+        out: PathBuf,
+        /// A few minutes instead of about 20: smaller images, networks and training.
+        #[arg(long)]
+        fast: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// Learned vs optimization inversion on held-out images: metrics table, CSV/JSON, TensorBoard.
     Compare {
         /// Decoder run folders, comma-separated (one tap each).
@@ -323,6 +335,12 @@ fn run(cli: Cli) -> Result<()> {
             with_backend!(device, |B, dev| {
                 preimage::train::decoder::train::<B>(&run, &dev)?;
             });
+            Ok(())
+        }
+        Command::Quickstart { out, fast, seed, device } => {
+            use preimage::quickstart::{Profile, QuickstartOptions};
+            let opts = QuickstartOptions { out, profile: if fast { Profile::fast() } else { Profile::default_run() }, seed };
+            with_backend!(device, |B, dev| preimage::quickstart::quickstart::<B>(&opts, &dev)?);
             Ok(())
         }
         Command::Compare { decoder, data, count, methods, out, weights, run, optimize_config, steps, final_steps, seed, device } => {
