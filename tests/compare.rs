@@ -4,19 +4,8 @@ use preimage::compare::{read_rows, Method};
 use preimage::data::batch;
 use preimage::data::folder::{ImageFolder, SkipLog};
 use preimage::evaluate::Evaluator;
-use std::path::Path;
-use std::process::Command;
-
-fn ok(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_preimage")).args(args).output().expect("run preimage");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "preimage {args:?} failed:\n{text}");
-    text
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{ok, s};
 
 #[test]
 fn compare_scores_every_method_like_the_library_does() {

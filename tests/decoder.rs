@@ -2,23 +2,9 @@
 //! continuity, NaN stop keeping the last good checkpoint, checkpoint/code mismatch errors.
 use preimage::data::codes::CodeFile;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-fn preimage(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_preimage")).args(args).output().expect("run preimage");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn ok(args: &[&str]) -> String {
-    let (success, text) = preimage(args);
-    assert!(success, "preimage {args:?} failed:\n{text}");
-    text
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{ok, preimage, s};
 
 const TINY_MODEL: &str = "[model]\nfc = [16]\nbase_channels = 8\nspatial_convs = [8]\nup_channels = [8, 8, 4]\nconvs_per_stage = 1\n";
 

@@ -1,23 +1,9 @@
 //! End-to-end CLI tests of the spine: render → train-encoder → extract, with bad input.
 use preimage::data::codes::CodeFile;
 use std::path::Path;
-use std::process::Command;
 
-fn preimage(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_preimage")).args(args).output().expect("run preimage");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
-
-fn ok(args: &[&str]) -> String {
-    let (success, text) = preimage(args);
-    assert!(success, "preimage {args:?} failed:\n{text}");
-    text
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::{ok, preimage, s};
 
 fn files(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();

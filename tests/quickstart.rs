@@ -2,14 +2,7 @@
 //! report's contents, resuming finished stages, and the report rendered in headless Chromium.
 mod common;
 
-use std::process::Command;
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_preimage")).args(args).output().expect("run preimage");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "preimage {args:?} failed:\n{text}");
-    text
-}
+use common::ok as run;
 
 #[test]
 fn quickstart_fast_builds_a_report_and_resumes() {

@@ -153,13 +153,6 @@ fn tensorboard_reads_back_what_tbwriter_wrote() {
     assert_eq!((plugins["recon"]["width"].as_u64(), plugins["recon"]["height"].as_u64()), (Some(W as u64), Some(H as u64)));
 }
 
-fn run_ok(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_preimage")).args(args).output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "preimage {args:?} failed:\n{text}");
-    text
-}
-
 /// A real `train-decoder` run, read back by TensorBoard: loss terms and learning rate per
 /// step, validation values equal to metrics.json, the config text, and the validation grid
 /// (6 originals above 6 reconstructions: a non-square image) at its true size.
@@ -171,14 +164,14 @@ fn tensorboard_reads_a_decoder_training_run() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
-    run_ok(&["render", "--out", &p("data"), "--count", "60", "--size", "24", "--seed", "3", "--classes", "chair,mug"]);
-    run_ok(&["extract", "--encoder", "posenet", "--input-size", "24", "--layer", "fc7", "--data", &p("data"), "--out", &p("codes.safetensors")]);
+    common::ok(&["render", "--out", &p("data"), "--count", "60", "--size", "24", "--seed", "3", "--classes", "chair,mug"]);
+    common::ok(&["extract", "--encoder", "posenet", "--input-size", "24", "--layer", "fc7", "--data", &p("data"), "--out", &p("codes.safetensors")]);
     std::fs::write(
         tmp.path().join("cfg.toml"),
         "[model]\nfc = [16]\nbase_channels = 8\nbase_size = 3\nup_channels = [8, 4, 4]\n[train]\nepochs = 2\nbatch_size = 16\nlr = 0.003\nlog_every = 1\nimage_every = 3\n",
     )
     .unwrap();
-    run_ok(&["train-decoder", "--config", &p("cfg.toml"), "--codes", &p("codes.safetensors"), "--layer", "fc7", "--out", &p("run")]);
+    common::ok(&["train-decoder", "--config", &p("cfg.toml"), "--codes", &p("codes.safetensors"), "--layer", "fc7", "--out", &p("run")]);
     let out = Command::new(&python).arg("-c").arg(READER).arg(tmp.path().join("run/tb")).output().unwrap();
     assert!(out.status.success(), "tb_read.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let json: Value = serde_json::from_slice(&out.stdout).unwrap();

@@ -73,11 +73,11 @@ pub struct DecoderTrainSection {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
-    #[serde(default = "default_betas")]
+    #[serde(default = "super::default_betas")]
     pub betas: [f64; 2],
     #[serde(default)]
     pub schedule: Schedule,
-    #[serde(default = "default_val")]
+    #[serde(default = "super::default_val")]
     pub val_fraction: f64,
     #[serde(default)]
     pub seed: u64,
@@ -87,7 +87,7 @@ pub struct DecoderTrainSection {
     /// Random crops and flips before encoding (on-the-fly codes only).
     #[serde(default)]
     pub augment: bool,
-    #[serde(default = "default_log_every")]
+    #[serde(default = "super::default_log_every")]
     pub log_every: usize,
     /// Log the validation image grid every this many steps (and after each epoch).
     #[serde(default = "default_image_every")]
@@ -97,15 +97,6 @@ pub struct DecoderTrainSection {
     pub early_stop_patience: usize,
 }
 
-fn default_betas() -> [f64; 2] {
-    [0.9, 0.999]
-}
-fn default_val() -> f64 {
-    0.1
-}
-fn default_log_every() -> usize {
-    20
-}
 fn default_image_every() -> usize {
     200
 }

@@ -38,36 +38,27 @@ pub struct TrainSection {
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
-    #[serde(default = "default_betas")]
+    #[serde(default = "super::default_betas")]
     pub betas: [f64; 2],
     #[serde(default)]
     pub schedule: Schedule,
     /// Weight of the pose loss relative to cross-entropy.
     #[serde(default = "one")]
     pub pose_weight: f64,
-    #[serde(default = "default_val")]
+    #[serde(default = "super::default_val")]
     pub val_fraction: f64,
     #[serde(default)]
     pub seed: u64,
     /// Log training scalars every this many steps.
-    #[serde(default = "default_log_every")]
+    #[serde(default = "super::default_log_every")]
     pub log_every: usize,
     /// Stop when validation loss has not improved for this many epochs (0 = never).
     #[serde(default)]
     pub early_stop_patience: usize,
 }
 
-fn default_betas() -> [f64; 2] {
-    [0.9, 0.999]
-}
 fn one() -> f64 {
     1.0
-}
-fn default_val() -> f64 {
-    0.1
-}
-fn default_log_every() -> usize {
-    20
 }
 
 /// Validation metrics of one epoch.

@@ -32,6 +32,17 @@ pub struct RunState {
     pub stale_epochs: usize,
 }
 
+/// Serde defaults shared by the `[train]` sections of encoder and decoder configs.
+pub(crate) fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+pub(crate) fn default_val() -> f64 {
+    0.1
+}
+pub(crate) fn default_log_every() -> usize {
+    20
+}
+
 /// Deterministic train/validation split: a seeded shuffle, the first `fraction` held out.
 pub fn split(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut idx: Vec<usize> = (0..n).collect();

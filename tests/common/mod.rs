@@ -606,3 +606,22 @@ pub fn decode_images_offline(html: &Path) -> Vec<(String, Result<(u32, u32), Str
     }
     out
 }
+
+/// Run the `preimage` binary; (success, stdout + stderr).
+pub fn preimage(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_preimage")).args(args).output().expect("run preimage");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+/// Run the `preimage` binary and fail the test with its output if it fails.
+pub fn ok(args: &[&str]) -> String {
+    let (success, text) = preimage(args);
+    assert!(success, "preimage {args:?} failed:\n{text}");
+    text
+}
+
+/// A path as a command-line argument.
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
