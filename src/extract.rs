@@ -62,16 +62,17 @@ pub fn extract<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String
             encoder: spec.arch.clone(),
             weights_sha256: enc.weights_sha256.clone(),
             input_size: spec.input_size,
-            preprocessing: Preprocessing {
-                resize: spec.resize,
-                crop: spec.input_size,
-                mean: spec.mean,
-                std: spec.std,
-                pixel_range: "RGB in [0,1], resize shorter side (triangle filter), centre crop, then (x-mean)/std".into(),
-            },
+            preprocessing: Preprocessing::of(spec),
             // Class names come from the encoder (its logits), not from the folder.
             classes: spec.classes.clone(),
             spec: serde_json::to_string(spec)?,
+            data_root: Some(absolute(&folder.root)),
+            weights_path: enc.weights_path.as_deref().map(absolute),
         },
     })
+}
+
+/// `p` made absolute (canonical when it exists), as recorded in metadata.
+pub fn absolute(p: &std::path::Path) -> String {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
 }

@@ -6,10 +6,13 @@
 pub mod bench;
 pub mod config;
 pub mod data;
+pub mod decoder;
 pub mod device;
 pub mod edit;
 pub mod encoder;
+pub mod evaluate;
 pub mod extract;
+pub mod metrics;
 pub mod optimize;
 pub mod report;
 pub mod rng;

@@ -63,6 +63,50 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// Train a decoder from a tap's codes back to images (D&B / DeePSiM).
+    TrainDecoder {
+        /// Decoder config (e.g. configs/decoder-fc7.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Code file from `preimage extract` (codes computed once; fast).
+        #[arg(long)]
+        codes: Option<PathBuf>,
+        /// Image folder: the targets of --codes (default: the folder recorded in the code
+        /// file), or, without --codes, the images to encode on the fly (needs --encoder).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Encoder for on-the-fly codes (posenet, alexnet, vgg16, ...).
+        #[arg(long)]
+        encoder: Option<String>,
+        /// Encoder weights (default with --codes: the file recorded in the code file).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// A train-encoder run folder (uses its encoder.safetensors).
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// Tap to invert (overrides train.layer).
+        #[arg(long)]
+        layer: Option<String>,
+        /// Run folder: checkpoints, decoder weights, TensorBoard logs.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[arg(long)]
+        batch_size: Option<usize>,
+        #[arg(long)]
+        lr: Option<f64>,
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Train on at most this many images.
+        #[arg(long)]
+        max_images: Option<usize>,
+        /// Continue the run in --out from its last checkpoint.
+        #[arg(long)]
+        resume: bool,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// Encode an image folder and save the codes at one or more taps.
     Extract {
         #[command(flatten)]
@@ -223,6 +267,26 @@ fn run(cli: Cli) -> Result<()> {
             let run = EncoderRun { config: cfg, data, out, resume };
             with_backend!(device, |B, dev| {
                 preimage::train::encoder::train::<B>(&run, &dev)?;
+            });
+            Ok(())
+        }
+        Command::TrainDecoder { config, codes, data, encoder, weights, run, layer, out, epochs, batch_size, lr, seed, max_images, resume, device } => {
+            use preimage::train::decoder::{DecoderRun, DecoderTrainConfig};
+            let mut cfg: DecoderTrainConfig = preimage::config::load(&config)?;
+            let t = &mut cfg.train;
+            t.epochs = epochs.unwrap_or(t.epochs);
+            t.batch_size = batch_size.unwrap_or(t.batch_size);
+            t.lr = lr.unwrap_or(t.lr);
+            t.seed = seed.unwrap_or(t.seed);
+            t.max_images = max_images.or(t.max_images);
+            t.codes = codes.or(t.codes.take());
+            t.data = data.or(t.data.take());
+            let layer = layer.or(t.layer.clone()).with_context(|| format!("no tap to invert: pass --layer or set train.layer in {}", config.display()))?;
+            let weights = (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()?;
+            let source = preimage::train::decoder::CodeSource::from_args(t.codes.clone(), t.data.clone(), encoder, weights)?;
+            let run = DecoderRun { config: cfg, source, layer, out, resume };
+            with_backend!(device, |B, dev| {
+                preimage::train::decoder::train::<B>(&run, &dev)?;
             });
             Ok(())
         }

@@ -71,7 +71,7 @@ fn train_extract_and_resume() {
     let text = ok(&["train-encoder", "--config", s(&cfg), "--data", s(&data), "--out", s(&run)]);
     assert!(text.contains("zz_corrupt.png") && text.contains("zz_empty.jpg") && text.contains("notes.txt"), "{text}");
     assert!(text.contains("val accuracy"), "{text}");
-    for f in ["encoder.safetensors", "checkpoint/model.bin", "checkpoint/optim.bin", "checkpoint/state.json", "config.toml", "metrics.json"] {
+    for f in ["encoder.safetensors", "checkpoint/model.mpk", "checkpoint/optim.mpk", "checkpoint/state.json", "config.toml", "metrics.json"] {
         assert!(run.join(f).exists(), "missing {f}");
     }
     assert!(std::fs::read_dir(run.join("tb")).unwrap().count() > 0);

@@ -152,3 +152,58 @@ fn tensorboard_reads_back_what_tbwriter_wrote() {
     assert_eq!(plugins["recon"]["plugin"], "images");
     assert_eq!((plugins["recon"]["width"].as_u64(), plugins["recon"]["height"].as_u64()), (Some(W as u64), Some(H as u64)));
 }
+
+fn run_ok(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_preimage")).args(args).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "preimage {args:?} failed:\n{text}");
+    text
+}
+
+/// A real `train-decoder` run, read back by TensorBoard: loss terms and learning rate per
+/// step, validation values equal to metrics.json, the config text, and the validation grid
+/// (6 originals above 6 reconstructions: a non-square image) at its true size.
+#[test]
+fn tensorboard_reads_a_decoder_training_run() {
+    let Some(python) = tensorboard_python() else {
+        eprintln!("SKIPPED: Python tensorboard package not available (set PREIMAGE_TB_PYTHON)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let p = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    run_ok(&["render", "--out", &p("data"), "--count", "60", "--size", "24", "--seed", "3", "--classes", "chair,mug"]);
+    run_ok(&["extract", "--encoder", "posenet", "--input-size", "24", "--layer", "fc7", "--data", &p("data"), "--out", &p("codes.safetensors")]);
+    std::fs::write(
+        tmp.path().join("cfg.toml"),
+        "[model]\nfc = [16]\nbase_channels = 8\nbase_size = 3\nup_channels = [8, 4, 4]\n[train]\nepochs = 2\nbatch_size = 16\nlr = 0.003\nlog_every = 1\nimage_every = 3\n",
+    )
+    .unwrap();
+    run_ok(&["train-decoder", "--config", &p("cfg.toml"), "--codes", &p("codes.safetensors"), "--layer", "fc7", "--out", &p("run")]);
+    let out = Command::new(&python).arg("-c").arg(READER).arg(tmp.path().join("run/tb")).output().unwrap();
+    assert!(out.status.success(), "tb_read.py failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let scalars = json["scalars"].as_object().unwrap();
+    // 54 training images in batches of 16: 4 steps per epoch, logged at every step.
+    for tag in ["train/loss", "train/pixel", "train/lr"] {
+        let steps: Vec<u64> = scalars[tag].as_array().unwrap().iter().map(|e| e[0].as_u64().unwrap()).collect();
+        assert_eq!(steps, (1..=8).collect::<Vec<u64>>(), "{tag}");
+    }
+    let history: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(tmp.path().join("run/metrics.json")).unwrap()).unwrap();
+    let val = scalars["val/loss"].as_array().unwrap();
+    assert_eq!(val.len(), 2);
+    for (e, h) in val.iter().zip(&history) {
+        assert_eq!(e[0].as_u64(), h["step"].as_u64());
+        assert!((e[1].as_f64().unwrap() - h["val_loss"].as_f64().unwrap()).abs() < 1e-6, "{e} vs {h}");
+    }
+    assert!(json["texts"]["config"]["entries"][0]["text"].as_str().unwrap().contains("[train]"));
+    // Grids at steps 3 and 6 and after each epoch (4, 8), each 6 tiles wide and 2 high.
+    let grids = json["images"]["val/reconstructions"].as_array().unwrap();
+    let steps: Vec<u64> = grids.iter().map(|g| g["step"].as_u64().unwrap()).collect();
+    assert_eq!(steps, vec![3, 4, 6, 8]);
+    let (w, h) = (6 * 25 + 1, 2 * 25 + 1);
+    for g in grids {
+        assert_eq!((g["width"].as_u64(), g["height"].as_u64()), (Some(w), Some(h)));
+        let png = image::load_from_memory(&decode_hex(g["png_hex"].as_str().unwrap())).unwrap();
+        assert_eq!((png.width() as u64, png.height() as u64), (w, h));
+    }
+}

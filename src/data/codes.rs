@@ -23,6 +23,10 @@ pub struct Provenance {
     pub classes: Vec<String>,
     /// The encoder's full spec (JSON), so a decoder can re-encode its reconstructions.
     pub spec: String,
+    /// Where the images and the encoder weights were read from (absolute paths when known),
+    /// so that `train-decoder --codes FILE` finds its targets without being told again.
+    pub data_root: Option<String>,
+    pub weights_path: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,6 +36,19 @@ pub struct Preprocessing {
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub pixel_range: String,
+}
+
+impl Preprocessing {
+    /// The preprocessing an encoder declares.
+    pub fn of(spec: &crate::encoder::EncoderSpec) -> Self {
+        Preprocessing {
+            resize: spec.resize,
+            crop: spec.input_size,
+            mean: spec.mean,
+            std: spec.std,
+            pixel_range: "RGB in [0,1], resize shorter side (triangle filter), centre crop, then (x-mean)/std".into(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -78,6 +95,12 @@ impl CodeFile {
             ("classes".into(), serde_json::to_string(&pv.classes)?),
             ("spec".into(), pv.spec.clone()),
         ]);
+        let mut meta = meta;
+        for (k, v) in [("data_root", &pv.data_root), ("weights_path", &pv.weights_path)] {
+            if let Some(v) = v {
+                meta.insert(k.into(), v.clone());
+            }
+        }
         tensorfile::write(path, &tensors, &meta)
     }
 
@@ -95,6 +118,8 @@ impl CodeFile {
             preprocessing: serde_json::from_str(field("preprocessing")?).with_context(|| json_err("preprocessing"))?,
             classes: serde_json::from_str(field("classes")?).with_context(|| json_err("classes"))?,
             spec: field("spec")?.clone(),
+            data_root: meta.get("data_root").cloned(),
+            weights_path: meta.get("weights_path").cloned(),
         };
         let labels = match tensors.remove("label") {
             Some(Array::I64 { data, .. }) => Some(data),

@@ -182,7 +182,7 @@ const GRID_PAD: f32 = 1.0;
 /// Tiles RGB CHW images (each `3*h*w`) into one CHW image, row by row, left to right, `cols`
 /// per row, with `pad` pixels of white around and between tiles. Returns `(chw, H, W)`;
 /// no images gives `(vec![], 0, 0)`.
-pub fn grid(images: &[Vec<f32>], h: usize, w: usize, cols: usize, pad: usize) -> (Vec<f32>, usize, usize) {
+pub fn grid<T: AsRef<[f32]>>(images: &[T], h: usize, w: usize, cols: usize, pad: usize) -> (Vec<f32>, usize, usize) {
     if images.is_empty() {
         return (Vec::new(), 0, 0);
     }
@@ -192,6 +192,7 @@ pub fn grid(images: &[Vec<f32>], h: usize, w: usize, cols: usize, pad: usize) ->
     let gw = cols * w + (cols + 1) * pad;
     let mut out = vec![GRID_PAD; 3 * gh * gw];
     for (k, img) in images.iter().enumerate() {
+        let img = img.as_ref();
         assert_eq!(img.len(), 3 * h * w, "grid: image {k} is not 3x{h}x{w} CHW");
         let y0 = pad + (k / cols) * (h + pad);
         let x0 = pad + (k % cols) * (w + pad);

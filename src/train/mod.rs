@@ -4,13 +4,14 @@
 //! `SupervisedTraining`: the runs here must write checkpoints atomically, resume a killed run
 //! with the same data order, stop on a NaN loss keeping the last good checkpoint and log to
 //! TensorBoard, none of which burn-train 0.21's learner does.
+pub mod decoder;
 pub mod encoder;
 
 use anyhow::{bail, Context, Result};
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::Optimizer;
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
-use burn::tensor::backend::AutodiffBackend;
+use burn::record::{FullPrecisionSettings, NamedMpkBytesRecorder, Recorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -72,55 +73,135 @@ pub fn lr_at(schedule: Schedule, base: f64, step: usize, total: usize) -> f64 {
     }
 }
 
-/// Checkpoint files of a run folder: `checkpoint/{model,optim}.bin` (Burn records, which keep
-/// parameter ids so the optimizer state matches on resume) and `checkpoint/state.json`.
+/// The checkpoint of a run folder: `checkpoint/` holds one Burn record per part (`model.mpk`,
+/// `optim.mpk`, and for adversarial decoder training `disc.mpk`, `disc_optim.mpk`; Burn
+/// records keep parameter ids so the optimizer state matches on resume) and `state.json`.
+///
+/// A checkpoint is written whole into `checkpoint.tmp/` and swapped in by renaming folders,
+/// so a run killed at any moment leaves either the previous checkpoint or the new one,
+/// never a mix of parts from two epochs.
 pub struct Checkpoint {
     dir: PathBuf,
 }
 
-type Rec = BinFileRecorder<FullPrecisionSettings>;
+type Rec = NamedMpkBytesRecorder<FullPrecisionSettings>;
 
 impl Checkpoint {
     pub fn new(run_dir: &Path) -> Self {
         Self { dir: run_dir.join("checkpoint") }
     }
 
+    fn sibling(&self, suffix: &str) -> PathBuf {
+        let mut name = self.dir.file_name().unwrap_or_default().to_os_string();
+        name.push(suffix);
+        self.dir.with_file_name(name)
+    }
+
+    /// The folder holding the last complete checkpoint: `checkpoint/`, or `checkpoint.old/`
+    /// when a run was killed between the two renames of a swap.
+    fn live(&self) -> Option<PathBuf> {
+        [self.dir.clone(), self.sibling(".old")].into_iter().find(|d| d.join("state.json").exists())
+    }
+
     pub fn exists(&self) -> bool {
-        self.dir.join("state.json").exists()
+        self.live().is_some()
     }
 
-    /// Save model, optimizer and state; each file is written under a temp name and renamed,
-    /// and state.json (which marks the checkpoint complete) goes last.
-    pub fn save<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(&self, model: &M, optim: &O, state: &RunState) -> Result<()> {
-        std::fs::create_dir_all(&self.dir).with_context(|| format!("creating {}", self.dir.display()))?;
-        // The recorder picks the extension itself, so write into a temp folder and rename.
-        let tmp = self.dir.join("tmp");
-        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        let rec = Rec::new();
-        for (name, result) in [
-            ("model", rec.record(model.clone().into_record(), tmp.join("model"))),
-            ("optim", rec.record(optim.to_record(), tmp.join("optim"))),
-        ] {
-            result.with_context(|| format!("saving the {name} checkpoint in {}", tmp.display()))?;
-            let (from, to) = (tmp.join(format!("{name}.bin")), self.dir.join(format!("{name}.bin")));
-            std::fs::rename(&from, &to).with_context(|| format!("renaming {} to {}", from.display(), to.display()))?;
+    /// Start writing a new checkpoint; nothing replaces the current one until `commit`.
+    pub fn writer(&self) -> Result<CheckpointWriter> {
+        let tmp = self.sibling(".tmp");
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp).with_context(|| format!("removing stale {}", tmp.display()))?;
         }
-        crate::util::write_atomic(&self.dir.join("state.json"), serde_json::to_string_pretty(state)?.as_bytes())
+        std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        Ok(CheckpointWriter { tmp, dir: self.dir.clone(), old: self.sibling(".old") })
     }
 
-    /// Load the checkpoint into `model` and `optim` (which must have the same structure).
-    pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(&self, model: M, optim: O, device: &B::Device) -> Result<(M, O, RunState)> {
-        let rec = Rec::new();
-        let state: RunState = serde_json::from_str(
-            &std::fs::read_to_string(self.dir.join("state.json")).with_context(|| format!("reading {}/state.json", self.dir.display()))?,
-        )
-        .with_context(|| format!("{}/state.json is damaged", self.dir.display()))?;
-        let model_rec = rec
-            .load(self.dir.join("model.bin"), device)
-            .with_context(|| format!("loading {}/model.bin (was it saved by another version or config?)", self.dir.display()))?;
-        let optim_rec = rec.load(self.dir.join("optim.bin"), device).with_context(|| format!("loading {}/optim.bin", self.dir.display()))?;
-        Ok((model.load_record(model_rec), optim.load_record(optim_rec), state))
+    /// Save one model and its optimizer as parts `model` and `optim`.
+    pub fn save<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(&self, model: &M, optim: &O, state: &RunState) -> Result<()> {
+        let mut w = self.writer()?;
+        w.module("model", model)?;
+        w.optim::<B, M, O>("optim", optim)?;
+        w.commit(state)
     }
+
+    fn live_or_err(&self) -> Result<PathBuf> {
+        self.live().with_context(|| format!("no checkpoint in {}", self.dir.display()))
+    }
+
+    pub fn state(&self) -> Result<RunState> {
+        let path = self.live_or_err()?.join("state.json");
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is damaged", path.display()))
+    }
+
+    /// Load part `name` into `module` (which must have the same structure).
+    pub fn load_module<B: Backend, M: Module<B>>(&self, name: &str, module: M, device: &B::Device) -> Result<M> {
+        load_module(&self.live_or_err()?.join(format!("{name}.mpk")), module, device)
+    }
+
+    pub fn load_optim<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(&self, name: &str, optim: O, device: &B::Device) -> Result<O> {
+        let path = self.live_or_err()?.join(format!("{name}.mpk"));
+        let bytes = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let rec = Recorder::<B>::load(&Rec::new(), bytes, device)
+            .map_err(|e| anyhow::anyhow!("{}: not an optimizer state of this run ({e})", path.display()))?;
+        Ok(optim.load_record(rec))
+    }
+
+    /// Load model and optimizer (parts `model`, `optim`) and the run state.
+    pub fn load<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(&self, model: M, optim: O, device: &B::Device) -> Result<(M, O, RunState)> {
+        Ok((self.load_module("model", model, device)?, self.load_optim::<B, M, O>("optim", optim, device)?, self.state()?))
+    }
+}
+
+/// Parts of a checkpoint being written; see [`Checkpoint::writer`].
+pub struct CheckpointWriter {
+    tmp: PathBuf,
+    dir: PathBuf,
+    old: PathBuf,
+}
+
+impl CheckpointWriter {
+    pub fn module<B: Backend, M: Module<B>>(&mut self, name: &str, module: &M) -> Result<()> {
+        save_module(&self.tmp.join(format!("{name}.mpk")), module)
+    }
+
+    pub fn optim<B: AutodiffBackend, M: AutodiffModule<B>, O: Optimizer<M, B>>(&mut self, name: &str, optim: &O) -> Result<()> {
+        let path = self.tmp.join(format!("{name}.mpk"));
+        let bytes = Recorder::<B>::record(&Rec::new(), optim.to_record(), ()).map_err(|e| anyhow::anyhow!("encoding {}: {e}", path.display()))?;
+        std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Write `state.json` and swap the new checkpoint in.
+    pub fn commit(self, state: &RunState) -> Result<()> {
+        std::fs::write(self.tmp.join("state.json"), serde_json::to_string_pretty(state)?).with_context(|| format!("writing {}/state.json", self.tmp.display()))?;
+        let rename = |a: &Path, b: &Path| std::fs::rename(a, b).with_context(|| format!("renaming {} to {}", a.display(), b.display()));
+        if self.old.exists() {
+            std::fs::remove_dir_all(&self.old).with_context(|| format!("removing {}", self.old.display()))?;
+        }
+        if self.dir.exists() {
+            rename(&self.dir, &self.old)?;
+        }
+        rename(&self.tmp, &self.dir)?;
+        if self.old.exists() {
+            std::fs::remove_dir_all(&self.old).with_context(|| format!("removing {}", self.old.display()))?;
+        }
+        Ok(())
+    }
+}
+
+/// Save a module's weights as a Burn record, atomically.
+pub fn save_module<B: Backend, M: Module<B>>(path: &Path, module: &M) -> Result<()> {
+    let bytes = Recorder::<B>::record(&Rec::new(), module.clone().into_record(), ()).map_err(|e| anyhow::anyhow!("encoding {}: {e}", path.display()))?;
+    crate::util::write_atomic(path, &bytes)
+}
+
+/// Load weights saved by [`save_module`] into `module` (same structure).
+pub fn load_module<B: Backend, M: Module<B>>(path: &Path, module: M, device: &B::Device) -> Result<M> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let rec = Recorder::<B>::load(&Rec::new(), bytes, device)
+        .map_err(|e| anyhow::anyhow!("{}: weights do not fit this model (saved by another version or config?): {e}", path.display()))?;
+    Ok(module.load_record(rec))
 }
 
 /// Refuse to continue on a non-finite loss; the caller keeps its last good checkpoint.

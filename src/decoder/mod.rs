@@ -1,0 +1,138 @@
+//! Learned inversion: decoders from a tap's codes back to images.
+//!
+//! [`upconv`] builds the network (Dosovitskiy & Brox 2016), [`deepsim`] the feature and
+//! adversarial losses (DeePSiM); training lives in [`crate::train::decoder`]. A trained decoder
+//! is a run folder holding `decoder.json` ([`DecoderInfo`]: what it inverts) and
+//! `decoder.mpk` (its best weights).
+pub mod deepsim;
+pub mod upconv;
+
+pub use upconv::{Decoder, DecoderArch, OutputAct, Plan, Upsample};
+
+use crate::data::codes::{CodeFile, Preprocessing};
+use crate::encoder::EncoderSpec;
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::Backend;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// File names inside a decoder run folder.
+pub const INFO_FILE: &str = "decoder.json";
+pub const WEIGHTS_FILE: &str = "decoder.mpk";
+
+/// What a decoder inverts: recorded with its weights so that codes from another encoder, tap
+/// or shape are refused instead of decoded into garbage.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecoderInfo {
+    pub encoder: String,
+    pub tap: String,
+    /// SHA-256 of the encoder weights the codes came from.
+    pub weights_sha256: String,
+    /// Where those weights were read from, when known (to re-encode reconstructions).
+    #[serde(default)]
+    pub weights_path: Option<String>,
+    /// Code shape without the batch dimension.
+    pub code_shape: Vec<usize>,
+    /// `[height, width]` of the decoded images (the encoder's input size).
+    pub image_size: [usize; 2],
+    /// How images became encoder input (the decoder outputs [0,1] RGB before normalization).
+    pub preprocessing: Preprocessing,
+    pub classes: Vec<String>,
+    /// The encoder's full spec, to re-encode reconstructions.
+    pub encoder_spec: EncoderSpec,
+    /// The network (arch + derived shapes).
+    pub plan: Plan,
+    /// Epoch whose weights are in `decoder.mpk`, and its validation loss.
+    pub epoch: usize,
+    pub val_loss: f64,
+}
+
+impl DecoderInfo {
+    /// Refuse codes that this decoder was not trained on, naming both sides.
+    pub fn check_codes(&self, encoder: &str, tap: &str, shape: &[usize], weights_sha256: &str) -> Result<()> {
+        if encoder != self.encoder || tap != self.tap || shape != self.code_shape.as_slice() {
+            bail!(
+                "this decoder inverts {} {} codes of shape {:?}, but the codes are {encoder} {tap} of shape {shape:?}",
+                self.encoder,
+                self.tap,
+                self.code_shape
+            );
+        }
+        if weights_sha256 != self.weights_sha256 {
+            eprintln!(
+                "warning: the codes come from other {encoder} weights (sha256 {}…) than the decoder was trained on ({}…)",
+                &weights_sha256[..weights_sha256.len().min(12)],
+                &self.weights_sha256[..self.weights_sha256.len().min(12)]
+            );
+        }
+        Ok(())
+    }
+
+    /// Check a code file's tap against this decoder and return the codes as flat rows.
+    pub fn codes_from<'a>(&self, file: &'a CodeFile) -> Result<&'a [f32]> {
+        let arr = file.codes.get(&self.tap).with_context(|| {
+            format!(
+                "this decoder inverts {} {} codes, but the code file holds only taps: {}",
+                self.encoder,
+                self.tap,
+                file.codes.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        })?;
+        self.check_codes(&file.provenance.encoder, &self.tap, &arr.shape()[1..], &file.provenance.weights_sha256)?;
+        match arr {
+            crate::tensorfile::Array::F32 { data, .. } => Ok(data),
+            _ => bail!("tap '{}' of the code file is not f32", self.tap),
+        }
+    }
+}
+
+impl DecoderInfo {
+    /// The frozen encoder this decoder inverts, loaded from `source` or else from the
+    /// recorded weights file; its SHA-256 must match the one the codes came from.
+    pub fn load_encoder<B: Backend>(&self, source: Option<&crate::encoder::WeightSource>, device: &B::Device) -> Result<crate::encoder::ConvNet<B>> {
+        let source = match source {
+            Some(s) => s.clone(),
+            None => match &self.weights_path {
+                Some(p) if Path::new(p).exists() => crate::encoder::WeightSource::File(p.into()),
+                _ => bail!(
+                    "the {} weights this decoder was trained with are not recorded or moved ({}); pass --weights FILE or --run DIR",
+                    self.encoder,
+                    self.weights_path.as_deref().unwrap_or("none recorded")
+                ),
+            },
+        };
+        let loaded = crate::encoder::load::<B>(&self.encoder, &source, Some(self.image_size[0]), device)?;
+        if loaded.weights_sha256 != self.weights_sha256 {
+            bail!(
+                "the {} weights given (sha256 {}) are not those this decoder was trained on ({})",
+                self.encoder,
+                loaded.weights_sha256,
+                self.weights_sha256
+            );
+        }
+        Ok(loaded.net)
+    }
+}
+
+/// Read a decoder run folder's `decoder.json`.
+pub fn read_info(run_dir: &Path) -> Result<DecoderInfo> {
+    let path = run_dir.join(INFO_FILE);
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!("{} is not a decoder run folder: no {INFO_FILE} (train one with `preimage train-decoder --out {}`)", run_dir.display(), run_dir.display())
+    })?;
+    serde_json::from_str(&text).with_context(|| format!("{} is damaged or from another version", path.display()))
+}
+
+/// Load a trained decoder and what it inverts.
+pub fn load_run<B: Backend>(run_dir: &Path, device: &B::Device) -> Result<(Decoder<B>, DecoderInfo)> {
+    let info = read_info(run_dir)?;
+    let dec = Decoder::init(&info.plan, 0, device);
+    let dec = crate::train::load_module(&run_dir.join(WEIGHTS_FILE), dec, device)?;
+    Ok((dec, info))
+}
+
+/// Save a decoder and its info into a run folder (each file atomically).
+pub fn save_run<B: Backend>(run_dir: &Path, dec: &Decoder<B>, info: &DecoderInfo) -> Result<()> {
+    crate::train::save_module(&run_dir.join(WEIGHTS_FILE), dec)?;
+    crate::util::write_atomic(&run_dir.join(INFO_FILE), serde_json::to_string_pretty(info)?.as_bytes())
+}

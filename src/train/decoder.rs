@@ -1,0 +1,607 @@
+//! Training a decoder from a tap's codes back to images (D&B 2016, DeePSiM).
+//!
+//! Codes come from a code file (computed once: fast) or are computed on the fly from images
+//! through the frozen encoder (needed when augmenting: random crops and flips happen before
+//! encoding). Losses: pixel L2, feature L2 at a comparator tap, adversarial with a
+//! discriminator; the comparator and discriminator are only built when their weight is > 0.
+use super::{check_finite, epoch_order, lr_at, split, Checkpoint, RunState, Schedule};
+use crate::data::batch;
+use crate::data::codes::{CodeFile, Preprocessing};
+use crate::data::folder::{ImageFolder, Preprocess, SkipLog};
+use crate::decoder::deepsim::{self, Comparator, Discriminator, DiscriminatorConfig};
+use crate::decoder::{self, Decoder, DecoderArch, DecoderInfo, Plan};
+use crate::encoder::{self, ConvNet, EncoderSpec, WeightSource};
+use crate::evaluate::Evaluator;
+use crate::metrics::Metrics;
+use crate::report::tensorboard::TbWriter;
+use anyhow::{bail, Context, Result};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// `configs/decoder-<layer>.toml`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DecoderTrainConfig {
+    #[serde(default)]
+    pub model: DecoderArch,
+    #[serde(default)]
+    pub loss: LossConfig,
+    #[serde(default)]
+    pub discriminator: DiscriminatorConfig,
+    pub train: DecoderTrainSection,
+}
+
+/// Loss weights. Pixel-only training builds neither comparator nor discriminator.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LossConfig {
+    /// Mean squared pixel error in [0,1] RGB (D&B).
+    pub pixel: f64,
+    /// Mean squared feature error at `feature_tap` of the comparator (DeePSiM).
+    pub feature: f64,
+    pub feature_tap: Option<String>,
+    /// Comparator network: `None` = the encoder itself; else an architecture name, with
+    /// `comparator_weights` (a file) or random weights if none are given.
+    pub comparator: Option<String>,
+    pub comparator_weights: Option<PathBuf>,
+    /// Generator's adversarial loss weight (DeePSiM); > 0 trains a discriminator alongside.
+    pub adversarial: f64,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self { pixel: 1.0, feature: 0.0, feature_tap: None, comparator: None, comparator_weights: None, adversarial: 0.0 }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DecoderTrainSection {
+    /// Tap to invert (the `--layer` flag overrides it).
+    pub layer: Option<String>,
+    /// Code file to train from (`--codes`).
+    pub codes: Option<PathBuf>,
+    /// Image folder: the targets of a code file (default: the folder recorded in it), or the
+    /// images to encode on the fly.
+    pub data: Option<PathBuf>,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    #[serde(default)]
+    pub schedule: Schedule,
+    #[serde(default = "default_val")]
+    pub val_fraction: f64,
+    #[serde(default)]
+    pub seed: u64,
+    /// Train on at most this many images (quick runs); validation is taken first.
+    #[serde(default)]
+    pub max_images: Option<usize>,
+    /// Random crops and flips before encoding (on-the-fly codes only).
+    #[serde(default)]
+    pub augment: bool,
+    #[serde(default = "default_log_every")]
+    pub log_every: usize,
+    /// Log the validation image grid every this many steps (and after each epoch).
+    #[serde(default = "default_image_every")]
+    pub image_every: usize,
+    /// Stop when validation loss has not improved for this many epochs (0 = never).
+    #[serde(default)]
+    pub early_stop_patience: usize,
+}
+
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_val() -> f64 {
+    0.1
+}
+fn default_log_every() -> usize {
+    20
+}
+fn default_image_every() -> usize {
+    200
+}
+
+/// Where the codes come from.
+#[derive(Clone, Debug)]
+pub enum CodeSource {
+    /// A code file; `data` overrides the image folder recorded in it, `encoder` the weights
+    /// recorded in it (needed for a feature loss with the encoder as comparator, and for
+    /// feature error / class agreement in validation).
+    File { codes: PathBuf, data: Option<PathBuf>, encoder: Option<WeightSource> },
+    /// Images encoded on the fly.
+    Images { data: PathBuf, encoder: String, weights: WeightSource },
+}
+
+impl CodeSource {
+    /// From command-line style arguments: a code file (with optional image folder and
+    /// encoder weights), or an image folder with an encoder.
+    pub fn from_args(codes: Option<PathBuf>, data: Option<PathBuf>, encoder: Option<String>, weights: Option<WeightSource>) -> Result<Self> {
+        match (codes, data, encoder) {
+            (Some(codes), data, _) => Ok(CodeSource::File { codes, data, encoder: weights }),
+            (None, Some(data), Some(encoder)) => Ok(CodeSource::Images { data, encoder, weights: weights.unwrap_or(WeightSource::Random(0)) }),
+            (None, Some(_), None) => bail!("codes computed on the fly need --encoder NAME (and --weights FILE or --run DIR)"),
+            (None, None, _) => bail!("no training data: pass --codes FILE (from `preimage extract`) or --data DIR with --encoder"),
+        }
+    }
+}
+
+/// One `train-decoder` invocation.
+pub struct DecoderRun {
+    pub config: DecoderTrainConfig,
+    pub source: CodeSource,
+    pub layer: String,
+    pub out: PathBuf,
+    pub resume: bool,
+}
+
+/// Validation numbers of one epoch.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DecoderEpoch {
+    pub epoch: usize,
+    pub step: usize,
+    pub train_loss: f64,
+    /// Weighted pixel + feature loss on the validation split (selects the best epoch).
+    pub val_loss: f64,
+    pub val_pixel_mse: f64,
+    /// Reconstruction metrics on the validation split.
+    pub val: Metrics,
+    pub seconds: f64,
+}
+
+/// The data of a run: images in a folder, their codes from a file or from the encoder.
+struct Data<B: AutodiffBackend> {
+    folder: ImageFolder,
+    pre: Preprocess,
+    /// Folder record of each item.
+    records: Vec<usize>,
+    /// Item of each folder record.
+    item_of: HashMap<usize, usize>,
+    /// Flat code rows of each item (code-file source).
+    codes: Option<Vec<f32>>,
+    code_dim: usize,
+    /// The frozen encoder when known (on-the-fly codes, feature loss, validation metrics).
+    encoder: Option<ConvNet<B>>,
+    tap: String,
+}
+
+/// A batch: target images `[n, 3, h, w]`, codes `[n, D]`, the items kept.
+struct Batch<B: Backend> {
+    images: Tensor<B, 4>,
+    codes: Tensor<B, 2>,
+    /// Folder records of the images kept.
+    records: Vec<usize>,
+}
+
+impl<B: AutodiffBackend> Data<B> {
+    fn batch(&self, items: &[usize], augment: Option<u64>, device: &B::Device) -> Result<Option<Batch<B>>> {
+        let recs: Vec<usize> = items.iter().map(|&i| self.records[i]).collect();
+        let Some(b) = batch::load::<B>(&self.folder, &recs, &self.pre, augment, device) else { return Ok(None) };
+        let n = b.indices.len();
+        let codes = match &self.codes {
+            Some(all) => {
+                let d = self.code_dim;
+                let mut rows = Vec::with_capacity(n * d);
+                for r in &b.indices {
+                    let i = self.item_of[r];
+                    rows.extend_from_slice(&all[i * d..(i + 1) * d]);
+                }
+                Tensor::from_data(TensorData::new(rows, [n, d]), device)
+            }
+            None => {
+                let enc = self.encoder.as_ref().expect("on-the-fly codes need the encoder").valid();
+                Tensor::from_inner(enc.tap_flat(b.images.clone().inner(), &self.tap, false)?)
+            }
+        };
+        Ok(Some(Batch { images: b.images, codes, records: b.indices }))
+    }
+}
+
+/// Load the encoder named by a spec and weights onto the autodiff backend, frozen.
+fn load_encoder<B: AutodiffBackend>(arch: &str, source: &WeightSource, input: usize, device: &B::Device) -> Result<(ConvNet<B>, String)> {
+    let loaded = encoder::load::<B>(arch, source, Some(input), device)?;
+    Ok((loaded.net.no_grad(), loaded.weights_sha256))
+}
+
+struct Setup<B: AutodiffBackend> {
+    data: Data<B>,
+    spec: EncoderSpec,
+    weights_sha256: String,
+    weights_path: Option<String>,
+    code_shape: Vec<usize>,
+    provenance: serde_json::Value,
+}
+
+fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Device) -> Result<Setup<B>> {
+    let tap = run.layer.clone();
+    match &run.source {
+        CodeSource::File { codes, data, encoder: enc_source } => {
+            let file = CodeFile::read(codes)?;
+            let arr = file.tap(&tap)?;
+            let code_shape = arr.shape()[1..].to_vec();
+            let spec: EncoderSpec = serde_json::from_str(&file.provenance.spec).with_context(|| format!("{}: metadata 'spec' is not an encoder spec", codes.display()))?;
+            let root = match (data, &file.provenance.data_root) {
+                (Some(d), _) => d.clone(),
+                (None, Some(r)) => PathBuf::from(r),
+                (None, None) => bail!("{} does not record its image folder; pass --data DIR (the folder the codes were extracted from)", codes.display()),
+            };
+            let folder = ImageFolder::open(&root, skips).with_context(|| format!("opening the images of {}", codes.display()))?;
+            let by_path: HashMap<&str, usize> = folder.records.iter().enumerate().map(|(i, r)| (r.rel_path.as_str(), i)).collect();
+            let mut records = Vec::with_capacity(file.len());
+            for id in &file.ids {
+                match by_path.get(id.as_str()) {
+                    Some(&i) => records.push(i),
+                    None => bail!("code id '{id}' of {} has no image in {}; pass --data with the folder the codes were extracted from", codes.display(), root.display()),
+                }
+            }
+            // The encoder: explicit weights, else the file the codes were extracted with.
+            let source = match enc_source {
+                Some(s) => Some(s.clone()),
+                None => file.provenance.weights_path.as_ref().map(PathBuf::from).filter(|p| p.exists()).map(WeightSource::File),
+            };
+            let weights_path = match &source {
+                Some(WeightSource::File(p)) => Some(crate::extract::absolute(p)),
+                Some(WeightSource::Run(d)) => Some(crate::extract::absolute(&d.join(encoder::weights::RUN_WEIGHTS))),
+                _ => None,
+            };
+            let encoder = match source {
+                Some(s) => {
+                    let (net, sha) = load_encoder::<B>(&spec.arch, &s, spec.input_size[0], device)?;
+                    if sha != file.provenance.weights_sha256 {
+                        bail!("the encoder weights ({sha}) are not those the codes in {} came from ({})", codes.display(), file.provenance.weights_sha256);
+                    }
+                    Some(net)
+                }
+                None => None,
+            };
+            let item_of = records.iter().enumerate().map(|(i, &r)| (r, i)).collect();
+            let provenance = serde_json::json!({
+                "codes": std::fs::canonicalize(codes).unwrap_or(codes.clone()),
+                "codes_sha256": crate::util::sha256_file(codes)?,
+                "images": root,
+                "tap": tap,
+                "encoder": file.provenance.encoder,
+                "weights_sha256": file.provenance.weights_sha256,
+                "weights_path": file.provenance.weights_path,
+            });
+            let codes_vec = arr.to_f32();
+            Ok(Setup {
+                data: Data { pre: batch::preprocess_for(&spec), folder, records, item_of, code_dim: code_shape.iter().product(), codes: Some(codes_vec), encoder, tap },
+                weights_sha256: file.provenance.weights_sha256.clone(),
+                weights_path,
+                spec,
+                code_shape,
+                provenance,
+            })
+        }
+        CodeSource::Images { data, encoder: arch, weights } => {
+            let loaded = encoder::load::<B>(arch, weights, None, device)?;
+            let spec = loaded.net.spec.clone();
+            spec.check_tap(&tap)?;
+            let code_shape = spec.tap_shapes()?[&tap].clone();
+            let folder = ImageFolder::open(data, skips)?;
+            let records: Vec<usize> = (0..folder.len()).collect();
+            let item_of = records.iter().map(|&r| (r, r)).collect();
+            let provenance = serde_json::json!({
+                "images": std::fs::canonicalize(data).unwrap_or(data.clone()),
+                "tap": tap,
+                "encoder": arch,
+                "weights_sha256": loaded.weights_sha256,
+                "weights_path": loaded.weights_path,
+                "codes": "computed on the fly",
+            });
+            Ok(Setup {
+                data: Data { pre: batch::preprocess_for(&spec), folder, records, item_of, code_dim: code_shape.iter().product(), codes: None, encoder: Some(loaded.net.no_grad()), tap },
+                weights_sha256: loaded.weights_sha256,
+                weights_path: loaded.weights_path.as_deref().map(crate::extract::absolute),
+                spec,
+                code_shape,
+                provenance,
+            })
+        }
+    }
+}
+
+/// Validation over `items` without gradients: the weighted loss (selects the best epoch),
+/// the pixel MSE and the reconstruction metrics (feature error, class and pose agreement
+/// when the encoder is known).
+fn validate<B: AutodiffBackend>(
+    dec: &Decoder<B::InnerBackend>,
+    data: &Data<B>,
+    comparator: Option<&Comparator<B::InnerBackend>>,
+    loss: &LossConfig,
+    items: &[usize],
+    batch_size: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<(f64, f64, Metrics)> {
+    let encoder = data.encoder.as_ref().map(|e| e.valid());
+    let mut eval = Evaluator::new(encoder.as_ref(), &data.tap);
+    let (mut total, mut pix, mut n) = (0.0, 0.0, 0usize);
+    for chunk in items.chunks(batch_size) {
+        let Some(b) = data.batch(chunk, None, device)? else { continue };
+        let (images, codes) = (b.images.inner(), b.codes.inner());
+        let k = images.dims()[0];
+        let recon = dec.forward(codes);
+        let p = (recon.clone() - images.clone()).powf_scalar(2.0).mean().into_scalar().elem::<f64>();
+        let mut t = loss.pixel * p;
+        if let Some(c) = comparator {
+            t += loss.feature * c.loss(recon.clone(), c.features(images.clone())).into_scalar().elem::<f64>();
+        }
+        let symmetry: Vec<u32> = b.records.iter().map(|&r| data.folder.symmetry_of(r)).collect();
+        eval.add(recon, images, &symmetry)?;
+        total += t * k as f64;
+        pix += p * k as f64;
+        n += k;
+    }
+    if n == 0 {
+        bail!("no readable validation image");
+    }
+    Ok((total / n as f64, pix / n as f64, eval.finish(seed)?))
+}
+
+/// Originals above, reconstructions below, for a fixed set of validation items.
+fn log_grid<B: AutodiffBackend>(tb: &mut TbWriter, dec: &Decoder<B::InnerBackend>, data: &Data<B>, items: &[usize], step: usize, device: &B::Device) -> Result<()> {
+    let Some(b) = data.batch(items, None, device)? else { return Ok(()) };
+    let images = b.images.inner();
+    let [n, _, h, w] = images.dims();
+    let recon = dec.forward(b.codes.inner()).clamp(0.0, 1.0);
+    let both = Tensor::cat(vec![images, recon], 0).into_data().convert::<f32>().to_vec::<f32>().unwrap();
+    let tiles: Vec<&[f32]> = both.chunks_exact(3 * h * w).collect();
+    let (g, gh, gw) = crate::report::tensorboard::grid(&tiles, h, w, n, 1);
+    tb.image("val/reconstructions", &g, gh, gw, step);
+    Ok(())
+}
+
+/// Train a decoder; returns the per-epoch validation history. Writes into the run folder:
+/// `config.toml`, `provenance.json`, `checkpoint/` (each epoch), `decoder.json` +
+/// `decoder.mpk` (best by validation loss), `metrics.json` and `tb/`.
+pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result<Vec<DecoderEpoch>> {
+    let cfg = &run.config;
+    let t = &cfg.train;
+    if t.batch_size == 0 || t.epochs == 0 {
+        bail!("train.batch_size and train.epochs must be positive");
+    }
+    let l = &cfg.loss;
+    if l.pixel < 0.0 || l.feature < 0.0 || l.adversarial < 0.0 || l.pixel + l.feature + l.adversarial == 0.0 {
+        bail!("loss weights must be non-negative and not all zero (pixel {}, feature {}, adversarial {})", l.pixel, l.feature, l.adversarial);
+    }
+    if t.augment && matches!(run.source, CodeSource::File { .. }) {
+        bail!("train.augment needs codes computed on the fly: give --data and --encoder instead of --codes (a code file holds codes of the unaugmented images)");
+    }
+    let skips = SkipLog::new();
+    let s = setup::<B>(run, &skips, device)?;
+    let data = &s.data;
+    let image_size = s.spec.input_size;
+    let plan = Plan::new(&s.code_shape, image_size, &cfg.model)?;
+
+    // Comparator (feature loss) and discriminator only when their losses are on.
+    let comparator: Option<Comparator<B>> = if l.feature > 0.0 {
+        let tap = l.feature_tap.clone().with_context(|| "loss.feature > 0 needs loss.feature_tap (a tap of the comparator, e.g. \"conv5\")")?;
+        let net = match (&l.comparator, &data.encoder) {
+            (None, Some(enc)) => enc.clone(),
+            (None, None) => bail!("the feature loss compares at the encoder's tap '{tap}', but the encoder weights are unknown: pass --weights or --run"),
+            (Some(arch), _) => {
+                let source = l.comparator_weights.clone().map(WeightSource::File).unwrap_or(WeightSource::Random(t.seed));
+                load_encoder::<B>(arch, &source, image_size[0], device)?.0
+            }
+        };
+        Some(Comparator::new(net, &tap)?)
+    } else {
+        None
+    };
+    let comparator_valid = comparator.as_ref().map(|c| Comparator::new(c_net(c), &c.tap)).transpose()?;
+
+    let n_all = data.records.len();
+    let (mut train_items, val_items) = split(n_all, t.val_fraction, t.seed);
+    if val_items.is_empty() {
+        bail!("validation split is empty: {n_all} images with val_fraction {}", t.val_fraction);
+    }
+    if let Some(m) = t.max_images {
+        train_items.truncate(m.max(1));
+    }
+    std::fs::create_dir_all(&run.out).with_context(|| format!("creating run folder {}", run.out.display()))?;
+    let ckpt = Checkpoint::new(&run.out);
+    let mut dec = Decoder::<B>::init(&plan, t.seed, device);
+    let mut optim = AdamConfig::new().with_beta_1(t.betas[0] as f32).with_beta_2(t.betas[1] as f32).init::<B, Decoder<B>>();
+    let adversarial = l.adversarial > 0.0;
+    let dc = &cfg.discriminator;
+    let mut disc = adversarial.then(|| Discriminator::<B>::init(dc, plan.code_dim(), t.seed ^ 0xd15c, device));
+    let mut disc_optim = AdamConfig::new().with_beta_1(dc.betas[0] as f32).with_beta_2(dc.betas[1] as f32).init::<B, Discriminator<B>>();
+    let mut state = RunState::default();
+    let config_path = run.out.join("config.toml");
+    if run.resume && ckpt.exists() {
+        if let Ok(old) = crate::config::load::<DecoderTrainConfig>(&config_path) {
+            if old.model != cfg.model || old.loss != cfg.loss {
+                bail!("cannot resume {}: its [model] or [loss] differs from this config (delete the folder or drop --resume)", run.out.display());
+            }
+        }
+        dec = ckpt.load_module("model", dec, device)?;
+        optim = ckpt.load_optim::<B, _, _>("optim", optim, device)?;
+        if let Some(d) = disc.take() {
+            disc = Some(ckpt.load_module("disc", d, device)?);
+            disc_optim = ckpt.load_optim::<B, _, _>("disc_optim", disc_optim, device)?;
+        }
+        state = ckpt.state()?;
+        println!("resuming {} after epoch {} (step {})", run.out.display(), state.epoch, state.step);
+    } else if ckpt.exists() {
+        bail!("{} already holds a training run; pass --resume to continue it or choose another --out", run.out.display());
+    }
+    crate::util::write_atomic(&config_path, crate::config::to_toml(cfg)?.as_bytes())?;
+    crate::util::write_atomic(&run.out.join("provenance.json"), serde_json::to_string_pretty(&s.provenance)?.as_bytes())?;
+    let mut tb = TbWriter::new(&run.out.join("tb"))?;
+    if state.step == 0 {
+        tb.text("config", &format!("```toml\n{}\n```", crate::config::to_toml(cfg)?), 0);
+    }
+    println!(
+        "train-decoder: {} {} codes {:?} → {}×{} images; {} train / {} val; {} epochs of batch {}; losses pixel {} feature {} adversarial {}",
+        s.spec.arch,
+        run.layer,
+        s.code_shape,
+        image_size[0],
+        image_size[1],
+        train_items.len(),
+        val_items.len(),
+        t.epochs,
+        t.batch_size,
+        l.pixel,
+        l.feature,
+        l.adversarial
+    );
+    println!("{}", dec.summary());
+
+    let preview: Vec<usize> = val_items.iter().copied().take(8).collect();
+    let steps_per_epoch = train_items.len().div_ceil(t.batch_size);
+    let total_steps = steps_per_epoch * t.epochs;
+    let mut history: Vec<DecoderEpoch> = state.history.iter().filter_map(|v| serde_json::from_value(v.clone()).ok()).collect();
+    for epoch in state.epoch..t.epochs {
+        let start = Instant::now();
+        let order = epoch_order(&train_items, t.seed, epoch);
+        let bar = crate::util::progress(steps_per_epoch as u64, &format!("epoch {}/{}", epoch + 1, t.epochs));
+        let (mut run_loss, mut run_n) = (0.0, 0usize);
+        for (k, chunk) in order.chunks(t.batch_size).enumerate() {
+            let augment = t.augment.then(|| crate::rng::Rng::derive(t.seed, 0xa06 + (epoch * steps_per_epoch + k) as u64).next_u64());
+            let Some(b) = data.batch(chunk, augment, device)? else { continue };
+            let recon = dec.forward(b.codes.clone());
+            let pixel = (recon.clone() - b.images.clone()).powf_scalar(2.0).mean();
+            let mut total = pixel.clone() * l.pixel;
+            let mut terms: Vec<(&str, Tensor<B, 1>)> = vec![("pixel", pixel)];
+            if let Some(c) = &comparator {
+                let f = c.loss(recon.clone(), c.features(b.images.clone()).detach());
+                total = total + f.clone() * l.feature;
+                terms.push(("feature", f));
+            }
+            let mut disc_step = None;
+            if let Some(d) = &disc {
+                let g_adv = deepsim::generator_loss(d.forward(recon.clone(), b.codes.clone()));
+                total = total + g_adv.clone() * l.adversarial;
+                let d_loss = deepsim::discriminator_loss(d.forward(b.images.clone(), b.codes.clone()), d.forward(recon.clone().detach(), b.codes.clone()));
+                let (dv, gv) = (d_loss.clone().into_scalar().elem::<f64>(), g_adv.clone().into_scalar().elem::<f64>());
+                terms.push(("adversarial", g_adv));
+                disc_step = Some((d_loss, dv, gv));
+            }
+            let loss_value = total.clone().into_scalar().elem::<f64>();
+            check_finite(loss_value, epoch, state.step)?;
+            let lr = lr_at(t.schedule, t.lr, state.step, total_steps);
+            let grads = GradientsParams::from_grads(total.backward(), &dec);
+            dec = optim.step(lr, dec, grads);
+            let mut paused = false;
+            if let (Some((d_loss, dv, gv)), Some(d)) = (disc_step, disc.take()) {
+                paused = deepsim::discriminator_paused(dv, gv, dc.pause_ratio);
+                disc = Some(if paused {
+                    d
+                } else {
+                    let g = GradientsParams::from_grads(d_loss.backward(), &d);
+                    disc_optim.step(lr_at(t.schedule, dc.lr, state.step, total_steps), d, g)
+                });
+                if state.step % t.log_every.max(1) == 0 {
+                    tb.scalar("train/discriminator", dv as f32, state.step + 1);
+                }
+            }
+            state.step += 1;
+            run_loss += loss_value;
+            run_n += 1;
+            if state.step % t.log_every.max(1) == 0 {
+                tb.scalar("train/loss", loss_value as f32, state.step);
+                for (name, v) in terms {
+                    tb.scalar(&format!("train/{name}"), v.into_scalar().elem::<f32>(), state.step);
+                }
+                tb.scalar("train/lr", lr as f32, state.step);
+                if adversarial {
+                    tb.scalar("train/discriminator_paused", paused as u8 as f32, state.step);
+                }
+            }
+            if state.step % t.image_every.max(1) == 0 {
+                log_grid(&mut tb, &dec.valid(), data, &preview, state.step, device)?;
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let valid = dec.valid();
+        let (val_loss, val_pix, metrics) = validate(&valid, data, comparator_valid.as_ref(), l, &val_items, t.batch_size.max(64), t.seed, device)?;
+        log_grid(&mut tb, &valid, data, &preview, state.step, device)?;
+        let m = DecoderEpoch { epoch: epoch + 1, step: state.step, train_loss: run_loss / run_n.max(1) as f64, val_loss, val_pixel_mse: val_pix, val: metrics, seconds: start.elapsed().as_secs_f64() };
+        tb.scalar("val/loss", val_loss as f32, state.step);
+        tb.scalar("val/pixel_mse", val_pix as f32, state.step);
+        for (name, v) in metric_values(&m.val) {
+            tb.scalar(&format!("val/{name}"), v as f32, state.step);
+        }
+        tb.flush();
+        let shown: Vec<String> = metric_values(&m.val).iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+        println!("epoch {:>3}/{}: train loss {:.5}  val loss {:.5}  {}  ({:.0}s)", epoch + 1, t.epochs, m.train_loss, val_loss, shown.join("  "), m.seconds);
+        state.epoch = epoch + 1;
+        history.push(m.clone());
+        state.history.push(serde_json::to_value(&m)?);
+        if state.best.is_none_or(|(b, _)| val_loss < b) {
+            state.best = Some((val_loss, epoch + 1));
+            state.stale_epochs = 0;
+            let info = DecoderInfo {
+                encoder: s.spec.arch.clone(),
+                tap: run.layer.clone(),
+                weights_sha256: s.weights_sha256.clone(),
+                weights_path: s.weights_path.clone(),
+                code_shape: s.code_shape.clone(),
+                image_size,
+                preprocessing: Preprocessing::of(&s.spec),
+                classes: s.spec.classes.clone(),
+                encoder_spec: s.spec.clone(),
+                plan: plan.clone(),
+                epoch: epoch + 1,
+                val_loss,
+            };
+            decoder::save_run(&run.out, &valid, &info)?;
+        } else {
+            state.stale_epochs += 1;
+        }
+        let mut w = ckpt.writer()?;
+        w.module("model", &dec)?;
+        w.optim::<B, _, _>("optim", &optim)?;
+        if let Some(d) = &disc {
+            w.module("disc", d)?;
+            w.optim::<B, _, _>("disc_optim", &disc_optim)?;
+        }
+        w.commit(&state)?;
+        crate::util::write_atomic(&run.out.join("metrics.json"), serde_json::to_string_pretty(&history)?.as_bytes())?;
+        if t.early_stop_patience > 0 && state.stale_epochs >= t.early_stop_patience {
+            println!("early stop: validation loss has not improved for {} epochs", state.stale_epochs);
+            break;
+        }
+    }
+    if skips.count() > 0 {
+        println!("{}", skips.summary());
+    }
+    if let Some((_, e)) = state.best {
+        println!("best epoch {e}; decoder in {}", run.out.display());
+    }
+    Ok(history)
+}
+
+fn c_net<B: AutodiffBackend>(c: &Comparator<B>) -> ConvNet<B::InnerBackend> {
+    c.net().valid()
+}
+
+/// The measured metrics as (name, value) pairs, for logs and TensorBoard.
+pub fn metric_values(m: &Metrics) -> Vec<(&'static str, f64)> {
+    let all = [
+        ("image_error", m.image_error),
+        ("psnr_db", m.psnr_db),
+        ("ssim", m.ssim),
+        ("feature_error", m.feature_error),
+        ("top1_agreement", m.top1_agreement),
+        ("pose_error_deg", m.pose_error_deg),
+    ];
+    all.into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect()
+}
+
+/// Load a decoder config file, or fail naming it.
+pub fn load_config(path: &Path) -> Result<DecoderTrainConfig> {
+    crate::config::load(path)
+}

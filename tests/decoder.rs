@@ -1,0 +1,167 @@
+//! Decoder training from the CLI: code files and on-the-fly codes, loss terms, resume
+//! continuity, NaN stop keeping the last good checkpoint, checkpoint/code mismatch errors.
+use preimage::data::codes::CodeFile;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn preimage(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_preimage")).args(args).output().expect("run preimage");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn ok(args: &[&str]) -> String {
+    let (success, text) = preimage(args);
+    assert!(success, "preimage {args:?} failed:\n{text}");
+    text
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const TINY_MODEL: &str = "[model]\nfc = [16]\nbase_channels = 8\nspatial_convs = [8]\nup_channels = [8, 8, 4]\nconvs_per_stage = 1\n";
+
+fn config(dir: &Path, name: &str, extra: &str, train: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{TINY_MODEL}{extra}\n[train]\nepochs = 2\nbatch_size = 8\nlr = 0.003\nseed = 5\nlog_every = 1\nimage_every = 2\n{train}")).unwrap();
+    path
+}
+
+/// 48 rendered 32×32 images and codes of a random-weight posenet at two taps.
+fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
+    let data = dir.join("data");
+    ok(&["render", "--out", s(&data), "--count", "48", "--size", "32", "--seed", "2", "--classes", "chair,mug,arrow"]);
+    let codes = dir.join("codes.safetensors");
+    ok(&["extract", "--encoder", "posenet", "--input-size", "32", "--seed", "4", "--layer", "conv5,fc7", "--data", s(&data), "--out", s(&codes)]);
+    (data, codes)
+}
+
+fn history(run: &Path) -> Vec<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn trains_from_a_code_file_resumes_and_records_what_it_inverts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, codes) = fixture(dir.path());
+    let cfg = config(dir.path(), "fc7.toml", "", "");
+    let run = dir.path().join("fc7");
+    let text = ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--out", s(&run), "--epochs", "1"]);
+    // The architecture summary is printed; fc7 (8-d here) goes through fc layers to a 4×4 map.
+    assert!(text.contains("up-conv 4×4/2") && text.contains("total"), "{text}");
+    for f in ["decoder.json", "decoder.mpk", "checkpoint/state.json", "checkpoint/model.mpk", "checkpoint/optim.mpk", "config.toml", "provenance.json", "metrics.json"] {
+        assert!(run.join(f).exists(), "missing {f}");
+    }
+    assert!(!run.join("checkpoint/disc.mpk").exists(), "pixel-only training builds no discriminator");
+    let info = preimage::decoder::read_info(&run).unwrap();
+    let cf = CodeFile::read(&codes).unwrap();
+    assert_eq!((info.encoder.as_str(), info.tap.as_str(), info.code_shape.as_slice()), ("posenet", "fc7", &cf.tap("fc7").unwrap().shape()[1..]));
+    assert_eq!(info.image_size, [32, 32]);
+    assert_eq!(info.weights_sha256, cf.provenance.weights_sha256);
+    let prov: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["codes_sha256"], preimage::util::sha256_file(&codes).unwrap());
+
+    // Resume to two epochs == two epochs straight (same data order, same optimizer state).
+    let (success, text) = preimage(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--out", s(&run)]);
+    assert!(!success && text.contains("--resume"), "{text}");
+    let text = ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--out", s(&run), "--resume"]);
+    assert!(text.contains("resuming") && text.contains("epoch   2/2"), "{text}");
+    let straight = dir.path().join("straight");
+    ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--out", s(&straight)]);
+    let losses = |run: &Path| history(run).iter().map(|e| (e["train_loss"].as_f64().unwrap(), e["val_loss"].as_f64().unwrap())).collect::<Vec<_>>();
+    let (a, b) = (losses(&run), losses(&straight));
+    assert_eq!(a.len(), 2);
+    for ((ta, va), (tb, vb)) in a.iter().zip(&b) {
+        assert!((ta - tb).abs() <= 1e-6 * tb.abs() && (va - vb).abs() <= 1e-6 * vb.abs(), "{a:?} vs {b:?}");
+    }
+    assert!(a[1].0 < a[0].0, "training loss falls: {a:?}");
+    // Without encoder weights (random-weight codes) validation still measures the images.
+    let val = &history(&run)[1]["val"];
+    assert!(val["psnr_db"].as_f64().unwrap() > 0.0 && val["feature_error"].is_null(), "{val}");
+
+    // The decoder refuses codes of another tap or shape, naming both.
+    let mut other = cf.clone();
+    other.codes.remove("fc7");
+    let err = info.codes_from(&other).unwrap_err().to_string();
+    assert!(err.contains("fc7") && err.contains("conv5"), "{err}");
+    let err = info.check_codes("posenet", "conv5", &[4, 4, 4], &info.weights_sha256).unwrap_err().to_string();
+    assert!(err.contains("fc7") && err.contains("conv5") && err.contains("[4, 4, 4]"), "{err}");
+    // A damaged weights file is an error naming it, not a panic.
+    std::fs::write(run.join("decoder.mpk"), b"garbage").unwrap();
+    let err = preimage::decoder::load_run::<preimage::device::Cpu>(&run, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("decoder.mpk"), "{err}");
+}
+
+#[test]
+fn spatial_codes_on_the_fly_with_feature_and_adversarial_losses() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = fixture(dir.path());
+    let cfg = config(
+        dir.path(),
+        "conv5.toml",
+        "[loss]\npixel = 1.0\nfeature = 0.5\nfeature_tap = \"conv2\"\nadversarial = 0.1\n[discriminator]\nchannels = [4, 8]\nhidden = 8\n",
+        "augment = true\n",
+    );
+    let run = dir.path().join("conv5");
+    let text = ok(&[
+        "train-decoder", "--config", s(&cfg), "--data", s(&data), "--encoder", "posenet", "--layer", "conv5", "--out", s(&run), "--epochs", "1",
+    ]);
+    assert!(text.contains("conv 3×3"), "{text}");
+    assert!(run.join("checkpoint/disc.mpk").exists() && run.join("checkpoint/disc_optim.mpk").exists());
+    let info = preimage::decoder::read_info(&run).unwrap();
+    assert_eq!(info.code_shape.len(), 3, "conv5 codes are maps");
+    // With the encoder at hand, validation measures everything the metrics module knows.
+    let val = &history(&run)[0]["val"];
+    for key in ["image_error", "psnr_db", "ssim", "feature_error", "top1_agreement", "pose_error_deg"] {
+        assert!(val[key].is_number(), "val.{key} missing: {val}");
+    }
+    assert!(val["image_error"].as_f64().unwrap() > 0.0 && val["ssim"].as_f64().unwrap() <= 1.0);
+    assert!((0.0..=1.0).contains(&val["top1_agreement"].as_f64().unwrap()));
+    // The TensorBoard file has every loss term and the validation grid.
+    let tb = std::fs::read_dir(run.join("tb")).unwrap().next().unwrap().unwrap().path();
+    let bytes = std::fs::read(tb).unwrap();
+    for tag in ["train/pixel", "train/feature", "train/adversarial", "train/discriminator", "val/loss", "val/reconstructions"] {
+        assert!(bytes.windows(tag.len()).any(|w| w == tag.as_bytes()), "no {tag} in the event file");
+    }
+
+    // A code file cannot be augmented, and a feature loss needs the encoder's weights,
+    // which a random-weight code file does not record.
+    let codes = dir.path().join("codes.safetensors");
+    let (success, text) = preimage(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "conv5", "--out", s(&dir.path().join("x"))]);
+    assert!(!success && text.contains("augment"), "{text}");
+    let cfg2 = config(dir.path(), "feat.toml", "[loss]\nfeature = 1.0\nfeature_tap = \"conv2\"\n", "");
+    let (success, text) = preimage(&["train-decoder", "--config", s(&cfg2), "--codes", s(&codes), "--layer", "conv5", "--out", s(&dir.path().join("y"))]);
+    assert!(!success && text.contains("--weights"), "{text}");
+    // Unknown tap: the error lists what the file holds.
+    let (success, text) = preimage(&["train-decoder", "--config", s(&cfg2), "--codes", s(&codes), "--layer", "fc6", "--out", s(&dir.path().join("z"))]);
+    assert!(!success && text.contains("fc6") && text.contains("conv5, fc7"), "{text}");
+}
+
+#[test]
+fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, codes) = fixture(dir.path());
+    // Linear output: a huge learning rate drives the images to infinity.
+    let extra = "output = \"none\"\n";
+    let path = dir.path().join("lin.toml");
+    std::fs::write(&path, format!("{TINY_MODEL}{extra}\n[train]\nepochs = 1\nbatch_size = 8\nlr = 0.001\nseed = 5\n")).unwrap();
+    let run = dir.path().join("run");
+    ok(&["train-decoder", "--config", s(&path), "--codes", s(&codes), "--layer", "fc7", "--out", s(&run)]);
+    let good = std::fs::read(run.join("decoder.mpk")).unwrap();
+    let (success, text) = preimage(&["train-decoder", "--config", s(&path), "--codes", s(&codes), "--layer", "fc7", "--out", s(&run), "--resume", "--epochs", "3", "--lr", "1e30"]);
+    assert!(!success && (text.contains("NaN") || text.contains("inf")) && text.contains("last good checkpoint"), "{text}");
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap()).unwrap();
+    assert_eq!(state["epoch"], 1);
+    assert_eq!(std::fs::read(run.join("decoder.mpk")).unwrap(), good);
+    preimage::decoder::load_run::<preimage::device::Cpu>(&run, &Default::default()).unwrap();
+}
+
+#[test]
+fn shipped_decoder_configs_parse() {
+    for layer in ["conv5", "fc6", "fc7", "fc8"] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/decoder-{layer}.toml"));
+        let cfg: preimage::train::decoder::DecoderTrainConfig = preimage::config::load(&path).unwrap();
+        assert_eq!(cfg.train.layer.as_deref(), Some(layer));
+    }
+}
