@@ -4,6 +4,7 @@
 //! The CLI in `main.rs` only parses arguments and calls into this library.
 
 pub mod bench;
+pub mod compare;
 pub mod config;
 pub mod data;
 pub mod decoder;
@@ -14,6 +15,7 @@ pub mod evaluate;
 pub mod extract;
 pub mod metrics;
 pub mod optimize;
+pub mod quickstart;
 pub mod report;
 pub mod rng;
 pub mod tensorfile;

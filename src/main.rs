@@ -107,6 +107,53 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// The whole pipeline on data it renders itself, with an HTML report (resumes finished stages).
+    Quickstart {
+        #[arg(long, default_value = "runs/quickstart")]
+        out: PathBuf,
+        /// A few minutes instead of about 20: smaller images, networks and training.
+        #[arg(long)]
+        fast: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// Learned vs optimization inversion on held-out images: metrics table, CSV/JSON, TensorBoard.
+    Compare {
+        /// Decoder run folders, comma-separated (one tap each).
+        #[arg(long, value_delimiter = ',', required = true)]
+        decoder: Vec<PathBuf>,
+        /// Held-out images (not the decoders' training images).
+        #[arg(long)]
+        data: PathBuf,
+        /// Number of images.
+        #[arg(long, default_value_t = 16)]
+        count: usize,
+        /// Methods: decoder, optim (M&V from noise), refined (M&V from the decoder's output).
+        #[arg(long, value_delimiter = ',', default_value = "decoder,optim,refined")]
+        methods: Vec<preimage::compare::Method>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Encoder weights (default: the file each decoder recorded).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// A train-encoder run folder instead of --weights.
+        #[arg(long)]
+        run: Option<PathBuf>,
+        /// Optimization settings (default: the built-in `invert` preset, configs/optimize-invert.toml).
+        #[arg(long)]
+        optimize_config: Option<PathBuf>,
+        /// Override the optimization's steps (with jitter) and final steps (without).
+        #[arg(long)]
+        steps: Option<usize>,
+        #[arg(long)]
+        final_steps: Option<usize>,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// Encode an image folder and save the codes at one or more taps.
     Extract {
         #[command(flatten)]
@@ -288,6 +335,23 @@ fn run(cli: Cli) -> Result<()> {
             with_backend!(device, |B, dev| {
                 preimage::train::decoder::train::<B>(&run, &dev)?;
             });
+            Ok(())
+        }
+        Command::Quickstart { out, fast, seed, device } => {
+            use preimage::quickstart::{Profile, QuickstartOptions};
+            let opts = QuickstartOptions { out, profile: if fast { Profile::fast() } else { Profile::default_run() }, seed };
+            with_backend!(device, |B, dev| preimage::quickstart::quickstart::<B>(&opts, &dev)?);
+            Ok(())
+        }
+        Command::Compare { decoder, data, count, methods, out, weights, run, optimize_config, steps, final_steps, seed, device } => {
+            let mut optimize = preimage::optimize::load_config(optimize_config.as_deref(), "invert")?;
+            optimize.solver.steps = steps.unwrap_or(optimize.solver.steps);
+            optimize.solver.final_steps = final_steps.unwrap_or(optimize.solver.final_steps);
+            let weights = (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()?;
+            let opts = preimage::compare::CompareOptions { decoders: decoder, data, count, methods, out: out.clone(), weights, optimize, seed };
+            let rows = with_backend!(device, |B, dev| preimage::compare::compare::<B>(&opts, &dev)?.0);
+            println!("{}", preimage::compare::table(&rows));
+            println!("wrote {0}/compare.csv, {0}/compare.json, side-by-side images and TensorBoard logs (tensorboard --logdir {0}/tb)", out.display());
             Ok(())
         }
         Command::Extract { enc, layer, data, out, batch, device } => {

@@ -148,6 +148,29 @@ mod tests {
     }
 
     #[test]
+    fn feature_loss_is_the_mean_squared_feature_difference_and_only_images_get_gradients() {
+        type A = crate::device::CpuAd;
+        let dev = Default::default();
+        let spec = crate::encoder::default_spec("posenet", 3, Some(16)).unwrap();
+        let net = ConvNet::<A>::init(&spec, 1, &dev).unwrap();
+        assert!(Comparator::new(net.clone(), "fc9").is_err());
+        let c = Comparator::new(net.clone(), "conv2").unwrap();
+        let a = Tensor::<A, 4>::from_data(TensorData::new((0..3 * 16 * 16).map(|i| (i % 7) as f32 / 7.0).collect::<Vec<_>>(), [1, 3, 16, 16]), &dev);
+        let b = a.clone().flip([3]);
+        let zero = c.loss(a.clone(), c.features(a.clone())).into_scalar();
+        assert_eq!(zero, 0.0);
+        let fa = net.tap_flat(a.clone(), "conv2", false).unwrap().into_data().to_vec::<f32>().unwrap();
+        let fb = net.tap_flat(b.clone(), "conv2", false).unwrap().into_data().to_vec::<f32>().unwrap();
+        let want = fa.iter().zip(&fb).map(|(x, y)| (x - y) * (x - y)).sum::<f32>() / fa.len() as f32;
+        let x = a.require_grad();
+        let loss = c.loss(x.clone(), c.features(b).detach());
+        assert!((loss.clone().into_scalar() - want).abs() <= 1e-5 * want.max(1e-6), "{want}");
+        let grads = loss.backward();
+        assert!(x.grad(&grads).is_some(), "the image gets a gradient");
+        assert!(c.net().convs[0].weight.grad(&grads).is_none(), "the comparator is frozen");
+    }
+
+    #[test]
     fn discriminator_reads_image_and_code() {
         let dev = Default::default();
         let cfg = DiscriminatorConfig { channels: vec![4, 8], hidden: 6, ..Default::default() };
