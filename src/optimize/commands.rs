@@ -33,7 +33,8 @@ pub struct OptFlags {
     pub lr: Option<f64>,
     #[arg(long)]
     pub momentum: Option<f64>,
-    /// pixel or fourier (decorrelated colour, 1/f spectrum).
+    /// pixel, fourier (decorrelated colour, 1/f spectrum) or decoder:RUN_DIR (optimize a
+    /// trained decoder's code, DGN-AM).
     #[arg(long)]
     pub param: Option<String>,
     /// Random shift in pixels of the encoder input (0 = off).
@@ -123,7 +124,13 @@ impl OptFlags {
             c.param.kind = match p.as_str() {
                 "pixel" => ParamKind::Pixel,
                 "fourier" => ParamKind::Fourier,
-                _ => bail!("unknown --param '{p}'; valid: pixel, fourier"),
+                _ => match p.strip_prefix("decoder:") {
+                    Some(dir) if !dir.is_empty() => {
+                        c.param.decoder = dir.to_string();
+                        ParamKind::Decoder
+                    }
+                    _ => bail!("unknown --param '{p}'; valid: pixel, fourier, decoder:RUN_DIR"),
+                },
             };
         }
         let t = &mut c.transforms;
@@ -227,12 +234,17 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
     };
     if let Some(start) = &init {
         let e = super::feature_error(&enc.net.valid(), &a.layer, start.clone(), code.clone())?;
-        println!("start: feature error at {} = {:.4}", a.layer, e[0]);
+        println!("start: feature error at {} = {:.4} (relative {:.4})", a.layer, e[0], e[0].sqrt());
     }
     let out = super::invert::<B>(enc.net, &a.layer, code, init, &cfg, &a.opt.run_options(seed, &a.out))?;
     out.save(0, &a.out)?;
     let e = out.term("feature(").map(|v| v[0]).unwrap_or(f32::NAN);
-    println!("wrote {}: feature error at {} = {e:.4} (‖Φ(x) − Φ₀‖² / ‖Φ₀‖²)", a.out.display(), a.layer);
+    println!(
+        "wrote {}: feature error at {} = {e:.4} (‖Φ(x) − Φ₀‖² / ‖Φ₀‖², M&V's term; relative ‖Φ(x) − Φ₀‖ / ‖Φ₀‖ = {:.4})",
+        a.out.display(),
+        a.layer,
+        e.sqrt()
+    );
     Ok(out)
 }
 
@@ -409,8 +421,10 @@ pub fn transform<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &TransformArg
     let [h, w] = out.size;
     let y = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(out.images[0].clone(), [1, 3, h, w]), device);
     let after = super::predict(&net_inner, y)?[0];
+    let original = crate::data::folder::load_rgb(&a.image, &preprocess_for(&spec))?;
+    let ssim = crate::metrics::ssim(&out.images[0], &original, 3, h, w).map(|s| format!("{s:.3}")).unwrap_or_else(|_| "n/a".into());
     println!(
-        "wrote {}: {} ({:.1} %) → {} ({:.1} %), target {}",
+        "wrote {}: {} ({:.1} %) → {} ({:.1} %), target {}, SSIM to the original {ssim}",
         a.out.display(),
         spec.classes[before.0],
         100.0 * before.1,

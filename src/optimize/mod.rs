@@ -472,10 +472,14 @@ pub fn invert<B: AutodiffBackend>(net: ConvNet<B>, layer: &str, code: Tensor<B::
         bail!("the code has {dc} values per image but tap {layer} of {} has {d} ({:?})", net.spec.arch, shapes[layer]);
     }
     let device = code.device();
-    let obj = invert_objective(&net.spec, layer, constant::<B, 2>(code), &cfg.weights);
-    let param = Parameterization::new(&cfg.param, net.spec.input_size, &device);
+    let obj = invert_objective(&net.spec, layer, constant::<B, 2>(code.clone()), &cfg.weights);
+    let (param, dec_tap) = make_param::<B>(&cfg.param, &net.spec, &device)?;
     let engine = Engine::new(net, obj, param, cfg.transforms.clone(), opts.seed)?;
-    let x0 = start(&engine, n, cfg, init_images, opts.seed, &device)?;
+    // A decoder of this very tap starts from the code itself (DGN-AM refinement).
+    let x0 = match (dec_tap, init_images) {
+        (Some(t), None) if t == layer => code,
+        (_, init) => start(&engine, n, cfg, init, opts.seed, &device)?,
+    };
     let p = optimize(&engine, x0, &cfg.solver, opts, "invert")?;
     Outcome::from(&engine, &p)
 }
@@ -488,9 +492,43 @@ pub fn invert_objective<B: Backend>(spec: &crate::encoder::EncoderSpec, layer: &
 }
 
 /// The refiner's start: a trained decoder's reconstruction of `code` (`[N, D]` at `layer`),
-/// after checking that the decoder was trained on this encoder's tap.
-pub fn decoder_start<B: AutodiffBackend>(dir: &Path, _spec: &crate::encoder::EncoderSpec, _weights_sha256: &str, _layer: &str, _code: Tensor<B::InnerBackend, 2>, _device: &B::Device) -> Result<Tensor<B::InnerBackend, 4>> {
-    bail!("--init decoder:{} needs the learned decoder (issue 3), which this build does not include yet", dir.display())
+/// after checking that the decoder inverts this encoder's tap.
+pub fn decoder_start<B: AutodiffBackend>(dir: &Path, spec: &crate::encoder::EncoderSpec, weights_sha256: &str, layer: &str, code: Tensor<B::InnerBackend, 2>, device: &B::Device) -> Result<Tensor<B::InnerBackend, 4>> {
+    let (dec, info) = crate::decoder::load_run::<B::InnerBackend>(dir, device)?;
+    let shapes = spec.tap_shapes()?;
+    info.check_codes(&spec.arch, layer, &shapes[layer], weights_sha256).with_context(|| format!("--init decoder:{}", dir.display()))?;
+    check_decoder_size(&info, spec, dir)?;
+    Ok(dec.forward(code).clamp(0.0, 1.0))
+}
+
+fn check_decoder_size(info: &crate::decoder::DecoderInfo, spec: &crate::encoder::EncoderSpec, dir: &Path) -> Result<()> {
+    if info.encoder != spec.arch || info.image_size != spec.input_size {
+        bail!(
+            "decoder {} makes {:?} images for {}, but the encoder is {} with input {:?}",
+            dir.display(),
+            info.image_size,
+            info.encoder,
+            spec.arch,
+            spec.input_size
+        );
+    }
+    Ok(())
+}
+
+/// The parameterization a config asks for; `decoder` kind loads the run folder (DGN-AM).
+/// Returns the decoder's tap too, so a caller can start from a code at that tap.
+pub fn make_param<B: AutodiffBackend>(cfg: &ParamConfig, spec: &crate::encoder::EncoderSpec, device: &B::Device) -> Result<(Parameterization<B>, Option<String>)> {
+    if cfg.kind != ParamKind::Decoder {
+        return Ok((Parameterization::new(cfg, spec.input_size, device), None));
+    }
+    if cfg.decoder.is_empty() {
+        bail!("the decoder parameterization needs a run folder: --param decoder:RUN_DIR");
+    }
+    let dir = Path::new(&cfg.decoder);
+    let (dec, info) = crate::decoder::load_run::<B>(dir, device)?;
+    check_decoder_size(&info, spec, dir)?;
+    let dim = info.code_shape.iter().product();
+    Ok((Parameterization::decoder(dec, dim, spec.input_size), Some(info.tap)))
 }
 
 /// Feature error ‖Φ(x) − Φ₀‖² / ‖Φ₀‖² of `images` against `code` at `layer`, per item.
@@ -531,7 +569,7 @@ pub fn visualize<B: AutodiffBackend>(net: ConvNet<B>, units: &[Unit], cfg: &Opti
         let select = Tensor::<B, 2>::from_data(TensorData::new(sel, [n, d]), device);
         obj = obj + aw * objective::activation(tap, select, &labels.join(","));
     }
-    let param = Parameterization::new(&cfg.param, net.spec.input_size, device);
+    let (param, _) = make_param::<B>(&cfg.param, &net.spec, device)?;
     let engine = Engine::new(net, obj, param, cfg.transforms.clone(), opts.seed)?;
     let x0 = start(&engine, n, cfg, None, opts.seed, device)?;
     let p = optimize(&engine, x0, &cfg.solver, opts, "visualize")?;
@@ -623,7 +661,7 @@ pub fn caricature<B: AutodiffBackend>(net: ConvNet<B>, layer: &str, image: Tenso
     let w = &cfg.weights;
     let cw = if w.caricature == 0.0 { 1.0 } else { w.caricature };
     let obj = cw * objective::caricature(layer, constant::<B, 2>(code)) + regularizers(&net.spec, w);
-    let param = Parameterization::new(&cfg.param, net.spec.input_size, &device);
+    let (param, _) = make_param::<B>(&cfg.param, &net.spec, &device)?;
     let engine = Engine::new(net, obj, param, cfg.transforms.clone(), opts.seed)?;
     let n = image.dims()[0];
     let x0 = start(&engine, n, cfg, (!from_noise).then_some(image), opts.seed, &device)?;
@@ -692,7 +730,7 @@ pub fn transform<B: AutodiffBackend>(net: ConvNet<B>, image: Tensor<B::InnerBack
     if w.similarity != 0.0 {
         obj = obj + w.similarity * objective::similarity(constant::<B, 4>(image.clone()), w.similarity_threshold);
     }
-    let param = Parameterization::new(&cfg.param, spec.input_size, &device);
+    let (param, _) = make_param::<B>(&cfg.param, &spec, &device)?;
     let mut engine = Engine::new(net, obj, param, cfg.transforms.clone(), opts.seed)?;
     if let Some(m) = target.mask {
         engine = engine.with_mask(m, constant::<B, 4>(image.clone()))?;

@@ -20,6 +20,8 @@ const COLOR_SVD_SQRT: [[f32; 3]; 3] = [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], 
 pub enum ParamKind {
     Pixel,
     Fourier,
+    /// A trained decoder's code (`decoder` names the run folder).
+    Decoder,
 }
 
 /// Settings of the image parameterization (the `[param]` section of presets).
@@ -33,11 +35,13 @@ pub struct ParamConfig {
     pub decay: f32,
     /// Fourier: optimize in a decorrelated colour space.
     pub decorrelate: bool,
+    /// Decoder: the `train-decoder` run folder whose code is optimized.
+    pub decoder: String,
 }
 
 impl Default for ParamConfig {
     fn default() -> Self {
-        ParamConfig { kind: ParamKind::Pixel, init_sd: 0.1, decay: 1.0, decorrelate: true }
+        ParamConfig { kind: ParamKind::Pixel, init_sd: 0.1, decay: 1.0, decorrelate: true, decoder: String::new() }
     }
 }
 
@@ -47,6 +51,8 @@ pub struct Parameterization<B: Backend> {
     pub kind: ParamKind,
     pub size: [usize; 2],
     fourier: Option<Fourier<B>>,
+    /// Frozen decoder and its code size (decoder kind).
+    decoder: Option<(crate::decoder::Decoder<B>, usize)>,
 }
 
 /// Real inverse-DFT bases (separable: rows then columns) and the 1/f scale.
@@ -65,9 +71,18 @@ struct Fourier<B: Backend> {
 }
 
 impl<B: Backend> Parameterization<B> {
+    /// Pixel or Fourier parameterization (a decoder one comes from [`Self::decoder`]).
     pub fn new(cfg: &ParamConfig, size: [usize; 2], device: &B::Device) -> Self {
         let fourier = (cfg.kind == ParamKind::Fourier).then(|| Fourier::new(size, cfg.decay, cfg.decorrelate, device));
-        Parameterization { kind: cfg.kind.clone(), size, fourier }
+        let kind = if cfg.kind == ParamKind::Decoder { ParamKind::Pixel } else { cfg.kind.clone() };
+        Parameterization { kind, size, fourier, decoder: None }
+    }
+
+    /// DGN-AM: the parameter is a code of `code_dim` values and the image `decoder(code)`.
+    /// The decoder is frozen (no gradient to its weights).
+    pub fn decoder(decoder: crate::decoder::Decoder<B>, code_dim: usize, size: [usize; 2]) -> Self {
+        use burn::module::Module;
+        Parameterization { kind: ParamKind::Decoder, size, fourier: None, decoder: Some((decoder.no_grad(), code_dim)) }
     }
 
     /// Parameter values per batch item.
@@ -76,6 +91,7 @@ impl<B: Backend> Parameterization<B> {
         match self.kind {
             ParamKind::Pixel => 3 * h * w,
             ParamKind::Fourier => 3 * 2 * h * (w / 2 + 1),
+            ParamKind::Decoder => self.decoder.as_ref().map_or(0, |d| d.1),
         }
     }
 
@@ -88,9 +104,10 @@ impl<B: Backend> Parameterization<B> {
     pub fn image(&self, p: Tensor<B, 2>) -> Tensor<B, 4> {
         let [h, w] = self.size;
         let n = p.dims()[0];
-        match &self.fourier {
-            None => p.reshape([n, 3, h, w]),
-            Some(f) => f.image(p, n, h, w),
+        match (&self.fourier, &self.decoder) {
+            (Some(f), _) => f.image(p, n, h, w),
+            (None, Some((dec, _))) => dec.forward(p),
+            (None, None) => p.reshape([n, 3, h, w]),
         }
     }
 
@@ -111,7 +128,9 @@ impl<B: Backend> Parameterization<B> {
     pub fn from_image(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
         match self.kind {
             ParamKind::Pixel => Ok(images.flatten(1, 3)),
-            ParamKind::Fourier => bail!("starting from an image needs the pixel parameterization (--param pixel); Fourier starts from noise"),
+            ParamKind::Fourier | ParamKind::Decoder => {
+                bail!("starting from an image needs the pixel parameterization (--param pixel); Fourier and decoder codes start from noise")
+            }
         }
     }
 }

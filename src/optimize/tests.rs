@@ -410,5 +410,3 @@ fn mask_of_the_wrong_size_is_an_error_naming_the_sizes() {
     assert!(m.iter().all(|&v| (v - 1.0).abs() < 1e-6));
 }
 
-
-

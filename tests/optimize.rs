@@ -1,0 +1,191 @@
+//! The optimization commands from the CLI: outputs written and read back, determinism for a
+//! seed, snapshots and TensorBoard files, the refiner and the decoder parameterization, and
+//! the error messages for bad input (taps, unit ranges, classes, masks, codes).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn preimage(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_preimage")).args(args).output().expect("run preimage");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
+
+fn ok(args: &[&str]) -> String {
+    let (success, text) = preimage(args);
+    assert!(success, "preimage {args:?} failed:\n{text}");
+    text
+}
+
+fn fails(args: &[&str]) -> String {
+    let (success, text) = preimage(args);
+    assert!(!success, "preimage {args:?} should fail:\n{text}");
+    text
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A random-weight posenet at 32×32 (same seed everywhere, so codes and decoder match).
+const ENC: [&str; 6] = ["--encoder", "posenet", "--input-size", "32", "--seed", "4"];
+
+fn with_enc<'a>(cmd: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![cmd];
+    v.extend_from_slice(&ENC);
+    v.extend_from_slice(rest);
+    v
+}
+
+/// 24 rendered 32×32 images.
+fn data(dir: &Path) -> PathBuf {
+    let data = dir.join("data");
+    ok(&["render", "--out", s(&data), "--count", "24", "--size", "32", "--seed", "2", "--classes", "chair,mug,arrow"]);
+    data
+}
+
+fn first_image(data: &Path) -> PathBuf {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(data.join("mug")).unwrap().map(|e| e.unwrap().path()).collect();
+    v.sort();
+    v[0].clone()
+}
+
+fn png(path: &Path) -> image::RgbImage {
+    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8()
+}
+
+/// The number after `key = ` in a command's output.
+fn number_after(text: &str, key: &str) -> f64 {
+    let i = text.find(key).unwrap_or_else(|| panic!("no '{key}' in:\n{text}")) + key.len();
+    text[i..].trim_start().split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-')).next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn invert_from_image_and_code_file_is_deterministic_with_snapshots_and_tensorboard() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path());
+    let img = first_image(&data);
+    let (a, b, c) = (dir.path().join("a.png"), dir.path().join("b.png"), dir.path().join("c.png"));
+    // Same seed: the same file (noise start and jitter are seeded).
+    let tb = dir.path().join("tb");
+    let common = ["--layer", "conv3", "--steps", "30", "--final-steps", "5", "--quiet"];
+    let mut args = with_enc("invert", &common);
+    args.extend(["--image", s(&img), "--out", s(&a), "--snapshots", "0,10,35", "--tensorboard", s(&tb)]);
+    let text = ok(&args);
+    let e = number_after(&text, "feature error at conv3 =");
+    assert!(e < 0.5, "30 steps reduce the feature error well below its noise start:\n{text}");
+    assert_eq!(png(&a).dimensions(), (32, 32));
+    for step in ["step_00000.png", "step_00010.png", "step_00035.png"] {
+        assert_eq!(png(&dir.path().join("a_snapshots").join(step)).dimensions(), (32, 32), "{step}");
+    }
+    assert!(std::fs::read_dir(&tb).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().starts_with("events.out.tfevents")));
+    let mut args = with_enc("invert", &common);
+    args.extend(["--image", s(&img), "--out", s(&b)]);
+    ok(&args);
+    assert_eq!(png(&a), png(&b));
+    // Codes from `extract`: the same code inverts to the same image as from --image.
+    let codes = dir.path().join("codes.safetensors");
+    let mut args = with_enc("extract", &["--layer", "conv3,fc7", "--data", s(&data), "--out", s(&codes)]);
+    ok(&args);
+    let file = preimage::data::codes::CodeFile::read(&codes).unwrap();
+    let index = file.ids.iter().position(|id| data.join(id) == img).unwrap().to_string();
+    args = with_enc("invert", &common);
+    args.extend(["--codes", s(&codes), "--index", &index, "--out", s(&c)]);
+    ok(&args);
+    assert_eq!(png(&a), png(&c), "inverting the saved code equals inverting the image's code");
+
+    let mut args = with_enc("invert", &common);
+    args.extend(["--codes", s(&codes), "--index", "24", "--out", s(&c)]);
+    let err = fails(&args);
+    assert!(err.contains("out of range") && err.contains("0..=23"), "{err}");
+    let mut args = vec!["invert", "--encoder", "posenet", "--input-size", "32", "--seed", "5"];
+    args.extend(["--layer", "conv3", "--codes", s(&codes), "--out", s(&c)]);
+    assert!(fails(&args).contains("random:4"), "codes of other weights are refused, naming them");
+    let mut args = with_enc("invert", &["--layer", "conv9", "--image", s(&img), "--out", s(&c)]);
+    assert!(fails(&args).contains("valid taps: conv1"));
+    args = with_enc("invert", &["--layer", "conv3", "--image", s(&img), "--out", s(&c), "--solver", "lbfgs"]);
+    assert!(fails(&args).contains("L-BFGS needs a deterministic objective"));
+    args = with_enc("invert", &["--layer", "conv3", "--image", s(&img), "--out", s(&c), "--solver", "lbfgs", "--jitter", "0", "--steps", "10", "--final-steps", "0", "--quiet"]);
+    let e = number_after(&ok(&args), "feature error at conv3 =");
+    assert!(e < 0.5, "L-BFGS without jitter runs: {e}");
+}
+
+#[test]
+fn visualize_dream_caricature_and_transform_write_their_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path());
+    let img = first_image(&data);
+    let vis = dir.path().join("vis");
+    let text = ok(&with_enc("visualize", &["--target", "fc8:class_2,conv5:3,conv4:1@1:2", "--out", s(&vis), "--steps", "8", "--quiet"]));
+    for f in ["fc8_class_2.png", "conv5_3.png", "conv4_1_1_2.png"] {
+        assert_eq!(png(&vis.join(f)).dimensions(), (32, 32), "{f}");
+    }
+    assert!(png(&vis.join("grid.png")).width() > 3 * 32);
+    assert!(text.contains("fc8:class_2") && text.contains("activation"), "{text}");
+    let out = dir.path().join("x.png");
+    assert!(fails(&with_enc("visualize", &["--target", "conv5:64", "--out", s(&vis)])).contains("valid 0..=63"));
+    assert!(fails(&with_enc("visualize", &["--target", "conv5:1@9:0", "--out", s(&vis)])).contains("y in 0..="));
+    assert!(fails(&with_enc("visualize", &["--target", "fc8:spaceship", "--out", s(&vis)])).contains("class_0"));
+
+    ok(&with_enc("dream", &["--layer", "conv4", "--image", s(&img), "--octaves", "2", "--steps", "3", "--out", s(&out), "--quiet"]));
+    let (orig, dreamt) = (image::open(&img).unwrap().to_rgb8(), png(&out));
+    assert_eq!(dreamt.dimensions(), (32, 32));
+    assert_ne!(dreamt, orig, "dream changes the image");
+    ok(&with_enc("caricature", &["--layer", "conv4", "--image", s(&img), "--steps", "5", "--final-steps", "1", "--out", s(&out), "--quiet"]));
+    assert_eq!(png(&out).dimensions(), (32, 32));
+
+    let text = ok(&with_enc("transform", &["--image", s(&img), "--class", "class_3", "--steps", "10", "--out", s(&out), "--quiet"]));
+    assert!(text.contains("target class_3") && text.contains("SSIM to the original"), "{text}");
+    let err = fails(&with_enc("transform", &["--image", s(&img), "--class", "spaceship", "--out", s(&out)]));
+    assert!(err.contains("class_0") && err.contains("0..=9"), "{err}");
+    // Masks: the image's or the encoder input's size; anything else names both.
+    let mask = dir.path().join("mask.png");
+    let mut m = image::GrayImage::new(32, 32);
+    for y in 0..16 {
+        for x in 0..32 {
+            m.put_pixel(x, y, image::Luma([255]));
+        }
+    }
+    m.save(&mask).unwrap();
+    ok(&with_enc("transform", &["--image", s(&img), "--class", "3", "--mask", s(&mask), "--steps", "10", "--lr", "0.05", "--out", s(&out), "--quiet"]));
+    let (before, after) = (image::open(&img).unwrap().to_rgb8(), png(&out));
+    for y in 17..32 {
+        for x in 0..32 {
+            assert_eq!(before.get_pixel(x, y), after.get_pixel(x, y), "black mask region ({x},{y}) is unchanged");
+        }
+    }
+    assert!((0..15).any(|y| (0..32).any(|x| before.get_pixel(x, y) != after.get_pixel(x, y))), "the white region changed");
+    image::GrayImage::new(20, 10).save(&mask).unwrap();
+    let err = fails(&with_enc("transform", &["--image", s(&img), "--class", "3", "--mask", s(&mask), "--out", s(&out)]));
+    assert!(err.contains("20×10") && err.contains("32×32"), "{err}");
+}
+
+#[test]
+fn refiner_and_decoder_parameterization_use_a_trained_decoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path());
+    let img = first_image(&data);
+    let codes = dir.path().join("codes.safetensors");
+    ok(&with_enc("extract", &["--layer", "fc7", "--data", s(&data), "--out", s(&codes)]));
+    let cfg = dir.path().join("dec.toml");
+    std::fs::write(&cfg, "[model]\nfc = [16]\nbase_channels = 8\nup_channels = [8, 8, 4]\nconvs_per_stage = 1\n[train]\nepochs = 1\nbatch_size = 8\nlr = 0.003\nseed = 5\n").unwrap();
+    let run = dir.path().join("dec");
+    ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--out", s(&run)]);
+    let init = format!("decoder:{}", run.display());
+    let out = dir.path().join("r.png");
+    let text = ok(&with_enc("invert", &["--layer", "fc7", "--image", s(&img), "--init", &init, "--steps", "20", "--final-steps", "0", "--out", s(&out), "--quiet"]));
+    let start = number_after(&text, "start: feature error at fc7 =");
+    let refined = number_after(text.split("wrote").nth(1).unwrap(), "fc7 =");
+    assert!(refined < start, "the refiner lowers the decoder's feature error: {start} → {refined}\n{text}");
+    // A decoder of another tap is refused, naming both.
+    let err = fails(&with_enc("invert", &["--layer", "conv3", "--image", s(&img), "--init", &init, "--out", s(&out)]));
+    assert!(err.contains("fc7") && err.contains("conv3"), "{err}");
+    // DGN-AM: the code of the decoder is optimized.
+    let param = format!("decoder:{}", run.display());
+    let vis = dir.path().join("vis");
+    ok(&with_enc("visualize", &["--target", "fc8:1", "--param", &param, "--steps", "5", "--out", s(&vis), "--quiet"]));
+    assert_eq!(png(&vis.join("fc8_1.png")).dimensions(), (32, 32));
+    let text = ok(&with_enc("invert", &["--layer", "fc7", "--image", s(&img), "--param", &param, "--steps", "10", "--final-steps", "0", "--jitter", "0", "--out", s(&out), "--quiet"]));
+    assert!(text.contains("feature error at fc7"), "{text}");
+    let err = fails(&with_enc("invert", &["--layer", "fc7", "--image", s(&img), "--param", "decoder:/nonexistent", "--out", s(&out)]));
+    assert!(err.contains("/nonexistent"), "{err}");
+}
