@@ -16,6 +16,7 @@ pub mod extract;
 pub mod metrics;
 pub mod optimize;
 pub mod quickstart;
+pub mod reconstruct;
 pub mod report;
 pub mod rng;
 pub mod tensorfile;

@@ -119,6 +119,61 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// Decode saved codes with a trained decoder: DIR/<id>.png (and a grid).
+    Reconstruct {
+        /// Decoder run folder (from train-decoder).
+        #[arg(long)]
+        decoder: PathBuf,
+        /// Code file from `preimage extract`.
+        #[arg(long)]
+        codes: PathBuf,
+        /// Ids to decode, in this order (default: all).
+        #[arg(long, value_delimiter = ',', conflicts_with = "range")]
+        ids: Option<Vec<String>>,
+        /// Rows START:END of the code file (end exclusive; either side may be left out).
+        #[arg(long)]
+        range: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also tile the reconstructions into one PNG.
+        #[arg(long)]
+        grid: Option<PathBuf>,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
+    /// Edit codes, then decode: interpolate, scale/set/zero units, add, binarize, dropout, random, pose.
+    Edit {
+        /// Decoder run folder (from train-decoder).
+        #[arg(long)]
+        decoder: PathBuf,
+        /// Code file from `preimage extract`.
+        #[arg(long)]
+        codes: PathBuf,
+        /// An op (repeatable): "interpolate A B --steps N", "scale 3=2,7=0", "set 3=1", "zero 1,2",
+        /// "add A - B + C", "binarize", "dropout 0.5 --seed 1", "random --count 8 --seed 1",
+        /// "pose 90[,20] [--steps 150] [--keep 1]". Units are indices (channels for spatial codes).
+        #[arg(long = "op")]
+        ops: Vec<String>,
+        /// Edit TOML file with `ops = ["...", ...]` (run after the --op ones).
+        #[arg(long = "ops")]
+        ops_file: Option<PathBuf>,
+        /// Codes the per-code ops edit (default: the first 8 rows).
+        #[arg(long, value_delimiter = ',', conflicts_with = "range")]
+        ids: Option<Vec<String>>,
+        /// Rows START:END of the code file to edit.
+        #[arg(long)]
+        range: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+        /// Encoder weights for pose edits (default: the file the decoder recorded).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// A train-encoder run folder instead of --weights.
+        #[arg(long)]
+        run: Option<PathBuf>,
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// Learned vs optimization inversion on held-out images: metrics table, CSV/JSON, TensorBoard.
     Compare {
         /// Decoder run folders, comma-separated (one tap each).
@@ -352,6 +407,26 @@ fn run(cli: Cli) -> Result<()> {
             let rows = with_backend!(device, |B, dev| preimage::compare::compare::<B>(&opts, &dev)?.0);
             println!("{}", preimage::compare::table(&rows));
             println!("wrote {0}/compare.csv, {0}/compare.json, side-by-side images and TensorBoard logs (tensorboard --logdir {0}/tb)", out.display());
+            Ok(())
+        }
+        Command::Reconstruct { decoder, codes, ids, range, out, grid, device } => {
+            use preimage::reconstruct::{ReconstructOptions, Selection};
+            let opts = ReconstructOptions { decoder, codes, selection: Selection::from_args(ids, range.as_deref())?, out: out.clone(), grid: grid.clone() };
+            let written = with_backend!(device, |B, dev| preimage::reconstruct::reconstruct::<<B as AutodiffBackend>::InnerBackend>(&opts, &dev)?);
+            println!("wrote {} images to {}{}", written.len(), out.display(), grid.map(|g| format!(" and the grid {}", g.display())).unwrap_or_default());
+            Ok(())
+        }
+        Command::Edit { decoder, codes, ops, ops_file, ids, range, out, weights, run, device } => {
+            use preimage::edit::{EditOp, EditOptions};
+            let mut parsed = ops.iter().map(|o| EditOp::parse(o)).collect::<Result<Vec<_>>>()?;
+            if let Some(f) = &ops_file {
+                parsed.extend(preimage::edit::read_ops_file(f)?);
+            }
+            let weights = (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()?;
+            let selection = preimage::reconstruct::Selection::from_args(ids, range.as_deref())?;
+            let opts = EditOptions { decoder, codes, ops: parsed, selection, out: out.clone(), weights };
+            with_backend!(device, |B, dev| preimage::edit::edit::<B>(&opts, &dev)?);
+            println!("wrote {}/edits.json", out.display());
             Ok(())
         }
         Command::Extract { enc, layer, data, out, batch, device } => {

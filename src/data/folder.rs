@@ -542,7 +542,7 @@ fn read_manifest(path: &Path) -> Result<Manifest> {
 /// Reads `classes.csv` (`class,symmetry`): class → rotational symmetry order about
 /// the vertical axis (1 none, n n-fold, 0 continuous). Rows with an empty symmetry
 /// cell are left out (callers treat a missing class as 1).
-fn read_symmetry(path: &Path) -> Result<HashMap<String, u32>> {
+pub fn read_symmetry(path: &Path) -> Result<HashMap<String, u32>> {
     let csv = Csv::read(path)?;
     let (Some(class_col), Some(sym_col)) = (csv.column("class"), csv.column("symmetry")) else {
         bail!(

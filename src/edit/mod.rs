@@ -4,6 +4,11 @@
 //! Units are indices into vector codes (`[D]`) and channels of spatial codes (`[C, H, W]`,
 //! applied at every position). Ops are parsed from the command line (`--op "scale 3=2,7=0"`)
 //! or from an edit TOML file (`ops = ["zero 1,2", "binarize"]`).
+pub mod pose;
+mod run;
+
+pub use run::{edit, read_ops_file, EditOptions, EditOutput, PoseReading};
+
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 
@@ -24,8 +29,10 @@ pub enum EditOp {
     /// New codes drawn unit by unit from the code file's empirical distribution (each unit's
     /// value taken from a random row), keeping every unit's marginal, sparsity included.
     Random { count: usize, seed: u64 },
-    /// Target camera pose for posenet codes (handled by the caller: needs the encoder).
-    Pose { azimuth: f32, elevation: Option<f32> },
+    /// New camera pose for posenet codes: the code is optimized so that the encoder's pose
+    /// head reads these angles from the decoded image while staying close to the original
+    /// code (`keep` weighs ‖z − z₀‖²/‖z₀‖²); see [`pose`].
+    Pose { azimuth: f32, elevation: Option<f32>, steps: usize, keep: f32 },
 }
 
 fn units_list(s: &str) -> Result<Vec<usize>> {
@@ -45,8 +52,33 @@ fn unit_values(s: &str) -> Result<Vec<(usize, f32)>> {
 impl EditOp {
     /// Parse one op: `interpolate A B --steps N`, `scale 3=2,5=0.5`, `set 3=1`, `zero 1,2`,
     /// `add A - B + C`, `binarize`, `dropout P [--seed S]`, `random --count N [--seed S]`,
-    /// `pose AZ[,EL]`.
+    /// `pose AZ[,EL] [--steps N] [--keep W]`.
     pub fn parse(text: &str) -> Result<Self> {
+        Self::parse_words(text).with_context(|| format!("edit op '{}'", text.trim()))
+    }
+
+    /// Short name for file names: `interpolate`, `scale`, ...
+    pub fn name(&self) -> &'static str {
+        match self {
+            EditOp::Interpolate { .. } => "interpolate",
+            EditOp::Scale(_) => "scale",
+            EditOp::Set(_) => "set",
+            EditOp::Zero(_) => "zero",
+            EditOp::Add(_) => "add",
+            EditOp::Binarize => "binarize",
+            EditOp::Dropout { .. } => "dropout",
+            EditOp::Random { .. } => "random",
+            EditOp::Pose { .. } => "pose",
+        }
+    }
+
+    /// Whether the op edits each selected code on its own (as opposed to combining named
+    /// codes or drawing new ones).
+    pub fn per_row(&self) -> bool {
+        !matches!(self, EditOp::Interpolate { .. } | EditOp::Add(_) | EditOp::Random { .. })
+    }
+
+    fn parse_words(text: &str) -> Result<Self> {
         let words: Vec<&str> = text.split_whitespace().collect();
         let flag = |name: &str| -> Option<&str> { words.iter().position(|w| *w == name).and_then(|i| words.get(i + 1).copied()) };
         let seed = flag("--seed").map(|s| s.parse::<u64>()).transpose().with_context(|| format!("bad --seed in '{text}'"))?.unwrap_or(0);
@@ -97,7 +129,9 @@ impl EditOp {
                 let mut parts = arg.split(',');
                 let azimuth = parts.next().unwrap().parse().with_context(|| format!("'{arg}': azimuth must be a number"))?;
                 let elevation = parts.next().map(|e| e.parse()).transpose().with_context(|| format!("'{arg}': elevation must be a number"))?;
-                EditOp::Pose { azimuth, elevation }
+                let steps = flag("--steps").map(|s| s.parse()).transpose().with_context(|| format!("bad --steps in '{text}'"))?.unwrap_or(pose::STEPS);
+                let keep = flag("--keep").map(|s| s.parse()).transpose().with_context(|| format!("bad --keep in '{text}'"))?.unwrap_or(pose::KEEP);
+                EditOp::Pose { azimuth, elevation, steps, keep }
             }
             _ => bail!("unknown edit op '{text}'; ops: interpolate, scale, set, zero, add, binarize, dropout, random, pose"),
         };
@@ -246,7 +280,8 @@ mod tests {
         assert_eq!(EditOp::parse("add a - b + c").unwrap(), EditOp::Add(vec![(1.0, "a".into()), (-1.0, "b".into()), (1.0, "c".into())]));
         assert_eq!(EditOp::parse("dropout 0.5 --seed 3").unwrap(), EditOp::Dropout { p: 0.5, seed: 3 });
         assert_eq!(EditOp::parse("random --count 4").unwrap(), EditOp::Random { count: 4, seed: 0 });
-        assert_eq!(EditOp::parse("pose 90,20").unwrap(), EditOp::Pose { azimuth: 90.0, elevation: Some(20.0) });
+        assert_eq!(EditOp::parse("pose 90,20").unwrap(), EditOp::Pose { azimuth: 90.0, elevation: Some(20.0), steps: pose::STEPS, keep: pose::KEEP });
+        assert_eq!(EditOp::parse("pose 45 --steps 10 --keep 2").unwrap(), EditOp::Pose { azimuth: 45.0, elevation: None, steps: 10, keep: 2.0 });
         assert!(EditOp::parse("explode").unwrap_err().to_string().contains("interpolate"));
         assert!(EditOp::parse("scale 3").unwrap_err().to_string().contains("UNIT=VALUE"));
         assert!(EditOp::parse("dropout 1.5").is_err());

@@ -1,0 +1,240 @@
+//! Reconstruction: decode saved codes with a trained decoder (`preimage reconstruct`).
+//!
+//! [`Reconstructor`] is the library entry point: load a decoder run folder once, then decode
+//! any rows of a code file. Codes of another encoder, tap or shape are refused by
+//! [`DecoderInfo::codes_from`], naming both sides.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use preimage::data::codes::CodeFile;
+//! use preimage::reconstruct::{Reconstructor, Selection};
+//! let device = Default::default();
+//! let rec = Reconstructor::<preimage::device::Cpu>::load("runs/decoder-fc7".as_ref(), &device)?;
+//! let codes = CodeFile::read("runs/codes.safetensors".as_ref())?;
+//! let rows = Selection::Range(0, 8).rows(&codes.ids)?;
+//! let images = rec.decode_rows(&codes, &rows)?; // one [3, H, W] image in [0,1] per row
+//! # Ok(()) }
+//! ```
+use crate::data::codes::CodeFile;
+use crate::decoder::{self, Decoder, DecoderInfo};
+use crate::report::tensorboard::grid;
+use anyhow::{bail, Context, Result};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Tensor, TensorData};
+use std::path::{Path, PathBuf};
+
+/// Codes decoded per forward pass.
+pub const BATCH: usize = 64;
+
+/// A trained decoder ready to decode codes.
+pub struct Reconstructor<B: Backend> {
+    pub decoder: Decoder<B>,
+    pub info: DecoderInfo,
+    device: B::Device,
+}
+
+impl<B: Backend> Reconstructor<B> {
+    /// Load the decoder in `run_dir` (`decoder.json` + `decoder.mpk`).
+    pub fn load(run_dir: &Path, device: &B::Device) -> Result<Self> {
+        let (decoder, info) = decoder::load_run::<B>(run_dir, device)?;
+        Ok(Reconstructor { decoder, info, device: device.clone() })
+    }
+
+    /// Values per code.
+    pub fn code_dim(&self) -> usize {
+        self.info.code_shape.iter().product()
+    }
+
+    /// Decode flat codes (`n × code_dim` values) in batches; one CHW image in [0,1] per code.
+    pub fn decode(&self, codes: &[f32]) -> Result<Vec<Vec<f32>>> {
+        let d = self.code_dim();
+        if d == 0 || codes.len() % d != 0 {
+            bail!("{} values are not a whole number of {} {} codes of shape {:?}", codes.len(), self.info.encoder, self.info.tap, self.info.code_shape);
+        }
+        let [h, w] = self.info.image_size;
+        let mut out = Vec::with_capacity(codes.len() / d);
+        for chunk in codes.chunks(BATCH * d) {
+            let n = chunk.len() / d;
+            let z = Tensor::<B, 2>::from_data(TensorData::new(chunk.to_vec(), [n, d]), &self.device);
+            let img = self.decoder.forward(z).clamp(0.0, 1.0);
+            let flat = img.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            out.extend(flat.chunks_exact(3 * h * w).map(<[f32]>::to_vec));
+        }
+        Ok(out)
+    }
+
+    /// Decode rows `rows` of a code file (checked against what this decoder inverts).
+    pub fn decode_rows(&self, file: &CodeFile, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
+        let data = self.info.codes_from(file)?;
+        let d = self.code_dim();
+        let mut codes = Vec::with_capacity(rows.len() * d);
+        for &r in rows {
+            codes.extend_from_slice(&data[r * d..(r + 1) * d]);
+        }
+        self.decode(&codes)
+    }
+}
+
+/// Which rows of a code file to use.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Selection {
+    All,
+    /// By id, in the order given. An id matches the file's id with or without its extension.
+    Ids(Vec<String>),
+    /// Rows `start..end` (end exclusive, clamped to the file).
+    Range(usize, usize),
+}
+
+impl Selection {
+    /// From `--ids` / `--range START:END` (either side may be empty: `:100`, `50:`).
+    pub fn from_args(ids: Option<Vec<String>>, range: Option<&str>) -> Result<Self> {
+        match (ids, range) {
+            (Some(_), Some(_)) => bail!("give --ids or --range, not both"),
+            (Some(ids), None) => Ok(Selection::Ids(ids)),
+            (None, Some(r)) => {
+                let (a, b) = r.split_once(':').with_context(|| format!("--range '{r}' should be START:END, e.g. 0:100"))?;
+                let num = |s: &str, default: usize| -> Result<usize> {
+                    if s.trim().is_empty() {
+                        Ok(default)
+                    } else {
+                        s.trim().parse().with_context(|| format!("--range '{r}': '{s}' is not a row number"))
+                    }
+                };
+                let (a, b) = (num(a, 0)?, num(b, usize::MAX)?);
+                if a >= b {
+                    bail!("--range '{r}' is empty");
+                }
+                Ok(Selection::Range(a, b))
+            }
+            (None, None) => Ok(Selection::All),
+        }
+    }
+
+    /// Row indices into a file with these `ids`, in output order.
+    pub fn rows(&self, ids: &[String]) -> Result<Vec<usize>> {
+        match self {
+            Selection::All => Ok((0..ids.len()).collect()),
+            Selection::Range(a, b) => {
+                if *a >= ids.len() {
+                    bail!("--range starts at row {a}, but the code file has {} rows (0..{})", ids.len(), ids.len().saturating_sub(1));
+                }
+                Ok((*a..(*b).min(ids.len())).collect())
+            }
+            Selection::Ids(want) => want.iter().map(|id| row_of(ids, id)).collect(),
+        }
+    }
+}
+
+/// The row of `id` (exact, or without the file extension); an unknown id names a few valid ones.
+pub fn row_of(ids: &[String], id: &str) -> Result<usize> {
+    let id = id.trim();
+    ids.iter().position(|i| i == id).or_else(|| ids.iter().position(|i| strip_ext(i) == id)).with_context(|| {
+        let some: Vec<&str> = ids.iter().take(3).map(String::as_str).collect();
+        format!("id '{id}' is not in the code file ({} ids, e.g. {})", ids.len(), some.join(", "))
+    })
+}
+
+/// `id` without its file extension.
+pub fn strip_ext(id: &str) -> &str {
+    match id.rsplit_once('.') {
+        Some((stem, ext)) if !ext.contains('/') && !stem.is_empty() => stem,
+        _ => id,
+    }
+}
+
+/// Output path for an id: `DIR/<id without extension>.png`, keeping its subfolders (class)
+/// but never leaving `dir` (`..`, absolute and empty parts are dropped).
+pub fn output_path(dir: &Path, id: &str) -> PathBuf {
+    let mut p = dir.to_path_buf();
+    let parts: Vec<&str> = strip_ext(id).split(['/', '\\']).filter(|s| !s.is_empty() && *s != "." && *s != "..").collect();
+    if parts.is_empty() {
+        return p.join("unnamed.png");
+    }
+    for part in &parts[..parts.len() - 1] {
+        p.push(part);
+    }
+    p.join(format!("{}.png", parts[parts.len() - 1]))
+}
+
+/// Save CHW images as one grid PNG (`cols` per row; 0 = about square).
+pub fn save_grid(path: &Path, images: &[Vec<f32>], [h, w]: [usize; 2], cols: usize) -> Result<()> {
+    if images.is_empty() {
+        bail!("no images to put in {}", path.display());
+    }
+    let cols = if cols == 0 { (images.len() as f64).sqrt().ceil() as usize } else { cols };
+    let (g, gh, gw) = grid(images, h, w, cols, 2);
+    crate::data::folder::save_rgb(path, &g, gh as u32, gw as u32)
+}
+
+/// What `preimage reconstruct` does.
+pub struct ReconstructOptions {
+    pub decoder: PathBuf,
+    pub codes: PathBuf,
+    pub selection: Selection,
+    pub out: PathBuf,
+    pub grid: Option<PathBuf>,
+}
+
+/// Decode the selected codes to `out/<id>.png` (and the grid); returns the files written, in
+/// the selection's order.
+pub fn reconstruct<B: Backend>(opts: &ReconstructOptions, device: &B::Device) -> Result<Vec<PathBuf>> {
+    let rec = Reconstructor::<B>::load(&opts.decoder, device)?;
+    let file = CodeFile::read(&opts.codes).with_context(|| format!("reading codes {}", opts.codes.display()))?;
+    rec.info.codes_from(&file).with_context(|| format!("{} cannot decode {}", opts.decoder.display(), opts.codes.display()))?;
+    let rows = opts.selection.rows(&file.ids)?;
+    let [h, w] = rec.info.image_size;
+    let bar = crate::util::progress(rows.len() as u64, "decoding");
+    let mut written = Vec::with_capacity(rows.len());
+    let mut all = Vec::new();
+    for chunk in rows.chunks(BATCH) {
+        let images = rec.decode_rows(&file, chunk)?;
+        for (&r, img) in chunk.iter().zip(&images) {
+            let path = output_path(&opts.out, &file.ids[r]);
+            crate::data::folder::save_rgb(&path, img, h as u32, w as u32)?;
+            written.push(path);
+        }
+        bar.inc(chunk.len() as u64);
+        if opts.grid.is_some() {
+            all.extend(images);
+        }
+    }
+    bar.finish_and_clear();
+    if let Some(g) = &opts.grid {
+        save_grid(g, &all, [h, w], 0)?;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ids() -> Vec<String> {
+        ["chair/00001.png", "mug/00002.png", "mug/00003.png"].iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn selection_keeps_order_and_names_errors() {
+        let ids = ids();
+        assert_eq!(Selection::All.rows(&ids).unwrap(), vec![0, 1, 2]);
+        assert_eq!(Selection::from_args(None, Some("1:")).unwrap().rows(&ids).unwrap(), vec![1, 2]);
+        assert_eq!(Selection::from_args(None, Some(":2")).unwrap().rows(&ids).unwrap(), vec![0, 1]);
+        let by_id = Selection::from_args(Some(vec!["mug/00003".into(), "chair/00001.png".into()]), None).unwrap();
+        assert_eq!(by_id.rows(&ids).unwrap(), vec![2, 0]);
+        let err = Selection::Ids(vec!["cat/1".into()]).rows(&ids).unwrap_err().to_string();
+        assert!(err.contains("cat/1") && err.contains("3 ids"), "{err}");
+        assert!(Selection::from_args(None, Some("5:9")).unwrap().rows(&ids).unwrap_err().to_string().contains("3 rows"));
+        assert!(Selection::from_args(None, Some("4:2")).is_err());
+        assert!(Selection::from_args(None, Some("x:2")).unwrap_err().to_string().contains("'x'"));
+        assert!(Selection::from_args(Some(vec![]), Some("0:1")).is_err());
+    }
+
+    #[test]
+    fn output_paths_stay_inside() {
+        let d = Path::new("/out");
+        assert_eq!(output_path(d, "chair/00001.png"), Path::new("/out/chair/00001.png"));
+        assert_eq!(output_path(d, "../../etc/passwd"), Path::new("/out/etc/passwd.png"));
+        assert_eq!(output_path(d, "/abs/x.jpeg"), Path::new("/out/abs/x.png"));
+        assert_eq!(output_path(d, "flat"), Path::new("/out/flat.png"));
+    }
+}
