@@ -78,7 +78,7 @@ pub struct Row {
     pub seconds_per_image: f64,
 }
 
-/// Side-by-side images of one tap: originals, then each method, as CHW [0,1] images.
+/// Side-by-side images of one tap: originals, then each method, as CHW `[0,1]` images.
 pub struct Panel {
     pub tap: String,
     pub rows: Vec<(String, Vec<Vec<f32>>)>,

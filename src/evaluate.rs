@@ -29,7 +29,7 @@ impl<'a, B: Backend> Evaluator<'a, B> {
         Self { encoder, tap: tap.to_string(), acc: Accumulator::default(), originals: Vec::new(), item: [0; 3] }
     }
 
-    /// Add a batch: reconstructions and originals `[n, 3, h, w]` in [0,1]; `symmetry` is each
+    /// Add a batch: reconstructions and originals `[n, 3, h, w]` in `[0,1]`; `symmetry` is each
     /// image's rotational symmetry order (posenet pose; 1 when unknown).
     pub fn add(&mut self, recon: Tensor<B, 4>, orig: Tensor<B, 4>, symmetry: &[u32]) -> Result<()> {
         let [n, c, h, w] = orig.dims();

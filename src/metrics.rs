@@ -3,8 +3,8 @@
 //!
 //! Everything here is a plain function over CPU slices, so any caller can use it on the
 //! output of `Tensor::into_data().to_vec::<f32>()` without a backend. Images are CHW `f32`
-//! RGB in [0, 1] (the pixel space the whole tool works in), batches are NCHW row-major.
-//! Image metrics first clamp every value to [0, 1] (NaN as 0), exactly as images are shown
+//! RGB in `[0, 1]` (the pixel space the whole tool works in), batches are NCHW row-major.
+//! Image metrics first clamp every value to `[0, 1]` (NaN as 0), exactly as images are shown
 //! and saved, so they score what the user sees.
 //!
 //! - [`normalized_image_error`]: mean ‖x̂ − x‖₂ over the mean ‖xᵢ − xⱼ‖₂ of random pairs of
@@ -38,7 +38,7 @@ pub const SSIM_WIN: usize = 11;
 pub const SSIM_SIGMA: f64 = 1.5;
 const SSIM_K1: f64 = 0.01;
 const SSIM_K2: f64 = 0.03;
-/// Data range L of the SSIM constants C1 = (K1·L)², C2 = (K2·L)²: images are in [0, 1].
+/// Data range L of the SSIM constants C1 = (K1·L)², C2 = (K2·L)²: images are in `[0, 1]`.
 const SSIM_DATA_RANGE: f64 = 1.0;
 
 /// A batch of images borrowed from a flat NCHW buffer.
@@ -94,7 +94,7 @@ fn l2(a: &[f32], b: &[f32]) -> f64 {
 }
 
 /// A pixel value as it is shown and saved (`report::html::png_bytes`, PNG files): clamped to
-/// [0, 1], NaN as 0. Image metrics score what the user sees, so a reconstruction cannot gain
+/// `[0, 1]`, NaN as 0. Image metrics score what the user sees, so a reconstruction cannot gain
 /// or lose by values outside the displayable range.
 fn pixel(v: f32) -> f64 {
     if v.is_nan() {

@@ -12,7 +12,7 @@
 //! let rec = Reconstructor::<preimage::device::Cpu>::load("runs/decoder-fc7".as_ref(), &device)?;
 //! let codes = CodeFile::read("runs/codes.safetensors".as_ref())?;
 //! let rows = Selection::Range(0, 8).rows(&codes.ids)?;
-//! let images = rec.decode_rows(&codes, &rows)?; // one [3, H, W] image in [0,1] per row
+//! let images = rec.decode_rows(&codes, &rows)?; // one [3, H, W] image in `[0,1]` per row
 //! # Ok(()) }
 //! ```
 use crate::data::codes::CodeFile;
@@ -45,7 +45,7 @@ impl<B: Backend> Reconstructor<B> {
         self.info.code_shape.iter().product()
     }
 
-    /// Decode flat codes (`n × code_dim` values) in batches; one CHW image in [0,1] per code.
+    /// Decode flat codes (`n × code_dim` values) in batches; one CHW image in `[0,1]` per code.
     pub fn decode(&self, codes: &[f32]) -> Result<Vec<Vec<f32>>> {
         let d = self.code_dim();
         if d == 0 || codes.len() % d != 0 {

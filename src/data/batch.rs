@@ -3,7 +3,7 @@ use super::folder::{ImageFolder, Preprocess};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 
-/// Images `[n, 3, h, w]` in [0,1] and the record indices they came from (unreadable files
+/// Images `[n, 3, h, w]` in `[0,1]` and the record indices they came from (unreadable files
 /// are skipped and logged by the folder's `SkipLog`, so `indices` can be shorter).
 pub struct ImageBatch<B: Backend> {
     pub images: Tensor<B, 4>,

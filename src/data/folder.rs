@@ -212,7 +212,7 @@ fn center_offset(size: u32, crop: u32) -> i64 {
 }
 
 /// Crops `crop_h` × `crop_w` starting at (`top`, `left`) in source coordinates
-/// (out-of-range pixels are zero) and returns CHW floats in [0, 1]. With `flip` the
+/// (out-of-range pixels are zero) and returns CHW floats in `[0, 1]`. With `flip` the
 /// crop is mirrored horizontally.
 fn crop_to_chw(
     img: &RgbImage,
@@ -249,7 +249,7 @@ fn crop_to_chw(
 }
 
 /// Deterministic preprocessing of a decoded image: RGB, resize shorter side, centre
-/// crop (zero padding if too small). Returns `3 * crop_h * crop_w` floats, CHW, [0, 1].
+/// crop (zero padding if too small). Returns `3 * crop_h * crop_w` floats, CHW, `[0, 1]`.
 pub fn preprocess_image(img: &DynamicImage, pre: &Preprocess) -> Vec<f32> {
     let resized = resize_short_side(&to_rgb8(img), pre.resize.max(1));
     let (w, h) = resized.dimensions();
@@ -321,7 +321,7 @@ pub fn load_augmented(path: &Path, pre: &Preprocess, rng_seed: u64) -> Result<Ve
     Ok(augment_image(&decode(path)?, pre, rng_seed))
 }
 
-/// Writes CHW floats (RGB, [0, 1]; clamped and rounded, NaN → 0) as a PNG. The file
+/// Writes CHW floats (RGB, `[0, 1]`; clamped and rounded, NaN → 0) as a PNG. The file
 /// is written as `<path>.tmp` next to the target and renamed, so readers never see a
 /// partial image. Missing parent folders are created.
 pub fn save_rgb(path: &Path, chw: &[f32], h: u32, w: u32) -> Result<()> {

@@ -70,9 +70,9 @@ pub struct ViewParams {
     pub distance: f32,
     /// Direction towards the light, world coordinates (need not be normalized).
     pub light: [f32; 3],
-    /// Object albedo, RGB in [0, 1].
+    /// Object albedo, RGB in `[0, 1]`.
     pub color: [f32; 3],
-    /// Background colour, RGB in [0, 1].
+    /// Background colour, RGB in `[0, 1]`.
     pub background: [f32; 3],
 }
 

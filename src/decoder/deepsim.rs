@@ -29,7 +29,7 @@ impl<B: Backend> Comparator<B> {
         &self.net
     }
 
-    /// Features of [0,1] images, `[N, D]`, with BatchNorm in inference mode.
+    /// Features of `[0,1]` images, `[N, D]`, with BatchNorm in inference mode.
     pub fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
         self.net.tap_flat(images, &self.tap, false).expect("tap checked in Comparator::new")
     }
@@ -93,7 +93,7 @@ impl<B: Backend> Discriminator<B> {
         d.map(&mut crate::encoder::net::SeededInit::new(seed, device.clone()))
     }
 
-    /// Logits `[N, 1]` for [0,1] images `[N, 3, H, W]` and their codes `[N, D]`.
+    /// Logits `[N, 1]` for `[0,1]` images `[N, 3, H, W]` and their codes `[N, D]`.
     pub fn forward(&self, images: Tensor<B, 4>, codes: Tensor<B, 2>) -> Tensor<B, 2> {
         let mut x = images * 2.0 - 1.0;
         for conv in &self.convs {

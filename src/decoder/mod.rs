@@ -35,7 +35,7 @@ pub struct DecoderInfo {
     pub code_shape: Vec<usize>,
     /// `[height, width]` of the decoded images (the encoder's input size).
     pub image_size: [usize; 2],
-    /// How images became encoder input (the decoder outputs [0,1] RGB before normalization).
+    /// How images became encoder input (the decoder outputs `[0,1]` RGB before normalization).
     pub preprocessing: Preprocessing,
     pub classes: Vec<String>,
     /// The encoder's full spec, to re-encode reconstructions.

@@ -33,7 +33,7 @@ pub enum Upsample {
     Resize,
 }
 
-/// Activation of the RGB output; the decoder's images live in [0,1].
+/// Activation of the RGB output; the decoder's images live in `[0,1]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum OutputAct {
@@ -41,7 +41,7 @@ pub enum OutputAct {
     Sigmoid,
     /// (tanh + 1) / 2.
     Tanh,
-    /// Linear output clamped to [0,1] (gradient zero outside).
+    /// Linear output clamped to `[0,1]` (gradient zero outside).
     Clamp,
     /// Linear output, unbounded (D&B's choice for mean-subtracted images).
     None,
@@ -160,7 +160,7 @@ pub struct Stage<B: Backend> {
     convs: Vec<Conv2d<B>>,
 }
 
-/// A decoder from codes to [0,1] RGB images.
+/// A decoder from codes to `[0,1]` RGB images.
 #[derive(Module, Debug)]
 pub struct Decoder<B: Backend> {
     fcs: Vec<Linear<B>>,
@@ -208,7 +208,7 @@ impl<B: Backend> Decoder<B> {
         dec.map(&mut crate::encoder::net::SeededInit::new(seed, device.clone()))
     }
 
-    /// Codes `[N, D]` (each item flattened row-major) → images `[N, 3, H, W]` in [0,1]
+    /// Codes `[N, D]` (each item flattened row-major) → images `[N, 3, H, W]` in `[0,1]`
     /// (unbounded for `output = "none"`).
     pub fn forward(&self, codes: Tensor<B, 2>) -> Tensor<B, 4> {
         let slope = self.plan.arch.leaky_slope;

@@ -33,7 +33,7 @@ pub fn elevation_of(row: &[f32]) -> f32 {
     row[2].atan2(row[3]).to_degrees()
 }
 
-/// The pose head's output `[n, 4]` for images `[n, 3, H, W]` in [0,1].
+/// The pose head's output `[n, 4]` for images `[n, 3, H, W]` in `[0,1]`.
 pub fn read_pose<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
     let mut acts = net.encode(images, &["pose"], false)?;
     Ok(acts.remove("pose").context("the encoder returned no pose")?.flat())

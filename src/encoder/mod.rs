@@ -83,7 +83,7 @@ impl WeightSource {
 /// A loaded encoder and where its weights came from.
 pub struct Loaded<B: Backend> {
     pub net: ConvNet<B>,
-    /// SHA-256 of the weight file ("random:<seed>" for random weights).
+    /// SHA-256 of the weight file (`"random:<seed>"` for random weights).
     pub weights_sha256: String,
     pub weights_path: Option<PathBuf>,
 }

@@ -51,7 +51,7 @@ pub struct EncoderSpec {
     pub input_size: [usize; 2],
     /// Shorter side the image is resized to before the centre crop.
     pub resize: usize,
-    /// Per-channel normalization applied to [0,1] RGB inside [`ConvNet::encode`].
+    /// Per-channel normalization applied to `[0,1]` RGB inside [`ConvNet::encode`].
     pub mean: [f32; 3],
     pub std: [f32; 3],
     /// Class names, index = logit index in `fc8`.
@@ -238,7 +238,7 @@ impl<B: Backend> ConvNet<B> {
         Ok(net.map(&mut SeededInit::new(seed, device.clone())))
     }
 
-    /// Encode [0,1] RGB images `[N,3,H,W]`: normalize as the encoder declares, then run to
+    /// Encode `[0,1]` RGB images `[N,3,H,W]`: normalize as the encoder declares, then run to
     /// the requested taps. `train` selects BatchNorm's batch statistics (training only).
     pub fn encode(&self, images: Tensor<B, 4>, taps: &[&str], train: bool) -> Result<BTreeMap<String, Act<B>>> {
         self.forward_taps(self.normalize(images), taps, train)

@@ -91,7 +91,7 @@ pub struct OptFlags {
     /// Similarity weight (transform).
     #[arg(long)]
     pub similarity: Option<f32>,
-    /// Changes below this fraction of the [0,1] range are free.
+    /// Changes below this fraction of the `[0,1]` range are free.
     #[arg(long)]
     pub similarity_threshold: Option<f32>,
     /// Save the image after these steps (comma-separated; 0 = the start).

@@ -4,7 +4,7 @@
 //! - [`visualize`]: activation maximization, one target unit per image of a batch;
 //! - [`dream`]: DeepDream (layer L2, normalized-gradient ascent over octaves);
 //! - [`caricature`]: M&V's caricatures (maximize ⟨Φ(x), Φ₀⟩);
-//! - [`transform`]: class-targeted edits that stay visibly the same image (content, style,
+//! - [`transform()`]: class-targeted edits that stay visibly the same image (content, style,
 //!   TV and thresholded similarity to the original, optional gradient mask).
 //!
 //! Each method is a preset (`configs/optimize-*.toml`, built into the binary) over the same
@@ -68,7 +68,7 @@ pub struct Weights {
     pub style: f32,
     pub style_layers: Vec<String>,
     pub similarity: f32,
-    /// Changes below this (fraction of the [0,1] range, per channel) are free.
+    /// Changes below this (fraction of the `[0,1]` range, per channel) are free.
     pub similarity_threshold: f32,
 }
 
@@ -158,7 +158,7 @@ impl<B: AutodiffBackend> Engine<B> {
         Ok(Engine { net: net.no_grad(), objective, param, transforms, mask: None, seed, taps })
     }
 
-    /// Restrict changes to the white part of `mask` (`[H, W]` in [0,1]) around `original`.
+    /// Restrict changes to the white part of `mask` (`[H, W]` in `[0,1]`) around `original`.
     pub fn with_mask(mut self, mask: &[f32], original: Tensor<B, 4>) -> Result<Self> {
         let [_, _, h, w] = original.dims();
         if mask.len() != h * w {
@@ -576,7 +576,7 @@ pub fn visualize<B: AutodiffBackend>(net: ConvNet<B>, units: &[Unit], cfg: &Opti
     Outcome::from(&engine, &p)
 }
 
-/// The activation each unit reaches on `images` (item i → units[i]), without transforms.
+/// The activation each unit reaches on `images` (item i → `units[i]`), without transforms.
 pub fn unit_values<B: Backend>(net: &ConvNet<B>, units: &[Unit], images: Tensor<B, 4>) -> Result<Vec<f32>> {
     let mut taps: Vec<&str> = units.iter().map(|u| u.tap.as_str()).collect();
     taps.sort();

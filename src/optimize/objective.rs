@@ -56,7 +56,7 @@ pub enum Term<B: Backend> {
     /// M&V's α-norm: mean over pixels of ‖x(v)‖^α / B^α in natural scale.
     AlphaNorm { alpha: f32, natural: Natural },
     /// Stay close to the original, counting only pixels whose change exceeds `threshold`
-    /// (fraction of the [0,1] range): mean relu(|x − x₀| − t)² / t².
+    /// (fraction of the `[0,1]` range): mean relu(|x − x₀| − t)² / t².
     Similarity { original: Tensor<B, 4>, threshold: f32 },
 }
 
@@ -91,7 +91,7 @@ impl<B: Backend> Term<B> {
         }
     }
 
-    /// Per-item values `[N]` for `image` (the untransformed image in [0,1]) and the
+    /// Per-item values `[N]` for `image` (the untransformed image in `[0,1]`) and the
     /// activations of its (possibly transformed) version.
     pub fn eval(&self, image: &Tensor<B, 4>, acts: &BTreeMap<String, Act<B>>) -> Result<Tensor<B, 1>> {
         let flat = |tap: &str| -> Result<Tensor<B, 2>> {

@@ -45,7 +45,7 @@ impl Default for ParamConfig {
     }
 }
 
-/// The map from the flat parameter to images `[N, 3, H, W]` in [0,1].
+/// The map from the flat parameter to images `[N, 3, H, W]` in `[0,1]`.
 #[derive(Clone, Debug)]
 pub struct Parameterization<B: Backend> {
     pub kind: ParamKind,
@@ -95,12 +95,12 @@ impl<B: Backend> Parameterization<B> {
         }
     }
 
-    /// Pixels must stay in [0,1] after each step; the other kinds are bounded by construction.
+    /// Pixels must stay in `[0,1]` after each step; the other kinds are bounded by construction.
     pub fn needs_clamp(&self) -> bool {
         self.kind == ParamKind::Pixel
     }
 
-    /// Images `[N, 3, H, W]` in [0,1] from parameters `[N, dim]`.
+    /// Images `[N, 3, H, W]` in `[0,1]` from parameters `[N, dim]`.
     pub fn image(&self, p: Tensor<B, 2>) -> Tensor<B, 4> {
         let [h, w] = self.size;
         let n = p.dims()[0];
@@ -124,7 +124,7 @@ impl<B: Backend> Parameterization<B> {
         Tensor::from_data(TensorData::new(v, [n, d]), device)
     }
 
-    /// Parameters that reproduce `images` (`[N, 3, H, W]` in [0,1]); pixels only.
+    /// Parameters that reproduce `images` (`[N, 3, H, W]` in `[0,1]`); pixels only.
     pub fn from_image(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
         match self.kind {
             ParamKind::Pixel => Ok(images.flatten(1, 3)),

@@ -97,7 +97,7 @@ pub struct Eval<B: Backend> {
 pub trait Problem<B: Backend> {
     /// Loss and gradient at `x`; `stochastic` turns the random transforms on, `step` seeds them.
     fn eval(&mut self, x: Tensor<B, 2>, step: usize, stochastic: bool) -> Result<Eval<B>>;
-    /// Keep the parameter feasible after a step (pixels: clamp to [0,1]).
+    /// Keep the parameter feasible after a step (pixels: clamp to `[0,1]`).
     fn project(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
         x
     }

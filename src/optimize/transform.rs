@@ -89,7 +89,7 @@ pub fn apply_mask<B: Backend>(image: Tensor<B, 4>, original: Tensor<B, 4>, mask:
     original.clone() + mask * (image - original)
 }
 
-/// Read a mask image as `[H, W]` values in [0,1] (grey level). It must have the size of the
+/// Read a mask image as `[H, W]` values in `[0,1]` (grey level). It must have the size of the
 /// image it masks (`image_size`, width × height) or of the encoder input (`input`), in which
 /// case it is preprocessed like the image (resize + centre crop). Other sizes are errors.
 pub fn load_mask(path: &Path, image_size: Option<[u32; 2]>, input: [usize; 2], pre: &crate::data::folder::Preprocess) -> Result<Vec<f32>> {

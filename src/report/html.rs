@@ -14,7 +14,7 @@ pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
 }
 
-/// Encode CHW [0,1] floats as PNG bytes.
+/// Encode CHW `[0,1]` floats as PNG bytes.
 pub fn png_bytes(chw: &[f32], h: usize, w: usize) -> Result<Vec<u8>> {
     use image::ImageEncoder;
     assert_eq!(chw.len(), 3 * h * w, "CHW buffer of {} values for {h}×{w}", chw.len());

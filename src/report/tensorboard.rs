@@ -74,7 +74,7 @@ impl TbWriter {
         self.summary(tensorboard_rs::summary::scalar(tag, value), step);
     }
 
-    /// Logs an RGB image given as CHW floats (`3*h*w` values) in [0,1]; values are clamped
+    /// Logs an RGB image given as CHW floats (`3*h*w` values) in `[0,1]`; values are clamped
     /// (NaN becomes 0) and stored as an 8-bit PNG.
     pub fn image(&mut self, tag: &str, chw: &[f32], h: usize, w: usize, step: usize) {
         assert_eq!(chw.len(), 3 * h * w, "TbWriter::image({tag}): expected 3x{h}x{w} CHW values");

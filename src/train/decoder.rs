@@ -41,7 +41,7 @@ pub struct DecoderTrainConfig {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LossConfig {
-    /// Mean squared pixel error in [0,1] RGB (D&B).
+    /// Mean squared pixel error in `[0,1]` RGB (D&B).
     pub pixel: f64,
     /// Mean squared feature error at `feature_tap` of the comparator (DeePSiM).
     pub feature: f64,
