@@ -49,14 +49,8 @@ enum Command {
         /// Run folder for checkpoints, weights and TensorBoard logs.
         #[arg(long, default_value = "runs/posenet")]
         out: PathBuf,
-        #[arg(long)]
-        epochs: Option<usize>,
-        #[arg(long)]
-        batch_size: Option<usize>,
-        #[arg(long)]
-        lr: Option<f64>,
-        #[arg(long)]
-        seed: Option<u64>,
+        #[command(flatten)]
+        over: TrainOverrides,
         /// Continue the run in --out from its last checkpoint.
         #[arg(long)]
         resume: bool,
@@ -90,14 +84,8 @@ enum Command {
         /// Run folder: checkpoints, decoder weights, TensorBoard logs.
         #[arg(long)]
         out: PathBuf,
-        #[arg(long)]
-        epochs: Option<usize>,
-        #[arg(long)]
-        batch_size: Option<usize>,
-        #[arg(long)]
-        lr: Option<f64>,
-        #[arg(long)]
-        seed: Option<u64>,
+        #[command(flatten)]
+        over: TrainOverrides,
         /// Train on at most this many images.
         #[arg(long)]
         max_images: Option<usize>,
@@ -302,6 +290,28 @@ enum Command {
     },
 }
 
+/// Overrides of a training config's `[train]` values.
+#[derive(clap::Args)]
+struct TrainOverrides {
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f64>,
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl TrainOverrides {
+    fn apply(&self, epochs: &mut usize, batch_size: &mut usize, lr: &mut f64, seed: &mut u64) {
+        *epochs = self.epochs.unwrap_or(*epochs);
+        *batch_size = self.batch_size.unwrap_or(*batch_size);
+        *lr = self.lr.unwrap_or(*lr);
+        *seed = self.seed.unwrap_or(*seed);
+    }
+}
+
 /// Which encoder and weights.
 #[derive(clap::Args)]
 struct EncoderArgs {
@@ -347,21 +357,10 @@ fn run(cli: Cli) -> Result<()> {
             println!("{s}");
             Ok(())
         }
-        Command::TrainEncoder { config, data, out, epochs, batch_size, lr, seed, resume, device } => {
+        Command::TrainEncoder { config, data, out, over, resume, device } => {
             let mut cfg: EncoderTrainConfig = preimage::config::load(&config)?;
             let t = &mut cfg.train;
-            if let Some(v) = epochs {
-                t.epochs = v;
-            }
-            if let Some(v) = batch_size {
-                t.batch_size = v;
-            }
-            if let Some(v) = lr {
-                t.lr = v;
-            }
-            if let Some(v) = seed {
-                t.seed = v;
-            }
+            over.apply(&mut t.epochs, &mut t.batch_size, &mut t.lr, &mut t.seed);
             if let Some(d) = data {
                 t.data = Some(d);
             }
@@ -372,14 +371,11 @@ fn run(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
-        Command::TrainDecoder { config, codes, data, encoder, weights, run, layer, out, epochs, batch_size, lr, seed, max_images, resume, device } => {
+        Command::TrainDecoder { config, codes, data, encoder, weights, run, layer, out, over, max_images, resume, device } => {
             use preimage::train::decoder::{DecoderRun, DecoderTrainConfig};
             let mut cfg: DecoderTrainConfig = preimage::config::load(&config)?;
             let t = &mut cfg.train;
-            t.epochs = epochs.unwrap_or(t.epochs);
-            t.batch_size = batch_size.unwrap_or(t.batch_size);
-            t.lr = lr.unwrap_or(t.lr);
-            t.seed = seed.unwrap_or(t.seed);
+            over.apply(&mut t.epochs, &mut t.batch_size, &mut t.lr, &mut t.seed);
             t.max_images = max_images.or(t.max_images);
             t.codes = codes.or(t.codes.take());
             t.data = data.or(t.data.take());

@@ -282,8 +282,9 @@ mod tests {
         assert_eq!(EditOp::parse("random --count 4").unwrap(), EditOp::Random { count: 4, seed: 0 });
         assert_eq!(EditOp::parse("pose 90,20").unwrap(), EditOp::Pose { azimuth: 90.0, elevation: Some(20.0), steps: pose::STEPS, keep: pose::KEEP });
         assert_eq!(EditOp::parse("pose 45 --steps 10 --keep 2").unwrap(), EditOp::Pose { azimuth: 45.0, elevation: None, steps: 10, keep: 2.0 });
-        assert!(EditOp::parse("explode").unwrap_err().to_string().contains("interpolate"));
-        assert!(EditOp::parse("scale 3").unwrap_err().to_string().contains("UNIT=VALUE"));
+        assert!(format!("{:#}", EditOp::parse("explode").unwrap_err()).contains("interpolate"));
+        let err = format!("{:#}", EditOp::parse("scale 3").unwrap_err());
+        assert!(err.contains("UNIT=VALUE") && err.contains("edit op 'scale 3'"), "{err}");
         assert!(EditOp::parse("dropout 1.5").is_err());
     }
 

@@ -528,12 +528,9 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
         tb.flush();
         let shown: Vec<String> = metric_values(&m.val).iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
         println!("epoch {:>3}/{}: train loss {:.5}  val loss {:.5}  {}  ({:.0}s)", epoch + 1, t.epochs, m.train_loss, val_loss, shown.join("  "), m.seconds);
-        state.epoch = epoch + 1;
         history.push(m.clone());
         state.history.push(serde_json::to_value(&m)?);
-        if state.best.is_none_or(|(b, _)| val_loss < b) {
-            state.best = Some((val_loss, epoch + 1));
-            state.stale_epochs = 0;
+        if state.record_epoch(epoch + 1, val_loss) {
             let info = DecoderInfo {
                 encoder: s.spec.arch.clone(),
                 tap: run.layer.clone(),
@@ -549,8 +546,6 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
                 val_loss,
             };
             decoder::save_run(&run.out, &valid, &info)?;
-        } else {
-            state.stale_epochs += 1;
         }
         let mut w = ckpt.writer()?;
         w.module("model", &dec)?;
@@ -561,8 +556,7 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
         }
         w.commit(&state)?;
         crate::util::write_atomic(&run.out.join("metrics.json"), serde_json::to_string_pretty(&history)?.as_bytes())?;
-        if t.early_stop_patience > 0 && state.stale_epochs >= t.early_stop_patience {
-            println!("early stop: validation loss has not improved for {} epochs", state.stale_epochs);
+        if state.early_stop(t.early_stop_patience) {
             break;
         }
     }

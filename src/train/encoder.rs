@@ -279,20 +279,14 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
             az.map(|a| format!("{a:.1}°")).unwrap_or_else(|| "n/a".into()),
             m.seconds
         );
-        state.epoch = epoch + 1;
         history.push(m.clone());
         state.history.push(serde_json::to_value(&m)?);
-        if state.best.is_none_or(|(b, _)| val_loss < b) {
-            state.best = Some((val_loss, epoch + 1));
-            state.stale_epochs = 0;
+        if state.record_epoch(epoch + 1, val_loss) {
             weights::save(&valid, &run.out.join(weights::RUN_WEIGHTS))?;
-        } else {
-            state.stale_epochs += 1;
         }
         ckpt.save(&net, &optim, &state)?;
         crate::util::write_atomic(&run.out.join("metrics.json"), serde_json::to_string_pretty(&history)?.as_bytes())?;
-        if t.early_stop_patience > 0 && state.stale_epochs >= t.early_stop_patience {
-            println!("early stop: validation loss has not improved for {} epochs", state.stale_epochs);
+        if state.early_stop(t.early_stop_patience) {
             break;
         }
     }

@@ -32,6 +32,30 @@ pub struct RunState {
     pub stale_epochs: usize,
 }
 
+impl RunState {
+    /// Record epoch `epoch`'s validation loss; true when it is the best so far (save it).
+    pub fn record_epoch(&mut self, epoch: usize, val_loss: f64) -> bool {
+        self.epoch = epoch;
+        if self.best.is_none_or(|(b, _)| val_loss < b) {
+            self.best = Some((val_loss, epoch));
+            self.stale_epochs = 0;
+            true
+        } else {
+            self.stale_epochs += 1;
+            false
+        }
+    }
+
+    /// Whether early stopping ends the run now (`patience` 0: never); says why.
+    pub fn early_stop(&self, patience: usize) -> bool {
+        let stop = patience > 0 && self.stale_epochs >= patience;
+        if stop {
+            println!("early stop: validation loss has not improved for {} epochs", self.stale_epochs);
+        }
+        stop
+    }
+}
+
 /// Serde defaults shared by the `[train]` sections of encoder and decoder configs.
 pub(crate) fn default_betas() -> [f64; 2] {
     [0.9, 0.999]
