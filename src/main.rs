@@ -139,7 +139,7 @@ enum Command {
         codes: PathBuf,
         /// An op (repeatable): "interpolate A B --steps N", "scale 3=2,7=0", "set 3=1", "zero 1,2",
         /// "add A - B + C", "binarize", "dropout 0.5 --seed 1", "random --count 8 --seed 1",
-        /// "pose 90[,20] [--steps 150] [--keep 1]". Units are indices (channels for spatial codes).
+        /// "pose 90[,20] [--steps 150] [--keep 10]". Units are indices (channels for spatial codes).
         #[arg(long = "op")]
         ops: Vec<String>,
         /// Edit TOML file with `ops = ["...", ...]` (run after the --op ones).

@@ -15,7 +15,7 @@ use burn::tensor::{ElementConversion, Tensor, TensorData};
 
 /// Default Adam steps and code-closeness weight.
 pub const STEPS: usize = 150;
-pub const KEEP: f32 = 1.0;
+pub const KEEP: f32 = 10.0;
 /// Adam's step as a fraction of the original codes' RMS value.
 pub const LR_FRACTION: f64 = 0.05;
 
@@ -37,6 +37,20 @@ pub fn elevation_of(row: &[f32]) -> f32 {
 pub fn read_pose<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>) -> Result<Tensor<B, 2>> {
     let mut acts = net.encode(images, &["pose"], false)?;
     Ok(acts.remove("pose").context("the encoder returned no pose")?.flat())
+}
+
+/// Pose rows and, when the encoder classifies, the class index per image.
+pub fn read_pose_and_class<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>) -> Result<(Vec<Vec<f32>>, Option<Vec<usize>>)> {
+    let has_fc8 = net.spec.num_classes() > 0 && net.spec.taps().iter().any(|t| t == "fc8");
+    let taps: &[&str] = if has_fc8 { &["pose", "fc8"] } else { &["pose"] };
+    let mut acts = net.encode(images, taps, false)?;
+    let rows = |t: Tensor<B, 2>| -> Vec<Vec<f32>> {
+        let d = t.dims()[1];
+        t.into_data().convert::<f32>().to_vec::<f32>().expect("float tensor").chunks_exact(d).map(<[f32]>::to_vec).collect()
+    };
+    let pose = rows(acts.remove("pose").context("the encoder returned no pose")?.flat());
+    let class = acts.remove("fc8").map(|a| rows(a.flat()).iter().map(|r| crate::metrics::argmax(r).unwrap_or(0)).collect());
+    Ok((pose, class))
 }
 
 struct PoseProblem<'a, B: AutodiffBackend> {

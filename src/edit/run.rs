@@ -62,6 +62,11 @@ pub struct PoseReading {
     /// target (sin/cos of azimuth and elevation), before and after.
     pub before_loss: f32,
     pub after_loss: f32,
+    /// The encoder's class for the unedited and the edited reconstruction (same object?).
+    #[serde(default)]
+    pub before_class: Option<String>,
+    #[serde(default)]
+    pub after_class: Option<String>,
 }
 
 /// Ops from an edit TOML file: `ops = ["scale 3=2", "interpolate a b --steps 8"]`.
@@ -167,7 +172,7 @@ fn pose_edit<B: AutodiffBackend>(
     let z0: Vec<f32> = selected.iter().flat_map(|&r| codes.row(r).iter().copied()).collect();
     let z0 = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(z0, [n, d]), device);
     let inner = net.clone().valid();
-    let before = to_rows(pose::read_pose(&inner, rec.decoder.forward(z0.clone()))?);
+    let (before, class_before) = pose::read_pose_and_class(&inner, rec.decoder.forward(z0.clone()))?;
     let targets: Vec<_> = selected
         .iter()
         .zip(&before)
@@ -178,7 +183,8 @@ fn pose_edit<B: AutodiffBackend>(
     }
     println!("pose edit: {n} code(s) toward azimuth {azimuth}°{}, {steps} Adam steps, keep {keep}", elevation.map(|e| format!(", elevation {e}°")).unwrap_or_default());
     let z = pose::edit_codes::<B>(&decoder, &net, z0, &targets, steps, keep)?;
-    let after = to_rows(pose::read_pose(&inner, rec.decoder.forward(z.clone()))?);
+    let (after, class_after) = pose::read_pose_and_class(&inner, rec.decoder.forward(z.clone()))?;
+    let class_name = |c: &Option<Vec<usize>>, k: usize| c.as_ref().and_then(|c| info.encoder_spec.classes.get(c[k]).cloned());
     let z = to_rows_d(z, d);
     let mut edited = Vec::new();
     let mut readings = Vec::new();
@@ -199,22 +205,26 @@ fn pose_edit<B: AutodiffBackend>(
             after_error: err(&after[k]),
             before_loss: loss(&before[k]),
             after_loss: loss(&after[k]),
+            before_class: class_name(&class_before, k),
+            after_class: class_name(&class_after, k),
         });
         let stem = crate::reconstruct::strip_ext(&file.ids[r]).replace('/', "_");
         edited.push(Edited { label: format!("{stem}_az{azimuth}"), code: z[k].clone() });
     }
     for p in &readings {
         println!(
-            "  {}: azimuth {:.0}° → {:.0}° (target {:.0}°), elevation {:.0}° → {:.0}°",
-            p.id, p.before_azimuth, p.after_azimuth, p.target_azimuth, p.before_elevation, p.after_elevation
+            "  {}: azimuth {:.0}° → {:.0}° (target {:.0}°), elevation {:.0}° → {:.0}°, class {} → {}",
+            p.id,
+            p.before_azimuth,
+            p.after_azimuth,
+            p.target_azimuth,
+            p.before_elevation,
+            p.after_elevation,
+            p.before_class.as_deref().unwrap_or("-"),
+            p.after_class.as_deref().unwrap_or("-")
         );
     }
     Ok((edited, readings))
-}
-
-fn to_rows<B: burn::tensor::backend::Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
-    let d = t.dims()[1];
-    to_rows_d(t, d)
 }
 
 fn to_rows_d<B: burn::tensor::backend::Backend>(t: Tensor<B, 2>, d: usize) -> Vec<Vec<f32>> {
