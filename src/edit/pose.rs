@@ -44,13 +44,15 @@ pub fn read_pose_and_class<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>) -
     let has_fc8 = net.spec.num_classes() > 0 && net.spec.taps().iter().any(|t| t == "fc8");
     let taps: &[&str] = if has_fc8 { &["pose", "fc8"] } else { &["pose"] };
     let mut acts = net.encode(images, taps, false)?;
-    let rows = |t: Tensor<B, 2>| -> Vec<Vec<f32>> {
-        let d = t.dims()[1];
-        t.into_data().convert::<f32>().to_vec::<f32>().expect("float tensor").chunks_exact(d).map(<[f32]>::to_vec).collect()
-    };
     let pose = rows(acts.remove("pose").context("the encoder returned no pose")?.flat());
     let class = acts.remove("fc8").map(|a| rows(a.flat()).iter().map(|r| crate::metrics::argmax(r).unwrap_or(0)).collect());
     Ok((pose, class))
+}
+
+/// The rows of a `[n, d]` tensor.
+pub fn rows<B: Backend>(t: Tensor<B, 2>) -> Vec<Vec<f32>> {
+    let d = t.dims()[1].max(1);
+    t.into_data().convert::<f32>().to_vec::<f32>().expect("float tensor").chunks_exact(d).map(<[f32]>::to_vec).collect()
 }
 
 struct PoseProblem<'a, B: AutodiffBackend> {

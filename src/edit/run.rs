@@ -185,7 +185,7 @@ fn pose_edit<B: AutodiffBackend>(
     let z = pose::edit_codes::<B>(&decoder, &net, z0, &targets, steps, keep)?;
     let (after, class_after) = pose::read_pose_and_class(&inner, rec.decoder.forward(z.clone()))?;
     let class_name = |c: &Option<Vec<usize>>, k: usize| c.as_ref().and_then(|c| info.encoder_spec.classes.get(c[k]).cloned());
-    let z = to_rows_d(z, d);
+    let z = pose::rows(z);
     let mut edited = Vec::new();
     let mut readings = Vec::new();
     for (k, &r) in selected.iter().enumerate() {
@@ -225,10 +225,6 @@ fn pose_edit<B: AutodiffBackend>(
         );
     }
     Ok((edited, readings))
-}
-
-fn to_rows_d<B: burn::tensor::backend::Backend>(t: Tensor<B, 2>, d: usize) -> Vec<Vec<f32>> {
-    t.into_data().convert::<f32>().to_vec::<f32>().expect("float tensor").chunks_exact(d).map(<[f32]>::to_vec).collect()
 }
 
 /// Class → rotational symmetry, from the `classes.csv` of the folder the codes came from
