@@ -85,7 +85,10 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--only", default="", help="comma-separated name fragments, as preimage bench --only")
     a = ap.parse_args()
+    only = [o for o in a.only.split(",") if o]
+    wants = lambda name: not only or any(o in name for o in only)
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
@@ -104,20 +107,26 @@ def main():
         return timed(name, step, a.runs, a.warmup, sync)
 
     print("decoder training steps")
-    out.append(decoder_step("decoder_step_a_512_to_64", BenchDecoder(512, [], [256, 4, 4], [128, 64, 32, 3], 64), 32, 512, 64))
-    out.append(decoder_step("decoder_step_b_fc6_to_227", BenchDecoder(4096, [4096, 4096], [256, 4, 4], [256, 128, 64, 32, 16, 3], 227), 8, 4096, 227))
+    if wants("decoder_step_a_512_to_64"):
+        out.append(decoder_step("decoder_step_a_512_to_64", BenchDecoder(512, [], [256, 4, 4], [128, 64, 32, 3], 64), 32, 512, 64))
+    if wants("decoder_step_b_fc6_to_227"):
+        out.append(decoder_step("decoder_step_b_fc6_to_227", BenchDecoder(4096, [4096, 4096], [256, 4, 4], [256, 128, 64, 32, 16, 3], 227), 8, 4096, 227))
 
     import torchvision
     print("encoder forward")
     nets = {"posenet": (posenet(), 64), "alexnet": (torchvision.models.alexnet(), 224), "vgg16": (torchvision.models.vgg16(), 224)}
     for arch, (net, size) in nets.items():
         net = net.to(dev).eval()
+        if not wants(f"encoder_forward_{arch}_{size}"):
+            continue
         x = torch.rand(32, 3, size, size, device=dev)
         def fwd():
             with torch.no_grad():
                 net(x)
         out.append(timed(f"encoder_forward_{arch}_{size}", fwd, a.runs, a.warmup, sync))
 
+    if not any(wants(n) for n in ("optim_iteration", "decoder_forward")):
+        return finish(out, a.json)
     print("optimization inversion")
     iter_ms = {}
     for arch, cut in (("posenet", 17), ("alexnet", 12)):
@@ -158,9 +167,13 @@ def main():
     r["value"] = 350 * iter_ms["posenet"] / r["median_ms"]
     r["note"] = "speed-up of one decoder forward over 350 optimization iterations (posenet)"
     out.append(r)
-    with open(a.json, "w") as f:
+    finish(out, a.json)
+
+
+def finish(out, path):
+    with open(path, "w") as f:
         json.dump(out, f, indent=1)
-    print(f"wrote {a.json}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

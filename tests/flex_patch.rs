@@ -52,3 +52,152 @@ fn broadcast_binary_ops_match_manual() {
         }
     }
 }
+
+// ---- Whole-batch GEMM convolutions (vendor/burn-flex/src/ops/conv_gemm.rs) ----------------
+// Forward values and the gradients of Σ out·r with respect to x, weight and bias are checked
+// against the definition summed term by term, for stride, padding, dilation, groups and
+// output padding that differ per axis.
+
+type Ad = preimage::device::CpuAd;
+use burn::tensor::module::{conv2d, conv_transpose2d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+
+fn seq(n: usize, seed: f32) -> Vec<f32> {
+    (0..n).map(|i| ((i as f32 + seed) * 0.7137).sin()).collect()
+}
+
+fn leaf(data: &[f32], shape: [usize; 4]) -> Tensor<Ad, 4> {
+    Tensor::from_data(TensorData::new(data.to_vec(), shape), &Default::default()).require_grad()
+}
+
+/// One window of a (transposed) convolution: `small` grid position and kernel tap → the
+/// position on the `large` side, if inside.
+fn meet(i: usize, k: usize, s: usize, d: usize, p: usize, large: usize) -> Option<usize> {
+    (i * s + k * d).checked_sub(p).filter(|&o| o < large)
+}
+
+struct Case {
+    b: usize,
+    ci: usize,
+    co: usize,
+    small: [usize; 2],
+    k: [usize; 2],
+    s: [usize; 2],
+    p: [usize; 2],
+    d: [usize; 2],
+    po: [usize; 2],
+    g: usize,
+}
+
+const CASES: [Case; 3] = [
+    // The decoders' up-convolution: 4×4, stride 2, padding 1.
+    Case { b: 2, ci: 4, co: 6, small: [3, 5], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
+    Case { b: 3, ci: 4, co: 6, small: [4, 3], k: [3, 2], s: [2, 3], p: [1, 0], d: [2, 1], po: [1, 0], g: 2 },
+    Case { b: 1, ci: 3, co: 2, small: [5, 4], k: [3, 3], s: [1, 1], p: [1, 2], d: [1, 1], po: [0, 0], g: 1 },
+];
+
+fn assert_close(name: &str, got: &[f32], want: &[f64]) {
+    assert_eq!(got.len(), want.len(), "{name}: length");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((*g as f64 - w).abs() <= 1e-4 * (1.0 + w.abs()), "{name}[{i}]: {g} vs {w}");
+    }
+}
+
+#[test]
+fn conv_transpose2d_and_its_gradients_match_the_definition() {
+    for c in &CASES {
+        let (cig, cog) = (c.ci / c.g, c.co / c.g);
+        let large: Vec<usize> = (0..2).map(|a| (c.small[a] - 1) * c.s[a] + c.d[a] * (c.k[a] - 1) + c.po[a] + 1 - 2 * c.p[a]).collect();
+        let (xs, ws) = ([c.b, c.ci, c.small[0], c.small[1]], [c.ci, cog, c.k[0], c.k[1]]);
+        let (xv, wv, bv) = (seq(xs.iter().product(), 1.0), seq(ws.iter().product(), 2.0), seq(c.co, 3.0));
+        let rv = seq(c.b * c.co * large[0] * large[1], 4.0);
+        let (x, w) = (leaf(&xv, xs), leaf(&wv, ws));
+        let bias = Tensor::<Ad, 1>::from_data(TensorData::new(bv.clone(), [c.co]), &Default::default()).require_grad();
+        let out = conv_transpose2d(x.clone(), w.clone(), Some(bias.clone()), ConvTransposeOptions::new(c.s, c.p, c.po, c.d, c.g));
+        assert_eq!(out.dims(), [c.b, c.co, large[0], large[1]]);
+        let r = Tensor::<Ad, 4>::from_data(TensorData::new(rv.clone(), out.dims()), &Default::default());
+        let grads = (out.clone() * r).sum().backward();
+
+        let mut want = vec![0f64; rv.len()];
+        let (mut gx, mut gw, mut gb) = (vec![0f64; xv.len()], vec![0f64; wv.len()], vec![0f64; c.co]);
+        let oi = |b: usize, o: usize, y: usize, z: usize| ((b * c.co + o) * large[0] + y) * large[1] + z;
+        for b in 0..c.b {
+            for o in 0..c.co {
+                for y in 0..large[0] {
+                    for z in 0..large[1] {
+                        want[oi(b, o, y, z)] += bv[o] as f64;
+                        gb[o] += rv[oi(b, o, y, z)] as f64;
+                    }
+                }
+            }
+            for i in 0..c.ci {
+                let grp = i / cig;
+                for ol in 0..cog {
+                    let o = grp * cog + ol;
+                    for ky in 0..c.k[0] {
+                        for kx in 0..c.k[1] {
+                            let wi = ((i * cog + ol) * c.k[0] + ky) * c.k[1] + kx;
+                            for y in 0..c.small[0] {
+                                for z in 0..c.small[1] {
+                                    let (Some(oy), Some(ox)) = (meet(y, ky, c.s[0], c.d[0], c.p[0], large[0]), meet(z, kx, c.s[1], c.d[1], c.p[1], large[1])) else { continue };
+                                    let xi = ((b * c.ci + i) * c.small[0] + y) * c.small[1] + z;
+                                    let ro = oi(b, o, oy, ox);
+                                    want[ro] += xv[xi] as f64 * wv[wi] as f64;
+                                    gx[xi] += wv[wi] as f64 * rv[ro] as f64;
+                                    gw[wi] += xv[xi] as f64 * rv[ro] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_close("conv_transpose2d", &out.into_data().to_vec::<f32>().unwrap(), &want);
+        assert_close("x grad", &x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gx);
+        assert_close("weight grad", &w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gw);
+        assert_close("bias grad", &bias.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gb);
+    }
+}
+
+#[test]
+fn conv2d_gradients_match_the_definition() {
+    for c in &CASES {
+        // Read each case as a convolution from the large grid to the small one.
+        let (cig, cog) = (c.ci / c.g, c.co / c.g);
+        let large: Vec<usize> = (0..2).map(|a| (c.small[a] - 1) * c.s[a] + c.d[a] * (c.k[a] - 1) + c.po[a] + 1 - 2 * c.p[a]).collect();
+        let (xs, ws) = ([c.b, c.ci, large[0], large[1]], [c.co, cig, c.k[0], c.k[1]]);
+        let (xv, wv) = (seq(xs.iter().product(), 5.0), seq(ws.iter().product(), 6.0));
+        let (x, w) = (leaf(&xv, xs), leaf(&wv, ws));
+        let out = conv2d(x.clone(), w.clone(), None, ConvOptions::new(c.s, c.p, c.d, c.g));
+        let os = out.dims();
+        assert_eq!(&os[2..], &c.small[..], "conv2d output size");
+        let rv = seq(os.iter().product(), 7.0);
+        let r = Tensor::<Ad, 4>::from_data(TensorData::new(rv.clone(), os), &Default::default());
+        let grads = (out * r).sum().backward();
+        let (mut gx, mut gw) = (vec![0f64; xv.len()], vec![0f64; wv.len()]);
+        for b in 0..c.b {
+            for o in 0..c.co {
+                let grp = o / cog;
+                for il in 0..cig {
+                    let i = grp * cig + il;
+                    for ky in 0..c.k[0] {
+                        for kx in 0..c.k[1] {
+                            let wi = ((o * cig + il) * c.k[0] + ky) * c.k[1] + kx;
+                            for y in 0..c.small[0] {
+                                for z in 0..c.small[1] {
+                                    let (Some(iy), Some(ix)) = (meet(y, ky, c.s[0], c.d[0], c.p[0], large[0]), meet(z, kx, c.s[1], c.d[1], c.p[1], large[1])) else { continue };
+                                    let xi = ((b * c.ci + i) * large[0] + iy) * large[1] + ix;
+                                    let ro = ((b * c.co + o) * c.small[0] + y) * c.small[1] + z;
+                                    gx[xi] += wv[wi] as f64 * rv[ro] as f64;
+                                    gw[wi] += xv[xi] as f64 * rv[ro] as f64;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert_close("conv2d x grad", &x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gx);
+        assert_close("conv2d weight grad", &w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gw);
+    }
+}

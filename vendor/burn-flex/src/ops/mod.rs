@@ -98,6 +98,7 @@ pub mod comparison;
 mod conv_common;
 pub mod conv;
 pub mod conv_transpose;
+pub(crate) mod conv_gemm;
 pub mod cumulative;
 pub mod deform_conv;
 pub mod expand;

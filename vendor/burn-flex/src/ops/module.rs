@@ -2,7 +2,8 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{conv, conv_transpose, deform_conv, interpolate, pool};
+use crate::ops::{conv, conv_gemm, conv_transpose, deform_conv, interpolate, pool};
+use burn_std::{bf16, f16};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
     DType, Element, TensorMetadata,
@@ -280,11 +281,96 @@ impl ModuleOps<Flex> for Flex {
         options: ConvTransposeOptions<2>,
     ) -> FloatTensor<Flex> {
         match x.dtype() {
-            DType::F32 => conv_transpose::conv_transpose2d_f32(x, weight, bias, &options),
-            DType::F64 => conv_transpose::conv_transpose2d_f64(x, weight, bias, &options),
-            DType::F16 => conv_transpose::conv_transpose2d_f16(x, weight, bias, &options),
+            // preimage patch: whole-batch GEMM (see conv_gemm.rs).
+            DType::F32 => conv_gemm::conv_transpose2d::<f32>(x, weight, bias, &options, DType::F32),
+            DType::F64 => conv_gemm::conv_transpose2d::<f64>(x, weight, bias, &options, DType::F64),
+            DType::F16 => conv_gemm::conv_transpose2d::<f16>(x, weight, bias, &options, DType::F16),
             DType::BF16 => conv_transpose::conv_transpose2d_bf16(x, weight, bias, &options),
             dtype => panic!("conv_transpose2d: unsupported dtype {:?}", dtype),
+        }
+    }
+
+    // preimage patch: the gradients of the transposed convolution and the convolution's weight
+    // gradient as whole-batch GEMMs (see conv_gemm.rs) instead of upstream's generic
+    // convolutions on swapped dimensions.
+    fn conv_transpose2d_x_backward(
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Flex> {
+        let [batch, _, oh, ow]: [usize; 4] = output_grad.shape().dims();
+        let [c_in, _, kh, kw]: [usize; 4] = weight.shape().dims();
+        let input = |i: usize, out: usize, k: usize| {
+            (out + 2 * options.padding[i] - options.dilation[i] * (k - 1) - options.padding_out[i] - 1)
+                / options.stride[i]
+                + 1
+        };
+        let x_shape = [batch, c_in, input(0, oh, kh), input(1, ow, kw)];
+        match output_grad.dtype() {
+            DType::F32 => conv_gemm::conv_transpose2d_x_backward::<f32>(x_shape, weight, output_grad, &options, DType::F32),
+            DType::F64 => conv_gemm::conv_transpose2d_x_backward::<f64>(x_shape, weight, output_grad, &options, DType::F64),
+            DType::F16 => conv_gemm::conv_transpose2d_x_backward::<f16>(x_shape, weight, output_grad, &options, DType::F16),
+            DType::BF16 => cast_from_f32(
+                conv_gemm::conv_transpose2d_x_backward::<f32>(
+                    x_shape,
+                    cast_to_f32(weight, bf16::to_f32),
+                    cast_to_f32(output_grad, bf16::to_f32),
+                    &options,
+                    DType::F32,
+                ),
+                bf16::from_f32,
+            ),
+            dtype => panic!("conv_transpose2d_x_backward: unsupported dtype {:?}", dtype),
+        }
+    }
+
+    fn conv_transpose2d_weight_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvTransposeOptions<2>,
+    ) -> FloatTensor<Flex> {
+        let w_shape: [usize; 4] = weight.shape().dims();
+        match x.dtype() {
+            DType::F32 => conv_gemm::conv_transpose2d_weight_backward::<f32>(x, w_shape, output_grad, &options, DType::F32),
+            DType::F64 => conv_gemm::conv_transpose2d_weight_backward::<f64>(x, w_shape, output_grad, &options, DType::F64),
+            DType::F16 => conv_gemm::conv_transpose2d_weight_backward::<f16>(x, w_shape, output_grad, &options, DType::F16),
+            DType::BF16 => cast_from_f32(
+                conv_gemm::conv_transpose2d_weight_backward::<f32>(
+                    cast_to_f32(x, bf16::to_f32),
+                    w_shape,
+                    cast_to_f32(output_grad, bf16::to_f32),
+                    &options,
+                    DType::F32,
+                ),
+                bf16::from_f32,
+            ),
+            dtype => panic!("conv_transpose2d_weight_backward: unsupported dtype {:?}", dtype),
+        }
+    }
+
+    fn conv2d_weight_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Flex> {
+        let w_shape: [usize; 4] = weight.shape().dims();
+        match x.dtype() {
+            DType::F32 => conv_gemm::conv2d_weight_backward::<f32>(x, w_shape, output_grad, &options, DType::F32),
+            DType::F64 => conv_gemm::conv2d_weight_backward::<f64>(x, w_shape, output_grad, &options, DType::F64),
+            DType::F16 => conv_gemm::conv2d_weight_backward::<f16>(x, w_shape, output_grad, &options, DType::F16),
+            DType::BF16 => cast_from_f32(
+                conv_gemm::conv2d_weight_backward::<f32>(
+                    cast_to_f32(x, bf16::to_f32),
+                    w_shape,
+                    cast_to_f32(output_grad, bf16::to_f32),
+                    &options,
+                    DType::F32,
+                ),
+                bf16::from_f32,
+            ),
+            dtype => panic!("conv2d_weight_backward: unsupported dtype {:?}", dtype),
         }
     }
 

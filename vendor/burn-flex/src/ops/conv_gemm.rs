@@ -1,0 +1,393 @@
+//! preimage patch: 2-D transposed convolution (forward, input gradient, weight gradient) and
+//! the 2-D convolution weight gradient as whole-batch GEMMs.
+//!
+//! Upstream computes a transposed convolution with one small GEMM per image, one image after
+//! another, and its gradients through generic convolutions on swapped dimensions (the weight
+//! gradient becomes a convolution whose kernel is the whole input image). Here every op is one
+//! `gather`/`scatter` between an image tensor and a column matrix `[C·KH·KW, B·H·W]` plus
+//! one GEMM over the whole batch, which `gemm` spreads over all cores:
+//!
+//! - transposed conv forward: `cols = Wᵀ · Xᵀ`, then `scatter(cols)` into the output;
+//! - its input gradient:      `Xgradᵀ = W · gather(G)`;
+//! - its weight gradient:     `Wgrad = Xᵀ · gather(G)ᵀ`;
+//! - conv weight gradient:    `Wgrad = Gᵀ · gather(X)ᵀ`.
+//!
+//! `Xᵀ` is `[C, B·H·W]` (the batch and channel dimensions swapped). `gather` reads the
+//! window positions `in·stride + k·dilation − padding` of a grid, which is both the transposed
+//! convolution's output position and the convolution's input position. The batch is processed in
+//! chunks so that the column matrix stays under [`COLUMN_BUDGET`] elements.
+//! Checked against upstream's implementation in preimage's `tests/flex_patch.rs`.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use burn_backend::DType;
+use burn_backend::ops::{ConvOptions, ConvTransposeOptions};
+use burn_backend::ops::conv::calculate_conv_transpose_output_size;
+use burn_std::{Bytes, Shape, f16};
+use core::mem::MaybeUninit;
+use core::ops::{Add, Range};
+
+use crate::{FlexTensor, Layout};
+
+/// Largest column matrix built at once (elements); larger batches are processed in chunks.
+const COLUMN_BUDGET: usize = 16 << 20;
+
+pub(crate) trait GemmElem: bytemuck::Pod + Send + Sync + 'static + Add<Output = Self> + burn_backend::Element {
+    const ZERO: Self;
+    const ONE: Self;
+}
+impl GemmElem for f32 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+impl GemmElem for f64 {
+    const ZERO: Self = 0.0;
+    const ONE: Self = 1.0;
+}
+impl GemmElem for f16 {
+    const ZERO: Self = f16::ZERO;
+    const ONE: Self = f16::ONE;
+}
+
+/// Window geometry along one axis: grid position `i` and kernel tap `k` meet at
+/// `i·stride + k·dilation − padding` on the other side, which must lie in `0..other`.
+#[derive(Clone, Copy)]
+struct Axis {
+    grid: usize,
+    other: usize,
+    kernel: usize,
+    stride: usize,
+    dilation: usize,
+    padding: usize,
+}
+
+impl Axis {
+    /// Grid positions whose tap `k` lands inside `0..other`.
+    fn valid(&self, k: usize) -> Range<usize> {
+        let off = k * self.dilation;
+        let lo = if self.padding > off { (self.padding - off).div_ceil(self.stride) } else { 0 };
+        let hi = if self.other + self.padding > off {
+            (self.other + self.padding - off).div_ceil(self.stride).min(self.grid)
+        } else {
+            0
+        };
+        lo..hi.max(lo)
+    }
+
+    /// Position on the other side for grid position `i` (in `valid(k)`) and tap `k`.
+    #[inline(always)]
+    fn at(&self, i: usize, k: usize) -> usize {
+        i * self.stride + k * self.dilation - self.padding
+    }
+}
+
+/// `cols[(c, ky, kx), (b, y, x)] = src[b0 + b, c, y·s + ky·d − p, x·s + kx·d − p]` (0 outside),
+/// for the images `b0..b0 + nb`; `src` is `[B, C, rows.other, cols.other]`.
+fn gather<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b0: usize, nb: usize) -> Vec<T> {
+    let grid = ya.grid * xa.grid;
+    let n = nb * grid;
+    let plane = ya.other * xa.other;
+    let k = ya.kernel * xa.kernel;
+    // Every element is written once (the value or 0), so no zero-fill pass first.
+    filled(channels * k * n, n, |r, row| {
+        let (c, ky, kx) = (r / k, (r % k) / xa.kernel, r % xa.kernel);
+        let (ys, xs) = (ya.valid(ky), xa.valid(kx));
+        for b in 0..nb {
+            let src_plane = &src[((b0 + b) * channels + c) * plane..][..plane];
+            for y in 0..ya.grid {
+                let dst = &mut row[b * grid + y * xa.grid..][..xa.grid];
+                if !ys.contains(&y) {
+                    dst.iter_mut().for_each(|d| {
+                        d.write(T::ZERO);
+                    });
+                    continue;
+                }
+                let src_row = &src_plane[ya.at(y, ky) * xa.other..][..xa.other];
+                for (x, d) in dst.iter_mut().enumerate() {
+                    d.write(if xs.contains(&x) { src_row[xa.at(x, kx)] } else { T::ZERO });
+                }
+            }
+        }
+    })
+}
+
+/// A `len`-element vector whose chunks of `size` are written by `f(index, chunk)` (in parallel
+/// where rayon is on); `f` must write every element of its chunk.
+fn filled<T: GemmElem, F: Fn(usize, &mut [MaybeUninit<T>]) + Send + Sync>(len: usize, size: usize, f: F) -> Vec<T> {
+    let mut v = Vec::with_capacity(len);
+    for_each_chunk(&mut v.spare_capacity_mut()[..len], size, f);
+    // SAFETY: `f` initialized all `len` elements.
+    unsafe { v.set_len(len) };
+    v
+}
+
+/// The adjoint of [`gather`]: adds `cols` into `dst` (`[B, C, ya.other, xa.other]`).
+fn scatter_add<T: GemmElem>(dst: &mut [T], cols: &[T], channels: usize, ya: Axis, xa: Axis, b0: usize, nb: usize) {
+    let grid = ya.grid * xa.grid;
+    let n = nb * grid;
+    let plane = ya.other * xa.other;
+    let k = ya.kernel * xa.kernel;
+    let dst = &mut dst[b0 * channels * plane..(b0 + nb) * channels * plane];
+    for_each_chunk(dst, plane, |i, out| {
+        let (b, c) = (i / channels, i % channels);
+        for ky in 0..ya.kernel {
+            for kx in 0..xa.kernel {
+                let row = &cols[(c * k + ky * xa.kernel + kx) * n + b * grid..][..grid];
+                let xs = xa.valid(kx);
+                for y in ya.valid(ky) {
+                    let out_row = &mut out[ya.at(y, ky) * xa.other..][..xa.other];
+                    let src = &row[y * xa.grid..][..xa.grid];
+                    for x in xs.clone() {
+                        let o = xa.at(x, kx);
+                        out_row[o] = out_row[o] + src[x];
+                    }
+                }
+            }
+        }
+    });
+}
+
+/// `[B, C, HW]` images `b0..b0+nb` → `[C, nb·HW]`.
+fn to_channel_major<T: GemmElem>(src: &[T], channels: usize, hw: usize, b0: usize, nb: usize) -> Vec<T> {
+    filled(channels * nb * hw, nb * hw, |c, row| {
+        for b in 0..nb {
+            let src = &src[((b0 + b) * channels + c) * hw..][..hw];
+            for (d, s) in row[b * hw..][..hw].iter_mut().zip(src) {
+                d.write(*s);
+            }
+        }
+    })
+}
+
+/// `[C, nb·HW]` → images `b0..b0+nb` of `dst` (`[B, C, HW]`).
+fn from_channel_major<T: GemmElem>(dst: &mut [T], src: &[T], channels: usize, hw: usize, b0: usize, nb: usize) {
+    let dst = &mut dst[b0 * channels * hw..(b0 + nb) * channels * hw];
+    for_each_chunk(dst, hw, |i, plane| {
+        let (b, c) = (i / channels, i % channels);
+        plane.copy_from_slice(&src[c * nb * hw + b * hw..][..hw]);
+    });
+}
+
+/// Run `f(index, chunk)` over `data.chunks_mut(size)`, in parallel where rayon is on.
+fn for_each_chunk<T: Send, F: Fn(usize, &mut [T]) + Send + Sync>(data: &mut [T], size: usize, f: F) {
+    if size == 0 {
+        return;
+    }
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        if data.len() >= super::PARALLEL_THRESHOLD / 4 {
+            data.par_chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+            return;
+        }
+    }
+    data.chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
+}
+
+/// A matrix operand: row-major `[rows, cols]` storage, used as is or transposed.
+struct Mat<'a, T> {
+    data: &'a [T],
+    /// Columns of the stored matrix (its row stride).
+    stride: usize,
+    transposed: bool,
+}
+
+impl<'a, T> Mat<'a, T> {
+    fn n(data: &'a [T], stride: usize) -> Self {
+        Mat { data, stride, transposed: false }
+    }
+    fn t(data: &'a [T], stride: usize) -> Self {
+        Mat { data, stride, transposed: true }
+    }
+    /// (row stride, column stride) of the operand as used.
+    fn strides(&self) -> (isize, isize) {
+        if self.transposed { (1, self.stride as isize) } else { (self.stride as isize, 1) }
+    }
+}
+
+/// `groups` consecutive blocks of `block` elements, block `i` written by `f(i, block)`, which
+/// must write all of it (a GEMM that does not accumulate does).
+fn per_group<T: GemmElem, F: FnMut(usize, &mut [MaybeUninit<T>])>(groups: usize, block: usize, mut f: F) -> Vec<T> {
+    let mut v = Vec::with_capacity(groups * block);
+    for (i, c) in v.spare_capacity_mut()[..groups * block].chunks_mut(block.max(1)).enumerate() {
+        f(i, c);
+    }
+    // SAFETY: every block was written by `f`.
+    unsafe { v.set_len(groups * block) };
+    v
+}
+
+/// An initialized slice seen as a GEMM destination (only valid values are written to it).
+fn as_uninit<T>(s: &mut [T]) -> &mut [MaybeUninit<T>] {
+    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and the callers only write initialized values.
+    unsafe { &mut *(s as *mut [T] as *mut [MaybeUninit<T>]) }
+}
+
+/// `c[m×n] (+)= a[m×k] · b[k×n]`, row-major `c`; accumulates into `c` when `accumulate`
+/// (then `c` must be initialized).
+fn matmul<T: GemmElem>(c: &mut [MaybeUninit<T>], a: Mat<T>, b: Mat<T>, m: usize, k: usize, n: usize, accumulate: bool) {
+    assert!(c.len() >= m * n);
+    let (a_rs, a_cs) = a.strides();
+    let (b_rs, b_cs) = b.strides();
+    assert!(a.data.len() >= if a.transposed { k * a.stride } else { m * a.stride });
+    assert!(b.data.len() >= if b.transposed { n * b.stride } else { k * b.stride });
+    #[cfg(feature = "rayon")]
+    let parallelism = if m * n * k >= 48 * 48 * 48 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    #[cfg(not(feature = "rayon"))]
+    let parallelism = gemm::Parallelism::None;
+    // SAFETY: the operands' extents were checked above; `c` is not aliased.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr() as *mut T,
+            1,
+            n as isize,
+            accumulate,
+            a.data.as_ptr(),
+            a_cs,
+            a_rs,
+            b.data.as_ptr(),
+            b_cs,
+            b_rs,
+            if accumulate { T::ONE } else { T::ZERO },
+            T::ONE,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Everything the transposed convolution needs to know about its shapes.
+struct Geometry {
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    groups: usize,
+    /// Axes with the small (input) grid and the large (output) side.
+    ya: Axis,
+    xa: Axis,
+}
+
+impl Geometry {
+    fn transposed(x_shape: &[usize], w_shape: &[usize], o: &ConvTransposeOptions<2>) -> Self {
+        let axis = |i: usize| Axis {
+            grid: x_shape[2 + i],
+            other: calculate_conv_transpose_output_size(w_shape[2 + i], o.stride[i], o.padding[i], o.padding_out[i], o.dilation[i], x_shape[2 + i]),
+            kernel: w_shape[2 + i],
+            stride: o.stride[i],
+            dilation: o.dilation[i],
+            padding: o.padding[i],
+        };
+        Geometry { batch: x_shape[0], c_in: x_shape[1], c_out: w_shape[1] * o.groups, groups: o.groups, ya: axis(0), xa: axis(1) }
+    }
+    fn k(&self) -> usize {
+        self.ya.kernel * self.xa.kernel
+    }
+    fn grid(&self) -> usize {
+        self.ya.grid * self.xa.grid
+    }
+    fn out_plane(&self) -> usize {
+        self.ya.other * self.xa.other
+    }
+    /// Batch chunks whose column matrix (`rows` × images × grid) fits the budget.
+    fn chunks(&self, rows: usize) -> impl Iterator<Item = (usize, usize)> {
+        let per_image = (rows * self.grid()).max(1);
+        let step = (COLUMN_BUDGET / per_image).clamp(1, self.batch.max(1));
+        let batch = self.batch;
+        (0..batch).step_by(step).map(move |b0| (b0, step.min(batch - b0)))
+    }
+}
+
+fn tensor<T: GemmElem>(data: Vec<T>, shape: Vec<usize>, dtype: DType) -> FlexTensor {
+    FlexTensor::new(Bytes::from_elems(data), Layout::contiguous(Shape::from(shape)), dtype)
+}
+
+/// Transposed convolution `x [B, Ci, H, W]`, `weight [Ci, Co/groups, KH, KW]`.
+pub(crate) fn conv_transpose2d<T: GemmElem>(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, o: &ConvTransposeOptions<2>, dtype: DType) -> FlexTensor {
+    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let g = Geometry::transposed(x.layout().shape(), weight.layout().shape(), o);
+    let (xd, wd): (&[T], &[T]) = (x.storage(), weight.storage());
+    let (ci_g, co_g, k) = (g.c_in / g.groups, g.c_out / g.groups, g.k());
+    let mut out = vec![T::ZERO; g.batch * g.c_out * g.out_plane()];
+    for (b0, nb) in g.chunks(g.c_out * k) {
+        let n = nb * g.grid();
+        let xt = to_channel_major(xd, g.c_in, g.grid(), b0, nb);
+        let cols = per_group(g.groups, co_g * k * n, |grp, c| {
+            let w = &wd[grp * ci_g * co_g * k..][..ci_g * co_g * k];
+            matmul(c, Mat::t(w, co_g * k), Mat::n(&xt[grp * ci_g * n..], n), co_g * k, ci_g, n, false);
+        });
+        scatter_add(&mut out, &cols, g.c_out, g.ya, g.xa, b0, nb);
+    }
+    if let Some(bias) = bias {
+        let bias = bias.to_contiguous();
+        super::conv_common::add_bias(&mut out, bias.storage::<T>(), g.batch, g.c_out, g.out_plane(), |a, b| a + b);
+    }
+    tensor(out, vec![g.batch, g.c_out, g.ya.other, g.xa.other], dtype)
+}
+
+/// Gradient of the transposed convolution with respect to its input.
+pub(crate) fn conv_transpose2d_x_backward<T: GemmElem>(x_shape: [usize; 4], weight: FlexTensor, grad: FlexTensor, o: &ConvTransposeOptions<2>, dtype: DType) -> FlexTensor {
+    let (weight, grad) = (weight.to_contiguous(), grad.to_contiguous());
+    let g = Geometry::transposed(&x_shape, weight.layout().shape(), o);
+    let (wd, gd): (&[T], &[T]) = (weight.storage(), grad.storage());
+    let (ci_g, co_g, k) = (g.c_in / g.groups, g.c_out / g.groups, g.k());
+    let mut dx = vec![T::ZERO; g.batch * g.c_in * g.grid()];
+    for (b0, nb) in g.chunks(g.c_out * k) {
+        let n = nb * g.grid();
+        let cols = gather(gd, g.c_out, g.ya, g.xa, b0, nb);
+        let dxt = per_group(g.groups, ci_g * n, |grp, d| {
+            let w = &wd[grp * ci_g * co_g * k..][..ci_g * co_g * k];
+            matmul(d, Mat::n(w, co_g * k), Mat::n(&cols[grp * co_g * k * n..], n), ci_g, co_g * k, n, false);
+        });
+        from_channel_major(&mut dx, &dxt, g.c_in, g.grid(), b0, nb);
+    }
+    tensor(dx, x_shape.to_vec(), dtype)
+}
+
+/// Gradient of the transposed convolution with respect to its weight.
+pub(crate) fn conv_transpose2d_weight_backward<T: GemmElem>(x: FlexTensor, weight_shape: [usize; 4], grad: FlexTensor, o: &ConvTransposeOptions<2>, dtype: DType) -> FlexTensor {
+    let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
+    let g = Geometry::transposed(x.layout().shape(), &weight_shape, o);
+    let (xd, gd): (&[T], &[T]) = (x.storage(), grad.storage());
+    let (ci_g, co_g, k) = (g.c_in / g.groups, g.c_out / g.groups, g.k());
+    let mut dw = vec![T::ZERO; g.c_in * co_g * k];
+    for (i, (b0, nb)) in g.chunks(g.c_out * k + g.c_in).enumerate() {
+        let n = nb * g.grid();
+        let xt = to_channel_major(xd, g.c_in, g.grid(), b0, nb);
+        let cols = gather(gd, g.c_out, g.ya, g.xa, b0, nb);
+        for grp in 0..g.groups {
+            let d = as_uninit(&mut dw[grp * ci_g * co_g * k..][..ci_g * co_g * k]);
+            matmul(d, Mat::n(&xt[grp * ci_g * n..], n), Mat::t(&cols[grp * co_g * k * n..], n), ci_g, n, co_g * k, i > 0);
+        }
+    }
+    tensor(dw, weight_shape.to_vec(), dtype)
+}
+
+/// Gradient of the convolution `x [B, Ci, H, W]`, `weight [Co, Ci/groups, KH, KW]` with respect
+/// to its weight, given the output gradient `grad [B, Co, OH, OW]`.
+pub(crate) fn conv2d_weight_backward<T: GemmElem>(x: FlexTensor, weight_shape: [usize; 4], grad: FlexTensor, o: &ConvOptions<2>, dtype: DType) -> FlexTensor {
+    let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
+    let xs = x.layout().shape().to_vec();
+    let gs = grad.layout().shape().to_vec();
+    // The convolution's output grid gathers from its input: the same windows as the transposed
+    // convolution with the roles of the two sides exchanged.
+    let axis = |i: usize| Axis { grid: gs[2 + i], other: xs[2 + i], kernel: weight_shape[2 + i], stride: o.stride[i], dilation: o.dilation[i], padding: o.padding[i] };
+    let g = Geometry { batch: xs[0], c_in: xs[1], c_out: gs[1], groups: o.groups, ya: axis(0), xa: axis(1) };
+    let (xd, gd): (&[T], &[T]) = (x.storage(), grad.storage());
+    let (ci_g, co_g, k) = (g.c_in / g.groups, g.c_out / g.groups, g.k());
+    let mut dw = vec![T::ZERO; g.c_out * ci_g * k];
+    for (i, (b0, nb)) in g.chunks(g.c_in * k + g.c_out).enumerate() {
+        let n = nb * g.grid();
+        let gt = to_channel_major(gd, g.c_out, g.grid(), b0, nb);
+        let cols = gather(xd, g.c_in, g.ya, g.xa, b0, nb);
+        for grp in 0..g.groups {
+            let d = as_uninit(&mut dw[grp * co_g * ci_g * k..][..co_g * ci_g * k]);
+            matmul(d, Mat::n(&gt[grp * co_g * n..], n), Mat::t(&cols[grp * ci_g * k * n..], n), co_g, n, ci_g * k, i > 0);
+        }
+    }
+    tensor(dw, weight_shape.to_vec(), dtype)
+}
