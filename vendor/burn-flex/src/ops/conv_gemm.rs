@@ -102,9 +102,17 @@ fn gather<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b0: usize
                     });
                     continue;
                 }
-                let src_row = &src_plane[ya.at(y, ky) * xa.other..][..xa.other];
-                for (x, d) in dst.iter_mut().enumerate() {
-                    d.write(if xs.contains(&x) { src_row[xa.at(x, kx)] } else { T::ZERO });
+                let src_row = &src_plane[ya.at(y, ky) * xa.other..];
+                let (head, rest) = dst.split_at_mut(xs.start);
+                let (mid, tail) = rest.split_at_mut(xs.len());
+                head.iter_mut().chain(tail).for_each(|d| {
+                    d.write(T::ZERO);
+                });
+                if !mid.is_empty() {
+                    let from = src_row[xa.at(xs.start, kx)..].iter().step_by(xa.stride);
+                    mid.iter_mut().zip(from).for_each(|(d, s)| {
+                        d.write(*s);
+                    });
                 }
             }
         }
@@ -134,12 +142,13 @@ fn scatter_add<T: GemmElem>(dst: &mut [T], cols: &[T], channels: usize, ya: Axis
             for kx in 0..xa.kernel {
                 let row = &cols[(c * k + ky * xa.kernel + kx) * n + b * grid..][..grid];
                 let xs = xa.valid(kx);
+                if xs.is_empty() {
+                    continue;
+                }
                 for y in ya.valid(ky) {
-                    let out_row = &mut out[ya.at(y, ky) * xa.other..][..xa.other];
-                    let src = &row[y * xa.grid..][..xa.grid];
-                    for x in xs.clone() {
-                        let o = xa.at(x, kx);
-                        out_row[o] = out_row[o] + src[x];
+                    let out_row = out[ya.at(y, ky) * xa.other..][xa.at(xs.start, kx)..].iter_mut().step_by(xa.stride);
+                    for (o, v) in out_row.zip(&row[y * xa.grid + xs.start..y * xa.grid + xs.end]) {
+                        *o = *o + *v;
                     }
                 }
             }
