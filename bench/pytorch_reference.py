@@ -85,6 +85,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--data", help="rendered image folder for the extraction throughput (as preimage bench --data)")
     ap.add_argument("--only", default="", help="comma-separated name fragments, as preimage bench --only")
     a = ap.parse_args()
     only = [o for o in a.only.split(",") if o]
@@ -167,7 +168,34 @@ def main():
     r["value"] = 350 * iter_ms["posenet"] / r["median_ms"]
     r["note"] = "speed-up of one decoder forward over 350 optimization iterations (posenet)"
     out.append(r)
+    if a.data and wants("extract"):
+        print("code extraction")
+        out.append(extraction(a.data, nets["posenet"][0].to(dev).eval(), dev, a.runs, sync))
     finish(out, a.json)
+
+
+def extraction(root, net, dev, runs, sync):
+    """Images/s: decode every PNG under `root`, normalize, posenet forward keeping conv5 (after
+    its ReLU) and fc6/fc7/fc8, batch 64, codes copied to host memory: as `preimage extract`."""
+    import numpy as np
+    from PIL import Image
+    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.lower().endswith(".png"))
+    taps = {16: "conv5", 20: "fc6", 22: "fc7", 23: "fc8"}  # indices in posenet()'s Sequential (after ReLUs)
+
+    def run():
+        for i in range(0, len(files), 64):
+            imgs = [np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) / 255.0 for f in files[i:i + 64]]
+            x = (torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).to(dev) - 0.5) / 0.25
+            with torch.no_grad():
+                for j, layer in enumerate(net):
+                    x = layer(x)
+                    if j in taps:
+                        x.flatten(1).cpu().numpy()
+    r = timed("extract_posenet_4_taps", run, max(1, min(runs, 5)), 1, sync)
+    r["value"] = len(files) / (r["median_ms"] / 1e3)
+    r["note"] = f"images/s over {len(files)} PNGs, batch 64, taps conv5,fc6,fc7,fc8"
+    print(f"  extraction: {r['value']:.0f} images/s")
+    return r
 
 
 def finish(out, path):

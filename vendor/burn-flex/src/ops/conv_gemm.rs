@@ -32,6 +32,9 @@ use crate::{FlexTensor, Layout};
 /// Largest column matrix built at once (elements); larger batches are processed in chunks.
 const COLUMN_BUDGET: usize = 16 << 20;
 
+/// Gathered column block per tile in the tiled gradients (elements; 1 MiB of f32).
+const TILE_BUDGET: usize = 256 << 10;
+
 pub(crate) trait GemmElem: bytemuck::Pod + Send + Sync + 'static + Add<Output = Self> + burn_backend::Element {
     const ZERO: Self;
     const ONE: Self;
@@ -81,42 +84,43 @@ impl Axis {
     }
 }
 
-/// `cols[(c, ky, kx), (b, y, x)] = src[b0 + b, c, y·s + ky·d − p, x·s + kx·d − p]` (0 outside),
-/// for the images `b0..b0 + nb`; `src` is `[B, C, rows.other, cols.other]`.
-fn gather<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b0: usize, nb: usize) -> Vec<T> {
-    let grid = ya.grid * xa.grid;
-    let n = nb * grid;
+/// The column block of image `b` for the grid rows `ys`:
+/// `cols[(c, ky, kx), (y, x)] = src[b, c, y·s + ky·d − p, x·s + kx·d − p]` (0 outside);
+/// `src` is `[B, C, ya.other, xa.other]`.
+fn gather_band<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b: usize, ys: Range<usize>) -> Vec<T> {
+    let width = ys.len() * xa.grid;
     let plane = ya.other * xa.other;
     let k = ya.kernel * xa.kernel;
-    // Every element is written once (the value or 0), so no zero-fill pass first.
-    filled(channels * k * n, n, |r, row| {
+    let len = channels * k * width;
+    let mut cols = Vec::with_capacity(len);
+    for (r, row) in cols.spare_capacity_mut()[..len].chunks_mut(width.max(1)).enumerate() {
         let (c, ky, kx) = (r / k, (r % k) / xa.kernel, r % xa.kernel);
-        let (ys, xs) = (ya.valid(ky), xa.valid(kx));
-        for b in 0..nb {
-            let src_plane = &src[((b0 + b) * channels + c) * plane..][..plane];
-            for y in 0..ya.grid {
-                let dst = &mut row[b * grid + y * xa.grid..][..xa.grid];
-                if !ys.contains(&y) {
-                    dst.iter_mut().for_each(|d| {
-                        d.write(T::ZERO);
-                    });
-                    continue;
-                }
-                let src_row = &src_plane[ya.at(y, ky) * xa.other..];
-                let (head, rest) = dst.split_at_mut(xs.start);
-                let (mid, tail) = rest.split_at_mut(xs.len());
-                head.iter_mut().chain(tail).for_each(|d| {
-                    d.write(T::ZERO);
+        let (valid_y, xs) = (ya.valid(ky), xa.valid(kx));
+        let src_plane = &src[(b * channels + c) * plane..][..plane];
+        for (y, dst) in ys.clone().zip(row.chunks_mut(xa.grid)) {
+            let (head, rest) = dst.split_at_mut(if valid_y.contains(&y) { xs.start } else { xa.grid });
+            let (mid, tail) = rest.split_at_mut(if valid_y.contains(&y) { xs.len() } else { 0 });
+            head.iter_mut().chain(tail).for_each(|d| {
+                d.write(T::ZERO);
+            });
+            if mid.is_empty() {
+                continue;
+            }
+            let from = &src_plane[ya.at(y, ky) * xa.other + xa.at(xs.start, kx)..];
+            if xa.stride == 1 {
+                mid.iter_mut().zip(from).for_each(|(d, s)| {
+                    d.write(*s);
                 });
-                if !mid.is_empty() {
-                    let from = src_row[xa.at(xs.start, kx)..].iter().step_by(xa.stride);
-                    mid.iter_mut().zip(from).for_each(|(d, s)| {
-                        d.write(*s);
-                    });
-                }
+            } else {
+                mid.iter_mut().zip(from.iter().step_by(xa.stride)).for_each(|(d, s)| {
+                    d.write(*s);
+                });
             }
         }
-    })
+    }
+    // SAFETY: every element of every row was written above.
+    unsafe { cols.set_len(len) };
+    cols
 }
 
 /// A `len`-element vector whose chunks of `size` are written by `f(index, chunk)` (in parallel
@@ -129,7 +133,7 @@ fn filled<T: GemmElem, F: Fn(usize, &mut [MaybeUninit<T>]) + Send + Sync>(len: u
     v
 }
 
-/// The adjoint of [`gather`]: adds `cols` into `dst` (`[B, C, ya.other, xa.other]`).
+/// The adjoint of [`gather_band`] over whole images: adds `cols` into `dst` (`[B, C, ya.other, xa.other]`).
 fn scatter_add<T: GemmElem>(dst: &mut [T], cols: &[T], channels: usize, ya: Axis, xa: Axis, b0: usize, nb: usize) {
     let grid = ya.grid * xa.grid;
     let n = nb * grid;
@@ -166,15 +170,6 @@ fn to_channel_major<T: GemmElem>(src: &[T], channels: usize, hw: usize, b0: usiz
             }
         }
     })
-}
-
-/// `[C, nb·HW]` → images `b0..b0+nb` of `dst` (`[B, C, HW]`).
-fn from_channel_major<T: GemmElem>(dst: &mut [T], src: &[T], channels: usize, hw: usize, b0: usize, nb: usize) {
-    let dst = &mut dst[b0 * channels * hw..(b0 + nb) * channels * hw];
-    for_each_chunk(dst, hw, |i, plane| {
-        let (b, c) = (i / channels, i % channels);
-        plane.copy_from_slice(&src[c * nb * hw + b * hw..][..hw]);
-    });
 }
 
 /// Run `f(index, chunk)` over `data.chunks_mut(size)`, in parallel where rayon is on.
@@ -236,23 +231,44 @@ fn as_uninit<T>(s: &mut [T]) -> &mut [MaybeUninit<T>] {
 /// (then `c` must be initialized).
 fn matmul<T: GemmElem>(c: &mut [MaybeUninit<T>], a: Mat<T>, b: Mat<T>, m: usize, k: usize, n: usize, accumulate: bool) {
     assert!(c.len() >= m * n);
+    #[cfg(feature = "rayon")]
+    let parallel = m * n * k >= 48 * 48 * 48;
+    #[cfg(not(feature = "rayon"))]
+    let parallel = false;
+    // SAFETY: `c` holds m·n elements and is not aliased.
+    unsafe { gemm_into(c.as_mut_ptr() as *mut T, n, a, b, m, k, n, accumulate, parallel) }
+}
+
+/// `c[m×n] (+)= a·b` with `c`'s rows `c_rs` elements apart.
+///
+/// # Safety
+/// `c` must be valid for writes (and reads when `accumulate`) at `i·c_rs + j` for
+/// `i < m, j < n`, and no other thread may touch those elements meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_into<T: GemmElem>(c: *mut T, c_rs: usize, a: Mat<T>, b: Mat<T>, m: usize, k: usize, n: usize, accumulate: bool, parallel: bool) {
+    let fits = |mat: &Mat<T>, rows: usize, cols: usize| {
+        let (r, c) = if mat.transposed { (cols, rows) } else { (rows, cols) };
+        r == 0 || c == 0 || mat.data.len() >= (r - 1) * mat.stride + c
+    };
+    assert!(fits(&a, m, k) && fits(&b, k, n), "conv_gemm: operand out of bounds");
     let (a_rs, a_cs) = a.strides();
     let (b_rs, b_cs) = b.strides();
-    assert!(a.data.len() >= if a.transposed { k * a.stride } else { m * a.stride });
-    assert!(b.data.len() >= if b.transposed { n * b.stride } else { k * b.stride });
     #[cfg(feature = "rayon")]
-    let parallelism = if m * n * k >= 48 * 48 * 48 { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    let parallelism = if parallel { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
     #[cfg(not(feature = "rayon"))]
-    let parallelism = gemm::Parallelism::None;
-    // SAFETY: the operands' extents were checked above; `c` is not aliased.
+    let parallelism = {
+        let _ = parallel;
+        gemm::Parallelism::None
+    };
+    // SAFETY: operand extents checked above; the destination is the caller's promise.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr() as *mut T,
+            c,
             1,
-            n as isize,
+            c_rs as isize,
             accumulate,
             a.data.as_ptr(),
             a_cs,
@@ -268,6 +284,78 @@ fn matmul<T: GemmElem>(c: &mut [MaybeUninit<T>], a: Mat<T>, b: Mat<T>, m: usize,
             parallelism,
         );
     }
+}
+
+/// A raw pointer that rayon tasks writing disjoint elements may share.
+#[derive(Clone, Copy)]
+struct Shared<T>(*mut T);
+// SAFETY: only used for disjoint writes, see the call sites.
+unsafe impl<T> Send for Shared<T> {}
+unsafe impl<T> Sync for Shared<T> {}
+
+/// Tiles of the grid: (image, band of grid rows) whose gathered block of `rows` column rows
+/// stays near [`TILE_BUDGET`] elements, so it is still in cache when its GEMM reads it.
+fn tiles(batch: usize, ya: Axis, xa: Axis, rows: usize) -> Vec<(usize, Range<usize>)> {
+    let band = (TILE_BUDGET / (rows * xa.grid).max(1)).clamp(1, ya.grid.max(1));
+    (0..batch).flat_map(|b| (0..ya.grid).step_by(band).map(move |y| (b, y..(y + band).min(ya.grid)))).collect()
+}
+
+/// Run `f` on every tile and add up the results (each a vector of `len`), in parallel where
+/// rayon is on; `f` accumulates into the vector it is given.
+fn sum_over<T: GemmElem, F: Fn(&mut Vec<T>, &(usize, Range<usize>)) + Send + Sync>(tiles: &[(usize, Range<usize>)], len: usize, f: F) -> Vec<T> {
+    let add = |mut a: Vec<T>, b: Vec<T>| {
+        a.iter_mut().zip(&b).for_each(|(x, y)| *x = *x + *y);
+        a
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        tiles
+            .par_iter()
+            .fold(|| vec![T::ZERO; len], |mut acc, t| {
+                f(&mut acc, t);
+                acc
+            })
+            .reduce(|| vec![T::ZERO; len], add)
+    }
+    #[cfg(not(feature = "rayon"))]
+    {
+        let _ = add;
+        let mut acc = vec![T::ZERO; len];
+        tiles.iter().for_each(|t| f(&mut acc, t));
+        acc
+    }
+}
+
+/// Run `f` on every tile, in parallel where rayon is on.
+fn each_tile<F: Fn(&(usize, Range<usize>)) + Send + Sync>(tiles: &[(usize, Range<usize>)], f: F) {
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        tiles.par_iter().for_each(f);
+    }
+    #[cfg(not(feature = "rayon"))]
+    tiles.iter().for_each(f);
+}
+
+/// The weight gradient shared by both convolutions: for each group,
+/// `dW[a, (c, ky, kx)] = Σ_(b, y, x) A[b, a, y, x] · gather(S)[(c, ky, kx), (b, y, x)]`, where `A`
+/// (`a_channels`) lives on the grid and `S` (`s_channels`) on the other side.
+/// Transposed conv: `A` = input, `S` = output gradient; conv: `A` = output gradient, `S` = input.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad<T: GemmElem>(a: &[T], a_channels: usize, s: &[T], s_channels: usize, ya: Axis, xa: Axis, groups: usize, batch: usize) -> Vec<T> {
+    let (a_g, s_g, k, grid) = (a_channels / groups, s_channels / groups, ya.kernel * xa.kernel, ya.grid * xa.grid);
+    let len = a_channels * s_g * k;
+    let tiles = tiles(batch, ya, xa, s_channels * k);
+    sum_over(&tiles, len, |acc, (b, ys)| {
+        let cols = gather_band(s, s_channels, ya, xa, *b, ys.clone());
+        let width = ys.len() * xa.grid;
+        for grp in 0..groups {
+            let a_tile = &a[(b * a_channels + grp * a_g) * grid + ys.start * xa.grid..];
+            let d = &mut acc[grp * a_g * s_g * k..][..a_g * s_g * k];
+            matmul(as_uninit(d), Mat::n(a_tile, grid), Mat::t(&cols[grp * s_g * k * width..], width), a_g, width, s_g * k, true);
+        }
+    })
 }
 
 /// Everything the transposed convolution needs to know about its shapes.
@@ -338,22 +426,30 @@ pub(crate) fn conv_transpose2d<T: GemmElem>(x: FlexTensor, weight: FlexTensor, b
     tensor(out, vec![g.batch, g.c_out, g.ya.other, g.xa.other], dtype)
 }
 
-/// Gradient of the transposed convolution with respect to its input.
+/// Gradient of the transposed convolution with respect to its input:
+/// `dx[b, :, band] = W · gather(G)` per tile, written in place.
 pub(crate) fn conv_transpose2d_x_backward<T: GemmElem>(x_shape: [usize; 4], weight: FlexTensor, grad: FlexTensor, o: &ConvTransposeOptions<2>, dtype: DType) -> FlexTensor {
     let (weight, grad) = (weight.to_contiguous(), grad.to_contiguous());
     let g = Geometry::transposed(&x_shape, weight.layout().shape(), o);
     let (wd, gd): (&[T], &[T]) = (weight.storage(), grad.storage());
-    let (ci_g, co_g, k) = (g.c_in / g.groups, g.c_out / g.groups, g.k());
-    let mut dx = vec![T::ZERO; g.batch * g.c_in * g.grid()];
-    for (b0, nb) in g.chunks(g.c_out * k) {
-        let n = nb * g.grid();
-        let cols = gather(gd, g.c_out, g.ya, g.xa, b0, nb);
-        let dxt = per_group(g.groups, ci_g * n, |grp, d| {
+    let (ci_g, co_g, k, grid) = (g.c_in / g.groups, g.c_out / g.groups, g.k(), g.grid());
+    let mut dx: Vec<T> = Vec::with_capacity(g.batch * g.c_in * grid);
+    let dst = Shared(dx.as_mut_ptr());
+    let tiles = tiles(g.batch, g.ya, g.xa, g.c_out * k);
+    each_tile(&tiles, |(b, ys)| {
+        let dst = dst;
+        let cols = gather_band(gd, g.c_out, g.ya, g.xa, *b, ys.clone());
+        let width = ys.len() * g.xa.grid;
+        for grp in 0..g.groups {
             let w = &wd[grp * ci_g * co_g * k..][..ci_g * co_g * k];
-            matmul(d, Mat::n(w, co_g * k), Mat::n(&cols[grp * co_g * k * n..], n), ci_g, co_g * k, n, false);
-        });
-        from_channel_major(&mut dx, &dxt, g.c_in, g.grid(), b0, nb);
-    }
+            let at = (b * g.c_in + grp * ci_g) * grid + ys.start * g.xa.grid;
+            // SAFETY: tiles cover disjoint (image, rows) blocks of `dx`; each element of `dx` is
+            // written by exactly one tile and group, inside the allocation.
+            unsafe { gemm_into(dst.0.add(at), grid, Mat::n(w, co_g * k), Mat::n(&cols[grp * co_g * k * width..], width), ci_g, co_g * k, width, false, false) };
+        }
+    });
+    // SAFETY: the tiles cover every image and grid row, so every element was written.
+    unsafe { dx.set_len(g.batch * g.c_in * grid) };
     tensor(dx, x_shape.to_vec(), dtype)
 }
 
@@ -361,18 +457,7 @@ pub(crate) fn conv_transpose2d_x_backward<T: GemmElem>(x_shape: [usize; 4], weig
 pub(crate) fn conv_transpose2d_weight_backward<T: GemmElem>(x: FlexTensor, weight_shape: [usize; 4], grad: FlexTensor, o: &ConvTransposeOptions<2>, dtype: DType) -> FlexTensor {
     let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
     let g = Geometry::transposed(x.layout().shape(), &weight_shape, o);
-    let (xd, gd): (&[T], &[T]) = (x.storage(), grad.storage());
-    let (ci_g, co_g, k) = (g.c_in / g.groups, g.c_out / g.groups, g.k());
-    let mut dw = vec![T::ZERO; g.c_in * co_g * k];
-    for (i, (b0, nb)) in g.chunks(g.c_out * k + g.c_in).enumerate() {
-        let n = nb * g.grid();
-        let xt = to_channel_major(xd, g.c_in, g.grid(), b0, nb);
-        let cols = gather(gd, g.c_out, g.ya, g.xa, b0, nb);
-        for grp in 0..g.groups {
-            let d = as_uninit(&mut dw[grp * ci_g * co_g * k..][..ci_g * co_g * k]);
-            matmul(d, Mat::n(&xt[grp * ci_g * n..], n), Mat::t(&cols[grp * co_g * k * n..], n), ci_g, n, co_g * k, i > 0);
-        }
-    }
+    let dw = weight_grad::<T>(x.storage(), g.c_in, grad.storage(), g.c_out, g.ya, g.xa, g.groups, g.batch);
     tensor(dw, weight_shape.to_vec(), dtype)
 }
 
@@ -385,18 +470,6 @@ pub(crate) fn conv2d_weight_backward<T: GemmElem>(x: FlexTensor, weight_shape: [
     // The convolution's output grid gathers from its input: the same windows as the transposed
     // convolution with the roles of the two sides exchanged.
     let axis = |i: usize| Axis { grid: gs[2 + i], other: xs[2 + i], kernel: weight_shape[2 + i], stride: o.stride[i], dilation: o.dilation[i], padding: o.padding[i] };
-    let g = Geometry { batch: xs[0], c_in: xs[1], c_out: gs[1], groups: o.groups, ya: axis(0), xa: axis(1) };
-    let (xd, gd): (&[T], &[T]) = (x.storage(), grad.storage());
-    let (ci_g, co_g, k) = (g.c_in / g.groups, g.c_out / g.groups, g.k());
-    let mut dw = vec![T::ZERO; g.c_out * ci_g * k];
-    for (i, (b0, nb)) in g.chunks(g.c_in * k + g.c_out).enumerate() {
-        let n = nb * g.grid();
-        let gt = to_channel_major(gd, g.c_out, g.grid(), b0, nb);
-        let cols = gather(xd, g.c_in, g.ya, g.xa, b0, nb);
-        for grp in 0..g.groups {
-            let d = as_uninit(&mut dw[grp * co_g * ci_g * k..][..co_g * ci_g * k]);
-            matmul(d, Mat::n(&gt[grp * co_g * n..], n), Mat::t(&cols[grp * ci_g * k * n..], n), co_g, n, ci_g * k, i > 0);
-        }
-    }
+    let dw = weight_grad::<T>(grad.storage(), gs[1], x.storage(), xs[1], axis(0), axis(1), o.groups, xs[0]);
     tensor(dw, weight_shape.to_vec(), dtype)
 }
