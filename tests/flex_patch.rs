@@ -100,6 +100,36 @@ const CASES: [Case; 5] = [
     Case { b: 2, ci: 16, co: 2, small: [40, 70], k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
 ];
 
+impl Case {
+    /// The transposed convolution's output size (the convolution's input size).
+    fn large(&self) -> [usize; 2] {
+        [0, 1].map(|a| (self.small[a] - 1) * self.s[a] + self.d[a] * (self.k[a] - 1) + self.po[a] + 1 - 2 * self.p[a])
+    }
+
+    /// Every term of the sum: image `b`, channel `i` on the small side and `o` on the large side
+    /// (same group), kernel tap `(ky, kx)`, small position `(y, z)` and large position `(ly, lz)`.
+    fn each_term(&self, mut f: impl FnMut(usize, usize, usize, usize, usize, usize, usize, usize, usize)) {
+        let large = self.large();
+        let (cig, cog) = (self.ci / self.g, self.co / self.g);
+        for b in 0..self.b {
+            for i in 0..self.ci {
+                for o in (i / cig) * cog..(i / cig + 1) * cog {
+                    for ky in 0..self.k[0] {
+                        for kx in 0..self.k[1] {
+                            for y in 0..self.small[0] {
+                                for z in 0..self.small[1] {
+                                    let (Some(ly), Some(lz)) = (meet(y, ky, self.s[0], self.d[0], self.p[0], large[0]), meet(z, kx, self.s[1], self.d[1], self.p[1], large[1])) else { continue };
+                                    f(b, i, o, ky, kx, y, z, ly, lz);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn assert_close(name: &str, got: &[f32], want: &[f64]) {
     assert_eq!(got.len(), want.len(), "{name}: length");
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
@@ -111,8 +141,8 @@ fn assert_close(name: &str, got: &[f32], want: &[f64]) {
 #[test]
 fn conv_transpose2d_and_its_gradients_match_the_definition() {
     for c in &CASES {
-        let (cig, cog) = (c.ci / c.g, c.co / c.g);
-        let large: Vec<usize> = (0..2).map(|a| (c.small[a] - 1) * c.s[a] + c.d[a] * (c.k[a] - 1) + c.po[a] + 1 - 2 * c.p[a]).collect();
+        let cog = c.co / c.g;
+        let large = c.large();
         let (xs, ws) = ([c.b, c.ci, c.small[0], c.small[1]], [c.ci, cog, c.k[0], c.k[1]]);
         let (xv, wv, bv) = (seq(xs.iter().product(), 1.0), seq(ws.iter().product(), 2.0), seq(c.co, 3.0));
         let rv = seq(c.b * c.co * large[0] * large[1], 4.0);
@@ -135,28 +165,15 @@ fn conv_transpose2d_and_its_gradients_match_the_definition() {
                     }
                 }
             }
-            for i in 0..c.ci {
-                let grp = i / cig;
-                for ol in 0..cog {
-                    let o = grp * cog + ol;
-                    for ky in 0..c.k[0] {
-                        for kx in 0..c.k[1] {
-                            let wi = ((i * cog + ol) * c.k[0] + ky) * c.k[1] + kx;
-                            for y in 0..c.small[0] {
-                                for z in 0..c.small[1] {
-                                    let (Some(oy), Some(ox)) = (meet(y, ky, c.s[0], c.d[0], c.p[0], large[0]), meet(z, kx, c.s[1], c.d[1], c.p[1], large[1])) else { continue };
-                                    let xi = ((b * c.ci + i) * c.small[0] + y) * c.small[1] + z;
-                                    let ro = oi(b, o, oy, ox);
-                                    want[ro] += xv[xi] as f64 * wv[wi] as f64;
-                                    gx[xi] += wv[wi] as f64 * rv[ro] as f64;
-                                    gw[wi] += xv[xi] as f64 * rv[ro] as f64;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
         }
+        c.each_term(|b, i, o, ky, kx, y, z, oy, ox| {
+            let wi = ((i * cog + o % cog) * c.k[0] + ky) * c.k[1] + kx;
+            let xi = ((b * c.ci + i) * c.small[0] + y) * c.small[1] + z;
+            let ro = oi(b, o, oy, ox);
+            want[ro] += xv[xi] as f64 * wv[wi] as f64;
+            gx[xi] += wv[wi] as f64 * rv[ro] as f64;
+            gw[wi] += xv[xi] as f64 * rv[ro] as f64;
+        });
         assert_close("conv_transpose2d", &out.into_data().to_vec::<f32>().unwrap(), &want);
         assert_close("x grad", &x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gx);
         assert_close("weight grad", &w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gw);
@@ -168,8 +185,8 @@ fn conv_transpose2d_and_its_gradients_match_the_definition() {
 fn conv2d_gradients_match_the_definition() {
     for c in &CASES {
         // Read each case as a convolution from the large grid to the small one.
-        let (cig, cog) = (c.ci / c.g, c.co / c.g);
-        let large: Vec<usize> = (0..2).map(|a| (c.small[a] - 1) * c.s[a] + c.d[a] * (c.k[a] - 1) + c.po[a] + 1 - 2 * c.p[a]).collect();
+        let cig = c.ci / c.g;
+        let large = c.large();
         let (xs, ws) = ([c.b, c.ci, large[0], large[1]], [c.co, cig, c.k[0], c.k[1]]);
         let (xv, wv) = (seq(xs.iter().product(), 5.0), seq(ws.iter().product(), 6.0));
         let (x, w) = (leaf(&xv, xs), leaf(&wv, ws));
@@ -180,28 +197,13 @@ fn conv2d_gradients_match_the_definition() {
         let r = Tensor::<Ad, 4>::from_data(TensorData::new(rv.clone(), os), &Default::default());
         let grads = (out * r).sum().backward();
         let (mut gx, mut gw) = (vec![0f64; xv.len()], vec![0f64; wv.len()]);
-        for b in 0..c.b {
-            for o in 0..c.co {
-                let grp = o / cog;
-                for il in 0..cig {
-                    let i = grp * cig + il;
-                    for ky in 0..c.k[0] {
-                        for kx in 0..c.k[1] {
-                            let wi = ((o * cig + il) * c.k[0] + ky) * c.k[1] + kx;
-                            for y in 0..c.small[0] {
-                                for z in 0..c.small[1] {
-                                    let (Some(iy), Some(ix)) = (meet(y, ky, c.s[0], c.d[0], c.p[0], large[0]), meet(z, kx, c.s[1], c.d[1], c.p[1], large[1])) else { continue };
-                                    let xi = ((b * c.ci + i) * large[0] + iy) * large[1] + ix;
-                                    let ro = ((b * c.co + o) * c.small[0] + y) * c.small[1] + z;
-                                    gx[xi] += wv[wi] as f64 * rv[ro] as f64;
-                                    gw[wi] += xv[xi] as f64 * rv[ro] as f64;
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        c.each_term(|b, i, o, ky, kx, y, z, iy, ix| {
+            let wi = ((o * cig + i % cig) * c.k[0] + ky) * c.k[1] + kx;
+            let xi = ((b * c.ci + i) * large[0] + iy) * large[1] + ix;
+            let ro = ((b * c.co + o) * c.small[0] + y) * c.small[1] + z;
+            gx[xi] += wv[wi] as f64 * rv[ro] as f64;
+            gw[wi] += xv[xi] as f64 * rv[ro] as f64;
+        });
         assert_close("conv2d x grad", &x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gx);
         assert_close("conv2d weight grad", &w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gw);
     }
