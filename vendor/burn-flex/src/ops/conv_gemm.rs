@@ -3,20 +3,22 @@
 //!
 //! Upstream computes a transposed convolution with one small GEMM per image, one image after
 //! another, and its gradients through generic convolutions on swapped dimensions (the weight
-//! gradient becomes a convolution whose kernel is the whole input image). Here every op is one
-//! `gather`/`scatter` between an image tensor and a column matrix `[C·KH·KW, B·H·W]` plus
-//! one GEMM over the whole batch, which `gemm` spreads over all cores:
+//! gradient becomes a convolution whose kernel is the whole input image). Here each op is a
+//! gather or scatter between an image tensor and a column matrix `[C·KH·KW, positions]` plus
+//! GEMMs:
 //!
-//! - transposed conv forward: `cols = Wᵀ · Xᵀ`, then `scatter(cols)` into the output;
-//! - its input gradient:      `Xgradᵀ = W · gather(G)`;
-//! - its weight gradient:     `Wgrad = Xᵀ · gather(G)ᵀ`;
-//! - conv weight gradient:    `Wgrad = Gᵀ · gather(X)ᵀ`.
+//! - transposed conv forward: `cols = Wᵀ · Xᵀ` over the whole batch (`Xᵀ` is `[C, B·H·W]`, one
+//!   GEMM that `gemm` spreads over all cores), then `scatter_add(cols)` into the output;
+//! - its input gradient:      `dX[b, :, band] = W · gather(G)` per tile;
+//! - its weight gradient:     `dW += X[b, :, band] · gather(G)ᵀ` per tile;
+//! - conv weight gradient:    `dW += G[b, :, band] · gather(X)ᵀ` per tile.
 //!
-//! `Xᵀ` is `[C, B·H·W]` (the batch and channel dimensions swapped). `gather` reads the
-//! window positions `in·stride + k·dilation − padding` of a grid, which is both the transposed
-//! convolution's output position and the convolution's input position. The batch is processed in
-//! chunks so that the column matrix stays under [`COLUMN_BUDGET`] elements.
-//! Checked against upstream's implementation in preimage's `tests/flex_patch.rs`.
+//! A tile is one image's band of grid rows whose gathered block fits [`TILE_BUDGET`], so the
+//! GEMM reads it from cache; tiles run in parallel (per-thread sums for weight gradients).
+//! `gather` reads the window positions `in·stride + k·dilation − padding` of a grid, which is
+//! both the transposed convolution's output position and the convolution's input position. The
+//! forward pass takes the batch in chunks so its column matrix stays under [`COLUMN_BUDGET`].
+//! Checked against the definition in preimage's `tests/flex_patch.rs`.
 
 use alloc::vec;
 use alloc::vec::Vec;
