@@ -37,6 +37,9 @@ const COLUMN_BUDGET: usize = 16 << 20;
 /// Gathered column block per tile in the tiled gradients (elements; 1 MiB of f32).
 const TILE_BUDGET: usize = 256 << 10;
 
+/// Partial sums of a tiled weight gradient (fixed, so the summation order is too).
+const PARTS: usize = 8;
+
 pub(crate) trait GemmElem: bytemuck::Pod + Send + Sync + 'static + Add<Output = Self> + burn_backend::Element {
     const ZERO: Self;
     const ONE: Self;
@@ -302,31 +305,30 @@ fn tiles(batch: usize, ya: Axis, xa: Axis, rows: usize) -> Vec<(usize, Range<usi
     (0..batch).flat_map(|b| (0..ya.grid).step_by(band).map(move |y| (b, y..(y + band).min(ya.grid)))).collect()
 }
 
-/// Run `f` on every tile and add up the results (each a vector of `len`), in parallel where
-/// rayon is on; `f` accumulates into the vector it is given.
+/// Run `f` on every tile and add up the results (each a vector of `len`); `f` accumulates into
+/// the vector it is given. The tiles are cut into at most [`PARTS`] fixed runs, each summed on
+/// its own (in parallel where rayon is on), and the runs are added in order: the result does
+/// not depend on the thread count or on scheduling, so a seed still fixes a training run.
 fn sum_over<T: GemmElem, F: Fn(&mut Vec<T>, &(usize, Range<usize>)) + Send + Sync>(tiles: &[(usize, Range<usize>)], len: usize, f: F) -> Vec<T> {
-    let add = |mut a: Vec<T>, b: Vec<T>| {
-        a.iter_mut().zip(&b).for_each(|(x, y)| *x = *x + *y);
-        a
-    };
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        tiles
-            .par_iter()
-            .fold(|| vec![T::ZERO; len], |mut acc, t| {
-                f(&mut acc, t);
-                acc
-            })
-            .reduce(|| vec![T::ZERO; len], add)
-    }
-    #[cfg(not(feature = "rayon"))]
-    {
-        let _ = add;
+    let run = |part: &[(usize, Range<usize>)]| {
         let mut acc = vec![T::ZERO; len];
-        tiles.iter().for_each(|t| f(&mut acc, t));
+        part.iter().for_each(|t| f(&mut acc, t));
         acc
+    };
+    let parts = tiles.chunks(tiles.len().div_ceil(PARTS).max(1));
+    #[cfg(feature = "rayon")]
+    let sums: Vec<Vec<T>> = {
+        use rayon::prelude::*;
+        parts.collect::<Vec<_>>().into_par_iter().map(run).collect()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let sums: Vec<Vec<T>> = parts.map(run).collect();
+    let mut sums = sums.into_iter();
+    let mut total = sums.next().unwrap_or_else(|| vec![T::ZERO; len]);
+    for s in sums {
+        total.iter_mut().zip(&s).for_each(|(x, y)| *x = *x + *y);
     }
+    total
 }
 
 /// Run `f` on every tile, in parallel where rayon is on.
