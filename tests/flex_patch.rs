@@ -89,7 +89,7 @@ struct Case {
     g: usize,
 }
 
-const CASES: [Case; 5] = [
+const CASES: [Case; 6] = [
     // The decoders' up-convolution: 4×4, stride 2, padding 1.
     Case { b: 2, ci: 4, co: 6, small: [3, 5], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
     Case { b: 3, ci: 4, co: 6, small: [4, 3], k: [3, 2], s: [2, 3], p: [1, 0], d: [2, 1], po: [1, 0], g: 2 },
@@ -98,6 +98,9 @@ const CASES: [Case; 5] = [
     // (transposed conv: 16·4·4 gathered rows × 64 columns; conv: 16·3·3 rows × 70 columns).
     Case { b: 1, ci: 2, co: 16, small: [64, 64], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
     Case { b: 2, ci: 16, co: 2, small: [40, 70], k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
+    // Read as a convolution: the tiled GEMM forward (more than 4 input channels), grouped,
+    // strided and dilated differently per axis.
+    Case { b: 2, ci: 6, co: 8, small: [5, 7], k: [3, 5], s: [2, 1], p: [1, 2], d: [1, 2], po: [0, 0], g: 2 },
 ];
 
 impl Case {
@@ -182,28 +185,33 @@ fn conv_transpose2d_and_its_gradients_match_the_definition() {
 }
 
 #[test]
-fn conv2d_gradients_match_the_definition() {
+fn conv2d_and_its_gradients_match_the_definition() {
     for c in &CASES {
         // Read each case as a convolution from the large grid to the small one.
         let cig = c.ci / c.g;
         let large = c.large();
         let (xs, ws) = ([c.b, c.ci, large[0], large[1]], [c.co, cig, c.k[0], c.k[1]]);
         let (xv, wv) = (seq(xs.iter().product(), 5.0), seq(ws.iter().product(), 6.0));
+        let bv = seq(c.co, 10.0);
         let (x, w) = (leaf(&xv, xs), leaf(&wv, ws));
-        let out = conv2d(x.clone(), w.clone(), None, ConvOptions::new(c.s, c.p, c.d, c.g));
+        let bias = Tensor::<Ad, 1>::from_data(TensorData::new(bv.clone(), [c.co]), &Default::default());
+        let out = conv2d(x.clone(), w.clone(), Some(bias), ConvOptions::new(c.s, c.p, c.d, c.g));
         let os = out.dims();
         assert_eq!(&os[2..], &c.small[..], "conv2d output size");
+        let mut want: Vec<f64> = (0..os.iter().product()).map(|i| bv[i / (c.small[0] * c.small[1]) % c.co] as f64).collect();
         let rv = seq(os.iter().product(), 7.0);
         let r = Tensor::<Ad, 4>::from_data(TensorData::new(rv.clone(), os), &Default::default());
-        let grads = (out * r).sum().backward();
+        let grads = (out.clone() * r).sum().backward();
         let (mut gx, mut gw) = (vec![0f64; xv.len()], vec![0f64; wv.len()]);
         c.each_term(|b, i, o, ky, kx, y, z, iy, ix| {
             let wi = ((o * cig + i % cig) * c.k[0] + ky) * c.k[1] + kx;
             let xi = ((b * c.ci + i) * large[0] + iy) * large[1] + ix;
             let ro = ((b * c.co + o) * c.small[0] + y) * c.small[1] + z;
+            want[ro] += xv[xi] as f64 * wv[wi] as f64;
             gx[xi] += wv[wi] as f64 * rv[ro] as f64;
             gw[wi] += xv[xi] as f64 * rv[ro] as f64;
         });
+        assert_close("conv2d", &out.clone().into_data().to_vec::<f32>().unwrap(), &want);
         assert_close("conv2d x grad", &x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gx);
         assert_close("conv2d weight grad", &w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gw);
     }
@@ -225,5 +233,91 @@ fn tiled_weight_gradients_are_bit_reproducible() {
     let first = grads();
     for _ in 0..5 {
         assert_eq!(grads(), first);
+    }
+}
+
+// ---- Row-wise max pooling (vendor/burn-flex/src/ops/max_pool2d.rs) -------------------------
+// Values, indices and the gradient against the definition: the first valid tap in row-major
+// order starts the maximum, a later tap replaces it only when strictly greater.
+
+use burn::tensor::module::{max_pool2d, max_pool2d_with_indices};
+
+/// (value, flat input index) per output of a `[h, w]` plane, or `(-inf, -1)` without a valid tap.
+#[allow(clippy::too_many_arguments)]
+fn pool_definition(plane: &[f32], h: usize, w: usize, out: [usize; 2], k: [usize; 2], s: [usize; 2], p: [usize; 2], d: [usize; 2]) -> Vec<(f32, i64)> {
+    let mut res = Vec::new();
+    for oy in 0..out[0] {
+        for ox in 0..out[1] {
+            let mut best = (f32::NEG_INFINITY, -1i64);
+            for ky in 0..k[0] {
+                for kx in 0..k[1] {
+                    let (Some(y), Some(x)) = (meet(oy, ky, s[0], d[0], p[0], h), meet(ox, kx, s[1], d[1], p[1], w)) else { continue };
+                    let v = plane[y * w + x];
+                    if best.1 < 0 || v > best.0 {
+                        best = (v, (y * w + x) as i64);
+                    }
+                }
+            }
+            res.push(best);
+        }
+    }
+    res
+}
+
+#[test]
+fn max_pool2d_matches_the_definition() {
+    // (input [h, w], kernel, stride, padding, dilation, ceil_mode)
+    let cases: [([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 2], bool); 6] = [
+        ([8, 8], [2, 2], [2, 2], [0, 0], [1, 1], false),
+        ([11, 9], [3, 3], [2, 2], [1, 1], [1, 1], false),
+        ([10, 9], [3, 2], [2, 3], [0, 1], [1, 1], true),
+        ([9, 12], [3, 3], [1, 2], [1, 0], [2, 3], false),
+        ([7, 7], [3, 3], [1, 1], [1, 1], [1, 1], false),
+        // ceil_mode with padding: the last window starts in the right padding.
+        ([5, 5], [2, 2], [2, 2], [1, 1], [1, 1], true),
+    ];
+    let (b, c) = (2, 3);
+    for (n, &(hw, k, s, p, d, ceil)) in cases.iter().enumerate() {
+        let len = b * c * hw[0] * hw[1];
+        // Coarse values so windows hold ties; a NaN in two planes tests that it is kept only
+        // where it is a window's first tap.
+        let mut xv: Vec<f32> = (0..len).map(|i| ((i as f32 * 0.7137 + n as f32).sin() * 3.0).round()).collect();
+        xv[0] = f32::NAN;
+        xv[hw[0] * hw[1] + hw[1] + 1] = f32::NAN;
+        let shape = [b, c, hw[0], hw[1]];
+        let x = Tensor::<B, 4>::from_data(TensorData::new(xv.clone(), shape), &Default::default());
+        let (out, idx) = max_pool2d_with_indices(x.clone(), k, s, p, d, ceil);
+        let os = out.dims();
+        let plain = max_pool2d(x, k, s, p, d, ceil);
+        assert_eq!(plain.dims(), os);
+        let (got, got_plain) = (values(out), values(plain));
+        let got_idx = idx.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let plane = hw[0] * hw[1];
+        let mut want = Vec::new();
+        for q in 0..b * c {
+            want.extend(pool_definition(&xv[q * plane..][..plane], hw[0], hw[1], [os[2], os[3]], k, s, p, d));
+        }
+        assert_eq!(want.len(), got.len(), "case {n}: output size");
+        let same = |a: f32, b: f32| a == b || (a.is_nan() && b.is_nan());
+        for (i, (wv, wi)) in want.iter().enumerate() {
+            assert!(same(got[i], *wv) && same(got_plain[i], *wv), "case {n} value {i}: {} / {} vs {wv}", got[i], got_plain[i]);
+            assert_eq!(got_idx[i], *wi, "case {n} index {i}");
+        }
+
+        // Gradient of Σ out·r: each r lands on its window's argmax (summed where shared).
+        let xa = Tensor::<Ad, 4>::from_data(TensorData::new(xv.iter().map(|v| if v.is_nan() { 0.0 } else { *v }).collect::<Vec<_>>(), shape), &Default::default()).require_grad();
+        let (out, idx) = max_pool2d_with_indices(xa.clone(), k, s, p, d, ceil);
+        let idx = idx.into_data().convert::<i64>().to_vec::<i64>().unwrap();
+        let rv = seq(out.dims().iter().product(), 11.0);
+        let r = Tensor::<Ad, 4>::from_data(TensorData::new(rv.clone(), out.dims()), &Default::default());
+        let g = (out * r).sum().backward();
+        let mut gx = vec![0f64; len];
+        let per_plane = os[2] * os[3];
+        for (o, (&i, rv)) in idx.iter().zip(&rv).enumerate() {
+            if i >= 0 {
+                gx[o / per_plane * plane + i as usize] += *rv as f64;
+            }
+        }
+        assert_close(&format!("case {n} max_pool2d grad"), &xa.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap(), &gx);
     }
 }

@@ -24,7 +24,7 @@ use alloc::vec;
 use alloc::vec::Vec;
 use burn_backend::DType;
 use burn_backend::ops::{ConvOptions, ConvTransposeOptions};
-use burn_backend::ops::conv::calculate_conv_transpose_output_size;
+use burn_backend::ops::conv::{calculate_conv_output_size, calculate_conv_transpose_output_size};
 use burn_std::{Bytes, Shape, f16};
 use core::mem::MaybeUninit;
 use core::ops::{Add, Range};
@@ -60,18 +60,18 @@ impl GemmElem for f16 {
 /// Window geometry along one axis: grid position `i` and kernel tap `k` meet at
 /// `i·stride + k·dilation − padding` on the other side, which must lie in `0..other`.
 #[derive(Clone, Copy)]
-struct Axis {
-    grid: usize,
-    other: usize,
-    kernel: usize,
-    stride: usize,
-    dilation: usize,
-    padding: usize,
+pub(crate) struct Axis {
+    pub(crate) grid: usize,
+    pub(crate) other: usize,
+    pub(crate) kernel: usize,
+    pub(crate) stride: usize,
+    pub(crate) dilation: usize,
+    pub(crate) padding: usize,
 }
 
 impl Axis {
     /// Grid positions whose tap `k` lands inside `0..other`.
-    fn valid(&self, k: usize) -> Range<usize> {
+    pub(crate) fn valid(&self, k: usize) -> Range<usize> {
         let off = k * self.dilation;
         let lo = if self.padding > off { (self.padding - off).div_ceil(self.stride) } else { 0 };
         let hi = if self.other + self.padding > off {
@@ -84,7 +84,7 @@ impl Axis {
 
     /// Position on the other side for grid position `i` (in `valid(k)`) and tap `k`.
     #[inline(always)]
-    fn at(&self, i: usize, k: usize) -> usize {
+    pub(crate) fn at(&self, i: usize, k: usize) -> usize {
         i * self.stride + k * self.dilation - self.padding
     }
 }
@@ -178,7 +178,7 @@ fn to_channel_major<T: GemmElem>(src: &[T], channels: usize, hw: usize, b0: usiz
 }
 
 /// Run `f(index, chunk)` over `data.chunks_mut(size)`, in parallel where rayon is on.
-fn for_each_chunk<T: Send, F: Fn(usize, &mut [T]) + Send + Sync>(data: &mut [T], size: usize, f: F) {
+pub(crate) fn for_each_chunk<T: Send, F: Fn(usize, &mut [T]) + Send + Sync>(data: &mut [T], size: usize, f: F) {
     if size == 0 {
         return;
     }
@@ -293,7 +293,7 @@ unsafe fn gemm_into<T: GemmElem>(c: *mut T, c_rs: usize, a: Mat<T>, b: Mat<T>, m
 
 /// A raw pointer that rayon tasks writing disjoint elements may share.
 #[derive(Clone, Copy)]
-struct Shared<T>(*mut T);
+pub(crate) struct Shared<T>(pub(crate) *mut T);
 // SAFETY: only used for disjoint writes, see the call sites.
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
@@ -430,31 +430,73 @@ pub(crate) fn conv_transpose2d<T: GemmElem>(x: FlexTensor, weight: FlexTensor, b
     tensor(out, vec![g.batch, g.c_out, g.ya.other, g.xa.other], dtype)
 }
 
-/// Gradient of the transposed convolution with respect to its input:
-/// `dx[b, :, band] = W · gather(G)` per tile, written in place.
-pub(crate) fn conv_transpose2d_x_backward<T: GemmElem>(x_shape: [usize; 4], weight: FlexTensor, grad: FlexTensor, o: &ConvTransposeOptions<2>, dtype: DType) -> FlexTensor {
-    let (weight, grad) = (weight.to_contiguous(), grad.to_contiguous());
-    let g = Geometry::transposed(&x_shape, weight.layout().shape(), o);
-    let (wd, gd): (&[T], &[T]) = (weight.storage(), grad.storage());
-    let (ci_g, co_g, k, grid) = (g.c_in / g.groups, g.c_out / g.groups, g.k(), g.grid());
-    let mut dx: Vec<T> = Vec::with_capacity(g.batch * g.c_in * grid);
-    let dst = Shared(dx.as_mut_ptr());
-    let tiles = tiles(g.batch, g.ya, g.xa, g.c_out * k);
+/// `dst[b, grp·m + i, band] = Σ_j W[grp·m + i, j] · gather(src)[grp·kdim + j, band]` for every
+/// tile, written in place: `weight` is `[out_channels, src_channels/groups, KH, KW]`, `src`
+/// `[B, src_channels, ya.other, xa.other]`, the result `[B, out_channels, ya.grid, xa.grid]`.
+/// The convolution's forward pass (weight `[Co, Ci/g, ..]`, src = input) and the transposed
+/// convolution's input gradient (weight `[Ci, Co/g, ..]`, src = output gradient) are both this.
+#[allow(clippy::too_many_arguments)]
+fn gathered_product<T: GemmElem>(wd: &[T], out_channels: usize, src: &[T], src_channels: usize, ya: Axis, xa: Axis, groups: usize, batch: usize) -> Vec<T> {
+    let (m, k, grid) = (out_channels / groups, src_channels / groups * ya.kernel * xa.kernel, ya.grid * xa.grid);
+    let len = batch * out_channels * grid;
+    let mut out: Vec<T> = Vec::with_capacity(len);
+    let dst = Shared(out.as_mut_ptr());
+    let tiles = tiles(batch, ya, xa, src_channels * ya.kernel * xa.kernel);
     each_tile(&tiles, |(b, ys)| {
         let dst = dst;
-        let cols = gather_band(gd, g.c_out, g.ya, g.xa, *b, ys.clone());
-        let width = ys.len() * g.xa.grid;
-        for grp in 0..g.groups {
-            let w = &wd[grp * ci_g * co_g * k..][..ci_g * co_g * k];
-            let at = (b * g.c_in + grp * ci_g) * grid + ys.start * g.xa.grid;
-            // SAFETY: tiles cover disjoint (image, rows) blocks of `dx`; each element of `dx` is
+        let cols = gather_band(src, src_channels, ya, xa, *b, ys.clone());
+        let width = ys.len() * xa.grid;
+        for grp in 0..groups {
+            let w = &wd[grp * m * k..][..m * k];
+            let at = (b * out_channels + grp * m) * grid + ys.start * xa.grid;
+            // SAFETY: tiles cover disjoint (image, rows) blocks of `out`; each element is
             // written by exactly one tile and group, inside the allocation.
-            unsafe { gemm_into(dst.0.add(at), grid, Mat::n(w, co_g * k), Mat::n(&cols[grp * co_g * k * width..], width), ci_g, co_g * k, width, false, false) };
+            unsafe { gemm_into(dst.0.add(at), grid, Mat::n(w, k), Mat::n(&cols[grp * k * width..], width), m, k, width, false, false) };
         }
     });
     // SAFETY: the tiles cover every image and grid row, so every element was written.
-    unsafe { dx.set_len(g.batch * g.c_in * grid) };
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// Gradient of the transposed convolution with respect to its input:
+/// `dx[b, :, band] = W · gather(G)` per tile.
+pub(crate) fn conv_transpose2d_x_backward<T: GemmElem>(x_shape: [usize; 4], weight: FlexTensor, grad: FlexTensor, o: &ConvTransposeOptions<2>, dtype: DType) -> FlexTensor {
+    let (weight, grad) = (weight.to_contiguous(), grad.to_contiguous());
+    let g = Geometry::transposed(&x_shape, weight.layout().shape(), o);
+    let dx = gathered_product::<T>(weight.storage(), g.c_in, grad.storage(), g.c_out, g.ya, g.xa, g.groups, g.batch);
     tensor(dx, x_shape.to_vec(), dtype)
+}
+
+/// The convolution's window geometry: its output grid gathers from its input, the same windows
+/// as the transposed convolution with the roles of the two sides exchanged.
+fn conv_axes(x_shape: &[usize], out_grid: [usize; 2], w_shape: &[usize], o: &ConvOptions<2>) -> (Axis, Axis) {
+    let axis = |i: usize| Axis { grid: out_grid[i], other: x_shape[2 + i], kernel: w_shape[2 + i], stride: o.stride[i], dilation: o.dilation[i], padding: o.padding[i] };
+    (axis(0), axis(1))
+}
+
+/// Whether [`conv2d`] computes this convolution; upstream keeps the shapes where its fast paths
+/// need no gather: 1×1 kernels at stride 1 without padding, depthwise, and at most 4 input and
+/// 16 output channels.
+pub(crate) fn takes_conv2d(x_shape: &[usize; 4], w_shape: &[usize; 4], o: &ConvOptions<2>) -> bool {
+    let pointwise = w_shape[2] == 1 && w_shape[3] == 1 && o.stride == [1, 1] && o.padding == [0, 0];
+    let depthwise = w_shape[1] == 1 && o.groups == x_shape[1] && w_shape[0] == x_shape[1];
+    let tiny = o.groups == 1 && x_shape[1] <= 4 && w_shape[0] <= 16;
+    !(pointwise || depthwise || tiny)
+}
+
+/// Convolution `x [B, Ci, H, W]`, `weight [Co, Ci/groups, KH, KW]`: `out[b, :, band] = W · gather(X)` per tile.
+pub(crate) fn conv2d<T: GemmElem>(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, o: &ConvOptions<2>, dtype: DType) -> FlexTensor {
+    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
+    let (xs, ws) = (x.layout().shape().to_vec(), weight.layout().shape().to_vec());
+    let out_grid = [0, 1].map(|i| calculate_conv_output_size(ws[2 + i], o.stride[i], o.padding[i], o.dilation[i], xs[2 + i]));
+    let (ya, xa) = conv_axes(&xs, out_grid, &ws, o);
+    let mut out = gathered_product::<T>(weight.storage(), ws[0], x.storage(), xs[1], ya, xa, o.groups, xs[0]);
+    if let Some(bias) = bias {
+        let bias = bias.to_contiguous();
+        super::conv_common::add_bias(&mut out, bias.storage::<T>(), xs[0], ws[0], ya.grid * xa.grid, |a, b| a + b);
+    }
+    tensor(out, vec![xs[0], ws[0], ya.grid, xa.grid], dtype)
 }
 
 /// Gradient of the transposed convolution with respect to its weight.
@@ -471,9 +513,7 @@ pub(crate) fn conv2d_weight_backward<T: GemmElem>(x: FlexTensor, weight_shape: [
     let (x, grad) = (x.to_contiguous(), grad.to_contiguous());
     let xs = x.layout().shape().to_vec();
     let gs = grad.layout().shape().to_vec();
-    // The convolution's output grid gathers from its input: the same windows as the transposed
-    // convolution with the roles of the two sides exchanged.
-    let axis = |i: usize| Axis { grid: gs[2 + i], other: xs[2 + i], kernel: weight_shape[2 + i], stride: o.stride[i], dilation: o.dilation[i], padding: o.padding[i] };
-    let dw = weight_grad::<T>(grad.storage(), gs[1], x.storage(), xs[1], axis(0), axis(1), o.groups, xs[0]);
+    let (ya, xa) = conv_axes(&xs, [gs[2], gs[3]], &weight_shape, o);
+    let dw = weight_grad::<T>(grad.storage(), gs[1], x.storage(), xs[1], ya, xa, o.groups, xs[0]);
     tensor(dw, weight_shape.to_vec(), dtype)
 }

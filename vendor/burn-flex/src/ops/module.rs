@@ -2,7 +2,7 @@
 //!
 //! These operations power neural network modules like convolutions and pooling.
 
-use crate::ops::{conv, conv_gemm, conv_transpose, deform_conv, interpolate, pool};
+use crate::ops::{conv, conv_gemm, conv_transpose, deform_conv, interpolate, max_pool2d, pool};
 use burn_std::{bf16, f16};
 use crate::{Flex, FlexTensor, Layout};
 use burn_backend::{
@@ -65,7 +65,13 @@ impl ModuleOps<Flex> for Flex {
         bias: Option<FloatTensor<Flex>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
+        // preimage patch: tiled gather + GEMM (see conv_gemm.rs) except where upstream has a
+        // fast path that needs no gather (1×1, depthwise, very few channels).
+        let gemm = conv_gemm::takes_conv2d(&x.shape().dims::<4>(), &weight.shape().dims::<4>(), &options);
         match x.dtype() {
+            DType::F32 if gemm => conv_gemm::conv2d::<f32>(x, weight, bias, &options, DType::F32),
+            DType::F64 if gemm => conv_gemm::conv2d::<f64>(x, weight, bias, &options, DType::F64),
+            DType::F16 if gemm => conv_gemm::conv2d::<f16>(x, weight, bias, &options, DType::F16),
             DType::F32 => conv::conv2d_f32(x, weight, bias, &options),
             DType::F64 => conv::conv2d_f64(x, weight, bias, &options),
             DType::F16 => conv::conv2d_f16(x, weight, bias, &options),
@@ -514,16 +520,12 @@ impl ModuleOps<Flex> for Flex {
         dilation: [usize; 2],
         ceil_mode: bool,
     ) -> FloatTensor<Flex> {
+        // preimage patch: row-wise pooling without indices (see max_pool2d.rs).
+        let (k, s, p, d, c) = (kernel_size, stride, padding, dilation, ceil_mode);
         match x.dtype() {
-            DType::F32 => {
-                pool::max_pool2d_f32(x, kernel_size, stride, padding, dilation, ceil_mode)
-            }
-            DType::F64 => {
-                pool::max_pool2d_f64(x, kernel_size, stride, padding, dilation, ceil_mode)
-            }
-            DType::F16 => {
-                pool::max_pool2d_f16(x, kernel_size, stride, padding, dilation, ceil_mode)
-            }
+            DType::F32 => max_pool2d::max_pool2d::<f32>(x, k, s, p, d, c, DType::F32, f32::NEG_INFINITY, false).0,
+            DType::F64 => max_pool2d::max_pool2d::<f64>(x, k, s, p, d, c, DType::F64, f64::NEG_INFINITY, false).0,
+            DType::F16 => max_pool2d::max_pool2d::<f16>(x, k, s, p, d, c, DType::F16, f16::NEG_INFINITY, false).0,
             DType::BF16 => {
                 pool::max_pool2d_bf16(x, kernel_size, stride, padding, dilation, ceil_mode)
             }
@@ -539,31 +541,13 @@ impl ModuleOps<Flex> for Flex {
         dilation: [usize; 2],
         ceil_mode: bool,
     ) -> MaxPool2dWithIndices<Flex> {
+        // preimage patch: row-wise pooling (see max_pool2d.rs).
+        let (k, s, p, d, c) = (kernel_size, stride, padding, dilation, ceil_mode);
+        let pooled = |(v, i): (FlexTensor, Option<FlexTensor>)| (v, i.expect("indices were asked for"));
         let (output, indices) = match x.dtype() {
-            DType::F32 => pool::max_pool2d_with_indices_f32(
-                x,
-                kernel_size,
-                stride,
-                padding,
-                dilation,
-                ceil_mode,
-            ),
-            DType::F64 => pool::max_pool2d_with_indices_f64(
-                x,
-                kernel_size,
-                stride,
-                padding,
-                dilation,
-                ceil_mode,
-            ),
-            DType::F16 => pool::max_pool2d_with_indices_f16(
-                x,
-                kernel_size,
-                stride,
-                padding,
-                dilation,
-                ceil_mode,
-            ),
+            DType::F32 => pooled(max_pool2d::max_pool2d::<f32>(x, k, s, p, d, c, DType::F32, f32::NEG_INFINITY, true)),
+            DType::F64 => pooled(max_pool2d::max_pool2d::<f64>(x, k, s, p, d, c, DType::F64, f64::NEG_INFINITY, true)),
+            DType::F16 => pooled(max_pool2d::max_pool2d::<f16>(x, k, s, p, d, c, DType::F16, f16::NEG_INFINITY, true)),
             DType::BF16 => pool::max_pool2d_with_indices_bf16(
                 x,
                 kernel_size,
@@ -587,10 +571,12 @@ impl ModuleOps<Flex> for Flex {
         output_grad: FloatTensor<Flex>,
         indices: IntTensor<Flex>,
     ) -> MaxPool2dBackward<Flex> {
+        // preimage patch: planes in parallel (see max_pool2d.rs).
+        let x_shape: [usize; 4] = x.shape().dims();
         let x_grad = match x.dtype() {
-            DType::F32 => pool::max_pool2d_backward_f32(x, output_grad, indices),
-            DType::F64 => pool::max_pool2d_backward_f64(x, output_grad, indices),
-            DType::F16 => pool::max_pool2d_backward_f16(x, output_grad, indices),
+            DType::F32 => max_pool2d::max_pool2d_backward::<f32>(&x_shape, output_grad, indices, DType::F32),
+            DType::F64 => max_pool2d::max_pool2d_backward::<f64>(&x_shape, output_grad, indices, DType::F64),
+            DType::F16 => max_pool2d::max_pool2d_backward::<f16>(&x_shape, output_grad, indices, DType::F16),
             DType::BF16 => pool::max_pool2d_backward_bf16(x, output_grad, indices),
             dtype => panic!(
                 "max_pool2d_with_indices_backward: unsupported dtype {:?}",

@@ -1,0 +1,175 @@
+//! preimage patch: 2-D max pooling, forward (with or without indices) and backward.
+//!
+//! Upstream pools through its 3-D implementation one output element at a time, with a bounds
+//! check and a data-dependent branch per tap, always computes the indices, and runs the
+//! backward pass on one thread. Here each image plane is pooled tap by tap over whole output
+//! rows: for tap `(ky, kx)` the valid output columns are one contiguous range (the window
+//! geometry of the convolutions, [`super::conv_gemm::Axis`]), so the inner loops are
+//! branch-free and vectorize. Values first: each output starts from its window's first valid
+//! tap and takes any strictly greater one. Indices (only when asked for) second: the taps are
+//! visited in reverse and the index follows every tap equal to the maximum, so it ends on the
+//! first one. This is upstream's result exactly (including a NaN in the first tap, which
+//! stays); indices are flat `y·W + x` positions in the input plane. Planes run in parallel.
+//! Checked in preimage's `tests/flex_patch.rs`.
+
+use burn_backend::DType;
+use burn_std::{Bytes, Shape};
+
+use super::conv_gemm::{Axis, for_each_chunk};
+use super::pool::pool_output_size;
+use crate::{FlexTensor, Layout};
+
+/// `x [B, C, H, W]` → (max `[B, C, OH, OW]`, flat input indices `[B, C, OH, OW]` when `indices`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn max_pool2d<T>(x: FlexTensor, kernel: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], ceil_mode: bool, dtype: DType, neg_inf: T, indices: bool) -> (FlexTensor, Option<FlexTensor>)
+where
+    T: bytemuck::Pod + PartialOrd + Send + Sync + burn_backend::Element,
+{
+    let x = x.to_contiguous();
+    let s = x.layout().shape().to_vec();
+    let axis = |i: usize| Axis {
+        grid: pool_output_size(s[2 + i], kernel[i], padding[i], stride[i], dilation[i], ceil_mode),
+        other: s[2 + i],
+        kernel: kernel[i],
+        stride: stride[i],
+        dilation: dilation[i],
+        padding: padding[i],
+    };
+    let (ya, xa) = (axis(0), axis(1));
+    let (plane_in, plane_out, planes) = (ya.other * xa.other, ya.grid * xa.grid, s[0] * s[1]);
+    let (first_ky, first_kx) = (first_taps(ya), first_taps(xa));
+    let src: &[T] = x.storage();
+    let mut values = alloc::vec![neg_inf; planes * plane_out];
+    let mut idx = alloc::vec![-1i64; if indices { planes * plane_out } else { 0 }];
+    let idx_ptr = super::conv_gemm::Shared(idx.as_mut_ptr());
+    for_each_chunk(&mut values, plane_out, |p, out| {
+        let idx_ptr = idx_ptr;
+        // SAFETY: each plane `p` is handed to exactly one call, so its index block is disjoint
+        // and inside `idx` (which holds `planes · plane_out` elements when `indices`).
+        let out_idx = indices.then(|| unsafe { core::slice::from_raw_parts_mut(idx_ptr.0.add(p * plane_out), plane_out) });
+        pool_plane(&src[p * plane_in..][..plane_in], out, out_idx, ya, xa, &first_ky, &first_kx);
+    });
+    let shape = Shape::from(vec![s[0], s[1], ya.grid, xa.grid]);
+    let idx = indices.then(|| FlexTensor::new(Bytes::from_elems(idx), Layout::contiguous(shape.clone()), DType::I64));
+    (FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), dtype), idx)
+}
+
+/// For each grid position along an axis, the first kernel tap that lands inside the input
+/// (`None` for a window over padding only, which `ceil_mode` can produce).
+fn first_taps(a: Axis) -> alloc::vec::Vec<Option<usize>> {
+    (0..a.grid).map(|i| (0..a.kernel).find(|&k| a.valid(k).contains(&i))).collect()
+}
+
+/// Pool one plane into `out` (and `idx`), both preset to `(neg_inf, -1)`, which windows
+/// without a valid tap keep, as upstream.
+fn pool_plane<T: Copy + PartialOrd>(src: &[T], out: &mut [T], mut idx: Option<&mut [i64]>, ya: Axis, xa: Axis, first_ky: &[Option<usize>], first_kx: &[Option<usize>]) {
+    let width = xa.grid.max(1);
+    for (oy, row) in out.chunks_mut(width).enumerate() {
+        let Some(ky0) = first_ky[oy] else { continue };
+        let mut row_idx = idx.as_deref_mut().map(|i| &mut i[oy * xa.grid..][..xa.grid]);
+        // Start every output from its first valid tap.
+        let iy0 = ya.at(oy, ky0);
+        for (ox, kx0) in first_kx.iter().enumerate() {
+            if let Some(kx0) = *kx0 {
+                let ix = xa.at(ox, kx0);
+                row[ox] = src[iy0 * xa.other + ix];
+                if let Some(i) = row_idx.as_deref_mut() {
+                    i[ox] = (iy0 * xa.other + ix) as i64;
+                }
+            }
+        }
+        // The valid taps of this row in row-major order (reversible, no allocation).
+        let taps = || {
+            (ky0..ya.kernel)
+                .filter(move |&ky| ya.valid(ky).contains(&oy))
+                .flat_map(move |ky| (0..xa.kernel).filter(move |&kx| !xa.valid(kx).is_empty()).map(move |kx| (ky, kx)))
+        };
+        for (ky, kx) in taps() {
+            let (line, xs, _) = tap_line(src, ya, xa, oy, ky, kx);
+            with_stride!(xa.stride, S, max_run::<T, S>(line, &mut row[xs], xa.stride));
+        }
+        if let Some(i) = row_idx {
+            for (ky, kx) in taps().rev() {
+                let (line, xs, first) = tap_line(src, ya, xa, oy, ky, kx);
+                let base = (ya.at(oy, ky) * xa.other + first) as i64;
+                with_stride!(xa.stride, S, index_run::<T, S>(line, &row[xs.clone()], &mut i[xs], base, xa.stride));
+            }
+        }
+    }
+}
+
+/// The input row of tap `(ky, kx)` for output row `oy`, from its first valid column on, with
+/// the output columns it covers and that first input column.
+fn tap_line<T>(src: &[T], ya: Axis, xa: Axis, oy: usize, ky: usize, kx: usize) -> (&[T], core::ops::Range<usize>, usize) {
+    let xs = xa.valid(kx);
+    let first = xa.at(xs.start, kx);
+    (&src[ya.at(oy, ky) * xa.other + first..][..xa.other - first], xs, first)
+}
+
+/// Calls `$call` with the const `$S` set to the stride when it is 1 or 2 (so the loop
+/// vectorizes with a known stride), 0 otherwise (the loop reads the run-time stride).
+macro_rules! with_stride {
+    ($stride:expr, $S:ident, $call:expr) => {
+        match $stride {
+            1 => {
+                const $S: usize = 1;
+                $call
+            }
+            2 => {
+                const $S: usize = 2;
+                $call
+            }
+            _ => {
+                const $S: usize = 0;
+                $call
+            }
+        }
+    };
+}
+use with_stride;
+
+/// `m[j] = line[j·stride]` where strictly greater (NaN never is, and a NaN `m[j]` stays).
+#[inline(always)]
+fn max_run<T: Copy + PartialOrd, const S: usize>(line: &[T], m: &mut [T], stride: usize) {
+    let stride = if S == 0 { stride } else { S };
+    let n = m.len();
+    assert!(n == 0 || line.len() > (n - 1) * stride);
+    for j in 0..n {
+        let v = line[j * stride];
+        m[j] = if v > m[j] { v } else { m[j] };
+    }
+}
+
+/// `i[j] = base + j·stride` where `line[j·stride]` equals the maximum `m[j]`.
+#[inline(always)]
+fn index_run<T: Copy + PartialOrd, const S: usize>(line: &[T], m: &[T], i: &mut [i64], base: i64, stride: usize) {
+    let stride = if S == 0 { stride } else { S };
+    let n = m.len().min(i.len());
+    assert!(n == 0 || line.len() > (n - 1) * stride);
+    for j in 0..n {
+        let hit = line[j * stride] == m[j];
+        i[j] = if hit { base + (j * stride) as i64 } else { i[j] };
+    }
+}
+
+/// Gradient of max pooling: each output gradient goes to the input position its index names
+/// (summed where windows overlap), planes in parallel.
+pub(crate) fn max_pool2d_backward<T>(x_shape: &[usize], grad: FlexTensor, indices: FlexTensor, dtype: DType) -> FlexTensor
+where
+    T: bytemuck::Pod + Send + Sync + burn_backend::Element + core::ops::Add<Output = T> + Default,
+{
+    let (grad, indices) = (grad.to_contiguous(), indices.to_contiguous());
+    let gs = grad.layout().shape().to_vec();
+    let (plane_in, plane_out) = (x_shape[2] * x_shape[3], gs[2] * gs[3]);
+    let (gd, id): (&[T], &[i64]) = (grad.storage(), indices.storage());
+    let mut dx = alloc::vec![T::default(); x_shape[0] * x_shape[1] * plane_in];
+    for_each_chunk(&mut dx, plane_in, |p, plane| {
+        let (g, i) = (&gd[p * plane_out..][..plane_out], &id[p * plane_out..][..plane_out]);
+        // A negative index marks a window without input (see `pool_plane`): no gradient.
+        for (g, &i) in g.iter().zip(i).filter(|(_, i)| **i >= 0) {
+            let cell = &mut plane[i as usize];
+            *cell = *cell + *g;
+        }
+    });
+    FlexTensor::new(Bytes::from_elems(dx), Layout::contiguous(Shape::from(x_shape.to_vec())), dtype)
+}
