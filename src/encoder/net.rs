@@ -7,6 +7,8 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{AdaptiveAvgPool2dConfig, MaxPool2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{relu, softmax};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::PaddedConvOptions;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -269,10 +271,7 @@ impl<B: Backend> ConvNet<B> {
             }
             cur = match layer {
                 Layer::Conv { .. } => {
-                    let mut y = self.convs[ci].forward(map(cur));
-                    if let Some(bn) = &self.norms[ci] {
-                        y = batch_norm(bn, y, train);
-                    }
+                    let y = conv_bn(&self.convs[ci], self.norms[ci].as_ref(), map(cur), train);
                     ci += 1;
                     Act::Map(relu(y))
                 }
@@ -336,18 +335,40 @@ fn map<B: Backend>(a: Act<B>) -> Tensor<B, 4> {
     }
 }
 
-/// BatchNorm with an explicit mode: Burn picks batch statistics whenever autodiff is on,
-/// but a frozen encoder inside an optimization must keep its running statistics.
-fn batch_norm<B: Backend>(bn: &BatchNorm<B>, x: Tensor<B, 4>, train: bool) -> Tensor<B, 4> {
-    if train {
-        return bn.forward(x);
-    }
-    let c = x.dims()[1];
-    let mean = bn.running_mean.value().reshape([1, c, 1, 1]);
-    let var = bn.running_var.value().reshape([1, c, 1, 1]);
-    let gamma = bn.gamma.val().reshape([1, c, 1, 1]);
-    let beta = bn.beta.val().reshape([1, c, 1, 1]);
-    (x - mean) / (var + bn.epsilon).sqrt() * gamma + beta
+/// Convolution, then BatchNorm (if any) with an explicit mode: Burn picks batch statistics
+/// whenever autodiff is on, but a frozen encoder inside an optimization must keep its running
+/// statistics. With running statistics BatchNorm is a per-channel affine map, folded into the
+/// convolution's weight and bias: one pass over the activation instead of five (the CPU
+/// backend has no fused kernel for it), same result up to rounding.
+fn conv_bn<B: Backend>(conv: &Conv2d<B>, bn: Option<&BatchNorm<B>>, x: Tensor<B, 4>, train: bool) -> Tensor<B, 4> {
+    let (Some(bn), false, PaddingConfig2d::Explicit(top, left, bottom, right)) = (bn, train, &conv.padding) else {
+        let y = conv.forward(x);
+        return match bn {
+            Some(bn) if train => bn.forward(y),
+            Some(bn) => {
+                let (scale, shift) = bn_affine(bn);
+                let c = scale.dims()[0];
+                y * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])
+            }
+            None => y,
+        };
+    };
+    let (scale, shift) = bn_affine(bn);
+    let c = scale.dims()[0];
+    let weight = conv.weight.val() * scale.clone().reshape([c, 1, 1, 1]);
+    let bias = match &conv.bias {
+        Some(b) => b.val() * scale + shift,
+        None => shift,
+    };
+    let options = PaddedConvOptions::asymmetric(conv.stride, [*top, *left], [*bottom, *right], conv.dilation, conv.groups);
+    conv2d(x, weight, Some(bias), options)
+}
+
+/// BatchNorm with running statistics as `x · scale + shift` per channel.
+fn bn_affine<B: Backend>(bn: &BatchNorm<B>) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
+    let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
+    (scale, shift)
 }
 
 /// Deterministic initialisation from our own RNG (Burn's CPU backend reseeds only its next
