@@ -3,7 +3,7 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand};
 use preimage::data::folder::{ImageFolder, SkipLog};
-use preimage::data::render::{render_dataset, RenderOptions};
+use preimage::data::render::{render_dataset, Colours, RenderOptions};
 use preimage::device::DeviceSpec;
 use preimage::encoder::{self, WeightSource};
 use preimage::train::encoder::{EncoderRun, EncoderTrainConfig};
@@ -38,6 +38,10 @@ enum Command {
         /// Comma-separated subset of classes.
         #[arg(long, value_delimiter = ',')]
         classes: Option<Vec<String>>,
+        /// Object colours: `class` (each class has a typical hue, 80 % of its objects take it)
+        /// or `random` (any hue, independent of the class).
+        #[arg(long, value_enum, default_value_t = Colours::Class)]
+        colours: Colours,
     },
     /// Train the posenet encoder (classification + pose) on an image folder.
     TrainEncoder {
@@ -352,8 +356,8 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Render { out, count, size, seed, meshes, classes } => {
-            let s = render_dataset(&out, &RenderOptions { count, size, seed, classes, meshes })?;
+        Command::Render { out, count, size, seed, meshes, classes, colours } => {
+            let s = render_dataset(&out, &RenderOptions { count, size, seed, classes, meshes, colours })?;
             println!("{s}");
             Ok(())
         }

@@ -21,6 +21,14 @@
 //! the triangle winding of OBJ files does not matter; the light is directional and
 //! given in world coordinates (the direction *towards* the light).
 //!
+//! # Colours
+//! With [`Colours::Class`] (the default) every class has a typical hue, spread evenly round the
+//! colour wheel in dataset order (class `k` of `n`: hue `k/n`), and [`CLASS_HUE_SHARE`] of its
+//! objects take it (±[`CLASS_HUE_JITTER`]); the rest get any hue. Colour then hints at the class
+//! without giving it away, as for real object categories, so a class code (fc8) keeps the
+//! typical colour the way AlexNet's fc8 does on ImageNet. [`Colours::Random`] draws every hue
+//! uniformly, independent of the class.
+//!
 //! # Determinism
 //! Image `i` of a dataset draws all its randomness from
 //! `Rng::new(seed_i)` with `seed_i = Rng::derive(seed, i).next_u64()` (the `seed`
@@ -54,6 +62,10 @@ pub const DISTANCE_RANGE: (f32, f32) = (2.6, 3.4);
 const SS: u32 = 3;
 const AMBIENT: f32 = 0.25;
 const DIFFUSE: f32 = 0.75;
+/// Share of a class's objects drawn in its typical hue under [`Colours::Class`].
+pub const CLASS_HUE_SHARE: f32 = 0.8;
+/// Largest hue offset from the class's typical hue (fraction of the wheel: ±0.04 = ±14°).
+pub const CLASS_HUE_JITTER: f32 = 0.04;
 /// Manifest header, exactly as written.
 pub const MANIFEST_HEADER: &str = "id,class,azimuth_deg,elevation_deg,distance,light,seed";
 /// Class table header, exactly as written.
@@ -97,12 +109,35 @@ fn hsv_to_rgb(h: f32, s: f32, v: f32) -> [f32; 3] {
     [r + m, g + m, b + m]
 }
 
+/// How object colours are drawn (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Colours {
+    /// Each class has a typical hue that most of its objects take.
+    #[default]
+    Class,
+    /// Any hue, independent of the class.
+    Random,
+}
+
+impl Colours {
+    /// The typical hue of class `k` of `n` under this rule, `None` for random hues.
+    pub fn class_hue(self, k: usize, n: usize) -> Option<f32> {
+        match self {
+            Colours::Class => Some(k as f32 / n.max(1) as f32),
+            Colours::Random => None,
+        }
+    }
+}
+
 /// Draws a random dataset view: pose uniform in the dataset ranges, light from
 /// above (elevation 15–75°, any azimuth), a saturated object colour, and a
 /// background that is either a uniform grey or a light pastel colour. Pose and
-/// light are rounded to 4 decimals. The dataset renders image `i` with
-/// `random_view(&mut Rng::new(seed_i))` (see the module docs).
-pub fn random_view(rng: &mut Rng) -> ViewParams {
+/// light are rounded to 4 decimals. The object's hue is uniform, or near `class_hue`
+/// for [`CLASS_HUE_SHARE`] of the draws when given (the same single draw decides both, so
+/// the pose does not depend on the colour rule). The dataset renders image `i` with
+/// `random_view(&mut Rng::new(seed_i), class_hue)` (see the module docs).
+pub fn random_view(rng: &mut Rng, class_hue: Option<f32>) -> ViewParams {
     let mut azimuth_deg = q4(rng.range(AZIMUTH_RANGE.0, AZIMUTH_RANGE.1));
     if azimuth_deg >= 360.0 {
         azimuth_deg -= 360.0;
@@ -116,7 +151,13 @@ pub fn random_view(rng: &mut Rng) -> ViewParams {
         q4(le.sin()),
         q4(le.cos() * la.cos()),
     ];
-    let color = hsv_to_rgb(rng.uniform(), rng.range(0.55, 0.95), rng.range(0.75, 1.0));
+    let u = rng.uniform();
+    let hue = match class_hue {
+        Some(h) if u < CLASS_HUE_SHARE => h + (u / CLASS_HUE_SHARE - 0.5) * 2.0 * CLASS_HUE_JITTER,
+        Some(_) => (u - CLASS_HUE_SHARE) / (1.0 - CLASS_HUE_SHARE),
+        None => u,
+    };
+    let color = hsv_to_rgb(hue, rng.range(0.55, 0.95), rng.range(0.75, 1.0));
     let background = if rng.uniform() < 0.5 {
         let g = rng.range(0.1, 0.9);
         [g, g, g]
@@ -283,6 +324,8 @@ pub struct RenderOptions {
     pub classes: Option<Vec<String>>,
     /// Directory of OBJ meshes (see [`meshes::load_mesh_dir`]) instead of the built-ins.
     pub meshes: Option<PathBuf>,
+    /// How object colours relate to the class.
+    pub colours: Colours,
 }
 
 impl Default for RenderOptions {
@@ -293,6 +336,7 @@ impl Default for RenderOptions {
             seed: 0,
             classes: None,
             meshes: None,
+            colours: Colours::Class,
         }
     }
 }
@@ -421,7 +465,8 @@ fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
 /// Renders a dataset of `opts.count` images into `out` (created if needed):
 /// - `out/<class>/<id>.png`: RGB 8-bit, `id` = global index zero-padded to 6+ digits;
 ///   image `i` shows class `i % n_classes` (balanced), a random instance of it if
-///   the class has several meshes, from the view `random_view(&mut Rng::new(seed_i))`;
+///   the class has several meshes, from the view `random_view(&mut Rng::new(seed_i), class_hue)`
+///   (`class_hue` from `opts.colours` and the class's position `i % n_classes`);
 /// - `out/manifest.csv`: [`MANIFEST_HEADER`], one row per image in id order
 ///   (`light` is the world-space light direction as `x y z`);
 /// - `out/classes.csv`: [`CLASSES_HEADER`], symmetry order about the vertical axis
@@ -471,8 +516,9 @@ fn render_dataset_with_threads(
             }
             let image_seed = Rng::derive(opts.seed, i as u64).next_u64();
             let mut rng = Rng::new(image_seed);
-            let view = random_view(&mut rng);
-            let class = &classes[i % classes.len()];
+            let k = i % classes.len();
+            let class = &classes[k];
+            let view = random_view(&mut rng, opts.colours.class_hue(k, classes.len()));
             // Drawn after the view so the view depends on the seed alone.
             let mesh = &class.meshes[if class.meshes.len() > 1 {
                 rng.below(class.meshes.len())
@@ -603,6 +649,35 @@ mod tests {
             / a.len() as f64
     }
 
+    /// Hue in `[0, 1)` of an RGB colour (its saturation is well above 0 here).
+    fn hue(c: [f32; 3]) -> f32 {
+        let (max, min) = (c[0].max(c[1]).max(c[2]), c[0].min(c[1]).min(c[2]));
+        let d = max - min;
+        let h = if max == c[0] { ((c[1] - c[2]) / d).rem_euclid(6.0) } else if max == c[1] { (c[2] - c[0]) / d + 2.0 } else { (c[0] - c[1]) / d + 4.0 };
+        h / 6.0
+    }
+
+    #[test]
+    fn class_colours_cluster_round_the_class_hue() {
+        let near = |h: f32, c: f32| {
+            let d = (h - c).rem_euclid(1.0);
+            d.min(1.0 - d) <= CLASS_HUE_JITTER + 1e-3
+        };
+        let (n, class_hue) = (2000, 0.3);
+        let share = |rule: Option<f32>| {
+            (0..n).filter(|i| near(hue(random_view(&mut Rng::new(*i as u64), rule).color), class_hue)).count() as f32 / n as f32
+        };
+        // 80 % in the class's hue band plus the random rest's 8 % share of it, vs 8 % alone.
+        let (class, random) = (share(Some(class_hue)), share(None));
+        assert!((class - (CLASS_HUE_SHARE + (1.0 - CLASS_HUE_SHARE) * 2.0 * CLASS_HUE_JITTER)).abs() < 0.03, "class rule: {class}");
+        assert!((random - 2.0 * CLASS_HUE_JITTER).abs() < 0.03, "random rule: {random}");
+        // The colour rule does not move the pose.
+        let (a, b) = (random_view(&mut Rng::new(5), Some(0.7)), random_view(&mut Rng::new(5), None));
+        assert_eq!((a.azimuth_deg, a.elevation_deg, a.light, a.background), (b.azimuth_deg, b.elevation_deg, b.light, b.background));
+        assert_eq!(Colours::Class.class_hue(3, 13), Some(3.0 / 13.0));
+        assert_eq!(Colours::Random.class_hue(3, 13), None);
+    }
+
     #[test]
     fn deterministic_across_runs_and_thread_counts() {
         let opts = RenderOptions {
@@ -634,6 +709,7 @@ mod tests {
             seed: 3,
             classes: Some(vec!["mug".into(), "chair".into(), "mug".into()]),
             meshes: None,
+            colours: Colours::Class,
         };
         let summary = render_dataset(&out, &opts).unwrap();
         assert_eq!(summary.count, 7);
@@ -664,7 +740,7 @@ mod tests {
             assert!((l.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-3);
             let seed: u64 = f[6].parse().unwrap();
             // The manifest seed alone reproduces the pose.
-            let v = random_view(&mut Rng::new(seed));
+            let v = random_view(&mut Rng::new(seed), Colours::Class.class_hue(i % 2, 2));
             assert_eq!(format!("{:.4}", v.azimuth_deg), f[2]);
             let img = image::open(out.join(f[1]).join(format!("{}.png", f[0])))
                 .unwrap()
@@ -714,6 +790,7 @@ mod tests {
             seed: 1,
             classes: None,
             meshes: Some(dir.clone()),
+            colours: Colours::Random,
         };
         render_dataset(&out, &opts).unwrap();
         assert_eq!(
