@@ -7,7 +7,7 @@ use anyhow::Result;
 use burn::module::Module;
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
@@ -150,7 +150,7 @@ fn random<B: Backend, const D: usize>(shape: [usize; D], seed: u64, device: &B::
 
 fn decoder_step<B: AutodiffBackend>(name: &str, dec: BenchDecoder<B>, batch: usize, code: usize, out: usize, opts: &BenchOptions, device: &B::Device) -> Timing {
     let mut dec = Some(dec);
-    let mut optim = AdamConfig::new().init::<B, BenchDecoder<B>>();
+    let mut optim = crate::train::adam::Adam::default().init::<B, BenchDecoder<B>>();
     let x = random::<B, 2>([batch, code], 2, device);
     let target = random::<B, 4>([batch, 3, out, out], 3, device);
     time(name, opts, || {

@@ -16,7 +16,8 @@ use crate::metrics::Metrics;
 use crate::report::tensorboard::TbWriter;
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
+use super::adam::Adam;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -402,11 +403,11 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
     std::fs::create_dir_all(&run.out).with_context(|| format!("creating run folder {}", run.out.display()))?;
     let ckpt = Checkpoint::new(&run.out);
     let mut dec = Decoder::<B>::init(&plan, t.seed, device);
-    let mut optim = AdamConfig::new().with_beta_1(t.betas[0] as f32).with_beta_2(t.betas[1] as f32).init::<B, Decoder<B>>();
+    let mut optim = Adam::new(t.betas).init::<B, Decoder<B>>();
     let adversarial = l.adversarial > 0.0;
     let dc = &cfg.discriminator;
     let mut disc = adversarial.then(|| Discriminator::<B>::init(dc, plan.code_dim(), t.seed ^ 0xd15c, device));
-    let mut disc_optim = AdamConfig::new().with_beta_1(dc.betas[0] as f32).with_beta_2(dc.betas[1] as f32).init::<B, Discriminator<B>>();
+    let mut disc_optim = Adam::new(dc.betas).init::<B, Discriminator<B>>();
     let mut state = RunState::default();
     let config_path = run.out.join("config.toml");
     if run.resume && ckpt.exists() {

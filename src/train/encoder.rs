@@ -13,7 +13,8 @@ use crate::encoder::{weights, ConvNet};
 use crate::report::tensorboard::TbWriter;
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
-use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::optim::{GradientsParams, Optimizer};
+use super::adam::Adam;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -203,7 +204,7 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
     std::fs::create_dir_all(&run.out).with_context(|| format!("creating run folder {}", run.out.display()))?;
     let ckpt = Checkpoint::new(&run.out);
     let mut net = ConvNet::<B>::init(&spec, t.seed, device)?;
-    let mut optim = AdamConfig::new().with_beta_1(t.betas[0] as f32).with_beta_2(t.betas[1] as f32).with_epsilon(1e-8).init::<B, ConvNet<B>>();
+    let mut optim = Adam::new(t.betas).with_epsilon(1e-8).init::<B, ConvNet<B>>();
     let mut state = RunState::default();
     if run.resume && ckpt.exists() {
         let (n, o, s) = ckpt.load(net, optim, device)?;

@@ -4,6 +4,7 @@
 //! `SupervisedTraining`: the runs here must write checkpoints atomically, resume a killed run
 //! with the same data order, stop on a NaN loss keeping the last good checkpoint and log to
 //! TensorBoard, none of which burn-train 0.21's learner does.
+pub mod adam;
 pub mod decoder;
 pub mod encoder;
 
