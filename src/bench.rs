@@ -273,7 +273,7 @@ fn extraction<B: Backend>(opts: &BenchOptions, device: &B::Device) -> Result<Tim
     let enc = encoder::load::<B>("posenet", &WeightSource::Random(0), None, device)?;
     let taps = vec!["conv5".to_string(), "fc6".to_string(), "fc7".to_string(), "fc8".to_string()];
     let n = folder.len();
-    let quiet = BenchOptions { runs: opts.runs.min(5).max(1), warmup: 1, ..opts.clone() };
+    let quiet = BenchOptions { runs: opts.runs.clamp(1, 5), warmup: 1, ..opts.clone() };
     let mut t = time("extract_posenet_4_taps", &quiet, || {
         let _ = crate::extract::extract(&enc, &folder, &taps, 64, device).unwrap();
     });

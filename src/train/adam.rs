@@ -16,6 +16,9 @@ use burn::optim::{AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, Si
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor, TensorData};
 
+/// What [`Adam::step_host`] hands back when it cannot take a tensor: (parameter, gradient, state).
+type StepInputs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Option<AdamState<B, D>>);
+
 /// Below this many elements one thread does the update (spawning costs more).
 const PARALLEL_MIN: usize = 1 << 16;
 
@@ -73,8 +76,9 @@ impl Adam {
         }
     }
 
-    /// The host-memory step: `None` when a tensor is not f32 (the caller falls back).
-    fn step_host<B: Backend, const D: usize>(&self, lr: LearningRate, tensor: Tensor<B, D>, grad: Tensor<B, D>, state: Option<AdamState<B, D>>) -> Result<(Tensor<B, D>, AdamState<B, D>), (Tensor<B, D>, Tensor<B, D>, Option<AdamState<B, D>>)> {
+    /// The host-memory step; hands its inputs back when a tensor is not f32 (the caller then
+    /// takes Burn's path).
+    fn step_host<B: Backend, const D: usize>(&self, lr: LearningRate, tensor: Tensor<B, D>, grad: Tensor<B, D>, state: Option<AdamState<B, D>>) -> Result<(Tensor<B, D>, AdamState<B, D>), StepInputs<B, D>> {
         let f32_only = tensor.dtype() == DType::F32 && grad.dtype() == DType::F32 && state.as_ref().is_none_or(|s| s.momentum.max_moment_2.is_none() && s.momentum.moment_1.dtype() == DType::F32 && s.momentum.moment_2.dtype() == DType::F32);
         if !f32_only {
             return Err((tensor, grad, state));
