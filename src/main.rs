@@ -348,6 +348,7 @@ impl EncoderArgs {
 
 fn main() {
     preimage::util::keep_freed_memory();
+    preimage::util::quiet_broken_pipe();
     if let Err(e) = run(Cli::parse()) {
         eprintln!("error: {e:#}");
         std::process::exit(1);

@@ -54,3 +54,13 @@ pub fn keep_freed_memory() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
     }
 }
+
+/// End quietly when the reader of our output goes away (`preimage render ... | head`), as
+/// command-line tools do, instead of Rust's panic with a backtrace on the next `println!`.
+pub fn quiet_broken_pipe() {
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}

@@ -35,7 +35,7 @@
 //! column of the manifest), and pose values are rounded to the 4 decimals written
 //! to the manifest before rendering. Output is therefore byte-identical for the
 //! same arguments whatever the number of threads, and re-rendering a manifest row
-//! reproduces its image.
+//! reproduces its image (with the same colour rule and class order, which decide the hue).
 
 use std::fmt;
 use std::fs;
