@@ -341,26 +341,25 @@ fn map<B: Backend>(a: Act<B>) -> Tensor<B, 4> {
 /// convolution's weight and bias: one pass over the activation instead of five (the CPU
 /// backend has no fused kernel for it), same result up to rounding.
 fn conv_bn<B: Backend>(conv: &Conv2d<B>, bn: Option<&BatchNorm<B>>, x: Tensor<B, 4>, train: bool) -> Tensor<B, 4> {
-    let (Some(bn), false, PaddingConfig2d::Explicit(top, left, bottom, right)) = (bn, train, &conv.padding) else {
-        let y = conv.forward(x);
-        return match bn {
-            Some(bn) if train => bn.forward(y),
-            Some(bn) => {
-                let (scale, shift) = bn_affine(bn);
-                let c = scale.dims()[0];
-                y * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1])
-            }
-            None => y,
-        };
-    };
+    let Some(bn) = bn else { return conv.forward(x) };
+    if train {
+        return bn.forward(conv.forward(x));
+    }
     let (scale, shift) = bn_affine(bn);
     let c = scale.dims()[0];
+    // Folding needs the padding up front; `Same` depends on the input size (our encoders
+    // never use it), so it gets the affine map after the convolution instead.
+    let [top, left, bottom, right] = match conv.padding {
+        PaddingConfig2d::Explicit(t, l, b, r) => [t, l, b, r],
+        PaddingConfig2d::Valid => [0; 4],
+        PaddingConfig2d::Same => return conv.forward(x) * scale.reshape([1, c, 1, 1]) + shift.reshape([1, c, 1, 1]),
+    };
     let weight = conv.weight.val() * scale.clone().reshape([c, 1, 1, 1]);
     let bias = match &conv.bias {
         Some(b) => b.val() * scale + shift,
         None => shift,
     };
-    let options = PaddedConvOptions::asymmetric(conv.stride, [*top, *left], [*bottom, *right], conv.dilation, conv.groups);
+    let options = PaddedConvOptions::asymmetric(conv.stride, [top, left], [bottom, right], conv.dilation, conv.groups);
     conv2d(x, weight, Some(bias), options)
 }
 
