@@ -33,6 +33,9 @@ impl FromStr for DeviceSpec {
         let mut ids = Vec::new();
         for part in s.split(',') {
             let part = part.trim();
+            if part == "cpu" {
+                bail!("invalid device list '{s}': the CPU is one device; data-parallel training lists CUDA devices (cuda:0,cuda:1)");
+            }
             match part.strip_prefix("cuda") {
                 Some("") => ids.push(0),
                 Some(rest) => match rest.strip_prefix(':').and_then(|n| n.parse().ok()) {
@@ -97,21 +100,41 @@ pub fn no_cuda_error() -> anyhow::Error {
     )
 }
 
-/// Run `$body` with `$B` bound to the autodiff backend type and `$dev` to the device(s)
-/// named by a [`DeviceSpec`]. `$devs` is bound to all requested devices (multi-GPU).
+/// Error for several devices given to a command that runs on one.
+pub fn one_device_error(spec: &DeviceSpec) -> anyhow::Error {
+    anyhow::anyhow!("--device {spec}: this command runs on one device; several devices (data-parallel) are for train-decoder")
+}
+
+/// Run `$body` with `$B` bound to the autodiff backend type and `$dev` to the device named
+/// by a [`DeviceSpec`]; a spec naming several devices is an error. The three-name form
+/// `|B, dev, devs|` also binds `$devs` to all requested devices, in order (data-parallel
+/// training; the first is the main device). A device may be listed twice (`cuda:0,cuda:0`):
+/// two workers share it, which tests the multi-device path on one GPU.
 #[macro_export]
 macro_rules! with_backend {
     ($spec:expr, |$B:ident, $dev:ident| $body:expr) => {{
+        if let $crate::device::DeviceSpec::Cuda(ids) = &$spec {
+            if ids.len() != 1 {
+                return Err($crate::device::one_device_error(&$spec));
+            }
+        }
+        $crate::with_backend!($spec, |$B, $dev, _devs| $body)
+    }};
+    ($spec:expr, |$B:ident, $dev:ident, $devs:ident| $body:expr) => {{
         match &$spec {
             $crate::device::DeviceSpec::Cpu => {
                 type $B = $crate::device::CpuAd;
                 let $dev = burn::backend::flex::FlexDevice;
+                #[allow(unused_variables)]
+                let $devs = vec![$dev.clone()];
                 $body
             }
             #[cfg(feature = "cuda")]
             $crate::device::DeviceSpec::Cuda(ids) => {
                 type $B = $crate::device::CudaAd;
-                let $dev = $crate::device::cuda_device(ids[0])?;
+                #[allow(unused_variables)]
+                let $devs = ids.iter().map(|&i| $crate::device::cuda_device(i)).collect::<anyhow::Result<Vec<_>>>()?;
+                let $dev = $devs[0].clone();
                 $body
             }
             #[cfg(not(feature = "cuda"))]

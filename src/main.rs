@@ -96,6 +96,8 @@ enum Command {
         /// Continue the run in --out from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// cpu, cuda[:N], or several GPUs for data-parallel training (cuda:0,cuda:1): each
+        /// batch is split over them, the optimizer steps on the first.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
@@ -388,8 +390,8 @@ fn run(cli: Cli) -> Result<()> {
             let weights = (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()?;
             let source = preimage::train::decoder::CodeSource::from_args(t.codes.clone(), t.data.clone(), encoder, weights)?;
             let run = DecoderRun { config: cfg, source, layer, out, resume };
-            with_backend!(device, |B, dev| {
-                preimage::train::decoder::train::<B>(&run, &dev)?;
+            with_backend!(device, |B, dev, devs| {
+                preimage::train::decoder::train_on::<B>(&run, &devs)?;
             });
             Ok(())
         }

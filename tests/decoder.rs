@@ -151,3 +151,42 @@ fn shipped_decoder_configs_parse() {
         assert_eq!(cfg.train.layer.as_deref(), Some(layer));
     }
 }
+
+/// Data-parallel training (the `--device cuda:0,cuda:1` path) with the CPU listed twice:
+/// each device takes a slice of every batch (7 rows: 4 + 3, weighted by their shares) and
+/// the summed gradients give the steps of one device, with every loss term on.
+#[test]
+fn data_parallel_over_two_devices_takes_the_steps_of_one() {
+    use burn::backend::flex::FlexDevice;
+    use preimage::device::CpuAd;
+    use preimage::encoder::WeightSource;
+    use preimage::train::decoder::{self as td, CodeSource, DecoderRun};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = fixture(dir.path());
+    let losses = "[loss]\npixel = 1.0\nfeature = 0.5\nfeature_tap = \"conv2\"\nadversarial = 0.1\n[discriminator]\nchannels = [4, 8]\nhidden = 8\n";
+    let mut cfg = td::load_config(&config(dir.path(), "dp.toml", losses, "")).unwrap();
+    cfg.train.batch_size = 7;
+    let run = |name: &str| DecoderRun {
+        config: cfg.clone(),
+        source: CodeSource::from_args(None, Some(data.clone()), Some("posenet".into()), Some(WeightSource::Random(4))).unwrap(),
+        layer: "conv5".into(),
+        out: dir.path().join(name),
+        resume: false,
+    };
+    let one = td::train::<CpuAd>(&run("one"), &FlexDevice).unwrap();
+    let two = td::train_on::<CpuAd>(&run("two"), &[FlexDevice, FlexDevice]).unwrap();
+    assert_eq!((one.len(), two.len()), (2, 2));
+    for (a, b) in one.iter().zip(&two) {
+        for (x, y) in [(a.train_loss, b.train_loss), (a.val_loss, b.val_loss), (a.val_pixel_mse, b.val_pixel_mse)] {
+            assert!((x - y).abs() <= 1e-4 * x.abs().max(1e-3), "one device {x} vs two {y}");
+        }
+    }
+    assert!(one[1].val_loss != one[0].val_loss, "the runs trained");
+    // The decoders themselves agree.
+    let dev = Default::default();
+    let (d1, info) = preimage::decoder::load_run::<preimage::device::Cpu>(&dir.path().join("one"), &dev).unwrap();
+    let (d2, _) = preimage::decoder::load_run::<preimage::device::Cpu>(&dir.path().join("two"), &dev).unwrap();
+    let code = burn::tensor::Tensor::<preimage::device::Cpu, 2>::ones([1, info.plan.code_dim()], &dev);
+    let diff = (d1.forward(code.clone()) - d2.forward(code)).abs().max().into_scalar();
+    assert!(diff < 1e-3, "decoder outputs differ by {diff}");
+}

@@ -131,6 +131,15 @@ fn cuda_request_without_cuda_is_a_clear_error() {
     assert!(!success && text.contains("CUDA") && !text.contains("panicked"), "{text}");
 }
 
+/// Several devices are for data-parallel training; elsewhere they are an error naming that.
+#[test]
+fn several_devices_for_a_one_device_command_is_an_error() {
+    let (success, text) = preimage(&["reconstruct", "--decoder", "/nonexistent", "--codes", "/nonexistent.safetensors", "--out", "/tmp/x", "--device", "cuda:0,cuda:1"]);
+    assert!(!success && text.contains("one device") && text.contains("train-decoder"), "{text}");
+    let (success, text) = preimage(&["train-decoder", "--config", "/nonexistent.toml", "--device", "cuda:0,cpu"]);
+    assert!(!success && text.contains("'cuda:0,cpu'") && text.contains("the CPU is one device"), "{text}");
+}
+
 #[test]
 fn bench_smoke_at_tiny_sizes() {
     let dir = tempfile::tempdir().unwrap();

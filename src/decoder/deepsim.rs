@@ -13,6 +13,7 @@ use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
 /// A frozen comparator network read at one tap.
+#[derive(Clone)]
 pub struct Comparator<B: Backend> {
     net: ConvNet<B>,
     pub tap: String,
@@ -23,6 +24,11 @@ impl<B: Backend> Comparator<B> {
     pub fn new(net: ConvNet<B>, tap: &str) -> Result<Self> {
         net.spec.check_tap(tap)?;
         Ok(Self { net: net.no_grad(), tap: tap.to_string() })
+    }
+
+    /// A copy on `device` (data-parallel training keeps one per device).
+    pub fn fork(&self, device: &B::Device) -> Self {
+        Self { net: self.net.clone().fork(device), tap: self.tap.clone() }
     }
 
     pub fn net(&self) -> &ConvNet<B> {

@@ -18,6 +18,7 @@ use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsParams, Optimizer};
 use super::adam::Adam;
+use super::parallel::{self, Shard};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -357,6 +358,13 @@ fn log_grid<B: AutodiffBackend>(tb: &mut TbWriter, dec: &Decoder<B::InnerBackend
 /// `config.toml`, `provenance.json`, `checkpoint/` (each epoch), `decoder.json` +
 /// `decoder.mpk` (best by validation loss), `metrics.json` and `tb/`.
 pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result<Vec<DecoderEpoch>> {
+    train_on::<B>(run, std::slice::from_ref(device))
+}
+
+/// [`train`] data-parallel over `devices` (see [`parallel`](super::parallel)): each batch is
+/// split over them, the model, optimizer, validation and files stay on the first.
+pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> Result<Vec<DecoderEpoch>> {
+    let Some(device) = devices.first() else { bail!("train-decoder needs at least one device") };
     let cfg = &run.config;
     let t = &cfg.train;
     if t.batch_size == 0 || t.epochs == 0 {
@@ -390,6 +398,8 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
     } else {
         None
     };
+    // The frozen comparator on every device, once.
+    let comparators: Vec<Option<Comparator<B>>> = devices.iter().enumerate().map(|(i, d)| comparator.as_ref().map(|c| if i == 0 { c.clone() } else { c.fork(d) })).collect();
     let comparator_valid = comparator.as_ref().map(|c| Comparator::new(c_net(c), &c.tap)).transpose()?;
 
     let n_all = data.records.len();
@@ -462,36 +472,51 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
         for (k, chunk) in order.chunks(t.batch_size).enumerate() {
             let augment = t.augment.then(|| crate::rng::Rng::derive(t.seed, 0xa06 + (epoch * steps_per_epoch + k) as u64).next_u64());
             let Some(b) = data.batch(chunk, augment, device)? else { continue };
-            let recon = dec.forward(b.codes.clone());
-            let pixel = (recon.clone() - b.images.clone()).powf_scalar(2.0).mean();
-            let mut total = pixel.clone() * l.pixel;
-            let mut terms: Vec<(&str, Tensor<B, 1>)> = vec![("pixel", pixel)];
-            if let Some(c) = &comparator {
-                let f = c.loss(recon.clone(), c.features(b.images.clone()).detach());
-                total = total + f.clone() * l.feature;
-                terms.push(("feature", f));
-            }
-            let mut disc_step = None;
-            if let Some(d) = &disc {
-                let g_adv = deepsim::generator_loss(d.forward(recon.clone(), b.codes.clone()));
-                total = total + g_adv.clone() * l.adversarial;
-                let d_loss = deepsim::discriminator_loss(d.forward(b.images.clone(), b.codes.clone()), d.forward(recon.clone().detach(), b.codes.clone()));
-                let (dv, gv) = (d_loss.clone().into_scalar().elem::<f64>(), g_adv.clone().into_scalar().elem::<f64>());
-                terms.push(("adversarial", g_adv));
-                disc_step = Some((d_loss, dv, gv));
-            }
-            let loss_value = total.clone().into_scalar().elem::<f64>();
+            let n = b.records.len();
+            let replicas: Vec<Replica<B>> = parallel::shards(n, devices.len())
+                .into_iter()
+                .map(|shard| {
+                    let dev = &devices[shard.device];
+                    let whole = shard.weight == 1.0;
+                    let part = |t: Tensor<B, 4>| if whole { t } else { t.narrow(0, shard.rows.start, shard.rows.len()).to_device(dev) };
+                    let codes = if whole { b.codes.clone() } else { b.codes.clone().narrow(0, shard.rows.start, shard.rows.len()).to_device(dev) };
+                    Replica {
+                        dec: if whole { dec.clone() } else { dec.clone().fork(dev) },
+                        disc: disc.as_ref().map(|d| if whole { d.clone() } else { d.clone().fork(dev) }),
+                        comparator: comparators[shard.device].clone(),
+                        images: part(b.images.clone()),
+                        codes,
+                        shard,
+                    }
+                })
+                .collect();
+            let outs = parallel::each(replicas, |r| shard_step(r, l, device))?;
+            let loss_value: f64 = outs.iter().map(|o| o.loss).sum();
             check_finite(loss_value, epoch, state.step)?;
             let lr = lr_at(t.schedule, t.lr, state.step, total_steps);
-            let grads = GradientsParams::from_grads(total.backward(), &dec);
-            dec = optim.step(lr, dec, grads);
+            let mut grads = Vec::with_capacity(outs.len());
+            let mut terms: Vec<(&str, f64, Tensor<B, 1>)> = Vec::new();
+            let mut disc_parts = Vec::new();
+            let (mut dv, mut gv) = (0.0, 0.0);
+            for o in outs {
+                grads.push(o.dec_grads);
+                terms.extend(o.terms);
+                if let Some(d) = o.disc {
+                    dv += d.dv;
+                    gv += d.gv;
+                    disc_parts.push(d);
+                }
+            }
+            let g = parallel::sum_grads(&dec, grads);
+            dec = optim.step(lr, dec, g);
             let mut paused = false;
-            if let (Some((d_loss, dv, gv)), Some(d)) = (disc_step, disc.take()) {
+            if let Some(d) = disc.take() {
                 paused = deepsim::discriminator_paused(dv, gv, dc.pause_ratio);
                 disc = Some(if paused {
                     d
                 } else {
-                    let g = GradientsParams::from_grads(d_loss.backward(), &d);
+                    let parts = disc_parts.into_iter().map(|p| parallel::shard_grads(p.loss, p.weight, &p.model, device)).collect();
+                    let g = parallel::sum_grads(&d, parts);
                     disc_optim.step(lr_at(t.schedule, dc.lr, state.step, total_steps), d, g)
                 });
                 if state.step % t.log_every.max(1) == 0 {
@@ -503,8 +528,16 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
             run_n += 1;
             if state.step % t.log_every.max(1) == 0 {
                 tb.scalar("train/loss", loss_value as f32, state.step);
-                for (name, v) in terms {
-                    tb.scalar(&format!("train/{name}"), v.into_scalar().elem::<f32>(), state.step);
+                let mut by_name: Vec<(&str, f64)> = Vec::new();
+                for (name, w, v) in terms {
+                    let v = w * v.into_scalar().elem::<f64>();
+                    match by_name.iter_mut().find(|(k, _)| *k == name) {
+                        Some((_, sum)) => *sum += v,
+                        None => by_name.push((name, v)),
+                    }
+                }
+                for (name, v) in by_name {
+                    tb.scalar(&format!("train/{name}"), v as f32, state.step);
                 }
                 tb.scalar("train/lr", lr as f32, state.step);
                 if adversarial {
@@ -568,6 +601,61 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
         println!("best epoch {e}; decoder in {}", run.out.display());
     }
     Ok(history)
+}
+
+/// One device's share of a training step: forks of the models, its rows of the batch.
+struct Replica<B: AutodiffBackend> {
+    shard: Shard,
+    dec: Decoder<B>,
+    disc: Option<Discriminator<B>>,
+    comparator: Option<Comparator<B>>,
+    images: Tensor<B, 4>,
+    codes: Tensor<B, 2>,
+}
+
+/// What a device hands back: its weighted loss, loss terms (weight, value), decoder
+/// gradients on the main device, and the discriminator's loss for its own step, which
+/// waits for the pause decision over the whole batch.
+struct ShardOut<B: AutodiffBackend> {
+    loss: f64,
+    terms: Vec<(&'static str, f64, Tensor<B, 1>)>,
+    dec_grads: GradientsParams,
+    disc: Option<DiscPart<B>>,
+}
+
+struct DiscPart<B: AutodiffBackend> {
+    loss: Tensor<B, 1>,
+    model: Discriminator<B>,
+    weight: f64,
+    /// Weighted discriminator and generator adversarial losses.
+    dv: f64,
+    gv: f64,
+}
+
+/// Forward and backward of one device's rows: pixel, feature and adversarial losses.
+fn shard_step<B: AutodiffBackend>(r: Replica<B>, l: &LossConfig, main: &B::Device) -> Result<ShardOut<B>> {
+    let w = r.shard.weight;
+    let recon = r.dec.forward(r.codes.clone());
+    let pixel = (recon.clone() - r.images.clone()).powf_scalar(2.0).mean();
+    let mut total = pixel.clone() * l.pixel;
+    let mut terms = vec![("pixel", w, pixel)];
+    if let Some(c) = &r.comparator {
+        let f = c.loss(recon.clone(), c.features(r.images.clone()).detach());
+        total = total + f.clone() * l.feature;
+        terms.push(("feature", w, f));
+    }
+    let mut disc = None;
+    if let Some(d) = r.disc {
+        let g_adv = deepsim::generator_loss(d.forward(recon.clone(), r.codes.clone()));
+        total = total + g_adv.clone() * l.adversarial;
+        let d_loss = deepsim::discriminator_loss(d.forward(r.images.clone(), r.codes.clone()), d.forward(recon.clone().detach(), r.codes.clone()));
+        let (dv, gv) = (d_loss.clone().into_scalar().elem::<f64>(), g_adv.clone().into_scalar().elem::<f64>());
+        terms.push(("adversarial", w, g_adv));
+        disc = Some(DiscPart { loss: d_loss, model: d, weight: w, dv: w * dv, gv: w * gv });
+    }
+    let loss = w * total.clone().into_scalar().elem::<f64>();
+    let dec_grads = parallel::shard_grads(total, w, &r.dec, main);
+    Ok(ShardOut { loss, terms, dec_grads, disc })
 }
 
 fn c_net<B: AutodiffBackend>(c: &Comparator<B>) -> ConvNet<B::InnerBackend> {

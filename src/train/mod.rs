@@ -7,6 +7,7 @@
 pub mod adam;
 pub mod decoder;
 pub mod encoder;
+pub mod parallel;
 
 use anyhow::{bail, Context, Result};
 use burn::module::{AutodiffModule, Module};
