@@ -20,8 +20,9 @@ cd /work/main
     echo "== $n"; timeout 300 "$t" --test-threads 8 2>&1 | grep -E "^test result|FAILED|panicked|failures:" ; echo "rc $n ${PIPESTATUS[0]}"
   done > "$out/tests_cpu.log" 2>&1 ) &
 cpu=$!
-echo "== cuda"; timeout 300 .gpu/bins/cuda --test-threads 1 2>&1 | tee "$out/tests_cuda.log" | tail -20
+echo "== cuda"; timeout 240 .gpu/bins/cuda --test-threads 1 2>&1 | tee "$out/tests_cuda.log" | tail -20
 echo "rc cuda ${PIPESTATUS[0]}"
 wait $cpu
 cat "$out/tests_cpu.log"
-PREIMAGE=target/release/preimage timeout 300 bash bench/compare.sh "$out/bench" --device cuda 2>&1 | tail -30
+PREIMAGE=target/release/preimage timeout 240 bash bench/compare.sh /tmp/gpu-bench --device cuda 2>&1 | tail -30
+cp /tmp/gpu-bench/*.json /tmp/gpu-bench/table.txt "$out/" 2>/dev/null
