@@ -31,6 +31,10 @@ def peak_mib():
 
 def timed(name, fn, runs, warmup, sync):
     reset_peak()
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    if cuda:
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     for _ in range(warmup):
         fn(); sync()
     ms = []
@@ -38,7 +42,8 @@ def timed(name, fn, runs, warmup, sync):
         t = time.perf_counter(); fn(); sync(); ms.append((time.perf_counter() - t) * 1e3)
     ms.sort()
     r = dict(name=name, median_ms=ms[len(ms) // 2], min_ms=ms[0], max_ms=ms[-1], runs=runs,
-             peak_mib=peak_mib(), value=None, note="")
+             peak_mib=peak_mib(), value=None, note="",
+             device_mib=torch.cuda.max_memory_reserved() / 2**20 if cuda else None)
     print(f"  {name:<34} median {r['median_ms']:9.2f} ms  (min {r['min_ms']:.2f}, max {r['max_ms']:.2f})", flush=True)
     return r
 

@@ -26,6 +26,10 @@ pub struct Timing {
     pub runs: usize,
     /// Peak resident set size during the workload, MiB (Linux; None elsewhere).
     pub peak_mib: Option<f64>,
+    /// GPU memory the workload held: the memory pool's reserved bytes after it, the pool
+    /// emptied before (PyTorch: `torch.cuda.max_memory_reserved`), MiB; None on the CPU.
+    #[serde(default)]
+    pub device_mib: Option<f64>,
     /// Extra derived figure (images/s, speed-up ratio...), with its meaning in `note`.
     pub value: Option<f64>,
     pub note: String,
@@ -50,8 +54,34 @@ impl BenchOptions {
     }
 }
 
+/// Device memory of an accelerator, where there is one.
+struct DeviceMemory {
+    cleanup: Box<dyn Fn()>,
+    reserved: Option<Box<dyn Fn() -> u64>>,
+}
+
+impl DeviceMemory {
+    fn of<B: Backend>(device: &B::Device) -> Self {
+        let d = device.clone();
+        DeviceMemory { cleanup: Box::new(move || B::memory_cleanup(&d)), reserved: gpu_reserved(device) }
+    }
+}
+
+#[cfg(feature = "cuda")]
+fn gpu_reserved(device: &dyn std::any::Any) -> Option<Box<dyn Fn() -> u64>> {
+    use cubecl::Runtime;
+    let d = device.downcast_ref::<burn::backend::cuda::CudaDevice>()?.clone();
+    Some(Box::new(move || cubecl::cuda::CudaRuntime::client(&d).memory_usage().map(|u| u.bytes_reserved).unwrap_or(0)))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn gpu_reserved(_: &dyn std::any::Any) -> Option<Box<dyn Fn() -> u64>> {
+    None
+}
+
 /// Run `f` warm-up + `runs` times; `f` must block until its result is computed.
-fn time<F: FnMut()>(name: &str, opts: &BenchOptions, mut f: F) -> Timing {
+fn time<F: FnMut()>(name: &str, opts: &BenchOptions, mem: &DeviceMemory, mut f: F) -> Timing {
+    (mem.cleanup)();
     reset_peak_rss();
     for _ in 0..opts.warmup {
         f();
@@ -71,6 +101,7 @@ fn time<F: FnMut()>(name: &str, opts: &BenchOptions, mut f: F) -> Timing {
         max_ms: ms[ms.len() - 1],
         runs: ms.len(),
         peak_mib: peak_rss_mib(),
+        device_mib: mem.reserved.as_ref().map(|r| r() as f64 / (1024.0 * 1024.0)),
         value: None,
         note: String::new(),
     };
@@ -153,7 +184,7 @@ fn decoder_step<B: AutodiffBackend>(name: &str, dec: BenchDecoder<B>, batch: usi
     let mut optim = crate::train::adam::Adam::default().init::<B, BenchDecoder<B>>();
     let x = random::<B, 2>([batch, code], 2, device);
     let target = random::<B, 4>([batch, 3, out, out], 3, device);
-    time(name, opts, || {
+    time(name, opts, &DeviceMemory::of::<B>(device), || {
         let d = dec.take().unwrap();
         let loss = (d.forward(x.clone()) - target.clone()).powf_scalar(2.0).mean();
         let grads = GradientsParams::from_grads(loss.backward(), &d);
@@ -168,7 +199,7 @@ fn encoder_forward<B: Backend>(name: &str, net: &ConvNet<B>, batch: usize, opts:
     let [h, w] = net.spec.input_size;
     let x = random::<B, 4>([batch, 3, h, w], 4, device);
     let last = net.spec.taps().into_iter().find(|t| t == "fc8").unwrap_or_else(|| net.spec.taps().last().unwrap().clone());
-    time(name, opts, || {
+    time(name, opts, &DeviceMemory::of::<B>(device), || {
         let _ = net.tap_flat(x.clone(), &last, false).unwrap().into_data();
     })
 }
@@ -185,7 +216,7 @@ fn optim_iteration<B: AutodiffBackend>(name: &str, net: &ConvNet<B>, tap: &str, 
     let obj: Objective<B> = optimize::invert_objective(&net.spec, tap, Tensor::from_inner(target), &cfg.weights);
     let engine = Engine::new(net.clone(), obj, Parameterization::new(&cfg.param, [h, w], device), Transforms::default(), 0)?;
     let mut x = random::<B::InnerBackend, 2>([1, 3 * h * w], 6, device);
-    Ok(time(name, opts, || {
+    Ok(time(name, opts, &DeviceMemory::of::<B>(device), || {
         let e = engine.eval(x.clone(), 0, false).expect("finite loss");
         x = (x.clone() - e.grad * 0.01).clamp(0.0, 1.0);
         let _ = x.clone().slice([0..1, 0..1]).into_data();
@@ -240,7 +271,7 @@ pub fn run<B: AutodiffBackend>(opts: &BenchOptions, device: &B::Device) -> Resul
     // M&V's default schedule is 350 iterations; a decoder needs one forward pass per image.
     let dec = BenchDecoder::<B::InnerBackend>::new(if q { 32 } else { 512 }, &[], base, if q { &[16, 8, 3] } else { &[128, 64, 32, 3] }, out_a, device);
     let code_in = random::<B::InnerBackend, 2>([1, if q { 32 } else { 512 }], 7, device);
-    let mut t = time("decoder_forward_1_image", opts, || {
+    let mut t = time("decoder_forward_1_image", opts, &DeviceMemory::of::<B>(device), || {
         let _ = dec.forward(code_in.clone()).into_data();
     });
     let full = 350.0 * iter_ms["posenet"];
@@ -274,7 +305,7 @@ fn extraction<B: Backend>(opts: &BenchOptions, device: &B::Device) -> Result<Tim
     let taps = vec!["conv5".to_string(), "fc6".to_string(), "fc7".to_string(), "fc8".to_string()];
     let n = folder.len();
     let quiet = BenchOptions { runs: opts.runs.clamp(1, 5), warmup: 1, ..opts.clone() };
-    let mut t = time("extract_posenet_4_taps", &quiet, || {
+    let mut t = time("extract_posenet_4_taps", &quiet, &DeviceMemory::of::<B>(device), || {
         let _ = crate::extract::extract(&enc, &folder, &taps, 64, device).unwrap();
     });
     t.value = Some(n as f64 / (t.median_ms / 1e3));
@@ -288,7 +319,9 @@ fn extraction<B: Backend>(opts: &BenchOptions, device: &B::Device) -> Result<Tim
 
 /// Print the table, with PyTorch's times and the ratio where a reference JSON is given.
 pub fn table(ours: &[Timing], pytorch: Option<&[Timing]>) -> String {
-    let mut s = format!("{:<34} {:>11} {:>11} {:>11} {:>9} {:>11} {:>7}\n", "workload", "median ms", "min ms", "max ms", "peak MiB", "pytorch ms", "ratio");
+    let gpu = ours.iter().any(|t| t.device_mib.is_some());
+    let mut s = format!("{:<34} {:>11} {:>11} {:>11} {:>9} {:>11} {:>7}", "workload", "median ms", "min ms", "max ms", "peak MiB", "pytorch ms", "ratio");
+    s += if gpu { "   GPU MiB  pytorch GPU MiB\n" } else { "\n" };
     for t in ours {
         let py = pytorch.and_then(|p| p.iter().find(|p| p.name == t.name));
         s += &format!(
@@ -301,6 +334,11 @@ pub fn table(ours: &[Timing], pytorch: Option<&[Timing]>) -> String {
             py.map(|p| format!("{:.2}", p.median_ms)).unwrap_or_else(|| "-".into()),
             py.map(|p| format!("{:.2}", t.median_ms / p.median_ms)).unwrap_or_else(|| "-".into()),
         );
+        if gpu {
+            let mib = |m: Option<f64>| m.map(|m| format!("{m:.0}")).unwrap_or_else(|| "-".into());
+            s.pop();
+            s += &format!(" {:>9} {:>16}\n", mib(t.device_mib), mib(py.and_then(|p| p.device_mib)));
+        }
         if let Some(v) = t.value {
             s += &format!("    {v:.1}: {}\n", t.note);
         }
