@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{ok, s};
 
+/// Relative agreement of f32 results with the CPU's: autotuned kernels use the tensor cores
+/// (TF32-like inputs, 1.8e-3 measured on posenet's conv5), the plain ones full f32.
+const TOL: f32 = if cfg!(feature = "cuda-autotune") { 1e-2 } else { 1e-3 };
+
 fn gpu() -> CudaDevice {
     preimage::device::cuda_device(0).unwrap_or_else(|e| panic!("the CUDA tests need a GPU: {e:#}"))
 }
@@ -54,7 +58,7 @@ fn encoders_match_torchvision_on_the_gpu() {
         for tap in &names {
             let got = acts[tap].clone().flat().into_data().to_vec::<f32>().unwrap();
             let d = rel_diff(&got, &taps[tap].to_f32());
-            assert!(d < 1e-3, "{name}.{ext} tap {tap} on the GPU: relative difference {d}");
+            assert!(d < TOL, "{name}.{ext} tap {tap} on the GPU: relative difference {d}");
         }
     }
 }
@@ -75,7 +79,7 @@ fn forward_passes_agree_with_the_cpu() {
             let a = g.tap_flat(xg.clone(), tap, false).unwrap().into_data().to_vec::<f32>().unwrap();
             let b = c.tap_flat(xc.clone(), tap, false).unwrap().into_data().to_vec::<f32>().unwrap();
             let d = rel_diff(&a, &b);
-            assert!(d < 1e-3, "{arch} {tap}: GPU vs CPU relative difference {d}");
+            assert!(d < TOL, "{arch} {tap}: GPU vs CPU relative difference {d}");
         }
     }
 }
@@ -100,7 +104,7 @@ fn inversion_step<B: AutodiffBackend>(device: &B::Device) -> (f64, Vec<f32>) {
 fn inversion_gradients_agree_with_the_cpu() {
     let (lg, gg) = inversion_step::<CudaAd>(&gpu());
     let (lc, gc) = inversion_step::<CpuAd>(&Default::default());
-    assert!((lg - lc).abs() <= 1e-3 * lc.abs(), "loss GPU {lg} vs CPU {lc}");
+    assert!((lg - lc).abs() <= TOL as f64 * lc.abs(), "loss GPU {lg} vs CPU {lc}");
     let d = gg.iter().zip(&gc).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max) / max_abs(&gc);
     assert!(d < 1e-2, "gradient GPU vs CPU relative difference {d}");
 }
@@ -134,7 +138,7 @@ fn commands_run_on_the_gpu_and_two_workers_take_the_steps_of_one() {
         (path, cf.tap("fc7").unwrap().to_f32())
     };
     let ((codes, g), (_, c)) = (extract("cuda", "gpu.safetensors"), extract("cpu", "cpu.safetensors"));
-    assert!(rel_diff(&g, &c) < 1e-3, "GPU vs CPU codes: {}", rel_diff(&g, &c));
+    assert!(rel_diff(&g, &c) < TOL, "GPU vs CPU codes: {}", rel_diff(&g, &c));
 
     // Pixel and feature losses: the same run on the CPU, the GPU and two workers sharing the
     // GPU. With the adversarial term too, two workers against one: the first epoch (a GAN's
@@ -151,10 +155,10 @@ fn commands_run_on_the_gpu_and_two_workers_take_the_steps_of_one() {
     };
     let plain = format!("{model}{feature}{train_section}");
     let gpu = train(&plain, "cuda", "gpu");
-    close(&gpu, &train(&plain, "cpu", "cpu"), 2e-3, "GPU vs CPU");
-    close(&train(&plain, "cuda:0,cuda:0", "gpu2"), &gpu, 2e-3, "two workers vs one");
+    close(&gpu, &train(&plain, "cpu", "cpu"), 2.0 * TOL as f64, "GPU vs CPU");
+    close(&train(&plain, "cuda:0,cuda:0", "gpu2"), &gpu, 2.0 * TOL as f64, "two workers vs one");
     let gan = format!("{model}{feature}{adversarial}{train_section}");
-    close(&train(&gan, "cuda:0,cuda:0", "gan2")[..1], &train(&gan, "cuda", "gan1")[..1], 2e-3, "GAN, two workers vs one");
+    close(&train(&gan, "cuda:0,cuda:0", "gan2")[..1], &train(&gan, "cuda", "gan1")[..1], 2.0 * TOL as f64, "GAN, two workers vs one");
 
     // A pixel-loss decoder from the GPU's code file, then reconstruction on the GPU.
     let cfg_fc7 = d.join("fc7.toml");
