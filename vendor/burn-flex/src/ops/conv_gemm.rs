@@ -116,6 +116,14 @@ fn gather_band<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b: u
                 mid.iter_mut().zip(from).for_each(|(d, s)| {
                     d.write(*s);
                 });
+            } else if xa.stride == 2 {
+                // Pairs rather than `step_by`: vector loads and a de-interleaving shuffle (the
+                // decoders' stride-2 gradients run through here).
+                let (last, body) = mid.split_last_mut().expect("mid is not empty");
+                for (d, pair) in body.iter_mut().zip(from.chunks_exact(2)) {
+                    d.write(pair[0]);
+                }
+                last.write(from[2 * body.len()]);
             } else {
                 mid.iter_mut().zip(from.iter().step_by(xa.stride)).for_each(|(d, s)| {
                     d.write(*s);
@@ -145,24 +153,65 @@ fn scatter_add<T: GemmElem>(dst: &mut [T], cols: &[T], channels: usize, ya: Axis
     let plane = ya.other * xa.other;
     let k = ya.kernel * xa.kernel;
     let dst = &mut dst[b0 * channels * plane..(b0 + nb) * channels * plane];
+    // Stride 2, dilation 1 (the decoders' up-convolutions): taps kx and kx + 1 land on
+    // neighbouring output columns, so they are added as pairs, a full interleaved store
+    // that vectorizes, instead of two half-strided passes.
+    let paired = xa.stride == 2 && xa.dilation == 1;
     for_each_chunk(dst, plane, |i, out| {
         let (b, c) = (i / channels, i % channels);
+        let row_of = |ky: usize, kx: usize| &cols[(c * k + ky * xa.kernel + kx) * n + b * grid..][..grid];
         for ky in 0..ya.kernel {
-            for kx in 0..xa.kernel {
-                let row = &cols[(c * k + ky * xa.kernel + kx) * n + b * grid..][..grid];
-                let xs = xa.valid(kx);
-                if xs.is_empty() {
+            let mut kx = 0;
+            while kx < xa.kernel {
+                if paired && kx + 1 < xa.kernel {
+                    let (ra, rb) = (row_of(ky, kx), row_of(ky, kx + 1));
+                    let (xa_, xb) = (xa.valid(kx), xa.valid(kx + 1));
+                    let both = xa_.start.max(xb.start)..xa_.end.min(xb.end);
+                    for y in ya.valid(ky) {
+                        let out_row = &mut out[ya.at(y, ky) * xa.other..][..xa.other];
+                        let (ra, rb) = (&ra[y * xa.grid..][..xa.grid], &rb[y * xa.grid..][..xa.grid]);
+                        if both.is_empty() {
+                            add_strided(out_row, ra, &xa, kx, xa_.clone());
+                            add_strided(out_row, rb, &xa, kx + 1, xb.clone());
+                            continue;
+                        }
+                        add_strided(out_row, ra, &xa, kx, xa_.start..both.start);
+                        add_strided(out_row, ra, &xa, kx, both.end..xa_.end.max(both.end));
+                        add_strided(out_row, rb, &xa, kx + 1, xb.start..both.start);
+                        add_strided(out_row, rb, &xa, kx + 1, both.end..xb.end.max(both.end));
+                        let pairs = &mut out_row[xa.at(both.start, kx)..][..2 * both.len()];
+                        let (va, vb) = (&ra[both.clone()], &rb[both.clone()]);
+                        for (j, o) in pairs.chunks_exact_mut(2).enumerate() {
+                            o[0] = o[0] + va[j];
+                            o[1] = o[1] + vb[j];
+                        }
+                    }
+                    kx += 2;
                     continue;
                 }
-                for y in ya.valid(ky) {
-                    let out_row = out[ya.at(y, ky) * xa.other..][xa.at(xs.start, kx)..].iter_mut().step_by(xa.stride);
-                    for (o, v) in out_row.zip(&row[y * xa.grid + xs.start..y * xa.grid + xs.end]) {
-                        *o = *o + *v;
+                let row = row_of(ky, kx);
+                let xs = xa.valid(kx);
+                if !xs.is_empty() {
+                    for y in ya.valid(ky) {
+                        add_strided(&mut out[ya.at(y, ky) * xa.other..][..xa.other], &row[y * xa.grid..][..xa.grid], &xa, kx, xs.clone());
                     }
                 }
+                kx += 1;
             }
         }
     });
+}
+
+/// `out[xa.at(x, kx)] += row[x]` for the grid columns `xs` (all in `xa.valid(kx)`).
+#[inline]
+fn add_strided<T: GemmElem>(out: &mut [T], row: &[T], xa: &Axis, kx: usize, xs: Range<usize>) {
+    if xs.is_empty() {
+        return;
+    }
+    let out_row = out[xa.at(xs.start, kx)..].iter_mut().step_by(xa.stride);
+    for (o, v) in out_row.zip(&row[xs]) {
+        *o = *o + *v;
+    }
 }
 
 /// `[B, C, HW]` images `b0..b0+nb` → `[C, nb·HW]`.
