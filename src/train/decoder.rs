@@ -361,7 +361,7 @@ pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result
     train_on::<B>(run, std::slice::from_ref(device))
 }
 
-/// [`train`] data-parallel over `devices` (see [`parallel`](super::parallel)): each batch is
+/// [`train`] data-parallel over `devices` (see [`parallel`]): each batch is
 /// split over them, the model, optimizer, validation and files stay on the first.
 pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> Result<Vec<DecoderEpoch>> {
     let Some(device) = devices.first() else { bail!("train-decoder needs at least one device") };
