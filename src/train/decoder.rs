@@ -477,15 +477,12 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
                 .into_iter()
                 .map(|shard| {
                     let dev = &devices[shard.device];
-                    let whole = shard.weight == 1.0;
-                    let part = |t: Tensor<B, 4>| if whole { t } else { t.narrow(0, shard.rows.start, shard.rows.len()).to_device(dev) };
-                    let codes = if whole { b.codes.clone() } else { b.codes.clone().narrow(0, shard.rows.start, shard.rows.len()).to_device(dev) };
                     Replica {
-                        dec: if whole { dec.clone() } else { dec.clone().fork(dev) },
-                        disc: disc.as_ref().map(|d| if whole { d.clone() } else { d.clone().fork(dev) }),
+                        dec: shard.replica(&dec, dev),
+                        disc: disc.as_ref().map(|d| shard.replica(d, dev)),
                         comparator: comparators[shard.device].clone(),
-                        images: part(b.images.clone()),
-                        codes,
+                        images: shard.rows(b.images.clone(), dev),
+                        codes: shard.rows(b.codes.clone(), dev),
                         shard,
                     }
                 })

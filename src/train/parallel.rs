@@ -8,9 +8,10 @@
 //! of the batch, so the summed gradient is the whole batch's mean-loss gradient: a step on
 //! two devices is the step on one, up to rounding, and learning rates carry over.
 use anyhow::Result;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, Module};
 use burn::optim::{GradientsAccumulator, GradientsParams};
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
 use std::ops::Range;
 
 /// One device's part of a batch.
@@ -41,6 +42,31 @@ pub fn shards(n: usize, devices: usize) -> Vec<Shard> {
     out
 }
 
+impl Shard {
+    /// Whether this shard is the whole batch (one device): no copies, no weighting.
+    pub fn whole(&self) -> bool {
+        self.weight == 1.0
+    }
+
+    /// This shard's rows of `t`, on its device.
+    pub fn rows<B: Backend, const D: usize>(&self, t: Tensor<B, D>, device: &B::Device) -> Tensor<B, D> {
+        if self.whole() {
+            t
+        } else {
+            t.narrow(0, self.rows.start, self.rows.len()).to_device(device)
+        }
+    }
+
+    /// This shard's copy of `module`, on its device (a fork: its own autodiff leaves).
+    pub fn replica<B: Backend, M: Module<B>>(&self, module: &M, device: &B::Device) -> M {
+        if self.whole() {
+            module.clone()
+        } else {
+            module.clone().fork(device)
+        }
+    }
+}
+
 /// Run `work` once per item, each in its own thread when there are several (so that devices
 /// compute at once), inline when there is one; results in input order. A panic in a worker
 /// is re-raised here.
@@ -69,7 +95,7 @@ pub fn sum_grads<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M, parts: Ve
 
 /// Gradients of `loss` (a slice's mean loss) for `module`'s parameters, weighted by the
 /// slice's share of the batch and moved to `main`.
-pub fn shard_grads<B: AutodiffBackend, M: AutodiffModule<B>>(loss: burn::tensor::Tensor<B, 1>, weight: f64, module: &M, main: &B::Device) -> GradientsParams {
+pub fn shard_grads<B: AutodiffBackend, M: AutodiffModule<B>>(loss: Tensor<B, 1>, weight: f64, module: &M, main: &B::Device) -> GradientsParams {
     let loss = if weight == 1.0 { loss } else { loss * weight };
     let g = GradientsParams::from_grads(loss.backward(), module);
     if weight == 1.0 {
