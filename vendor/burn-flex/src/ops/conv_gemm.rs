@@ -9,12 +9,13 @@
 //!
 //! - transposed conv forward: `cols = Wᵀ · Xᵀ` over the whole batch (`Xᵀ` is `[C, B·H·W]`, one
 //!   GEMM that `gemm` spreads over all cores), then `scatter_add(cols)` into the output;
-//! - its input gradient:      `dX[b, :, band] = W · gather(G)` per tile;
+//! - its input gradient:      `dX[b, :, span] = W · gather(G)` per tile;
 //! - its weight gradient:     `dW += X[b, :, band] · gather(G)ᵀ` per tile;
 //! - conv weight gradient:    `dW += G[b, :, band] · gather(X)ᵀ` per tile.
 //!
-//! A tile is one image's band of grid rows whose gathered block fits [`TILE_BUDGET`], so the
-//! GEMM reads it from cache; tiles run in parallel (per-thread sums for weight gradients).
+//! A tile is one image's band of grid rows (for the products with `W`, a span of grid positions
+//! in multiples of 16) whose gathered block fits [`TILE_BUDGET`], so the GEMM reads it from
+//! cache; tiles run in parallel (per-thread sums for weight gradients).
 //! `gather` reads the window positions `in·stride + k·dilation − padding` of a grid, which is
 //! both the transposed convolution's output position and the convolution's input position. The
 //! forward pass takes the batch in chunks so its column matrix stays under [`COLUMN_BUDGET`].
@@ -93,18 +94,32 @@ impl Axis {
 /// `cols[(c, ky, kx), (y, x)] = src[b, c, y·s + ky·d − p, x·s + kx·d − p]` (0 outside);
 /// `src` is `[B, C, ya.other, xa.other]`.
 fn gather_band<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b: usize, ys: Range<usize>) -> Vec<T> {
-    let width = ys.len() * xa.grid;
+    gather_span(src, channels, ya, xa, b, ys.start * xa.grid..ys.end * xa.grid)
+}
+
+/// [`gather_band`] for the grid positions `ps` (`y·grid + x`, rows may be partial): column
+/// `j` of the block is position `ps.start + j`.
+fn gather_span<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b: usize, ps: Range<usize>) -> Vec<T> {
+    let width = ps.len();
     let plane = ya.other * xa.other;
     let k = ya.kernel * xa.kernel;
     let len = channels * k * width;
+    let ys = ps.start / xa.grid.max(1)..ps.end.div_ceil(xa.grid.max(1));
     let mut cols = Vec::with_capacity(len);
     for (r, row) in cols.spare_capacity_mut()[..len].chunks_mut(width.max(1)).enumerate() {
         let (c, ky, kx) = (r / k, (r % k) / xa.kernel, r % xa.kernel);
-        let (valid_y, xs) = (ya.valid(ky), xa.valid(kx));
+        let (valid_y, valid_x) = (ya.valid(ky), xa.valid(kx));
         let src_plane = &src[(b * channels + c) * plane..][..plane];
-        for (y, dst) in ys.clone().zip(row.chunks_mut(xa.grid)) {
-            let (head, rest) = dst.split_at_mut(if valid_y.contains(&y) { xs.start } else { xa.grid });
-            let (mid, tail) = rest.split_at_mut(if valid_y.contains(&y) { xs.len() } else { 0 });
+        let mut rest_row = row;
+        for y in ys.clone() {
+            // This row's part of the span, as x positions.
+            let x0 = ps.start.max(y * xa.grid) - y * xa.grid;
+            let x1 = ps.end.min((y + 1) * xa.grid) - y * xa.grid;
+            let (dst, after) = rest_row.split_at_mut(x1 - x0);
+            rest_row = after;
+            let xs = if valid_y.contains(&y) { valid_x.start.clamp(x0, x1)..valid_x.end.clamp(x0, x1) } else { x0..x0 };
+            let (head, rest) = dst.split_at_mut(if xs.is_empty() { x1 - x0 } else { xs.start - x0 });
+            let (mid, tail) = rest.split_at_mut(xs.len());
             head.iter_mut().chain(tail).for_each(|d| {
                 d.write(T::ZERO);
             });
@@ -348,10 +363,41 @@ unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
 
 /// Tiles of the grid: (image, band of grid rows) whose gathered block of `rows` column rows
-/// stays near [`TILE_BUDGET`] elements, so it is still in cache when its GEMM reads it.
+/// stays near [`TILE_BUDGET`] elements, so it is still in cache when its GEMM reads it. Bands
+/// of one image are of equal height (±1 row), and a batch smaller than the thread count cuts
+/// each image into a multiple of the threads: one image on two cores was 11 + 2 rows for
+/// AlexNet's conv3 (13 rows), one core doing 85 % of the work, and is 7 + 6 now.
 fn tiles(batch: usize, ya: Axis, xa: Axis, rows: usize) -> Vec<(usize, Range<usize>)> {
-    let band = (TILE_BUDGET / (rows * xa.grid).max(1)).clamp(1, ya.grid.max(1));
+    let n = cuts(batch, ya.grid, (TILE_BUDGET / (rows * xa.grid).max(1)).max(1));
+    let band = ya.grid.div_ceil(n).max(1);
     (0..batch).flat_map(|b| (0..ya.grid).step_by(band).map(move |y| (b, y..(y + band).min(ya.grid)))).collect()
+}
+
+/// Tiles of [`gathered_product`]: each image's grid positions cut into equal spans whose
+/// length is a multiple of 16 (the span is the GEMM's width, which the `gemm` crate's
+/// micro-kernels take in blocks of 16: bands of whole rows of a 13-wide grid left 1- and
+/// 7-column remainders), gathering near [`TILE_BUDGET`] elements, balanced over the threads
+/// as in [`tiles`].
+fn spans(batch: usize, positions: usize, rows: usize) -> Vec<(usize, Range<usize>)> {
+    let n = cuts(batch, positions, (TILE_BUDGET / rows.max(1)).max(16));
+    let len = positions.div_ceil(n).next_multiple_of(16).max(1);
+    (0..batch).flat_map(|b| (0..positions).step_by(len).map(move |p| (b, p..(p + len).min(positions)))).collect()
+}
+
+/// How many pieces of at most `most` to cut each of `batch` images' `extent` into: at least
+/// enough for every thread when the batch is smaller than the thread count, and then a
+/// multiple of the threads so that they get equal shares.
+fn cuts(batch: usize, extent: usize, most: usize) -> usize {
+    #[cfg(feature = "rayon")]
+    let threads = rayon::current_num_threads().max(1);
+    #[cfg(not(feature = "rayon"))]
+    let threads = 1;
+    let batch = batch.max(1);
+    let mut n = extent.div_ceil(most.max(1));
+    if batch < threads {
+        n = n.max(threads.div_ceil(batch)).next_multiple_of(threads / batch);
+    }
+    n.max(1)
 }
 
 /// Run `f` on every tile and add up the results (each a vector of `len`); `f` accumulates into
@@ -479,7 +525,7 @@ pub(crate) fn conv_transpose2d<T: GemmElem>(x: FlexTensor, weight: FlexTensor, b
     tensor(out, vec![g.batch, g.c_out, g.ya.other, g.xa.other], dtype)
 }
 
-/// `dst[b, grp·m + i, band] = Σ_j W[grp·m + i, j] · gather(src)[grp·kdim + j, band]` for every
+/// `dst[b, grp·m + i, span] = Σ_j W[grp·m + i, j] · gather(src)[grp·kdim + j, span]` for every
 /// tile, written in place: `weight` is `[out_channels, src_channels/groups, KH, KW]`, `src`
 /// `[B, src_channels, ya.other, xa.other]`, the result `[B, out_channels, ya.grid, xa.grid]`.
 /// The convolution's forward pass (weight `[Co, Ci/g, ..]`, src = input) and the transposed
@@ -490,15 +536,15 @@ fn gathered_product<T: GemmElem>(wd: &[T], out_channels: usize, src: &[T], src_c
     let len = batch * out_channels * grid;
     let mut out: Vec<T> = Vec::with_capacity(len);
     let dst = Shared(out.as_mut_ptr());
-    let tiles = tiles(batch, ya, xa, src_channels * ya.kernel * xa.kernel);
-    each_tile(&tiles, |(b, ys)| {
+    let tiles = spans(batch, grid, src_channels * ya.kernel * xa.kernel);
+    each_tile(&tiles, |(b, ps)| {
         let dst = dst;
-        let cols = gather_band(src, src_channels, ya, xa, *b, ys.clone());
-        let width = ys.len() * xa.grid;
+        let cols = gather_span(src, src_channels, ya, xa, *b, ps.clone());
+        let width = ps.len();
         for grp in 0..groups {
             let w = &wd[grp * m * k..][..m * k];
-            let at = (b * out_channels + grp * m) * grid + ys.start * xa.grid;
-            // SAFETY: tiles cover disjoint (image, rows) blocks of `out`; each element is
+            let at = (b * out_channels + grp * m) * grid + ps.start;
+            // SAFETY: tiles cover disjoint (image, positions) blocks of `out`; each element is
             // written by exactly one tile and group, inside the allocation.
             unsafe { gemm_into(dst.0.add(at), grid, Mat::n(w, k), Mat::n(&cols[grp * k * width..], width), m, k, width, false, false) };
         }
@@ -509,7 +555,7 @@ fn gathered_product<T: GemmElem>(wd: &[T], out_channels: usize, src: &[T], src_c
 }
 
 /// Gradient of the transposed convolution with respect to its input:
-/// `dx[b, :, band] = W · gather(G)` per tile.
+/// `dx[b, :, span] = W · gather(G)` per tile.
 pub(crate) fn conv_transpose2d_x_backward<T: GemmElem>(x_shape: [usize; 4], weight: FlexTensor, grad: FlexTensor, o: &ConvTransposeOptions<2>, dtype: DType) -> FlexTensor {
     let (weight, grad) = (weight.to_contiguous(), grad.to_contiguous());
     let g = Geometry::transposed(&x_shape, weight.layout().shape(), o);
@@ -534,7 +580,7 @@ pub(crate) fn takes_conv2d(x_shape: &[usize; 4], w_shape: &[usize; 4], o: &ConvO
     !(pointwise || depthwise || tiny)
 }
 
-/// Convolution `x [B, Ci, H, W]`, `weight [Co, Ci/groups, KH, KW]`: `out[b, :, band] = W · gather(X)` per tile.
+/// Convolution `x [B, Ci, H, W]`, `weight [Co, Ci/groups, KH, KW]`: `out[b, :, span] = W · gather(X)` per tile.
 pub(crate) fn conv2d<T: GemmElem>(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, o: &ConvOptions<2>, dtype: DType) -> FlexTensor {
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
     let (xs, ws) = (x.layout().shape().to_vec(), weight.layout().shape().to_vec());
