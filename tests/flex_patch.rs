@@ -89,7 +89,7 @@ struct Case {
     g: usize,
 }
 
-const CASES: [Case; 8] = [
+const CASES: [Case; 9] = [
     // The decoders' up-convolution: 4×4, stride 2, padding 1.
     Case { b: 2, ci: 4, co: 6, small: [3, 5], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
     Case { b: 3, ci: 4, co: 6, small: [4, 3], k: [3, 2], s: [2, 3], p: [1, 0], d: [2, 1], po: [1, 0], g: 2 },
@@ -107,6 +107,8 @@ const CASES: [Case; 8] = [
     // The convolution's tiles are spans of positions in multiples of 16, not whole rows:
     // 64·3·3 gathered rows split the 23×29 grid at position 336, in the middle of row 11.
     Case { b: 2, ci: 64, co: 4, small: [23, 29], k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
+    // Stride 4 (AlexNet's conv1): the gather reads whole strides of 4.
+    Case { b: 2, ci: 5, co: 3, small: [3, 4], k: [3, 5], s: [4, 4], p: [1, 2], d: [1, 1], po: [0, 0], g: 1 },
 ];
 
 impl Case {

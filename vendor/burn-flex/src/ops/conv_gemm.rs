@@ -131,18 +131,26 @@ fn gather_span<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b: u
                 mid.iter_mut().zip(from).for_each(|(d, s)| {
                     d.write(*s);
                 });
-            } else if xa.stride == 2 {
-                // Pairs rather than `step_by`: vector loads and a de-interleaving shuffle (the
-                // decoders' stride-2 gradients run through here).
-                let (last, body) = mid.split_last_mut().expect("mid is not empty");
-                for (d, pair) in body.iter_mut().zip(from.chunks_exact(2)) {
-                    d.write(pair[0]);
-                }
-                last.write(from[2 * body.len()]);
             } else {
-                mid.iter_mut().zip(from.iter().step_by(xa.stride)).for_each(|(d, s)| {
-                    d.write(*s);
-                });
+                // Whole strides rather than `step_by`: vector loads and a de-interleaving
+                // shuffle (the decoders' stride-2 gradients and AlexNet's stride-4 conv1 run
+                // through here); the last position's stride may run past the row.
+                let s = xa.stride;
+                let (last, body) = mid.split_last_mut().expect("mid is not empty");
+                if s == 2 {
+                    for (d, pair) in body.iter_mut().zip(from.chunks_exact(2)) {
+                        d.write(pair[0]);
+                    }
+                } else if s == 4 {
+                    for (d, quad) in body.iter_mut().zip(from.chunks_exact(4)) {
+                        d.write(quad[0]);
+                    }
+                } else {
+                    for (d, run) in body.iter_mut().zip(from.chunks_exact(s)) {
+                        d.write(run[0]);
+                    }
+                }
+                last.write(from[s * body.len()]);
             }
         }
     }
