@@ -512,7 +512,7 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
                 disc = Some(if paused {
                     d
                 } else {
-                    let parts = disc_parts.into_iter().map(|p| parallel::shard_grads(p.loss, p.weight, &p.model, device)).collect();
+                    let parts = disc_parts.into_iter().map(|p| parallel::shard_grads(p.loss, &p.shard, &p.model, device)).collect();
                     let g = parallel::sum_grads(&d, parts);
                     disc_optim.step(lr_at(t.schedule, dc.lr, state.step, total_steps), d, g)
                 });
@@ -623,7 +623,7 @@ struct ShardOut<B: AutodiffBackend> {
 struct DiscPart<B: AutodiffBackend> {
     loss: Tensor<B, 1>,
     model: Discriminator<B>,
-    weight: f64,
+    shard: Shard,
     /// Weighted discriminator and generator adversarial losses.
     dv: f64,
     gv: f64,
@@ -648,10 +648,10 @@ fn shard_step<B: AutodiffBackend>(r: Replica<B>, l: &LossConfig, main: &B::Devic
         let d_loss = deepsim::discriminator_loss(d.forward(r.images.clone(), r.codes.clone()), d.forward(recon.clone().detach(), r.codes.clone()));
         let (dv, gv) = (d_loss.clone().into_scalar().elem::<f64>(), g_adv.clone().into_scalar().elem::<f64>());
         terms.push(("adversarial", w, g_adv));
-        disc = Some(DiscPart { loss: d_loss, model: d, weight: w, dv: w * dv, gv: w * gv });
+        disc = Some(DiscPart { loss: d_loss, model: d, shard: r.shard.clone(), dv: w * dv, gv: w * gv });
     }
     let loss = w * total.clone().into_scalar().elem::<f64>();
-    let dec_grads = parallel::shard_grads(total, w, &r.dec, main);
+    let dec_grads = parallel::shard_grads(total, &r.shard, &r.dec, main);
     Ok(ShardOut { loss, terms, dec_grads, disc })
 }
 

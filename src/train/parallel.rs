@@ -93,16 +93,13 @@ pub fn sum_grads<B: AutodiffBackend, M: AutodiffModule<B>>(module: &M, parts: Ve
     acc.grads()
 }
 
-/// Gradients of `loss` (a slice's mean loss) for `module`'s parameters, weighted by the
-/// slice's share of the batch and moved to `main`.
-pub fn shard_grads<B: AutodiffBackend, M: AutodiffModule<B>>(loss: Tensor<B, 1>, weight: f64, module: &M, main: &B::Device) -> GradientsParams {
-    let loss = if weight == 1.0 { loss } else { loss * weight };
-    let g = GradientsParams::from_grads(loss.backward(), module);
-    if weight == 1.0 {
-        g
-    } else {
-        g.to_device(main, module)
+/// Gradients of `loss` (the shard's mean loss) for `module`'s parameters, weighted by the
+/// shard's share of the batch and moved to `main`.
+pub fn shard_grads<B: AutodiffBackend, M: AutodiffModule<B>>(loss: Tensor<B, 1>, shard: &Shard, module: &M, main: &B::Device) -> GradientsParams {
+    if shard.whole() {
+        return GradientsParams::from_grads(loss.backward(), module);
     }
+    GradientsParams::from_grads((loss * shard.weight).backward(), module).to_device(main, module)
 }
 
 #[cfg(test)]

@@ -134,7 +134,8 @@ fn gather_span<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b: u
             } else {
                 // Whole strides rather than `step_by`: vector loads and a de-interleaving
                 // shuffle (the decoders' stride-2 gradients and AlexNet's stride-4 conv1 run
-                // through here); the last position's stride may run past the row.
+                // through here), which LLVM emits only for a constant stride, hence 2 and 4
+                // spelled out; the last position's stride may run past the row.
                 let s = xa.stride;
                 let (last, body) = mid.split_last_mut().expect("mid is not empty");
                 if s == 2 {
