@@ -165,10 +165,23 @@ fn commands_run_on_the_gpu_and_two_workers_take_the_steps_of_one() {
     std::fs::write(&cfg_fc7, format!("{model}{train_section}")).unwrap();
     let fc7 = d.join("fc7");
     ok(&["train-decoder", "--config", s(&cfg_fc7), "--codes", s(&codes), "--layer", "fc7", "--out", s(&fc7), "--device", "cuda"]);
-    let rec = d.join("rec");
-    ok(&["reconstruct", "--decoder", s(&fc7), "--codes", s(&codes), "--range", "0:4", "--out", s(&rec), "--device", "cuda"]);
-    let pngs = std::fs::read_dir(&rec).unwrap().filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "png")).count();
-    assert!(pngs >= 4, "{pngs} reconstructions written");
+    // Reconstructions keep the ids' class folders (`rec/chair/00001.png`); the GPU's PNGs are
+    // the CPU's to a rounding step.
+    let rec = |dev: &str| {
+        let out = d.join(format!("rec-{dev}"));
+        let text = ok(&["reconstruct", "--decoder", s(&fc7), "--codes", s(&codes), "--range", "0:4", "--out", s(&out), "--device", dev]);
+        assert!(text.contains("wrote 4 images"), "{text}");
+        out
+    };
+    let (rec_gpu, rec_cpu) = (rec("cuda"), rec("cpu"));
+    let ids = preimage::data::codes::CodeFile::read(&codes).unwrap().ids;
+    for id in &ids[..4] {
+        let (a, b) = (preimage::reconstruct::output_path(&rec_gpu, id), preimage::reconstruct::output_path(&rec_cpu, id));
+        let (a, b) = (image::open(&a).unwrap().to_rgb8(), image::open(&b).unwrap().to_rgb8());
+        assert_eq!(a.dimensions(), b.dimensions());
+        let worst = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap();
+        assert!(worst <= 1, "{id}: GPU and CPU reconstructions differ by {worst}/255");
+    }
     let img = std::fs::read_dir(data.join("chair")).unwrap().next().unwrap().unwrap().path();
     let inv = d.join("inv.png");
     ok(&["invert", "--encoder", "posenet", "--input-size", "32", "--seed", "4", "--layer", "conv3", "--image", s(&img), "--steps", "20", "--final-steps", "2", "--out", s(&inv), "--quiet", "--device", "cuda"]);
