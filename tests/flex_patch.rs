@@ -275,8 +275,12 @@ fn pool_definition(plane: &[f32], h: usize, w: usize, out: [usize; 2], k: [usize
 #[test]
 fn max_pool2d_matches_the_definition() {
     // (input [h, w], kernel, stride, padding, dilation, ceil_mode)
-    let cases: [([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 2], bool); 6] = [
+    let cases: [([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 2], bool); 8] = [
+        // 2×2 at stride 2 inside the plane: `pool_pairs`; odd sizes leave a row and a column out.
         ([8, 8], [2, 2], [2, 2], [0, 0], [1, 1], false),
+        ([9, 7], [2, 2], [2, 2], [0, 0], [1, 1], false),
+        // ceil_mode on an odd size: a partial last window, the general path.
+        ([9, 7], [2, 2], [2, 2], [0, 0], [1, 1], true),
         ([11, 9], [3, 3], [2, 2], [1, 1], [1, 1], false),
         ([10, 9], [3, 2], [2, 3], [0, 1], [1, 1], true),
         ([9, 12], [3, 3], [1, 2], [1, 0], [2, 3], false),

@@ -38,6 +38,9 @@ where
     let (ya, xa) = (axis(0), axis(1));
     let (plane_in, plane_out, planes) = (ya.other * xa.other, ya.grid * xa.grid, s[0] * s[1]);
     let (first_ky, first_kx) = (first_taps(ya), first_taps(xa));
+    // 2×2 windows, stride 2, every window inside the input (posenet's and VGG's pools).
+    let full = |a: Axis| a.kernel == 2 && a.stride == 2 && a.padding == 0 && a.dilation == 1 && 2 * a.grid <= a.other;
+    let pairs = full(ya) && full(xa);
     let src: &[T] = x.storage();
     let mut values = alloc::vec![neg_inf; planes * plane_out];
     let mut idx = alloc::vec![-1i64; if indices { planes * plane_out } else { 0 }];
@@ -47,11 +50,52 @@ where
         // SAFETY: each plane `p` is handed to exactly one call, so its index block is disjoint
         // and inside `idx` (which holds `planes · plane_out` elements when `indices`).
         let out_idx = indices.then(|| unsafe { core::slice::from_raw_parts_mut(idx_ptr.0.add(p * plane_out), plane_out) });
-        pool_plane(&src[p * plane_in..][..plane_in], out, out_idx, ya, xa, &first_ky, &first_kx);
+        let plane = &src[p * plane_in..][..plane_in];
+        if pairs {
+            pool_pairs(plane, xa.other, out, out_idx, xa.grid);
+        } else {
+            pool_plane(plane, out, out_idx, ya, xa, &first_ky, &first_kx);
+        }
     });
     let shape = Shape::from(vec![s[0], s[1], ya.grid, xa.grid]);
     let idx = indices.then(|| FlexTensor::new(Bytes::from_elems(idx), Layout::contiguous(shape.clone()), DType::I64));
     (FlexTensor::new(Bytes::from_elems(values), Layout::contiguous(shape), dtype), idx)
+}
+
+/// [`pool_plane`] for 2×2 windows at stride 2 that all lie inside the plane (`width` input
+/// columns, `ow` output columns): one pass over each pair of input rows, the four taps in
+/// row-major order with the same strictly-greater rule (and index) as the general path.
+/// Per tap row-wise passes over 16 outputs cost more in loop setup than in comparisons.
+fn pool_pairs<T: Copy + PartialOrd>(src: &[T], width: usize, out: &mut [T], mut idx: Option<&mut [i64]>, ow: usize) {
+    if ow == 0 {
+        return;
+    }
+    for (oy, row) in out.chunks_exact_mut(ow).enumerate() {
+        let (r0, r1) = (&src[2 * oy * width..][..2 * ow], &src[(2 * oy + 1) * width..][..2 * ow]);
+        match idx.as_deref_mut() {
+            None => {
+                for ((m, a), b) in row.iter_mut().zip(r0.chunks_exact(2)).zip(r1.chunks_exact(2)) {
+                    let mut v = a[0];
+                    v = if a[1] > v { a[1] } else { v };
+                    v = if b[0] > v { b[0] } else { v };
+                    *m = if b[1] > v { b[1] } else { v };
+                }
+            }
+            Some(idx) => {
+                let base = 2 * oy * width;
+                for (ox, (m, i)) in row.iter_mut().zip(&mut idx[oy * ow..][..ow]).enumerate() {
+                    let at = [base + 2 * ox, base + 2 * ox + 1, base + width + 2 * ox, base + width + 2 * ox + 1];
+                    let (mut v, mut best) = (src[at[0]], at[0]);
+                    for &j in &at[1..] {
+                        if src[j] > v {
+                            (v, best) = (src[j], j);
+                        }
+                    }
+                    (*m, *i) = (v, best as i64);
+                }
+            }
+        }
+    }
 }
 
 /// For each grid position along an axis, the first kernel tap that lands inside the input
