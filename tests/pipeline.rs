@@ -157,4 +157,12 @@ fn bench_smoke_at_tiny_sizes() {
     assert!(text.contains("ratio"), "{text}");
     let (success, text) = preimage(&["bench", "--quick", "--pytorch", "/nonexistent.json"]);
     assert!(!success && text.contains("/nonexistent.json"), "{text}");
+    // `--only` selects by any fragment of a workload's name.
+    let only = |sel: &str| {
+        let json = dir.path().join(format!("only-{sel}.json"));
+        ok(&["bench", "--quick", "--runs", "1", "--warmup", "0", "--only", sel, "--json", s(&json)]);
+        preimage::bench::read_reference(&json).unwrap().into_iter().map(|t| t.name).collect::<Vec<_>>()
+    };
+    assert_eq!(only("optim_iteration_posenet"), ["optim_iteration_posenet_conv5"]);
+    assert_eq!(only("posenet"), ["encoder_forward_posenet_64", "optim_iteration_posenet_conv5", "extract_posenet_4_taps"]);
 }
