@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # On the GPU machine, in the repository root with .gpu/bundle.tar.xz (bench/gpu_pack.sh):
 # tests/cuda.rs of the CUDA build on the GPU, then the benchmark with --device cuda next to
-# PyTorch CUDA (bench/pytorch_reference.py). With .gpu/autotune.tar.xz (a `cuda-autotune`
-# binary, bench/gpu_pack.sh --autotune) the same workloads also run with Burn's autotuning
-# and fusion, one workload group per process so that a slow tuning pass costs one group.
+# PyTorch CUDA (bench/pytorch_reference.py). With .gpu/variants.tar.xz (binaries built with
+# other features, `bash bench/gpu_pack.sh cuda-autotune cuda-tune`) the same workloads also
+# run with each of those (Burn's autotuning, with and without fusion), one workload group per
+# process so that a slow tuning pass costs one group.
 # Time limits in seconds: CUDA_TEST_S (tests/cuda.rs), TORCH_S (PyTorch), AT_S (each autotune
 # group), PL_S (the plain binary's bench; 0 skips it when there is an autotune binary).
 # AT_LEVEL and AT_GROUPS: see below. CPU_SUITES=1 also runs every other test executable (they
@@ -14,7 +15,7 @@ root=$PWD
 nvidia-smi -L | tee "$out/gpu.txt"
 python3 -c "
 import tarfile, os
-for t in ['bundle', 'autotune']:
+for t in ['bundle', 'variants']:
     p = f'.gpu/{t}.tar.xz'
     if os.path.exists(p): tarfile.open(p).extractall('.gpu')"
 mkdir -p target/release && cp .gpu/bins/preimage target/release/preimage
@@ -43,14 +44,17 @@ run_bench() {  # binary tag seconds only
   timeout "$3" "$1" bench --device cuda --data $b/render-1024 --json "$out/$2.json" --pytorch $b/pytorch.json --only "$4" 2>&1 | tail -14
   echo "$2: rc ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s"
 }
-if [ -x .gpu/preimage-autotune ]; then
+variants=$(ls .gpu/variants/preimage-* 2>/dev/null)
+if [ -n "$variants" ]; then
   # AT_LEVEL: CubeCL's tuning effort (minimal, balanced = its default, extensive, full); the
   # tuner's choices are logged to $out/autotune.log. AT_GROUPS: the workload groups, each in
   # its own process of at most AT_S seconds (tuning results are cached under target/).
   printf '[autotune]\nlevel = "%s"\n[autotune.logger]\nlevel = "minimal"\nfile = "%s"\n' \
     "${AT_LEVEL:-balanced}" "$(realpath "$out")/autotune.log" > cubecl.toml
-  for g in ${AT_GROUPS:-decoder_step encoder_forward optim_iteration,decoder_forward,extract}; do
-    run_bench .gpu/preimage-autotune "autotune-${g%%,*}" "${AT_S:-110}" "$g"
+  for v in $variants; do
+    for g in ${AT_GROUPS:-decoder_step encoder_forward optim_iteration,decoder_forward,extract}; do
+      run_bench "$v" "${v##*/preimage-}-${g%%,*}" "${AT_S:-110}" "$g"
+    done
   done
   rm -f cubecl.toml
   [ "${PL_S:-40}" -gt 0 ] && run_bench target/release/preimage plain-decoder "${PL_S:-40}" decoder_step

@@ -2,16 +2,19 @@
 # Build the CUDA binary and test executables here and pack them for a GPU machine without
 # Rust (bench/gpu_check.sh unpacks and runs them):  bash bench/gpu_pack.sh  → .gpu/bundle.tar.xz
 # .gpu/ is git-ignored; carry it to the GPU machine with the working tree.
-# --autotune also builds a `cuda-autotune` binary (Burn's kernel autotuning and fusion) into
-# .gpu/autotune.tar.xz, for bench/gpu_check.sh to time next to the plain one.
+# Extra arguments name cargo features to build a binary each with (`bash bench/gpu_pack.sh
+# cuda-autotune cuda-tune`), packed as .gpu/preimage-FEATURE in .gpu/variants.tar.xz, for
+# bench/gpu_check.sh to time next to the plain one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ "${1:-}" = --autotune ]; then
-  cargo build --release --features cuda-autotune
-  mkdir -p .gpu && cp target/release/preimage .gpu/preimage-autotune && strip .gpu/preimage-autotune
-  XZ_OPT="-T2 -6" tar -C .gpu -cJf .gpu/autotune.tar.xz preimage-autotune
-  rm .gpu/preimage-autotune
-fi
+mkdir -p .gpu/variants
+rm -f .gpu/variants/* .gpu/variants.tar.xz
+for feature in "$@"; do
+  cargo build --release --features "$feature"
+  cp target/release/preimage ".gpu/variants/preimage-$feature" && strip ".gpu/variants/preimage-$feature"
+done
+if [ $# -gt 0 ]; then XZ_OPT="-T2 -6" tar -C .gpu -cJf .gpu/variants.tar.xz variants; fi
+rm -rf .gpu/variants
 mkdir -p .gpu/bins
 rm -f .gpu/bins/*
 cargo build --release --features cuda

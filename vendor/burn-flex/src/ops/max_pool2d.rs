@@ -5,12 +5,13 @@
 //! backward pass on one thread. Here each image plane is pooled tap by tap over whole output
 //! rows: for tap `(ky, kx)` the valid output columns are one contiguous range (the window
 //! geometry of the convolutions, [`super::conv_gemm::Axis`]), so the inner loops are
-//! branch-free and vectorize. Values first: each output starts from its window's first valid
-//! tap and takes any strictly greater one. Indices (only when asked for) second: the taps are
-//! visited in reverse and the index follows every tap equal to the maximum, so it ends on the
-//! first one. This is upstream's result exactly (including a NaN in the first tap, which
-//! stays); indices are flat `y·W + x` positions in the input plane. Planes run in parallel.
-//! Checked in preimage's `tests/flex_patch.rs`.
+//! branch-free and vectorize. Each output starts from its window's first valid tap and takes
+//! any strictly greater one, in row-major tap order; its index (only when asked for) moves with
+//! it in the same pass, so it names the first tap that reaches the maximum. This is upstream's
+//! result exactly (including a NaN in the first tap, which stays); indices are flat `y·W + x`
+//! positions in the input plane. 2×2 windows at stride 2 inside the plane take one pass over
+//! each pair of rows instead ([`pool_pairs`]). Planes run in parallel. Checked in preimage's
+//! `tests/flex_patch.rs`.
 
 use burn_backend::DType;
 use burn_std::{Bytes, Shape};
@@ -128,15 +129,21 @@ fn pool_plane<T: Copy + PartialOrd>(src: &[T], out: &mut [T], mut idx: Option<&m
                 .filter(move |&ky| ya.valid(ky).contains(&oy))
                 .flat_map(move |ky| (0..xa.kernel).filter(move |&kx| !xa.valid(kx).is_empty()).map(move |kx| (ky, kx)))
         };
-        for (ky, kx) in taps() {
-            let (line, xs, _) = tap_line(src, ya, xa, oy, ky, kx);
-            with_stride!(xa.stride, S, max_run::<T, S>(line, &mut row[xs], xa.stride));
-        }
-        if let Some(i) = row_idx {
-            for (ky, kx) in taps().rev() {
-                let (line, xs, first) = tap_line(src, ya, xa, oy, ky, kx);
-                let base = (ya.at(oy, ky) * xa.other + first) as i64;
-                with_stride!(xa.stride, S, index_run::<T, S>(line, &row[xs.clone()], &mut i[xs], base, xa.stride));
+        match row_idx {
+            None => {
+                for (ky, kx) in taps() {
+                    let (line, xs, _) = tap_line(src, ya, xa, oy, ky, kx);
+                    with_stride!(xa.stride, S, max_run::<T, S>(line, &mut row[xs], xa.stride));
+                }
+            }
+            // Values and indices in the same pass: a tap strictly greater than the maximum so
+            // far takes both, so the index ends on the first tap that reaches the maximum.
+            Some(i) => {
+                for (ky, kx) in taps() {
+                    let (line, xs, first) = tap_line(src, ya, xa, oy, ky, kx);
+                    let base = (ya.at(oy, ky) * xa.other + first) as i64;
+                    with_stride!(xa.stride, S, max_index_run::<T, S>(line, &mut row[xs.clone()], &mut i[xs], base, xa.stride));
+                }
             }
         }
     }
@@ -184,15 +191,17 @@ fn max_run<T: Copy + PartialOrd, const S: usize>(line: &[T], m: &mut [T], stride
     }
 }
 
-/// `i[j] = base + j·stride` where `line[j·stride]` equals the maximum `m[j]`.
+/// [`max_run`] that also sets `i[j] = base + j·stride` where it takes the value.
 #[inline(always)]
-fn index_run<T: Copy + PartialOrd, const S: usize>(line: &[T], m: &[T], i: &mut [i64], base: i64, stride: usize) {
+fn max_index_run<T: Copy + PartialOrd, const S: usize>(line: &[T], m: &mut [T], i: &mut [i64], base: i64, stride: usize) {
     let stride = if S == 0 { stride } else { S };
     let n = m.len().min(i.len());
     assert!(n == 0 || line.len() > (n - 1) * stride);
     for j in 0..n {
-        let hit = line[j * stride] == m[j];
-        i[j] = if hit { base + (j * stride) as i64 } else { i[j] };
+        let v = line[j * stride];
+        let gt = v > m[j];
+        m[j] = if gt { v } else { m[j] };
+        i[j] = if gt { base + (j * stride) as i64 } else { i[j] };
     }
 }
 
