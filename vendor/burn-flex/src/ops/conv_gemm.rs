@@ -106,6 +106,12 @@ fn gather_span<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b: u
     let len = channels * k * width;
     let ys = ps.start / xa.grid.max(1)..ps.end.div_ceil(xa.grid.max(1));
     let mut cols = Vec::with_capacity(len);
+    if xa.stride == 1 && xa.grid > 0 && ps.start % xa.grid == 0 && ps.end % xa.grid == 0 {
+        gather_rows(src, &mut cols.spare_capacity_mut()[..len], channels, ya, xa, b, ys);
+        // SAFETY: `gather_rows` wrote every element.
+        unsafe { cols.set_len(len) };
+        return cols;
+    }
     for (r, row) in cols.spare_capacity_mut()[..len].chunks_mut(width.max(1)).enumerate() {
         let (c, ky, kx) = (r / k, (r % k) / xa.kernel, r % xa.kernel);
         let (valid_y, valid_x) = (ya.valid(ky), xa.valid(kx));
@@ -158,6 +164,40 @@ fn gather_span<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b: u
     // SAFETY: every element of every row was written above.
     unsafe { cols.set_len(len) };
     cols
+}
+
+/// [`gather_span`] for stride 1 along x and a span of whole grid rows `ys` (the small grids of
+/// posenet's and the decoders' 3×3 convolutions, 8–16 positions a row): a tap's valid columns
+/// are the same on every row, so each row is zeros, one copy, zeros, without the partial-row
+/// bookkeeping.
+fn gather_rows<T: GemmElem>(src: &[T], cols: &mut [MaybeUninit<T>], channels: usize, ya: Axis, xa: Axis, b: usize, ys: Range<usize>) {
+    let (plane, k, g) = (ya.other * xa.other, ya.kernel * xa.kernel, xa.grid);
+    let width = ys.len() * g;
+    if width == 0 {
+        return;
+    }
+    for (r, block) in cols.chunks_mut(width).enumerate() {
+        let (c, ky, kx) = (r / k, (r % k) / xa.kernel, r % xa.kernel);
+        let (valid_y, xs) = (ya.valid(ky), xa.valid(kx));
+        let src_plane = &src[(b * channels + c) * plane..][..plane];
+        for (y, dst) in ys.clone().zip(block.chunks_exact_mut(g)) {
+            if !valid_y.contains(&y) || xs.is_empty() {
+                dst.iter_mut().for_each(|d| {
+                    d.write(T::ZERO);
+                });
+                continue;
+            }
+            let line = &src_plane[ya.at(y, ky) * xa.other + xa.at(xs.start, kx)..][..xs.len()];
+            let (head, rest) = dst.split_at_mut(xs.start);
+            let (mid, tail) = rest.split_at_mut(xs.len());
+            head.iter_mut().chain(tail).for_each(|d| {
+                d.write(T::ZERO);
+            });
+            mid.iter_mut().zip(line).for_each(|(d, s)| {
+                d.write(*s);
+            });
+        }
+    }
 }
 
 /// A `len`-element vector whose chunks of `size` are written by `f(index, chunk)` (in parallel
