@@ -95,6 +95,12 @@ def main():
     a = ap.parse_args()
     only = [o for o in a.only.split(",") if o]
     wants = lambda name: not only or any(o in name for o in only)
+    names = ["decoder_step_a_512_to_64", "decoder_step_b_fc6_to_227", "encoder_forward_posenet_64",
+             "encoder_forward_alexnet_224", "encoder_forward_vgg16_224", "optim_iteration_posenet_conv5",
+             "optim_iteration_alexnet_conv5", "decoder_forward_1_image", "extract_posenet_4_taps"]
+    for o in only:
+        if not any(o in n for n in names):
+            ap.error(f"--only '{o}' matches no workload (workloads: {', '.join(names)})")
     torch.set_num_threads(a.threads)
     dev = torch.device(a.device)
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)

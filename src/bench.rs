@@ -3,7 +3,7 @@
 //! so that the two can be compared in one table.
 use crate::encoder::{self, ConvNet, WeightSource};
 use crate::rng::Rng;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use burn::module::Module;
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig};
@@ -48,9 +48,32 @@ pub struct BenchOptions {
     pub only: Vec<String>,
 }
 
+/// Every workload's name, as in the table and the JSON (and `bench/pytorch_reference.py`).
+pub const WORKLOADS: [&str; 9] = [
+    "decoder_step_a_512_to_64",
+    "decoder_step_b_fc6_to_227",
+    "encoder_forward_posenet_64",
+    "encoder_forward_alexnet_224",
+    "encoder_forward_vgg16_224",
+    "optim_iteration_posenet_conv5",
+    "optim_iteration_alexnet_conv5",
+    "decoder_forward_1_image",
+    EXTRACTION,
+];
+
 impl BenchOptions {
     fn wants(&self, name: &str) -> bool {
         self.only.is_empty() || self.only.iter().any(|o| name.contains(o.as_str()))
+    }
+
+    /// A `--only` fragment that names no workload is a typo, not an empty table.
+    fn check_only(&self) -> Result<()> {
+        for o in &self.only {
+            if !WORKLOADS.iter().any(|w| w.contains(o.as_str())) {
+                bail!("--only '{o}' matches no workload (workloads: {})", WORKLOADS.join(", "));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -225,6 +248,7 @@ fn optim_iteration<B: AutodiffBackend>(name: &str, net: &ConvNet<B>, tap: &str, 
 
 /// Run every workload; `pytorch` (from `bench/pytorch_reference.py --json`) adds ratios.
 pub fn run<B: AutodiffBackend>(opts: &BenchOptions, device: &B::Device) -> Result<Vec<Timing>> {
+    opts.check_only()?;
     let q = opts.quick;
     let mut out = Vec::new();
     eprintln!("decoder training steps");

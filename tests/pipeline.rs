@@ -165,4 +165,6 @@ fn bench_smoke_at_tiny_sizes() {
     };
     assert_eq!(only("optim_iteration_posenet"), ["optim_iteration_posenet_conv5"]);
     assert_eq!(only("posenet"), ["encoder_forward_posenet_64", "optim_iteration_posenet_conv5", "extract_posenet_4_taps"]);
+    let (success, text) = preimage(&["bench", "--quick", "--only", "posenet,alexnt"]);
+    assert!(!success && text.contains("'alexnt' matches no workload"), "{text}");
 }
