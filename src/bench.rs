@@ -48,18 +48,18 @@ pub struct BenchOptions {
     pub only: Vec<String>,
 }
 
-/// Every workload's name, as in the table and the JSON (and `bench/pytorch_reference.py`).
-pub const WORKLOADS: [&str; 9] = [
-    "decoder_step_a_512_to_64",
-    "decoder_step_b_fc6_to_227",
-    "encoder_forward_posenet_64",
-    "encoder_forward_alexnet_224",
-    "encoder_forward_vgg16_224",
-    "optim_iteration_posenet_conv5",
-    "optim_iteration_alexnet_conv5",
-    "decoder_forward_1_image",
-    EXTRACTION,
-];
+// Every workload's name, as in the table and the JSON (and `bench/pytorch_reference.py`).
+const STEP_A: &str = "decoder_step_a_512_to_64";
+const STEP_B: &str = "decoder_step_b_fc6_to_227";
+const FORWARD_POSENET: &str = "encoder_forward_posenet_64";
+const FORWARD_ALEXNET: &str = "encoder_forward_alexnet_224";
+const FORWARD_VGG16: &str = "encoder_forward_vgg16_224";
+const OPTIM_POSENET: &str = "optim_iteration_posenet_conv5";
+const OPTIM_ALEXNET: &str = "optim_iteration_alexnet_conv5";
+const DECODER_FORWARD: &str = "decoder_forward_1_image";
+const EXTRACTION: &str = "extract_posenet_4_taps";
+/// All workloads, in the order they run.
+pub const WORKLOADS: [&str; 9] = [STEP_A, STEP_B, FORWARD_POSENET, FORWARD_ALEXNET, FORWARD_VGG16, OPTIM_POSENET, OPTIM_ALEXNET, DECODER_FORWARD, EXTRACTION];
 
 impl BenchOptions {
     fn wants(&self, name: &str) -> bool {
@@ -255,8 +255,8 @@ pub fn run<B: AutodiffBackend>(opts: &BenchOptions, device: &B::Device) -> Resul
     let (b, code, ups): (usize, usize, &[usize]) = if q { (4, 32, &[16, 8, 3]) } else { (32, 512, &[128, 64, 32, 3]) };
     let base = if q { [16, 4, 4] } else { [256, 4, 4] };
     let out_a = 4 << ups.len();
-    if opts.wants("decoder_step_a_512_to_64") {
-        out.push(decoder_step("decoder_step_a_512_to_64", BenchDecoder::<B>::new(code, &[], base, ups, out_a, device), b, code, out_a, opts, device));
+    if opts.wants(STEP_A) {
+        out.push(decoder_step(STEP_A, BenchDecoder::<B>::new(code, &[], base, ups, out_a, device), b, code, out_a, opts, device));
     }
     // D&B's fc6 decoder: fc 4096-4096-4096 → 4×4×256 → six up-convs to 256×256, cropped to 227.
     let (b, code, fc, ups, crop): (usize, usize, Vec<usize>, Vec<usize>, usize) = if q {
@@ -264,13 +264,13 @@ pub fn run<B: AutodiffBackend>(opts: &BenchOptions, device: &B::Device) -> Resul
     } else {
         (8, 4096, vec![4096, 4096], vec![256, 128, 64, 32, 16, 3], 227)
     };
-    if opts.wants("decoder_step_b_fc6_to_227") {
-        out.push(decoder_step("decoder_step_b_fc6_to_227", BenchDecoder::<B>::new(code, &fc, base, &ups, crop, device), b, code, crop, opts, device));
+    if opts.wants(STEP_B) {
+        out.push(decoder_step(STEP_B, BenchDecoder::<B>::new(code, &fc, base, &ups, crop, device), b, code, crop, opts, device));
     }
 
     eprintln!("encoder forward");
     let (batch, big) = if q { (2, 64) } else { (32, 224) };
-    let nets: Vec<(&str, &str, usize)> = vec![("posenet", "encoder_forward_posenet_64", 64), ("alexnet", "encoder_forward_alexnet_224", big), ("vgg16", "encoder_forward_vgg16_224", big)];
+    let nets: Vec<(&str, &str, usize)> = vec![("posenet", FORWARD_POSENET, 64), ("alexnet", FORWARD_ALEXNET, big), ("vgg16", FORWARD_VGG16, big)];
     let mut loaded = BTreeMap::new();
     for (arch, name, size) in nets {
         loaded.insert(arch, size);
@@ -283,8 +283,7 @@ pub fn run<B: AutodiffBackend>(opts: &BenchOptions, device: &B::Device) -> Resul
 
     // Each workload by its full name, so that any fragment of it selects it. The decoder's
     // speed-up is over posenet's iteration, which then runs (and is reported) too.
-    const DECODER_FORWARD: &str = "decoder_forward_1_image";
-    let optims = [("posenet", "conv5", "optim_iteration_posenet_conv5"), ("alexnet", "conv5", "optim_iteration_alexnet_conv5")];
+    let optims = [("posenet", "conv5", OPTIM_POSENET), ("alexnet", "conv5", OPTIM_ALEXNET)];
     let optims: Vec<_> = optims.into_iter().filter(|(arch, _, name)| opts.wants(name) || (*arch == "posenet" && opts.wants(DECODER_FORWARD))).collect();
     if !optims.is_empty() {
         eprintln!("optimization inversion");
@@ -316,8 +315,6 @@ pub fn run<B: AutodiffBackend>(opts: &BenchOptions, device: &B::Device) -> Resul
     }
     Ok(out)
 }
-
-const EXTRACTION: &str = "extract_posenet_4_taps";
 
 /// Extraction throughput (images/s) including decoding the PNG files.
 fn extraction<B: Backend>(opts: &BenchOptions, device: &B::Device) -> Result<Timing> {
