@@ -89,7 +89,7 @@ struct Case {
     g: usize,
 }
 
-const CASES: [Case; 9] = [
+const CASES: [Case; 12] = [
     // The decoders' up-convolution: 4×4, stride 2, padding 1.
     Case { b: 2, ci: 4, co: 6, small: [3, 5], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
     Case { b: 3, ci: 4, co: 6, small: [4, 3], k: [3, 2], s: [2, 3], p: [1, 0], d: [2, 1], po: [1, 0], g: 2 },
@@ -105,8 +105,16 @@ const CASES: [Case; 9] = [
     // one tap of a pair lands.
     Case { b: 2, ci: 3, co: 4, small: [4, 6], k: [3, 5], s: [2, 2], p: [0, 2], d: [1, 1], po: [1, 1], g: 1 },
     // The convolution's tiles are spans of positions in multiples of 16, not whole rows:
-    // 64·3·3 gathered rows split the 23×29 grid at position 336, in the middle of row 11.
-    Case { b: 2, ci: 64, co: 4, small: [23, 29], k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
+    // 64·3·3 gathered rows split the 23×41 grid at positions 320 and 640, in the middle of
+    // rows 7 and 15 (grid rows of 32 and more are copied row-wise, shorter ones by table).
+    Case { b: 2, ci: 64, co: 4, small: [23, 41], k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
+    // Small grids: several images per tile (9 images of 3×5), and weight gradients of 16K
+    // elements a group over a short sum, computed by columns of 16 channels' taps, grouped.
+    Case { b: 9, ci: 64, co: 64, small: [3, 5], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 2 },
+    // By columns with the sum in blocks: of 4 whole 16×16 images, then of bands of 16 rows of
+    // a 32×64 image.
+    Case { b: 9, ci: 32, co: 32, small: [16, 16], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
+    Case { b: 2, ci: 32, co: 32, small: [32, 64], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
     // Stride 4 (AlexNet's conv1): the gather reads whole strides of 4.
     Case { b: 2, ci: 5, co: 3, small: [3, 4], k: [3, 5], s: [4, 4], p: [1, 2], d: [1, 1], po: [0, 0], g: 1 },
 ];

@@ -15,7 +15,11 @@
 //!
 //! A tile is one image's band of grid rows (for the products with `W`, a span of grid positions
 //! in multiples of 16) whose gathered block fits [`TILE_BUDGET`], so the GEMM reads it from
-//! cache; tiles run in parallel (per-thread sums for weight gradients).
+//! cache, or several whole images when an image's block is small (a 4×4 grid is 16 columns);
+//! tiles run in parallel (partial sums for weight gradients). Large weight gradients over a
+//! short sum (small grids, [`weight_grad_by_columns`]) are split by columns of `dW` instead.
+//! Short grid rows are gathered through a table of window offsets ([`window_table`]), and for
+//! weight gradients transposed ([`gather_transposed`]), the layout `gemm` reads without packing.
 //! `gather` reads the window positions `in·stride + k·dilation − padding` of a grid, which is
 //! both the transposed convolution's output position and the convolution's input position. The
 //! forward pass takes the batch in chunks so its column matrix stays under [`COLUMN_BUDGET`].
@@ -37,6 +41,18 @@ const COLUMN_BUDGET: usize = 16 << 20;
 
 /// Gathered column block per tile in the tiled gradients (elements; 1 MiB of f32).
 const TILE_BUDGET: usize = 256 << 10;
+
+/// Weight gradients (per group) of at least this many elements summed over at most
+/// [`SHORT_SUM`] positions (batch × grid) are computed by columns ([`weight_grad_by_columns`]);
+/// the others with partial sums over tiles of the batch. With a short sum, [`PARTS`] tiles
+/// leave each GEMM a few dozen terms to add into a large partial sum: 256×128×4×4 from a 4×4
+/// grid at batch 32 took 10.6 ms that way and takes 3.0 ms by columns; at 8×8 both take
+/// 3.8 ms, at 16×16 the tiles are faster (5.8 against 6.2 ms).
+const SPLIT_COLUMNS: usize = 16 << 10;
+const SHORT_SUM: usize = 4096;
+
+/// Columns of dW per task in [`weight_grad_by_columns`].
+const COLUMN_CHUNK: usize = 256;
 
 /// Partial sums of a tiled weight gradient (fixed, so the summation order is too).
 const PARTS: usize = 8;
@@ -90,32 +106,156 @@ impl Axis {
     }
 }
 
-/// The column block of image `b` for the grid rows `ys`:
-/// `cols[(c, ky, kx), (y, x)] = src[b, c, y·s + ky·d − p, x·s + kx·d − p]` (0 outside);
-/// `src` is `[B, C, ya.other, xa.other]`.
-fn gather_band<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b: usize, ys: Range<usize>) -> Vec<T> {
-    gather_span(src, channels, ya, xa, b, ys.start * xa.grid..ys.end * xa.grid)
+/// A tile of the grid: the positions `ps` (`y·grid + x`, rows may be partial) of each image in
+/// `images`; several images only when one image's block is small, and then `ps` is the whole
+/// grid, so that the GEMMs on small grids (a 4×4 code grid is 16 columns an image) are not
+/// 16 columns wide.
+#[derive(Clone)]
+struct Tile {
+    images: Range<usize>,
+    ps: Range<usize>,
 }
 
-/// [`gather_band`] for the grid positions `ps` (`y·grid + x`, rows may be partial): column
-/// `j` of the block is position `ps.start + j`.
-fn gather_span<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b: usize, ps: Range<usize>) -> Vec<T> {
-    let width = ps.len();
-    let plane = ya.other * xa.other;
-    let k = ya.kernel * xa.kernel;
-    let len = channels * k * width;
-    let ys = ps.start / xa.grid.max(1)..ps.end.div_ceil(xa.grid.max(1));
-    let mut cols = Vec::with_capacity(len);
-    if xa.stride == 1 && xa.grid > 0 && ps.start % xa.grid == 0 && ps.end % xa.grid == 0 {
-        gather_rows(src, &mut cols.spare_capacity_mut()[..len], channels, ya, xa, b, ys);
-        // SAFETY: `gather_rows` wrote every element.
-        unsafe { cols.set_len(len) };
-        return cols;
+impl Tile {
+    /// Columns of the tile's block: its positions, image after image.
+    fn width(&self) -> usize {
+        self.images.len() * self.ps.len()
     }
-    for (r, row) in cols.spare_capacity_mut()[..len].chunks_mut(width.max(1)).enumerate() {
-        let (c, ky, kx) = (r / k, (r % k) / xa.kernel, r % xa.kernel);
+}
+
+/// The column block of a tile for the channels `chans`:
+/// `cols[(c, ky, kx), (i, p)] = src[images.start + i, chans.start + c, y·s + ky·d − p, x·s + kx·d − p]` for
+/// `p = y·grid + x` in `ps` (0 outside); `src` is `[B, C, ya.other, xa.other]`. Channels are
+/// gathered in parallel when `parallel` (tiles that run in parallel themselves are not).
+fn gather<T: GemmElem>(src: &[T], channels: usize, chans: Range<usize>, ya: Axis, xa: Axis, t: &Tile, parallel: bool) -> Vec<T> {
+    let (w, stride, k, plane) = (t.ps.len(), t.width(), ya.kernel * xa.kernel, ya.other * xa.other);
+    let table = short_rows(&xa).then(|| window_table(ya, xa, t.ps.clone()));
+    // Channel `c`'s rows of the block: `k` rows, `stride` apart.
+    let channel = |c: usize, rows: &mut [MaybeUninit<T>]| {
+        for (i, b) in t.images.clone().enumerate() {
+            let src = &src[(b * channels + chans.start + c) * plane..][..plane];
+            let dst = &mut rows[i * w..];
+            match &table {
+                Some(table) => gather_table(src, table, w, dst, stride),
+                None => gather_span(src, ya, xa, t.ps.clone(), dst, stride),
+            }
+        }
+    };
+    let len = chans.len() * k * stride;
+    if parallel {
+        return filled(len, k * stride, channel);
+    }
+    per_group(chans.len(), k * stride, channel)
+}
+
+/// [`gather`] transposed, `[(i, p), (c, ky, kx)]`, for short grid rows (`None` for the others):
+/// the right operand of a weight gradient, which `gemm` reads best with its columns (here the
+/// taps) contiguous; from the `[(c, ky, kx), (i, p)]` block it packed a transposed copy for
+/// every product (27 % of the 8×8 up-convolution's weight gradient).
+fn gather_transposed<T: GemmElem>(src: &[T], channels: usize, chans: Range<usize>, ya: Axis, xa: Axis, t: &Tile) -> Option<Vec<T>> {
+    if !short_rows(&xa) || xa.dilation != 1 {
+        return None;
+    }
+    let (w, kh, kw, plane) = (t.ps.len(), ya.kernel, xa.kernel, ya.other * xa.other);
+    // Per position: the taps `kx` inside the plane (a run of neighbours, x is not dilated),
+    // where the run starts in the plane's row, and each kernel row's offset (or `usize::MAX`).
+    let runs: Vec<(Range<usize>, usize)> = t.ps.clone().map(|p| (p % xa.grid, xa)).map(|(x, xa)| {
+        let kx = (0..kw).filter(|&kx| xa.valid(kx).contains(&x));
+        let (lo, hi) = (kx.clone().min().unwrap_or(0), kx.max().map_or(0, |m| m + 1));
+        (lo..hi, if lo < hi { xa.at(x, lo) } else { 0 })
+    }).collect();
+    let row_at: Vec<usize> = t.ps.clone().flat_map(|p| (0..kh).map(move |ky| (p / xa.grid, ky))).map(|(y, ky)| {
+        if ya.valid(ky).contains(&y) { ya.at(y, ky) * xa.other } else { usize::MAX }
+    }).collect();
+    let rows = chans.len() * kh * kw;
+    let len = t.width() * rows;
+    let mut cols = Vec::with_capacity(len);
+    for (row, col) in cols.spare_capacity_mut()[..len].chunks_exact_mut(rows.max(1)).enumerate() {
+        let (b, j) = (t.images.start + row / w.max(1), row % w.max(1));
+        let ((xs, x0), at) = (runs[j].clone(), &row_at[j * kh..][..kh]);
+        for (c, taps) in chans.clone().zip(col.chunks_exact_mut(kh * kw)) {
+            let src = &src[(b * channels + c) * plane..][..plane];
+            for (&r, out) in at.iter().zip(taps.chunks_exact_mut(kw)) {
+                if r == usize::MAX || xs.is_empty() {
+                    out.iter_mut().for_each(|d| {
+                        d.write(T::ZERO);
+                    });
+                    continue;
+                }
+                let (head, rest) = out.split_at_mut(xs.start);
+                let (mid, tail) = rest.split_at_mut(xs.len());
+                head.iter_mut().chain(tail).for_each(|d| {
+                    d.write(T::ZERO);
+                });
+                let from = &src[r + x0..][..xs.len()];
+                // A whole run of 4 (the decoders' 4×4 kernels) as one move: the loop below
+                // becomes a `memmove` call per run, which cost more than the copy.
+                if let (Ok(d), Ok(s)) = (<&mut [MaybeUninit<T>; 4]>::try_from(&mut *mid), <&[T; 4]>::try_from(from)) {
+                    *d = s.map(MaybeUninit::new);
+                    continue;
+                }
+                for (d, s) in mid.iter_mut().zip(from) {
+                    d.write(*s);
+                }
+            }
+        }
+    }
+    // SAFETY: every row of every column was written.
+    unsafe { cols.set_len(len) };
+    Some(cols)
+}
+
+/// Whether grid rows are short enough to gather through a [`window_table`]: below 16
+/// positions, or 32 when strided. On a 4×4 or 8×8 grid the row-wise copies of [`gather_span`]
+/// move 2–8 elements per row between their bookkeeping (the gather was 41 % of the first
+/// up-convolution's input gradient in the decoder step, and is 5 %; stride 2 at 8×8: 4.0 →
+/// 2.7 ms, at 16×16: 4.3 → 3.9 ms); for stride 1 on 16×16 (posenet's conv2) the copies were
+/// faster (1.8 against 2.4 ms).
+fn short_rows(xa: &Axis) -> bool {
+    xa.grid < if xa.stride == 1 { 16 } else { 32 }
+}
+
+/// For each tap `(ky, kx)` and position `p` in `ps`, the offset in a source plane it reads, or
+/// `usize::MAX` in the padding: `table[(ky·kw + kx)·|ps| + j]` for position `ps.start + j`.
+fn window_table(ya: Axis, xa: Axis, ps: Range<usize>) -> Vec<usize> {
+    let mut table = Vec::with_capacity(ya.kernel * xa.kernel * ps.len());
+    for ky in 0..ya.kernel {
+        for kx in 0..xa.kernel {
+            let (vy, vx) = (ya.valid(ky), xa.valid(kx));
+            table.extend(ps.clone().map(|p| {
+                let (y, x) = (p / xa.grid, p % xa.grid);
+                if vy.contains(&y) && vx.contains(&x) { ya.at(y, ky) * xa.other + xa.at(x, kx) } else { usize::MAX }
+            }));
+        }
+    }
+    table
+}
+
+/// One source plane's rows of [`gather`] through a [`window_table`] of `width` positions (tap
+/// `t`'s row to `dst[t·stride..]`): one indexed load per element.
+fn gather_table<T: GemmElem>(src: &[T], table: &[usize], width: usize, dst: &mut [MaybeUninit<T>], stride: usize) {
+    for (tap, at) in table.chunks_exact(width.max(1)).enumerate() {
+        for (d, &i) in dst[tap * stride..][..width].iter_mut().zip(at) {
+            d.write(src.get(i).copied().unwrap_or(T::ZERO));
+        }
+    }
+}
+
+/// One source plane's rows of [`gather`] for the grid positions `ps` (rows may be partial),
+/// row-wise copies for long grid rows: tap `t`'s row to `dst[t·stride..][..ps.len()]`.
+fn gather_span<T: GemmElem>(src_plane: &[T], ya: Axis, xa: Axis, ps: Range<usize>, dst: &mut [MaybeUninit<T>], stride: usize) {
+    let width = ps.len();
+    let ys = ps.start / xa.grid.max(1)..ps.end.div_ceil(xa.grid.max(1));
+    if width == 0 {
+        return;
+    }
+    if xa.stride == 1 && xa.grid > 0 && ps.start % xa.grid == 0 && ps.end % xa.grid == 0 {
+        return gather_rows(src_plane, dst, stride, ya, xa, ys);
+    }
+    for tap in 0..ya.kernel * xa.kernel {
+        let row = &mut dst[tap * stride..][..width];
+        let (ky, kx) = (tap / xa.kernel, tap % xa.kernel);
         let (valid_y, valid_x) = (ya.valid(ky), xa.valid(kx));
-        let src_plane = &src[(b * channels + c) * plane..][..plane];
         let mut rest_row = row;
         for y in ys.clone() {
             // This row's part of the span, as x positions.
@@ -161,25 +301,18 @@ fn gather_span<T: GemmElem>(src: &[T], channels: usize, ya: Axis, xa: Axis, b: u
             }
         }
     }
-    // SAFETY: every element of every row was written above.
-    unsafe { cols.set_len(len) };
-    cols
 }
 
-/// [`gather_span`] for stride 1 along x and a span of whole grid rows `ys` (the small grids of
-/// posenet's and the decoders' 3×3 convolutions, 8–16 positions a row): a tap's valid columns
-/// are the same on every row, so each row is zeros, one copy, zeros, without the partial-row
-/// bookkeeping.
-fn gather_rows<T: GemmElem>(src: &[T], cols: &mut [MaybeUninit<T>], channels: usize, ya: Axis, xa: Axis, b: usize, ys: Range<usize>) {
-    let (plane, k, g) = (ya.other * xa.other, ya.kernel * xa.kernel, xa.grid);
+/// [`gather_span`] for stride 1 along x and a span of whole grid rows `ys`: a tap's valid
+/// columns are the same on every row, so each row is zeros, one copy, zeros, without the
+/// partial-row bookkeeping.
+fn gather_rows<T: GemmElem>(src_plane: &[T], cols: &mut [MaybeUninit<T>], stride: usize, ya: Axis, xa: Axis, ys: Range<usize>) {
+    let g = xa.grid;
     let width = ys.len() * g;
-    if width == 0 {
-        return;
-    }
-    for (r, block) in cols.chunks_mut(width).enumerate() {
-        let (c, ky, kx) = (r / k, (r % k) / xa.kernel, r % xa.kernel);
+    for tap in 0..ya.kernel * xa.kernel {
+        let block = &mut cols[tap * stride..][..width];
+        let (ky, kx) = (tap / xa.kernel, tap % xa.kernel);
         let (valid_y, xs) = (ya.valid(ky), xa.valid(kx));
-        let src_plane = &src[(b * channels + c) * plane..][..plane];
         for (y, dst) in ys.clone().zip(block.chunks_exact_mut(g)) {
             if !valid_y.contains(&y) || xs.is_empty() {
                 dst.iter_mut().for_each(|d| {
@@ -285,6 +418,23 @@ fn to_channel_major<T: GemmElem>(src: &[T], channels: usize, hw: usize, b0: usiz
             let src = &src[((b0 + b) * channels + c) * hw..][..hw];
             for (d, s) in row[b * hw..][..hw].iter_mut().zip(src) {
                 d.write(*s);
+            }
+        }
+    })
+}
+
+/// `[B, C, HW]` → `[B·HW, C]` (each image's positions × channels), in blocks of 16 × 16.
+fn to_position_major<T: GemmElem>(src: &[T], channels: usize, hw: usize) -> Vec<T> {
+    let batch = src.len() / (channels * hw).max(1);
+    filled(batch * hw * channels, hw * channels, |b, img| {
+        let src = &src[b * channels * hw..][..channels * hw];
+        for c0 in (0..channels).step_by(16) {
+            for p0 in (0..hw).step_by(16) {
+                for c in c0..(c0 + 16).min(channels) {
+                    for p in p0..(p0 + 16).min(hw) {
+                        img[p * channels + c].write(src[c * hw + p]);
+                    }
+                }
             }
         }
     })
@@ -411,36 +561,64 @@ pub(crate) struct Shared<T>(pub(crate) *mut T);
 unsafe impl<T> Send for Shared<T> {}
 unsafe impl<T> Sync for Shared<T> {}
 
-/// Tiles of the grid: (image, band of grid rows) whose gathered block of `rows` column rows
-/// stays near [`TILE_BUDGET`] elements, so it is still in cache when its GEMM reads it. Bands
-/// of one image are of equal height (±1 row), and a batch smaller than the thread count cuts
-/// each image into a multiple of the threads: one image on two cores was 11 + 2 rows for
-/// AlexNet's conv3 (13 rows), one core doing 85 % of the work, and is 7 + 6 now.
-fn tiles(batch: usize, ya: Axis, xa: Axis, rows: usize) -> Vec<(usize, Range<usize>)> {
+/// Tiles of the grid: several whole images when an image's gathered block (`rows` rows) is
+/// small (see [`images_per_tile`]), otherwise (image, band of grid rows) whose block stays near
+/// [`TILE_BUDGET`] elements, so it is still in cache when its GEMM reads it. Bands of one image
+/// are of equal height (±1 row), and a batch smaller than the thread count cuts each image
+/// into a multiple of the threads: one image on two cores was 11 + 2 rows for AlexNet's conv3
+/// (13 rows), one core doing 85 % of the work, and is 7 + 6 now. At least [`PARTS`] tiles
+/// (whatever the thread count, so the weight gradients' summation order is fixed).
+fn tiles(batch: usize, ya: Axis, xa: Axis, rows: usize) -> Vec<Tile> {
+    let grid = ya.grid * xa.grid;
+    if let Some(nb) = images_per_tile(batch, rows * grid, PARTS) {
+        return whole_images(batch, nb, grid);
+    }
     let n = cuts(batch, ya.grid, (TILE_BUDGET / (rows * xa.grid).max(1)).max(1));
     let band = ya.grid.div_ceil(n).max(1);
-    (0..batch).flat_map(|b| (0..ya.grid).step_by(band).map(move |y| (b, y..(y + band).min(ya.grid)))).collect()
+    (0..batch)
+        .flat_map(|b| (0..ya.grid).step_by(band).map(move |y| Tile { images: b..b + 1, ps: y * xa.grid..(y + band).min(ya.grid) * xa.grid }))
+        .collect()
 }
 
-/// Tiles of [`gathered_product`]: each image's grid positions cut into equal spans whose
-/// length is a multiple of 16 (the span is the GEMM's width, which the `gemm` crate's
-/// micro-kernels take in blocks of 16: bands of whole rows of a 13-wide grid left 1- and
-/// 7-column remainders), gathering near [`TILE_BUDGET`] elements, balanced over the threads
-/// as in [`tiles`].
-fn spans(batch: usize, positions: usize, rows: usize) -> Vec<(usize, Range<usize>)> {
+/// Tiles of [`gathered_product`]: several whole images when an image's block is small,
+/// otherwise each image's grid positions cut into equal spans whose length is a multiple of 16
+/// (the span is the GEMM's width, which the `gemm` crate's micro-kernels take in blocks of 16:
+/// bands of whole rows of a 13-wide grid left 1- and 7-column remainders), gathering near
+/// [`TILE_BUDGET`] elements, balanced over the threads as in [`tiles`].
+fn spans(batch: usize, positions: usize, rows: usize) -> Vec<Tile> {
+    if let Some(nb) = images_per_tile(batch, rows * positions, 2 * threads()) {
+        return whole_images(batch, nb, positions);
+    }
     let n = cuts(batch, positions, (TILE_BUDGET / rows.max(1)).max(16));
     let len = positions.div_ceil(n).next_multiple_of(16).max(1);
-    (0..batch).flat_map(|b| (0..positions).step_by(len).map(move |p| (b, p..(p + len).min(positions)))).collect()
+    (0..batch).flat_map(|b| (0..positions).step_by(len).map(move |p| Tile { images: b..b + 1, ps: p..(p + len).min(positions) })).collect()
+}
+
+/// Images per tile when one image's gathered block (`block` elements) is at most half of
+/// [`TILE_BUDGET`]: as many as fit the budget while leaving at least `min_tiles` tiles (for
+/// the threads). A 4×4 grid is 16 GEMM columns an image; eight images make it 128, and the
+/// GEMM packs the weights once for them instead of once per image.
+fn images_per_tile(batch: usize, block: usize, min_tiles: usize) -> Option<usize> {
+    (block.max(1) * 2 <= TILE_BUDGET).then(|| (TILE_BUDGET / block.max(1)).min(batch.div_ceil(min_tiles.max(1))).max(1))
+}
+
+/// Tiles of `nb` whole images (the last may have fewer).
+fn whole_images(batch: usize, nb: usize, grid: usize) -> Vec<Tile> {
+    (0..batch).step_by(nb).map(|b0| Tile { images: b0..(b0 + nb).min(batch), ps: 0..grid }).collect()
+}
+
+fn threads() -> usize {
+    #[cfg(feature = "rayon")]
+    return rayon::current_num_threads().max(1);
+    #[cfg(not(feature = "rayon"))]
+    1
 }
 
 /// How many pieces of at most `most` to cut each of `batch` images' `extent` into: at least
 /// enough for every thread when the batch is smaller than the thread count, and then a
 /// multiple of the threads so that they get equal shares.
 fn cuts(batch: usize, extent: usize, most: usize) -> usize {
-    #[cfg(feature = "rayon")]
-    let threads = rayon::current_num_threads().max(1);
-    #[cfg(not(feature = "rayon"))]
-    let threads = 1;
+    let threads = threads();
     let batch = batch.max(1);
     let mut n = extent.div_ceil(most.max(1));
     if batch < threads {
@@ -453,8 +631,8 @@ fn cuts(batch: usize, extent: usize, most: usize) -> usize {
 /// the vector it is given. The tiles are cut into at most [`PARTS`] fixed runs, each summed on
 /// its own (in parallel where rayon is on), and the runs are added in order: the result does
 /// not depend on the thread count or on scheduling, so a seed still fixes a training run.
-fn sum_over<T: GemmElem, F: Fn(&mut Vec<T>, &(usize, Range<usize>)) + Send + Sync>(tiles: &[(usize, Range<usize>)], len: usize, f: F) -> Vec<T> {
-    let run = |part: &[(usize, Range<usize>)]| {
+fn sum_over<T: GemmElem, F: Fn(&mut Vec<T>, &Tile) + Send + Sync>(tiles: &[Tile], len: usize, f: F) -> Vec<T> {
+    let run = |part: &[Tile]| {
         let mut acc = vec![T::ZERO; len];
         part.iter().for_each(|t| f(&mut acc, t));
         acc
@@ -476,7 +654,7 @@ fn sum_over<T: GemmElem, F: Fn(&mut Vec<T>, &(usize, Range<usize>)) + Send + Syn
 }
 
 /// Run `f` on every tile, in parallel where rayon is on.
-fn each_tile<F: Fn(&(usize, Range<usize>)) + Send + Sync>(tiles: &[(usize, Range<usize>)], f: F) {
+fn each_tile<F: Fn(&Tile) + Send + Sync>(tiles: &[Tile], f: F) {
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
@@ -494,16 +672,91 @@ fn each_tile<F: Fn(&(usize, Range<usize>)) + Send + Sync>(tiles: &[(usize, Range
 fn weight_grad<T: GemmElem>(a: &[T], a_channels: usize, s: &[T], s_channels: usize, ya: Axis, xa: Axis, groups: usize, batch: usize) -> Vec<T> {
     let (a_g, s_g, k, grid) = (a_channels / groups, s_channels / groups, ya.kernel * xa.kernel, ya.grid * xa.grid);
     let len = a_channels * s_g * k;
+    if a_g * s_g * k >= SPLIT_COLUMNS && batch * grid <= SHORT_SUM {
+        return weight_grad_by_columns(a, a_channels, s, s_channels, ya, xa, groups, batch);
+    }
     let tiles = tiles(batch, ya, xa, s_channels * k);
-    sum_over(&tiles, len, |acc, (b, ys)| {
-        let cols = gather_band(s, s_channels, ya, xa, *b, ys.clone());
-        let width = ys.len() * xa.grid;
+    sum_over(&tiles, len, |acc, t| {
+        let cols_t = gather_transposed(s, s_channels, 0..s_channels, ya, xa, t);
+        let cols = cols_t.is_none().then(|| gather(s, s_channels, 0..s_channels, ya, xa, t, false));
+        let width = t.width();
+        // `A`'s columns for the tile: in place for one image, side by side for several.
+        let (a_cm, a_at, a_stride);
+        if t.images.len() == 1 {
+            (a_cm, a_at, a_stride) = (None, t.images.start * a_channels * grid + t.ps.start, grid);
+        } else {
+            (a_cm, a_at, a_stride) = (Some(to_channel_major(a, a_channels, grid, t.images.start, t.images.len())), 0, width);
+        }
+        let a = a_cm.as_deref().unwrap_or(a);
         for grp in 0..groups {
-            let a_tile = &a[(b * a_channels + grp * a_g) * grid + ys.start * xa.grid..];
+            let a_tile = &a[a_at + grp * a_g * a_stride..];
             let d = &mut acc[grp * a_g * s_g * k..][..a_g * s_g * k];
-            matmul(as_uninit(d), Mat::n(a_tile, grid), Mat::t(&cols[grp * s_g * k * width..], width), a_g, width, s_g * k, true);
+            let rhs = match (&cols_t, &cols) {
+                (Some(c), _) => Mat::n(&c[grp * s_g * k..], s_channels * k),
+                (None, Some(c)) => Mat::t(&c[grp * s_g * k * width..], width),
+                (None, None) => unreachable!(),
+            };
+            matmul(as_uninit(d), Mat::n(a_tile, a_stride), rhs, a_g, width, s_g * k, true);
         }
     })
+}
+
+/// [`weight_grad`] for large weights: each task computes whole columns of dW (the taps of
+/// [`COLUMN_CHUNK`]`/k` channels of `S`) over the whole batch, so there are no partial sums of
+/// the weight to allocate and add up (they were most of the time of the first up-convolution's
+/// weight gradient, 256×128×4×4 from a 4×4 grid). The column chunks and the blocks along the
+/// sum do not depend on the thread count, nor does the result.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_by_columns<T: GemmElem>(a: &[T], a_channels: usize, s: &[T], s_channels: usize, ya: Axis, xa: Axis, groups: usize, batch: usize) -> Vec<T> {
+    let (a_g, s_g, k, grid) = (a_channels / groups, s_channels / groups, ya.kernel * xa.kernel, ya.grid * xa.grid);
+    let ld = s_g * k;
+    let ch = (COLUMN_CHUNK / k).clamp(1, s_g.max(1));
+    let tasks: Vec<(usize, Range<usize>)> = (0..groups).flat_map(|g| (0..s_g).step_by(ch).map(move |c| (g, c..(c + ch).min(s_g)))).collect();
+    let blocks = sum_blocks(batch, ya, xa, ch * k);
+    // Position-major `A` is a column-major left operand, which `gemm` reads as it is instead
+    // of packing it again (with a transposition) in every task.
+    let a = to_position_major(a, a_channels, grid);
+    let len = a_channels * ld;
+    let mut dw: Vec<T> = Vec::with_capacity(len);
+    let dst = Shared(dw.as_mut_ptr());
+    let run = |(g, cs): &(usize, Range<usize>)| {
+        let dst = dst;
+        for (i, t) in blocks.iter().enumerate() {
+            let chans = g * s_g + cs.start..g * s_g + cs.end;
+            let cols_t = gather_transposed(s, s_channels, chans.clone(), ya, xa, t);
+            let cols = cols_t.is_none().then(|| gather(s, s_channels, chans, ya, xa, t, false));
+            let rhs = match (&cols_t, &cols) {
+                (Some(c), _) => Mat::n(c, cs.len() * k),
+                (None, Some(c)) => Mat::t(c, t.width()),
+                (None, None) => unreachable!(),
+            };
+            let a_at = (t.images.start * grid + t.ps.start) * a_channels + g * a_g;
+            // SAFETY: the tasks write disjoint column ranges of the group's rows of `dw`; the
+            // first block writes them, the later ones add to them.
+            unsafe { gemm_into(dst.0.add(g * a_g * ld + cs.start * k), ld, Mat::t(&a[a_at..], a_channels), rhs, a_g, t.width(), cs.len() * k, i > 0, false) };
+        }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        tasks.par_iter().for_each(run);
+    }
+    #[cfg(not(feature = "rayon"))]
+    tasks.iter().for_each(run);
+    // SAFETY: the tasks cover every group and column, every row; `blocks` is not empty.
+    unsafe { dw.set_len(len) };
+    dw
+}
+
+/// Blocks along a weight gradient's sum for `rows` gathered rows: whole images or bands of grid
+/// rows near [`TILE_BUDGET`], independent of the thread count.
+fn sum_blocks(batch: usize, ya: Axis, xa: Axis, rows: usize) -> Vec<Tile> {
+    let grid = ya.grid * xa.grid;
+    if let Some(nb) = images_per_tile(batch, rows * grid, 1) {
+        return whole_images(batch, nb, grid);
+    }
+    let band = (TILE_BUDGET / (rows * xa.grid).max(1)).clamp(1, ya.grid.max(1));
+    (0..batch).flat_map(|b| (0..ya.grid).step_by(band).map(move |y| Tile { images: b..b + 1, ps: y * xa.grid..(y + band).min(ya.grid) * xa.grid })).collect()
 }
 
 /// Everything the transposed convolution needs to know about its shapes.
@@ -586,16 +839,32 @@ fn gathered_product<T: GemmElem>(wd: &[T], out_channels: usize, src: &[T], src_c
     let mut out: Vec<T> = Vec::with_capacity(len);
     let dst = Shared(out.as_mut_ptr());
     let tiles = spans(batch, grid, src_channels * ya.kernel * xa.kernel);
-    each_tile(&tiles, |(b, ps)| {
+    each_tile(&tiles, |t| {
         let dst = dst;
-        let cols = gather_span(src, src_channels, ya, xa, *b, ps.clone());
-        let width = ps.len();
-        for grp in 0..groups {
+        let cols = gather(src, src_channels, 0..src_channels, ya, xa, t, false);
+        let (width, b0) = (t.width(), t.images.start);
+        if t.images.len() == 1 {
+            for grp in 0..groups {
+                let w = &wd[grp * m * k..][..m * k];
+                let at = (b0 * out_channels + grp * m) * grid + t.ps.start;
+                // SAFETY: tiles cover disjoint (image, positions) blocks of `out`; each element
+                // is written by exactly one tile and group, inside the allocation.
+                unsafe { gemm_into(dst.0.add(at), grid, Mat::n(w, k), Mat::n(&cols[grp * k * width..], width), m, k, width, false, false) };
+            }
+            return;
+        }
+        // Several whole images: the product's columns are image after image, the output's
+        // images are `out_channels` planes apart, so it goes through a block of the tile's own.
+        let block = per_group(groups, m * width, |grp, c| {
             let w = &wd[grp * m * k..][..m * k];
-            let at = (b * out_channels + grp * m) * grid + ps.start;
-            // SAFETY: tiles cover disjoint (image, positions) blocks of `out`; each element is
-            // written by exactly one tile and group, inside the allocation.
-            unsafe { gemm_into(dst.0.add(at), grid, Mat::n(w, k), Mat::n(&cols[grp * k * width..], width), m, k, width, false, false) };
+            // SAFETY: `c` holds m·width elements.
+            unsafe { gemm_into(c.as_mut_ptr() as *mut T, width, Mat::n(w, k), Mat::n(&cols[grp * k * width..], width), m, k, width, false, false) };
+        });
+        for (i, b) in t.images.clone().enumerate() {
+            for (oc, row) in block.chunks_exact(width).enumerate() {
+                // SAFETY: image `b`'s planes belong to this tile alone.
+                unsafe { core::ptr::copy_nonoverlapping(row[i * grid..].as_ptr(), dst.0.add((b * out_channels + oc) * grid), grid) };
+            }
         }
     });
     // SAFETY: the tiles cover every image and grid row, so every element was written.
