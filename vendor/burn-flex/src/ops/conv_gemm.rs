@@ -159,10 +159,13 @@ fn gather_transposed<T: GemmElem>(src: &[T], channels: usize, chans: Range<usize
     let (w, kh, kw, plane) = (t.ps.len(), ya.kernel, xa.kernel, ya.other * xa.other);
     // Per position: the taps `kx` inside the plane (a run of neighbours, x is not dilated),
     // where the run starts in the plane's row, and each kernel row's offset (or `usize::MAX`).
-    let runs: Vec<(Range<usize>, usize)> = t.ps.clone().map(|p| (p % xa.grid, xa)).map(|(x, xa)| {
-        let kx = (0..kw).filter(|&kx| xa.valid(kx).contains(&x));
-        let (lo, hi) = (kx.clone().min().unwrap_or(0), kx.max().map_or(0, |m| m + 1));
-        (lo..hi, if lo < hi { xa.at(x, lo) } else { 0 })
+    let runs: Vec<(Range<usize>, usize)> = t.ps.clone().map(|p| {
+        let x = p % xa.grid;
+        let inside = |kx: &usize| xa.valid(*kx).contains(&x);
+        match (0..kw).find(inside) {
+            Some(lo) => (lo..lo + (lo..kw).take_while(inside).count(), xa.at(x, lo)),
+            None => (0..0, 0),
+        }
     }).collect();
     let row_at: Vec<usize> = t.ps.clone().flat_map(|p| (0..kh).map(move |ky| (p / xa.grid, ky))).map(|(y, ky)| {
         if ya.valid(ky).contains(&y) { ya.at(y, ky) * xa.other } else { usize::MAX }
@@ -203,6 +206,28 @@ fn gather_transposed<T: GemmElem>(src: &[T], channels: usize, chans: Range<usize
     // SAFETY: every row of every column was written.
     unsafe { cols.set_len(len) };
     Some(cols)
+}
+
+/// A weight gradient's gathered block as its right operand `[(i, p), (c, ky, kx)]`: from
+/// [`gather_transposed`] on short rows, as it is, else [`gather`]'s block read transposed.
+struct Gathered<T> {
+    data: Vec<T>,
+    /// Columns of the stored block (its row stride).
+    stride: usize,
+    transposed: bool,
+}
+
+impl<T: GemmElem> Gathered<T> {
+    fn new(src: &[T], channels: usize, chans: Range<usize>, ya: Axis, xa: Axis, t: &Tile) -> Self {
+        match gather_transposed(src, channels, chans.clone(), ya, xa, t) {
+            Some(data) => Gathered { data, stride: chans.len() * ya.kernel * xa.kernel, transposed: false },
+            None => Gathered { data: gather(src, channels, chans, ya, xa, t, false), stride: t.width(), transposed: true },
+        }
+    }
+    /// The operand from gathered row `(c, ky, kx)` = `first` on.
+    fn rhs(&self, first: usize) -> Mat<'_, T> {
+        if self.transposed { Mat::t(&self.data[first * self.stride..], self.stride) } else { Mat::n(&self.data[first..], self.stride) }
+    }
 }
 
 /// Whether grid rows are short enough to gather through a [`window_table`]: below 16
@@ -684,8 +709,7 @@ fn weight_grad<T: GemmElem>(a: &[T], a_channels: usize, s: &[T], s_channels: usi
     }
     let tiles = tiles(batch, ya, xa, s_channels * k);
     sum_over(&tiles, len, |acc, t| {
-        let cols_t = gather_transposed(s, s_channels, 0..s_channels, ya, xa, t);
-        let cols = cols_t.is_none().then(|| gather(s, s_channels, 0..s_channels, ya, xa, t, false));
+        let cols = Gathered::new(s, s_channels, 0..s_channels, ya, xa, t);
         let width = t.width();
         // `A`'s columns for the tile: in place for one image, side by side for several.
         let (a_cm, a_at, a_stride);
@@ -698,12 +722,7 @@ fn weight_grad<T: GemmElem>(a: &[T], a_channels: usize, s: &[T], s_channels: usi
         for grp in 0..groups {
             let a_tile = &a[a_at + grp * a_g * a_stride..];
             let d = &mut acc[grp * a_g * s_g * k..][..a_g * s_g * k];
-            let rhs = match (&cols_t, &cols) {
-                (Some(c), _) => Mat::n(&c[grp * s_g * k..], s_channels * k),
-                (None, Some(c)) => Mat::t(&c[grp * s_g * k * width..], width),
-                (None, None) => unreachable!(),
-            };
-            matmul(as_uninit(d), Mat::n(a_tile, a_stride), rhs, a_g, width, s_g * k, true);
+            matmul(as_uninit(d), Mat::n(a_tile, a_stride), cols.rhs(grp * s_g * k), a_g, width, s_g * k, true);
         }
     })
 }
@@ -730,17 +749,11 @@ fn weight_grad_by_columns<T: GemmElem>(a: &[T], a_channels: usize, s: &[T], s_ch
         let dst = dst;
         for (i, t) in blocks.iter().enumerate() {
             let chans = g * s_g + cs.start..g * s_g + cs.end;
-            let cols_t = gather_transposed(s, s_channels, chans.clone(), ya, xa, t);
-            let cols = cols_t.is_none().then(|| gather(s, s_channels, chans, ya, xa, t, false));
-            let rhs = match (&cols_t, &cols) {
-                (Some(c), _) => Mat::n(c, cs.len() * k),
-                (None, Some(c)) => Mat::t(c, t.width()),
-                (None, None) => unreachable!(),
-            };
+            let rhs = Gathered::new(s, s_channels, chans, ya, xa, t);
             let a_at = (t.images.start * grid + t.ps.start) * a_channels + g * a_g;
             // SAFETY: the tasks write disjoint column ranges of the group's rows of `dw`; the
             // first block writes them, the later ones add to them.
-            unsafe { gemm_into(dst.0.add(g * a_g * ld + cs.start * k), ld, Mat::t(&a[a_at..], a_channels), rhs, a_g, t.width(), cs.len() * k, i > 0, false) };
+            unsafe { gemm_into(dst.0.add(g * a_g * ld + cs.start * k), ld, Mat::t(&a[a_at..], a_channels), rhs.rhs(0), a_g, t.width(), cs.len() * k, i > 0, false) };
         }
     };
     #[cfg(feature = "rayon")]
