@@ -125,9 +125,9 @@ impl Tile {
 
 /// The column block of a tile for the channels `chans`:
 /// `cols[(c, ky, kx), (i, p)] = src[images.start + i, chans.start + c, y·s + ky·d − p, x·s + kx·d − p]` for
-/// `p = y·grid + x` in `ps` (0 outside); `src` is `[B, C, ya.other, xa.other]`. Channels are
-/// gathered in parallel when `parallel` (tiles that run in parallel themselves are not).
-fn gather<T: GemmElem>(src: &[T], channels: usize, chans: Range<usize>, ya: Axis, xa: Axis, t: &Tile, parallel: bool) -> Vec<T> {
+/// `p = y·grid + x` in `ps` (0 outside); `src` is `[B, C, ya.other, xa.other]`. Tiles run in
+/// parallel, so one tile's gather does not.
+fn gather<T: GemmElem>(src: &[T], channels: usize, chans: Range<usize>, ya: Axis, xa: Axis, t: &Tile) -> Vec<T> {
     let (w, stride, k, plane) = (t.ps.len(), t.width(), ya.kernel * xa.kernel, ya.other * xa.other);
     let table = short_rows(&xa).then(|| window_table(ya, xa, t.ps.clone()));
     // Channel `c`'s rows of the block: `k` rows, `stride` apart.
@@ -141,10 +141,6 @@ fn gather<T: GemmElem>(src: &[T], channels: usize, chans: Range<usize>, ya: Axis
             }
         }
     };
-    let len = chans.len() * k * stride;
-    if parallel {
-        return filled(len, k * stride, channel);
-    }
     per_group(chans.len(), k * stride, channel)
 }
 
@@ -221,7 +217,7 @@ impl<T: GemmElem> Gathered<T> {
     fn new(src: &[T], channels: usize, chans: Range<usize>, ya: Axis, xa: Axis, t: &Tile) -> Self {
         match gather_transposed(src, channels, chans.clone(), ya, xa, t) {
             Some(data) => Gathered { data, stride: chans.len() * ya.kernel * xa.kernel, transposed: false },
-            None => Gathered { data: gather(src, channels, chans, ya, xa, t, false), stride: t.width(), transposed: true },
+            None => Gathered { data: gather(src, channels, chans, ya, xa, t), stride: t.width(), transposed: true },
         }
     }
     /// The operand from gathered row `(c, ky, kx)` = `first` on.
@@ -861,7 +857,7 @@ fn gathered_product<T: GemmElem>(wd: &[T], out_channels: usize, src: &[T], src_c
     let tiles = spans(batch, grid, src_channels * ya.kernel * xa.kernel);
     each_tile(&tiles, |t| {
         let dst = dst;
-        let cols = gather(src, src_channels, 0..src_channels, ya, xa, t, false);
+        let cols = gather(src, src_channels, 0..src_channels, ya, xa, t);
         let (width, b0) = (t.width(), t.images.start);
         if t.images.len() == 1 {
             for grp in 0..groups {
