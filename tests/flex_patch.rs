@@ -341,3 +341,33 @@ fn max_pool2d_matches_the_definition() {
         assert_close(&format!("case {n} max_pool2d grad"), &xa.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap(), &gx);
     }
 }
+
+// ---- Products with one short side (vendor/burn-flex/src/ops/matmul.rs, `split_long_side`) ----
+// The long side is cut into one block per thread; a long right operand contiguous along the
+// sum goes through a column-major buffer. Each layout against the f64 definition, on a pool of
+// three threads so that the blocks (384, 384, 232 of 1 000) are cut whatever the machine.
+
+/// `[rows, cols]` holding `data` (row-major), stored row-major or as the transposed view of
+/// `[cols, rows]` storage.
+fn matrix(data: &[f32], [rows, cols]: [usize; 2], transposed_storage: bool) -> Tensor<B, 2> {
+    let d = Default::default();
+    if !transposed_storage {
+        return Tensor::from_data(TensorData::new(data.to_vec(), [rows, cols]), &d);
+    }
+    let t: Vec<f32> = (0..cols * rows).map(|i| data[(i % rows) * cols + i / rows]).collect();
+    Tensor::<B, 2>::from_data(TensorData::new(t, [cols, rows]), &d).transpose()
+}
+
+#[test]
+fn short_side_products_match_the_definition() {
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+    let (short, k, long) = (7, 1100, 1000);
+    for (m, n) in [(short, long), (long, short)] {
+        let (a, b) = (seq(m * k, 10.0), seq(k * n, 11.0));
+        let want: Vec<f64> = (0..m * n).map(|o| (0..k).map(|i| a[o / n * k + i] as f64 * b[i * n + o % n] as f64).sum()).collect();
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let got = pool.install(|| matrix(&a, [m, k], ta).matmul(matrix(&b, [k, n], tb)).into_data().to_vec::<f32>().unwrap());
+            assert_close(&format!("[{m},{k}]·[{k},{n}] transposed storage {ta}/{tb}"), &got, &want);
+        }
+    }
+}

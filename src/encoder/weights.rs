@@ -154,10 +154,8 @@ pub fn build<B: Backend>(spec: &EncoderSpec, tensors: &BTreeMap<String, Array>, 
                 ci += 1;
             }
             Layer::Fc { key, .. } => {
-                // PyTorch stores [out, in]; Burn's Linear is [in, out].
                 let (d, s) = get(&format!("{key}.weight"));
-                let w = Tensor::<B, 2>::from_data(TensorData::new(d, s), device).transpose();
-                net.fcs[fi].weight = Param::from_tensor(w);
+                net.fcs[fi].weight = Param::from_tensor(super::net::fc_weight(Tensor::from_data(TensorData::new(d, s), device)));
                 net.fcs[fi].bias = Some(Param::from_tensor(t1(&format!("{key}.bias"))));
                 fi += 1;
             }
