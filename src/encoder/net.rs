@@ -239,12 +239,15 @@ impl<B: Backend> ConvNet<B> {
         Ok(ConvNet { convs, norms, fcs, spec: spec.clone() }.map(&mut SeededInit::new(seed, device.clone())).with_fc_layout())
     }
 
-    /// Fully connected weights stored as [`fc_weight`] lays them out, whatever they were
-    /// loaded from: the same layout gives the same sums, so a resumed training run repeats a
-    /// straight one to the last bit.
-    pub fn with_fc_layout(mut self) -> Self {
+    /// Fully connected weights stored as [`fc_weight`] lays them out. (Training keeps it for one
+    /// step only: the optimizer's update is a new, contiguous tensor, as a checkpoint loads.)
+    fn with_fc_layout(mut self) -> Self {
         for fc in &mut self.fcs {
-            fc.weight = fc.weight.clone().map(|w| fc_weight(w.transpose()));
+            fc.weight = fc.weight.clone().map(|w| {
+                // Read before the transpose: a fresh leaf does not inherit it.
+                let trainable = w.is_require_grad();
+                fc_weight(w.transpose()).set_require_grad(trainable)
+            });
         }
         self
     }
@@ -385,10 +388,10 @@ fn bn_affine<B: Backend>(bn: &BatchNorm<B>) -> (Tensor<B, 1>, Tensor<B, 1>) {
 /// view of `[out, in]` storage: the CPU matmul then reads each output's weights in place
 /// (contiguous along the sum) instead of packing the whole matrix, e.g. AlexNet's fc6 at
 /// batch 32 in ~11 ms instead of ~27 ms (`vendor/burn-flex/PREIMAGE_PATCH.md`, patch 8).
+/// The result is a leaf that does not require gradients; a trainable parameter sets that.
 pub fn fc_weight<B: Backend>(out_in: Tensor<B, 2>) -> Tensor<B, 2> {
     let device = out_in.device();
-    let grad = out_in.is_require_grad();
-    Tensor::<B, 2>::from_data(out_in.into_data(), &device).transpose().set_require_grad(grad)
+    Tensor::<B, 2>::from_data(out_in.into_data(), &device).transpose()
 }
 
 pub struct SeededInit<B: Backend> {
@@ -431,5 +434,54 @@ impl<B: Backend> ModuleMapper<B> for SeededInit<B> {
             None => tensor,
         };
         Param::from_mapped_value(id, tensor, mapper)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::CpuAd;
+    use burn::module::ModuleVisitor;
+    use burn::optim::{GradientsParams, Optimizer};
+
+    /// Trainable parameters' values (not the batch norms' running statistics), by field name.
+    #[derive(Default)]
+    struct Values(Vec<(String, Vec<f32>)>, String);
+    impl<B: Backend> ModuleVisitor<B> for Values {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.1 = name.to_string();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            if !self.1.starts_with("running_") {
+                self.0.push((self.1.clone(), param.val().into_data().convert::<f32>().to_vec::<f32>().unwrap()));
+            }
+        }
+    }
+    fn values(net: &ConvNet<CpuAd>) -> Vec<(String, Vec<f32>)> {
+        let mut v = Values::default();
+        net.visit(&mut v);
+        v.0
+    }
+
+    /// Every parameter of a fresh encoder gets a gradient and moves with an optimizer step,
+    /// the fully connected weights (views of `[out, in]` storage, see [`fc_weight`]) included.
+    #[test]
+    fn a_training_step_moves_every_parameter() {
+        let device = Default::default();
+        let cfg = crate::encoder::posenet::PoseNetConfig { input_size: 32, ..Default::default() };
+        let spec = crate::encoder::posenet::spec(&cfg, vec!["a".into(), "b".into()]);
+        let net = ConvNet::<CpuAd>::init(&spec, 1, &device).unwrap();
+        let x = Tensor::<CpuAd, 4>::from_data(TensorData::new((0..2 * 3 * 32 * 32).map(|i| ((i as f32) * 0.37).sin()).collect::<Vec<_>>(), [2, 3, 32, 32]), &device);
+        let before = values(&net);
+        // Every tap's squares: the class and pose heads both on the path.
+        let taps = spec.taps();
+        let acts = net.forward_taps(net.normalize(x), &taps.iter().map(String::as_str).collect::<Vec<_>>(), true).unwrap();
+        let loss = acts.into_values().map(|a| a.flat().powf_scalar(2.0).sum()).reduce(|a, b| a + b).unwrap();
+        let grads = GradientsParams::from_grads(loss.backward(), &net);
+        let after = values(&crate::train::adam::Adam::default().init::<CpuAd, ConvNet<CpuAd>>().step(1e-2, net, grads));
+        assert_eq!(before.len(), 2 * (5 + 5 + spec.layers.iter().filter(|l| matches!(l, Layer::Fc { .. })).count()));
+        for (i, ((name, b), (_, a))) in before.iter().zip(&after).enumerate() {
+            assert!(b != a, "parameter {i} ({name}, {} values) of {} did not move", b.len(), before.len());
+        }
     }
 }

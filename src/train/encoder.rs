@@ -208,7 +208,7 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
     let mut state = RunState::default();
     if run.resume && ckpt.exists() {
         let (n, o, s) = ckpt.load(net, optim, device)?;
-        (net, optim, state) = (n.with_fc_layout(), o, s);
+        (net, optim, state) = (n, o, s);
         if net.spec != spec {
             bail!("cannot resume {}: its model differs from the config (delete the folder or drop --resume)", run.out.display());
         }
