@@ -89,7 +89,7 @@ struct Case {
     g: usize,
 }
 
-const CASES: [Case; 12] = [
+const CASES: [Case; 14] = [
     // The decoders' up-convolution: 4×4, stride 2, padding 1.
     Case { b: 2, ci: 4, co: 6, small: [3, 5], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
     Case { b: 3, ci: 4, co: 6, small: [4, 3], k: [3, 2], s: [2, 3], p: [1, 0], d: [2, 1], po: [1, 0], g: 2 },
@@ -117,6 +117,12 @@ const CASES: [Case; 12] = [
     Case { b: 2, ci: 32, co: 32, small: [32, 64], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
     // Stride 4 (AlexNet's conv1): the gather reads whole strides of 4.
     Case { b: 2, ci: 5, co: 3, small: [3, 4], k: [3, 5], s: [4, 4], p: [1, 2], d: [1, 1], po: [0, 0], g: 1 },
+    // Stride 1: the convolution's input gradient as a convolution with the flipped kernel
+    // (upstream's column matrix 32·3·2 × 2·48·61 × 4 bytes ≥ 4 MiB), dilated and padded
+    // differently per axis; then padding beyond the kernel's reach on one axis, which keeps
+    // upstream's transposed convolution although its column matrix is as large.
+    Case { b: 2, ci: 32, co: 8, small: [48, 60], k: [3, 2], s: [1, 1], p: [2, 0], d: [2, 1], po: [0, 0], g: 1 },
+    Case { b: 1, ci: 6, co: 5, small: [244, 246], k: [1, 3], s: [1, 1], p: [1, 2], d: [1, 1], po: [0, 0], g: 1 },
 ];
 
 impl Case {

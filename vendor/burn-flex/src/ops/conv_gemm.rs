@@ -928,6 +928,63 @@ pub(crate) fn conv2d<T: GemmElem>(x: FlexTensor, weight: FlexTensor, bias: Optio
     tensor(out, vec![xs[0], ws[0], ya.grid, xa.grid], dtype)
 }
 
+/// Whether [`conv2d_x_backward`] takes this convolution's input gradient: stride 1, one group,
+/// padding within the kernel's reach (else the flipped convolution's padding is negative), and
+/// a column matrix of upstream's way (`[Ci·KH·KW, B·H·W]`) that no longer stays in cache: from
+/// 4 MiB when the gradient has at least as many channels as the output (the gather then costs
+/// no more per product than upstream's scatter), from 32 MiB otherwise. Measured on AlexNet's
+/// conv2–conv5 at batch 1–32 (`PREIMAGE_PATCH.md`, ninth patch).
+pub(crate) fn x_backward_as_conv(x_shape: &[usize; 4], w_shape: &[usize; 4], o: &ConvOptions<2>) -> bool {
+    let [co, ci, kh, kw] = *w_shape;
+    let columns = ci * kh * kw * x_shape[0] * x_shape[2] * x_shape[3] * 4;
+    let cached = if ci >= co { 4 << 20 } else { 32 << 20 };
+    o.stride == [1, 1] && o.groups == 1 && (0..2).all(|i| o.padding[i] <= o.dilation[i] * (w_shape[2 + i] - 1)) && columns >= cached
+}
+
+/// Gradient of the convolution `weight [Co, Ci, KH, KW]` (stride 1, one group) with respect to
+/// its input of `x_shape`, given `grad [B, Co, OH, OW]`: the convolution of `grad` with the
+/// kernel flipped and its channel axes exchanged (`[Ci, Co, KH, KW]`), padded
+/// `dilation·(k − 1) − padding`. The same tiles as the forward pass (each gathered band
+/// multiplied while in cache) instead of upstream's transposed convolution, whose GEMM writes
+/// the whole batch's column matrix (`[Ci·KH·KW, B·H·W]`, 75 MB for AlexNet's conv4 at batch
+/// 32) before scattering it.
+pub(crate) fn conv2d_x_backward<T: GemmElem>(x_shape: [usize; 4], weight: FlexTensor, grad: FlexTensor, o: &ConvOptions<2>, dtype: DType) -> FlexTensor {
+    let (weight, grad) = (weight.to_contiguous(), grad.to_contiguous());
+    let ws: [usize; 4] = weight.layout().shape().dims();
+    let gs: [usize; 4] = grad.layout().shape().dims();
+    let [co, ci, kh, kw] = ws;
+    let (wd, kk): (&[T], usize) = (weight.storage(), kh * kw);
+    // Row `i` of the flipped kernel: each output channel's taps of input channel `i`, reversed.
+    // In parallel, by index: AlexNet's conv4 weight is 3.5 MB, a serial `extend` per 9 taps
+    // took as long as the whole gradient at batch 1.
+    let mut flipped = vec![T::ZERO; wd.len()];
+    let flip_row = |i: usize, row: &mut [T]| {
+        for (oc, taps) in row.chunks_exact_mut(kk).enumerate() {
+            let src = &wd[(oc * ci + i) * kk..][..kk];
+            for (t, v) in taps.iter_mut().enumerate() {
+                *v = src[kk - 1 - t];
+            }
+        }
+    };
+    #[cfg(feature = "rayon")]
+    {
+        use rayon::prelude::*;
+        flipped.par_chunks_mut(co * kk).enumerate().for_each(|(i, row)| flip_row(i, row));
+    }
+    #[cfg(not(feature = "rayon"))]
+    flipped.chunks_mut(co * kk).enumerate().for_each(|(i, row)| flip_row(i, row));
+    let axis = |i: usize| Axis {
+        grid: x_shape[2 + i],
+        other: gs[2 + i],
+        kernel: ws[2 + i],
+        stride: 1,
+        dilation: o.dilation[i],
+        padding: o.dilation[i] * (ws[2 + i] - 1) - o.padding[i],
+    };
+    let dx = gathered_product::<T>(&flipped, ci, grad.storage(), co, axis(0), axis(1), 1, x_shape[0]);
+    tensor(dx, x_shape.to_vec(), dtype)
+}
+
 /// Gradient of the transposed convolution with respect to its weight.
 pub(crate) fn conv_transpose2d_weight_backward<T: GemmElem>(x: FlexTensor, weight_shape: [usize; 4], grad: FlexTensor, o: &ConvTransposeOptions<2>, dtype: DType) -> FlexTensor {
     let (x, grad) = (x.to_contiguous(), grad.to_contiguous());

@@ -355,6 +355,35 @@ impl ModuleOps<Flex> for Flex {
         }
     }
 
+    fn conv2d_x_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Flex> {
+        // preimage patch: at stride 1 a convolution with the flipped kernel (conv_gemm.rs);
+        // otherwise upstream's default, the transposed convolution of the output gradient.
+        let (x_shape, w_shape): ([usize; 4], [usize; 4]) = (x.shape().dims(), weight.shape().dims());
+        if conv_gemm::x_backward_as_conv(&x_shape, &w_shape, &options) {
+            match x.dtype() {
+                DType::F32 => return conv_gemm::conv2d_x_backward::<f32>(x_shape, weight, output_grad, &options, DType::F32),
+                DType::F64 => return conv_gemm::conv2d_x_backward::<f64>(x_shape, weight, output_grad, &options, DType::F64),
+                DType::F16 => return conv_gemm::conv2d_x_backward::<f16>(x_shape, weight, output_grad, &options, DType::F16),
+                _ => {}
+            }
+        }
+        let [_, _, oh, ow] = output_grad.shape().dims();
+        let padding_out = [0, 1].map(|i| {
+            burn_backend::ops::conv::calculate_padding_out(w_shape[2 + i], options.stride[i], options.padding[i], options.dilation[i], x_shape[2 + i], [oh, ow][i])
+        });
+        Self::conv_transpose2d(
+            output_grad,
+            weight,
+            None,
+            ConvTransposeOptions::new(options.stride, options.padding, padding_out, options.dilation, options.groups),
+        )
+    }
+
     fn conv2d_weight_backward(
         x: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
