@@ -340,6 +340,9 @@ fn split_long_side<T: GemmScalar>(
         let (lhs, rhs) = (lhs as usize, rhs as usize);
         (0..long.div_ceil(block)).into_par_iter().for_each(|b| {
             let (start, len) = (b * block, block.min(long - b * block));
+            // SAFETY: block `b` writes columns start..start + len of the column-major `tmp`
+            // (m·n elements allocated), disjoint between blocks; it reads `rhs` columns of the
+            // same range, inside the caller's operand.
             unsafe {
                 gemm_call(
                     m,
@@ -358,6 +361,8 @@ fn split_long_side<T: GemmScalar>(
                 );
             }
         });
+        // SAFETY: the blocks cover all n columns, every element was written (gemm does not read
+        // `dst`); `out` is the caller's m·n output.
         unsafe { tmp.set_len(m * n) };
         let out = unsafe { core::slice::from_raw_parts_mut(out, m * n) };
         for (i, row) in out.chunks_exact_mut(n).enumerate() {
@@ -377,6 +382,8 @@ fn split_long_side<T: GemmScalar>(
         } else {
             (start * n, start as isize * lhs_rs, 0, len, n)
         };
+        // SAFETY: block `b` writes its own columns (or rows) of `out` and reads the matching
+        // part of the long operand; blocks are disjoint and inside the caller's buffers.
         unsafe {
             gemm_call(
                 bm,
