@@ -333,36 +333,40 @@ fn split_long_side<T: GemmScalar>(
     // in place when the short side is gemm's register-block side, i.e. the output column-major:
     // written into `tmp` (`[n, m]`) and transposed into `out` after.
     // (A long `lhs` contiguous along `k` is already read in place with a row-major output.)
-    if n >= m && rhs_rs == 1 {
-        let mut tmp: Vec<T> = Vec::with_capacity(m * n);
-        let t = tmp.as_mut_ptr() as usize;
-        let size = core::mem::size_of::<T>();
-        let (lhs, rhs) = (lhs as usize, rhs as usize);
-        (0..long.div_ceil(block)).into_par_iter().for_each(|b| {
-            let (start, len) = (b * block, block.min(long - b * block));
-            // SAFETY: block `b` writes columns start..start + len of the column-major `tmp`
-            // (m·n elements allocated), disjoint between blocks; it reads `rhs` columns of the
-            // same range, inside the caller's operand.
-            unsafe {
-                gemm_call(
-                    m,
-                    len,
-                    k,
-                    (t + start * m * size) as *mut T,
-                    m as isize,
-                    1,
-                    lhs as *const T,
-                    lhs_cs,
-                    lhs_rs,
-                    (rhs as isize + (start as isize * rhs_cs) * size as isize) as *const T,
-                    rhs_cs,
-                    rhs_rs,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
-        // SAFETY: the blocks cover all n columns, every element was written (gemm does not read
-        // `dst`); `out` is the caller's m·n output.
+    let column_major = n >= m && rhs_rs == 1;
+    let mut tmp: Vec<T> = Vec::with_capacity(if column_major { m * n } else { 0 });
+    let (dst, dst_cs, dst_rs) = if column_major { (tmp.as_mut_ptr() as usize, m as isize, 1) } else { (out as usize, 1, n as isize) };
+    let (lhs, rhs) = (lhs as usize, rhs as usize);
+    let size = core::mem::size_of::<T>() as isize;
+    (0..long.div_ceil(block)).into_par_iter().for_each(|b| {
+        let (start, len) = (b * block, block.min(long - b * block));
+        let s = start as isize;
+        // Offsets in elements of this block's first output, lhs and rhs element.
+        let (o, l, r, bm, bn) = if n >= m { (s * dst_cs, 0, s * rhs_cs, m, len) } else { (s * dst_rs, s * lhs_rs, 0, len, n) };
+        // SAFETY: block `b` writes its own columns (or rows) of the destination (`tmp` with
+        // m·n elements allocated, or the caller's `out`) and reads the matching part of the
+        // long operand; blocks are disjoint and inside the buffers.
+        unsafe {
+            gemm_call(
+                bm,
+                bn,
+                k,
+                (dst as isize + o * size) as *mut T,
+                dst_cs,
+                dst_rs,
+                (lhs as isize + l * size) as *const T,
+                lhs_cs,
+                lhs_rs,
+                (rhs as isize + r * size) as *const T,
+                rhs_cs,
+                rhs_rs,
+                gemm::Parallelism::None,
+            );
+        }
+    });
+    if column_major {
+        // SAFETY: the blocks cover all n columns, every element was written (gemm does not
+        // read `dst`); `out` is the caller's m·n output.
         unsafe { tmp.set_len(m * n) };
         let out = unsafe { core::slice::from_raw_parts_mut(out, m * n) };
         for (i, row) in out.chunks_exact_mut(n).enumerate() {
@@ -370,38 +374,7 @@ fn split_long_side<T: GemmScalar>(
                 *v = tmp[j * m + i];
             }
         }
-        return true;
     }
-    let (out, lhs, rhs) = (out as usize, lhs as usize, rhs as usize);
-    let size = core::mem::size_of::<T>();
-    (0..long.div_ceil(block)).into_par_iter().for_each(|b| {
-        let (start, len) = (b * block, block.min(long - b * block));
-        // Offsets in elements of this block's first output, lhs and rhs element.
-        let (o, l, r, bm, bn) = if n >= m {
-            (start, 0, start as isize * rhs_cs, m, len)
-        } else {
-            (start * n, start as isize * lhs_rs, 0, len, n)
-        };
-        // SAFETY: block `b` writes its own columns (or rows) of `out` and reads the matching
-        // part of the long operand; blocks are disjoint and inside the caller's buffers.
-        unsafe {
-            gemm_call(
-                bm,
-                bn,
-                k,
-                (out + o * size) as *mut T,
-                1,
-                n as isize,
-                (lhs as isize + l * size as isize) as *const T,
-                lhs_cs,
-                lhs_rs,
-                (rhs as isize + r * size as isize) as *const T,
-                rhs_cs,
-                rhs_rs,
-                gemm::Parallelism::None,
-            );
-        }
-    });
     true
 }
 
