@@ -289,7 +289,7 @@ fn pool_definition(plane: &[f32], h: usize, w: usize, out: [usize; 2], k: [usize
 #[test]
 fn max_pool2d_matches_the_definition() {
     // (input [h, w], kernel, stride, padding, dilation, ceil_mode)
-    let cases: [([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 2], bool); 8] = [
+    let cases: [([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 2], bool); 11] = [
         // 2×2 at stride 2 inside the plane: `pool_pairs`; odd sizes leave a row and a column out.
         ([8, 8], [2, 2], [2, 2], [0, 0], [1, 1], false),
         ([9, 7], [2, 2], [2, 2], [0, 0], [1, 1], false),
@@ -301,6 +301,11 @@ fn max_pool2d_matches_the_definition() {
         ([7, 7], [3, 3], [1, 1], [1, 1], [1, 1], false),
         // ceil_mode with padding: the last window starts in the right padding.
         ([5, 5], [2, 2], [2, 2], [1, 1], [1, 1], true),
+        // Every window inside the plane without padding: `pool_inside` (AlexNet's 3×3 stride 2;
+        // a 3×2 kernel at strides 2×3; stride 1, whose runs are contiguous).
+        ([11, 13], [3, 3], [2, 2], [0, 0], [1, 1], false),
+        ([10, 11], [3, 2], [2, 3], [0, 0], [1, 1], false),
+        ([7, 8], [3, 3], [1, 1], [0, 0], [1, 1], false),
     ];
     let (b, c) = (2, 3);
     for (n, &(hw, k, s, p, d, ceil)) in cases.iter().enumerate() {
