@@ -375,10 +375,12 @@ fn conv_bn<B: Backend>(conv: &Conv2d<B>, bn: Option<&BatchNorm<B>>, x: Tensor<B,
     conv2d(x, weight, Some(bias), options)
 }
 
-/// BatchNorm with running statistics as `x · scale + shift` per channel.
+/// BatchNorm with running statistics as `x · scale + shift` per channel. `value_sync`, not
+/// `value`: Burn keeps a training forward's update pending until the next one (or a save), so
+/// `value` lags one training step behind.
 fn bn_affine<B: Backend>(bn: &BatchNorm<B>) -> (Tensor<B, 1>, Tensor<B, 1>) {
-    let scale = bn.gamma.val() / (bn.running_var.value() + bn.epsilon).sqrt();
-    let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
+    let scale = bn.gamma.val() / (bn.running_var.value_sync() + bn.epsilon).sqrt();
+    let shift = bn.beta.val() - bn.running_mean.value_sync() * scale.clone();
     (scale, shift)
 }
 
@@ -461,6 +463,30 @@ mod tests {
         let mut v = Values::default();
         net.visit(&mut v);
         v.0
+    }
+
+    /// A training forward's update of the running statistics is what the next evaluation uses
+    /// (Burn keeps it pending; reading it unsynced lags one step).
+    #[test]
+    fn evaluation_uses_the_latest_running_statistics() {
+        let device = Default::default();
+        let cfg = crate::encoder::posenet::PoseNetConfig { input_size: 32, ..Default::default() };
+        let spec = crate::encoder::posenet::spec(&cfg, vec!["a".into(), "b".into()]);
+        let net = ConvNet::<CpuAd>::init(&spec, 1, &device).unwrap();
+        let x = Tensor::<CpuAd, 4>::from_data(TensorData::new((0..2 * 3 * 32 * 32).map(|i| ((i as f32) * 0.37).sin() + 0.5).collect::<Vec<_>>(), [2, 3, 32, 32]), &device);
+        // On the training module itself (as the optimization engine and in-process evaluation
+        // use it); `valid()` would sync on its own.
+        let eval = |net: &ConvNet<CpuAd>| net.encode(x.clone(), &["conv1"], false).unwrap().remove("conv1").unwrap().flat().into_data().to_vec::<f32>().unwrap();
+        let before = eval(&net);
+        let _ = net.encode(x.clone(), &["conv1"], true).unwrap();
+        let after = eval(&net);
+        let moved = before.iter().zip(&after).filter(|(a, b)| (*a - *b).abs() > 1e-5).count();
+        assert!(moved > after.len() / 4, "evaluation ignored the update: {moved} of {} values changed", after.len());
+        // Fresh statistics are mean 0, variance 1; one update with momentum 0.1 moves them
+        // (read after the evaluation: reading syncs).
+        let bn = net.norms[0].as_ref().expect("posenet's conv1 has BatchNorm");
+        let mean = bn.running_mean.value_sync().into_data().to_vec::<f32>().unwrap();
+        assert!(mean.iter().any(|&m| m.abs() > 1e-4), "running mean did not move: {mean:?}");
     }
 
     /// Every parameter of a fresh encoder gets a gradient and moves with an optimizer step,

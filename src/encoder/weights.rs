@@ -185,8 +185,8 @@ pub fn state_dict<B: Backend>(net: &ConvNet<B>) -> Vec<(String, Array)> {
                 if let (Some(k), Some(bn)) = (bn_key, &net.norms[ci]) {
                     out.push((format!("{k}.weight"), arr(bn.gamma.val())));
                     out.push((format!("{k}.bias"), arr(bn.beta.val())));
-                    out.push((format!("{k}.running_mean"), arr(bn.running_mean.value())));
-                    out.push((format!("{k}.running_var"), arr(bn.running_var.value())));
+                    out.push((format!("{k}.running_mean"), arr(bn.running_mean.value_sync())));
+                    out.push((format!("{k}.running_var"), arr(bn.running_var.value_sync())));
                 }
                 ci += 1;
             }
