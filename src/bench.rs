@@ -375,8 +375,41 @@ pub fn table(ours: &[Timing], pytorch: Option<&[Timing]>) -> String {
     s
 }
 
-/// Read the reference timings written by `bench/pytorch_reference.py --json FILE`.
-pub fn read_reference(path: &Path) -> Result<Vec<Timing>> {
-    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading PyTorch reference {}: {e}", path.display()))?;
+/// Several rounds of the same workloads as one: per workload, the round whose median is the
+/// median of the rounds' medians (the lower middle for an even count), with min and max over
+/// all rounds and the runs added up; workloads in order of first appearance. `bench/compare.sh
+/// --rounds` alternates PyTorch and preimage workload by workload and merges each side so: this
+/// machine's speed drifts by 20–40 % over minutes, which a single run of each would put into
+/// the ratio.
+pub fn merge_rounds(rounds: &[Vec<Timing>]) -> Vec<Timing> {
+    let mut names: Vec<&str> = Vec::new();
+    for t in rounds.iter().flatten() {
+        if !names.contains(&t.name.as_str()) {
+            names.push(&t.name);
+        }
+    }
+    names
+        .into_iter()
+        .map(|name| {
+            let mut all: Vec<&Timing> = rounds.iter().flatten().filter(|t| t.name == name).collect();
+            all.sort_by(|a, b| a.median_ms.total_cmp(&b.median_ms));
+            let mut pick = all[(all.len() - 1) / 2].clone();
+            pick.min_ms = all.iter().map(|t| t.min_ms).fold(f64::INFINITY, f64::min);
+            pick.max_ms = all.iter().map(|t| t.max_ms).fold(f64::NEG_INFINITY, f64::max);
+            pick.runs = all.iter().map(|t| t.runs).sum();
+            pick
+        })
+        .collect()
+}
+
+/// Timing files of one or more rounds, merged by [`merge_rounds`].
+pub fn read_rounds(files: &[PathBuf]) -> Result<Vec<Timing>> {
+    Ok(merge_rounds(&files.iter().map(|f| read_timings(f)).collect::<Result<Vec<_>>>()?))
+}
+
+/// Read timings written as JSON by `preimage bench --json FILE` or `bench/pytorch_reference.py
+/// --json FILE` (the same fields).
+pub fn read_timings(path: &Path) -> Result<Vec<Timing>> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading bench timings {}: {e}", path.display()))?;
     serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a bench JSON file: {e}", path.display()))
 }

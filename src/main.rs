@@ -227,9 +227,10 @@ enum Command {
         /// Also write the timings as JSON.
         #[arg(long)]
         json: Option<PathBuf>,
-        /// Timings from `bench/pytorch_reference.py --json FILE`, to print ratios.
-        #[arg(long)]
-        pytorch: Option<PathBuf>,
+        /// Timings from `bench/pytorch_reference.py --json FILE`, to print ratios (several files:
+        /// rounds, merged as --table merges them).
+        #[arg(long, num_args = 1..)]
+        pytorch: Vec<PathBuf>,
         #[arg(long, default_value_t = 20)]
         runs: usize,
         #[arg(long, default_value_t = 3)]
@@ -243,6 +244,11 @@ enum Command {
         /// Only workloads whose name contains one of these (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Instead of running, print the table of timings saved with --json; several files are
+        /// rounds of the same workloads, merged per workload to the round with the median median
+        /// (--json then writes the merged timings).
+        #[arg(long, num_args = 1.., conflicts_with_all = ["quick", "data", "only"])]
+        table: Vec<PathBuf>,
     },
     /// Invert a code by optimization (Mahendran & Vedaldi); `--init decoder:RUN` refines a decoder's output.
     Invert {
@@ -435,10 +441,10 @@ fn run(cli: Cli) -> Result<()> {
         Command::Extract { enc, layer, data, out, batch, device } => {
             with_backend!(device, |B, dev| extract::<B>(&enc, &layer, &data, &out, batch, &dev))
         }
-        Command::Bench { device, json, pytorch, runs, warmup, quick, data, only } => {
+        Command::Bench { device, json, pytorch, runs, warmup, quick, data, only, table } => {
             let opts = preimage::bench::BenchOptions { runs, warmup, quick, data, only };
-            let reference = pytorch.as_deref().map(preimage::bench::read_reference).transpose()?;
-            let timings = with_backend!(device, |B, dev| preimage::bench::run::<B>(&opts, &dev)?);
+            let reference = (!pytorch.is_empty()).then(|| preimage::bench::read_rounds(&pytorch)).transpose()?;
+            let timings = if table.is_empty() { with_backend!(device, |B, dev| preimage::bench::run::<B>(&opts, &dev)?) } else { preimage::bench::read_rounds(&table)? };
             println!("{}", preimage::bench::table(&timings, reference.as_deref()));
             if let Some(path) = json {
                 preimage::util::write_atomic(&path, serde_json::to_string_pretty(&timings)?.as_bytes())?;

@@ -145,7 +145,7 @@ fn bench_smoke_at_tiny_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let text = ok(&["bench", "--quick", "--runs", "2", "--warmup", "1", "--json", s(&json)]);
-    let timings = preimage::bench::read_reference(&json).unwrap();
+    let timings = preimage::bench::read_timings(&json).unwrap();
     let names: Vec<&str> = timings.iter().map(|t| t.name.as_str()).collect();
     for w in ["decoder_step_a_512_to_64", "decoder_step_b_fc6_to_227", "encoder_forward_posenet_64", "optim_iteration_posenet_conv5", "decoder_forward_1_image", "extract_posenet_4_taps"] {
         assert!(names.contains(&w), "{w} missing from {names:?}");
@@ -155,13 +155,36 @@ fn bench_smoke_at_tiny_sizes() {
     // A reference file adds the ratio column: compare the run with itself → ratio 1.00.
     let text = ok(&["bench", "--quick", "--runs", "2", "--warmup", "0", "--pytorch", s(&json)]);
     assert!(text.contains("ratio"), "{text}");
+    // Rounds merge per workload to the round with the median median: three copies of the
+    // timings with medians ×1, ×3, ×2 give the ×2 round, min and max over all, runs added up.
+    let scaled = |k: f64| {
+        let path = dir.path().join(format!("round-{k}.json"));
+        let t: Vec<_> = timings.iter().cloned().map(|mut t| {
+            (t.median_ms, t.min_ms, t.max_ms) = (t.median_ms * k, t.min_ms * k, t.max_ms * k);
+            t
+        }).collect();
+        std::fs::write(&path, serde_json::to_string(&t).unwrap()).unwrap();
+        path
+    };
+    let rounds = [scaled(1.0), scaled(3.0), scaled(2.0)];
+    let merged = dir.path().join("merged.json");
+    let text = ok(&["bench", "--table", s(&rounds[0]), s(&rounds[1]), s(&rounds[2]), "--pytorch", s(&json), "--json", s(&merged)]);
+    let merged = preimage::bench::read_timings(&merged).unwrap();
+    assert_eq!(merged.len(), timings.len());
+    for (m, t) in merged.iter().zip(&timings) {
+        assert_eq!(m.name, t.name);
+        assert!((m.median_ms - 2.0 * t.median_ms).abs() < 1e-9 && (m.min_ms - t.min_ms).abs() < 1e-9 && (m.max_ms - 3.0 * t.max_ms).abs() < 1e-9 && m.runs == 6, "{m:?} from {t:?}");
+    }
+    assert!(text.contains("decoder_step_a_512_to_64") && text.contains("2.00"), "{text}");
+    let (success, text) = preimage(&["bench", "--table", "/nonexistent.json"]);
+    assert!(!success && text.contains("/nonexistent.json"), "{text}");
     let (success, text) = preimage(&["bench", "--quick", "--pytorch", "/nonexistent.json"]);
     assert!(!success && text.contains("/nonexistent.json"), "{text}");
     // `--only` selects by any fragment of a workload's name.
     let only = |sel: &str| {
         let json = dir.path().join(format!("only-{sel}.json"));
         ok(&["bench", "--quick", "--runs", "1", "--warmup", "0", "--only", sel, "--json", s(&json)]);
-        preimage::bench::read_reference(&json).unwrap().into_iter().map(|t| t.name).collect::<Vec<_>>()
+        preimage::bench::read_timings(&json).unwrap().into_iter().map(|t| t.name).collect::<Vec<_>>()
     };
     assert_eq!(only("optim_iteration_posenet"), ["optim_iteration_posenet_conv5"]);
     assert_eq!(only("posenet"), ["encoder_forward_posenet_64", "optim_iteration_posenet_conv5", "extract_posenet_4_taps"]);
