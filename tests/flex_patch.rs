@@ -89,7 +89,7 @@ struct Case {
     g: usize,
 }
 
-const CASES: [Case; 14] = [
+const CASES: [Case; 17] = [
     // The decoders' up-convolution: 4×4, stride 2, padding 1.
     Case { b: 2, ci: 4, co: 6, small: [3, 5], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
     Case { b: 3, ci: 4, co: 6, small: [4, 3], k: [3, 2], s: [2, 3], p: [1, 0], d: [2, 1], po: [1, 0], g: 2 },
@@ -123,6 +123,12 @@ const CASES: [Case; 14] = [
     // upstream's transposed convolution although its column matrix is as large.
     Case { b: 2, ci: 32, co: 8, small: [48, 60], k: [3, 2], s: [1, 1], p: [2, 0], d: [2, 1], po: [0, 0], g: 1 },
     Case { b: 1, ci: 6, co: 5, small: [244, 246], k: [1, 3], s: [1, 1], p: [1, 2], d: [1, 1], po: [0, 0], g: 1 },
+    // Short rows at stride 1 (posenet's 8×8 grids): each plane copied once with its zero
+    // border, every tap's row one copy from it; grouped, a 3×2 kernel padded on one axis.
+    Case { b: 3, ci: 8, co: 6, small: [8, 7], k: [3, 2], s: [1, 1], p: [1, 0], d: [1, 1], po: [0, 0], g: 2 },
+    // Rows of 16 and 4 (fixed-size copies).
+    Case { b: 2, ci: 5, co: 3, small: [5, 16], k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
+    Case { b: 2, ci: 5, co: 3, small: [3, 4], k: [3, 3], s: [1, 1], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
 ];
 
 impl Case {
