@@ -654,10 +654,12 @@ fn tiles(batch: usize, ya: Axis, xa: Axis, rows: usize) -> Vec<Tile> {
         return whole_images(batch, nb, grid);
     }
     let n = cuts(batch, ya.grid, (TILE_BUDGET / (rows * xa.grid).max(1)).max(1));
-    let band = ya.grid.div_ceil(n).max(1);
-    (0..batch)
-        .flat_map(|b| (0..ya.grid).step_by(band).map(move |y| Tile { images: b..b + 1, ps: y * xa.grid..(y + band).min(ya.grid) * xa.grid }))
-        .collect()
+    bands(batch, ya.grid, xa.grid, ya.grid.div_ceil(n).max(1))
+}
+
+/// Each image cut into bands of `band` grid rows (`rows` × `width`), the last band shorter.
+fn bands(batch: usize, rows: usize, width: usize, band: usize) -> Vec<Tile> {
+    (0..batch).flat_map(|b| (0..rows).step_by(band).map(move |y| Tile { images: b..b + 1, ps: y * width..(y + band).min(rows) * width })).collect()
 }
 
 /// Tiles of [`gathered_product`]: several whole images when an image's block is small,
@@ -823,8 +825,7 @@ fn sum_blocks(batch: usize, ya: Axis, xa: Axis, rows: usize) -> Vec<Tile> {
     if let Some(nb) = images_per_tile(batch, rows * grid, 1) {
         return whole_images(batch, nb, grid);
     }
-    let band = (TILE_BUDGET / (rows * xa.grid).max(1)).clamp(1, ya.grid.max(1));
-    (0..batch).flat_map(|b| (0..ya.grid).step_by(band).map(move |y| Tile { images: b..b + 1, ps: y * xa.grid..(y + band).min(ya.grid) * xa.grid })).collect()
+    bands(batch, ya.grid, xa.grid, (TILE_BUDGET / (rows * xa.grid).max(1)).clamp(1, ya.grid.max(1)))
 }
 
 /// Everything the transposed convolution needs to know about its shapes.
