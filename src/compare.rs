@@ -191,9 +191,7 @@ pub fn compare<B: AutodiffBackend>(opts: &CompareOptions, device: &B::Device) ->
     grids_tb.flush();
     crate::util::write_atomic(&opts.out.join("compare.json"), serde_json::to_string_pretty(&rows)?.as_bytes())?;
     crate::util::write_atomic(&opts.out.join("compare.csv"), csv(&rows).as_bytes())?;
-    if skips.count() > 0 {
-        println!("{}", skips.summary());
-    }
+    skips.report();
     Ok((rows, panels))
 }
 

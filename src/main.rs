@@ -492,8 +492,6 @@ fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &PathB
     let codes = preimage::extract::extract(&loaded, &folder, layer, batch, dev)?;
     codes.write(out)?;
     println!("wrote {} codes at {} to {}", codes.len(), layer.join(", "), out.display());
-    if skips.count() > 0 {
-        println!("{}", skips.summary());
-    }
+    skips.report();
     Ok(())
 }

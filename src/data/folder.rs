@@ -111,6 +111,13 @@ impl SkipLog {
             if n == 1 { "" } else { "s" }
         )
     }
+
+    /// Print [`SkipLog::summary`] at the end of a run, when any file was skipped.
+    pub fn report(&self) {
+        if self.count() > 0 {
+            println!("{}", self.summary());
+        }
+    }
 }
 
 impl fmt::Debug for SkipLog {

@@ -591,9 +591,7 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
             break;
         }
     }
-    if skips.count() > 0 {
-        println!("{}", skips.summary());
-    }
+    skips.report();
     if let Some((_, e)) = state.best {
         println!("best epoch {e}; decoder in {}", run.out.display());
     }

@@ -291,9 +291,7 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
             break;
         }
     }
-    if skips.count() > 0 {
-        println!("{}", skips.summary());
-    }
+    skips.report();
     if let Some((_, e)) = state.best {
         println!("best epoch {e}; weights in {}", run.out.join(weights::RUN_WEIGHTS).display());
     }
