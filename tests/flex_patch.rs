@@ -388,3 +388,25 @@ fn short_side_products_match_the_definition() {
         }
     }
 }
+
+/// Twelfth patch: Flex's `empty`/`zeros` allocate zeroed buffers with the element's own
+/// alignment instead of copying a byte vector into a 16-byte-aligned one. Every width must read
+/// back as zeros of the right length and take in-place and fresh results alike.
+#[test]
+fn zeros_of_every_element_width_read_back_as_zeros() {
+    use burn::tensor::{Bool, Int};
+    let device = Default::default();
+    let f = Tensor::<B, 3>::zeros([2, 3, 5], &device);
+    assert_eq!(f.clone().into_data().to_vec::<f32>().unwrap(), vec![0.0; 30]);
+    let sum: f32 = (f + 2.5).sum().into_scalar();
+    assert_eq!(sum, 75.0);
+    let i = Tensor::<B, 2, Int>::zeros([3, 7], &device);
+    assert_eq!(i.clone().into_data().convert::<i64>().to_vec::<i64>().unwrap(), vec![0; 21]);
+    assert_eq!((i + 4).sum().into_data().convert::<i64>().to_vec::<i64>().unwrap(), vec![84]);
+    let b = Tensor::<B, 2, Bool>::empty([4, 3], &device);
+    assert_eq!(b.into_data().to_vec::<bool>().unwrap(), vec![false; 12]);
+    // A matmul writes its product into an `empty` output.
+    let a = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]), &device);
+    let p = a.clone().matmul(a.transpose());
+    assert_eq!(p.into_data().to_vec::<f32>().unwrap(), vec![14.0, 32.0, 32.0, 77.0]);
+}
