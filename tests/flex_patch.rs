@@ -222,8 +222,8 @@ fn conv2d_and_its_gradients_match_the_definition() {
         let (xv, wv) = (seq(xs.iter().product(), 5.0), seq(ws.iter().product(), 6.0));
         let bv = seq(c.co, 10.0);
         let (x, w) = (leaf(&xv, xs), leaf(&wv, ws));
-        let bias = Tensor::<Ad, 1>::from_data(TensorData::new(bv.clone(), [c.co]), &Default::default());
-        let out = conv2d(x.clone(), w.clone(), Some(bias), ConvOptions::new(c.s, c.p, c.d, c.g));
+        let bias = Tensor::<Ad, 1>::from_data(TensorData::new(bv.clone(), [c.co]), &Default::default()).require_grad();
+        let out = conv2d(x.clone(), w.clone(), Some(bias.clone()), ConvOptions::new(c.s, c.p, c.d, c.g));
         let os = out.dims();
         assert_eq!(&os[2..], &c.small[..], "conv2d output size");
         let mut want: Vec<f64> = (0..os.iter().product()).map(|i| bv[i / (c.small[0] * c.small[1]) % c.co] as f64).collect();
@@ -242,6 +242,10 @@ fn conv2d_and_its_gradients_match_the_definition() {
         assert_close("conv2d", &out.clone().into_data().to_vec::<f32>().unwrap(), &want);
         assert_close("conv2d x grad", &x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gx);
         assert_close("conv2d weight grad", &w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gw);
+        let plane = c.small[0] * c.small[1];
+        let mut gb = vec![0f64; c.co];
+        rv.iter().enumerate().for_each(|(i, r)| gb[i / plane % c.co] += *r as f64);
+        assert_close("conv2d bias grad", &bias.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gb);
     }
 }
 

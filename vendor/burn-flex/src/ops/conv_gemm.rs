@@ -1056,3 +1056,40 @@ pub(crate) fn conv2d_weight_backward<T: GemmElem>(x: FlexTensor, weight_shape: [
     let dw = weight_grad::<T>(grad.storage(), gs[1], x.storage(), xs[1], ya, xa, o.groups, xs[0]);
     tensor(dw, weight_shape.to_vec(), dtype)
 }
+
+/// Gradient of a convolution's (or transposed convolution's) bias, `db[c] = Σ_(b, y, x)
+/// grad[b, c, y, x]`, summed where the gradient lies. Upstream swaps the batch and channel axes
+/// and reshapes, which copies the whole output gradient before summing it (twelfth patch).
+/// Channels in parallel, each in a fixed order: the result does not depend on the threads.
+pub(crate) fn bias_backward<T: GemmElem>(grad: FlexTensor, bias_shape: Vec<usize>, dtype: DType) -> FlexTensor {
+    let grad = grad.to_contiguous();
+    let dims = grad.layout().shape().to_vec();
+    let (batch, channels) = (dims[0], dims[1]);
+    let plane: usize = dims[2..].iter().product();
+    let g: &[T] = grad.storage();
+    let channel = |c: usize| (0..batch).fold(T::ZERO, |acc, b| acc + lane_sum(&g[(b * channels + c) * plane..][..plane]));
+    #[cfg(feature = "rayon")]
+    let sums: Vec<T> = if g.len() >= super::PARALLEL_THRESHOLD {
+        use rayon::prelude::*;
+        (0..channels).into_par_iter().map(channel).collect()
+    } else {
+        (0..channels).map(channel).collect()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let sums: Vec<T> = (0..channels).map(channel).collect();
+    tensor(sums, bias_shape, dtype)
+}
+
+/// Sum of `v` in 16 interleaved lanes (vectorizes; also a shorter rounding chain than one
+/// running sum).
+fn lane_sum<T: GemmElem>(v: &[T]) -> T {
+    let mut lanes = [T::ZERO; 16];
+    let chunks = v.chunks_exact(16);
+    let rest = chunks.remainder().iter().fold(T::ZERO, |a, &x| a + x);
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = *l + x;
+        }
+    }
+    lanes.iter().fold(rest, |a, &l| a + l)
+}

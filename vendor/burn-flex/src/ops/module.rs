@@ -384,6 +384,16 @@ impl ModuleOps<Flex> for Flex {
         )
     }
 
+    // preimage patch: the bias gradients summed in place (conv_gemm::bias_backward) instead of
+    // through a transposed copy of the output gradient.
+    fn conv2d_bias_backward(_x: FloatTensor<Flex>, bias: FloatTensor<Flex>, output_grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        bias_backward(bias, output_grad)
+    }
+
+    fn conv_transpose2d_bias_backward(_x: FloatTensor<Flex>, bias: FloatTensor<Flex>, output_grad: FloatTensor<Flex>) -> FloatTensor<Flex> {
+        bias_backward(bias, output_grad)
+    }
+
     fn conv2d_weight_backward(
         x: FloatTensor<Flex>,
         weight: FloatTensor<Flex>,
@@ -869,5 +879,17 @@ impl ModuleOps<Flex> for Flex {
             dtype.into(),
         );
         Flex::float_select_add(grad, 0, indices, output_grad)
+    }
+}
+
+/// [`conv_gemm::bias_backward`] for every float dtype (bf16 through f32).
+fn bias_backward(bias: FlexTensor, output_grad: FlexTensor) -> FlexTensor {
+    let shape = bias.layout().shape().to_vec();
+    match output_grad.dtype() {
+        DType::F32 => conv_gemm::bias_backward::<f32>(output_grad, shape, DType::F32),
+        DType::F64 => conv_gemm::bias_backward::<f64>(output_grad, shape, DType::F64),
+        DType::F16 => conv_gemm::bias_backward::<f16>(output_grad, shape, DType::F16),
+        DType::BF16 => cast_from_f32(conv_gemm::bias_backward::<f32>(cast_to_f32(output_grad, bf16::to_f32), shape, DType::F32), bf16::from_f32),
+        dtype => panic!("bias_backward: unsupported dtype {:?}", dtype),
     }
 }
