@@ -1059,7 +1059,7 @@ pub(crate) fn conv2d_weight_backward<T: GemmElem>(x: FlexTensor, weight_shape: [
 
 /// Gradient of a convolution's (or transposed convolution's) bias, `db[c] = Σ_(b, y, x)
 /// grad[b, c, y, x]`, summed where the gradient lies. Upstream swaps the batch and channel axes
-/// and reshapes, which copies the whole output gradient before summing it (twelfth patch).
+/// and reshapes, which copies the whole output gradient before summing it (thirteenth patch).
 /// Channels in parallel, each in a fixed order: the result does not depend on the threads.
 pub(crate) fn bias_backward<T: GemmElem>(grad: FlexTensor, bias_shape: Vec<usize>, dtype: DType) -> FlexTensor {
     let grad = grad.to_contiguous();
@@ -1081,7 +1081,7 @@ pub(crate) fn bias_backward<T: GemmElem>(grad: FlexTensor, bias_shape: Vec<usize
 }
 
 /// Sum of `v` in 16 interleaved lanes (vectorizes; also a shorter rounding chain than one
-/// running sum).
+/// running sum). Generic over the float types; `reduce.rs`'s SIMD sum is f32 only.
 fn lane_sum<T: GemmElem>(v: &[T]) -> T {
     let mut lanes = [T::ZERO; 16];
     let chunks = v.chunks_exact(16);
