@@ -46,7 +46,7 @@ impl Preprocessing {
             crop: spec.input_size,
             mean: spec.mean,
             std: spec.std,
-            pixel_range: "RGB in [0,1], resize shorter side (triangle filter), centre crop, then (x-mean)/std".into(),
+            pixel_range: "RGB in [0,1], resize shorter side (PIL bilinear, antialiased), centre crop, then (x-mean)/std".into(),
         }
     }
 }

@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{anyhow, bail, Context, Result};
-use image::imageops::FilterType;
 use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
 
 /// Name of the optional pose manifest in the dataset root.
@@ -182,8 +181,8 @@ pub fn to_rgb8(img: &DynamicImage) -> RgbImage {
 }
 
 /// Resizes so that the shorter side equals `short` (aspect kept, longer side
-/// truncated like torchvision's `int(short * long / short_side)`). Uses a triangle
-/// filter whose support widens when downscaling, i.e. antialiased like PIL bilinear.
+/// truncated like torchvision's `int(short * long / short_side)`), with PIL's antialiased
+/// bilinear filter ([`super::resize::pil_bilinear`]).
 fn resize_short_side(img: &RgbImage, short: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     let (nw, nh) = if w <= h {
@@ -194,7 +193,7 @@ fn resize_short_side(img: &RgbImage, short: u32) -> RgbImage {
     if (nw, nh) == (w, h) {
         return img.clone();
     }
-    image::imageops::resize(img, nw, nh, FilterType::Triangle)
+    super::resize::pil_bilinear(img, nw, nh)
 }
 
 /// Python's `round(d / 2)` for a non-negative integer `d` (round half to even), as

@@ -4,3 +4,4 @@ pub mod codes;
 pub mod folder;
 pub mod meshes;
 pub mod render;
+pub mod resize;
