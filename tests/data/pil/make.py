@@ -1,0 +1,20 @@
+# JPEGs and what PIL (libjpeg-turbo) decodes them to, for tests/decode_like_pil.rs.
+# Made with Pillow 13 (libjpeg-turbo 3.x); kept to document the files, tests do not run it.
+import numpy as np
+from PIL import Image
+rng = np.random.default_rng(5)
+def content(w, h):
+    y, x = np.mgrid[0:h, 0:w]
+    a = np.stack([127 + 120 * np.sin(x * 0.31 + y * 0.07), 127 + 120 * np.cos(y * 0.23 - x * 0.11), (x * y * 3) % 256], -1)
+    return Image.fromarray(np.clip(a + rng.normal(0, 25, (h, w, 3)), 0, 255).astype(np.uint8))
+cases = [  # name, size, save options: even sizes off the 16-pixel grid (edges that show)
+    ("420_38x26_restarts", (38, 26), dict(quality=75, subsampling=2, restart_marker_blocks=2)),
+    ("422_46x23_progressive", (46, 23), dict(quality=60, subsampling=1, progressive=True)),
+    ("444_64x48", (64, 48), dict(quality=90, subsampling=0)),
+    ("420_32x32", (32, 32), dict(quality=85, subsampling=2)),  # on the grid: the last column's own rounding
+]
+for name, (w, h), opts in cases:
+    content(w, h).save(f"{name}.jpg", **opts)
+    Image.open(f"{name}.jpg").convert("RGB").save(f"{name}.pil.png")
+content(30, 18).convert("L").save("gray_30x18.jpg", quality=80)
+Image.open("gray_30x18.jpg").convert("RGB").save("gray_30x18.pil.png")
