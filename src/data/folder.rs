@@ -172,10 +172,22 @@ fn decode_reason(path: &Path) -> Result<DynamicImage> {
 }
 
 /// Converts any decoded image to 8-bit RGB like PIL's `convert('RGB')`: gray is
-/// replicated, alpha is dropped (not composited), 16-bit and float are scaled.
+/// replicated, alpha is dropped (not composited), 16-bit samples keep their high byte (PIL's
+/// reading of 16-bit RGB PNGs; `v / 257` rounded would differ by one level, e.g. 65280 → 254
+/// instead of 255), float is scaled. One deliberate difference: PIL clips 16-bit gray to 255
+/// (its `I;16` mode), which whitens most of such an image; here it keeps its high byte too.
 pub fn to_rgb8(img: &DynamicImage) -> RgbImage {
+    let (w, h) = (img.width(), img.height());
+    let high = |v: u16| (v >> 8) as u8;
     match img {
         DynamicImage::ImageRgb8(rgb) => rgb.clone(),
+        DynamicImage::ImageRgb16(i) => RgbImage::from_fn(w, h, |x, y| i.get_pixel(x, y).0.map(high).into()),
+        DynamicImage::ImageRgba16(i) => RgbImage::from_fn(w, h, |x, y| {
+            let [r, g, b, _] = i.get_pixel(x, y).0.map(high);
+            [r, g, b].into()
+        }),
+        DynamicImage::ImageLuma16(i) => RgbImage::from_fn(w, h, |x, y| [high(i.get_pixel(x, y).0[0]); 3].into()),
+        DynamicImage::ImageLumaA16(i) => RgbImage::from_fn(w, h, |x, y| [high(i.get_pixel(x, y).0[0]); 3].into()),
         other => other.to_rgb8(),
     }
 }
@@ -1071,7 +1083,7 @@ mod tests {
             "mislabelled",
         );
 
-        // 16-bit PNG: 51400 / 257 = 200 exactly.
+        // 16-bit PNG: the high byte, as PIL reads it (51400 = 0xC8C8 → 200).
         let img16: ImageBuffer<Rgb<u16>, Vec<u16>> =
             ImageBuffer::from_pixel(6, 6, Rgb([51400, 25700, 12850]));
         img16
@@ -1145,6 +1157,17 @@ mod tests {
             1e-6,
             "gif frame 0",
         );
+    }
+
+    #[test]
+    fn sixteen_bit_keeps_the_high_byte_like_pil() {
+        // PIL 13 reads these 16-bit RGB PNG samples as 0 1 127 128 255 200 0 0 1 255 255 255.
+        let v: [u16; 12] = [0, 383, 32767, 32895, 65535, 51400, 128, 255, 256, 65280, 65407, 65408];
+        let img = ImageBuffer::<Rgb<u16>, Vec<u16>>::from_fn(4, 1, |x, _| Rgb([v[3 * x as usize], v[3 * x as usize + 1], v[3 * x as usize + 2]]));
+        let got = to_rgb8(&DynamicImage::ImageRgb16(img)).into_raw();
+        assert_eq!(got, vec![0, 1, 127, 128, 255, 200, 0, 0, 1, 255, 255, 255]);
+        let gray = ImageBuffer::<image::Luma<u16>, Vec<u16>>::from_fn(2, 1, |x, _| image::Luma([[65280, 511][x as usize]]));
+        assert_eq!(to_rgb8(&DynamicImage::ImageLuma16(gray)).into_raw(), vec![255, 255, 255, 1, 1, 1]);
     }
 
     #[test]
