@@ -176,9 +176,16 @@ fn data_parallel_over_two_devices_takes_the_steps_of_one() {
     let one = td::train::<CpuAd>(&run("one"), &FlexDevice).unwrap();
     let two = td::train_on::<CpuAd>(&run("two"), &[FlexDevice, FlexDevice]).unwrap();
     assert_eq!((one.len(), two.len()), (2, 2));
-    for (a, b) in one.iter().zip(&two) {
+    // Summing the slices' gradients rounds differently from one batch, and Adam's first steps
+    // (about ±lr whatever a gradient's size) turn rounding in near-zero gradients into real
+    // differences: with all three losses on this fixture, ~1e-5 (relative) after the first
+    // epoch and ~2e-4 after the second, decoder outputs 4e-3 apart (each loss alone: 1e-7).
+    // Weighting the two slices equally instead of 4/7 and 3/7 moves the first epoch's train
+    // loss by 1.7 % and the outputs by 0.05.
+    for (epoch, (a, b)) in one.iter().zip(&two).enumerate() {
+        let tol = [1e-4, 1e-3][epoch];
         for (x, y) in [(a.train_loss, b.train_loss), (a.val_loss, b.val_loss), (a.val_pixel_mse, b.val_pixel_mse)] {
-            assert!((x - y).abs() <= 1e-4 * x.abs().max(1e-3), "one device {x} vs two {y}");
+            assert!((x - y).abs() <= tol * x.abs().max(1e-3), "epoch {}: one device {x} vs two {y}", epoch + 1);
         }
     }
     assert!(one[1].val_loss != one[0].val_loss, "the runs trained");
@@ -188,5 +195,5 @@ fn data_parallel_over_two_devices_takes_the_steps_of_one() {
     let (d2, _) = preimage::decoder::load_run::<preimage::device::Cpu>(&dir.path().join("two"), &dev).unwrap();
     let code = burn::tensor::Tensor::<preimage::device::Cpu, 2>::ones([1, info.plan.code_dim()], &dev);
     let diff = (d1.forward(code.clone()) - d2.forward(code)).abs().max().into_scalar();
-    assert!(diff < 1e-3, "decoder outputs differ by {diff}");
+    assert!(diff < 1e-2, "decoder outputs differ by {diff}");
 }
