@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::nn::conv::{ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig};
 use burn::optim::{GradientsParams, Optimizer};
-use burn::tensor::activation::leaky_relu;
+use crate::decoder::activation::leaky_relu;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};

@@ -4,6 +4,7 @@
 //! adversarial losses (DeePSiM); training lives in [`crate::train::decoder`]. A trained decoder
 //! is a run folder holding `decoder.json` ([`DecoderInfo`]: what it inverts) and
 //! `decoder.mpk` (its best weights).
+pub mod activation;
 pub mod deepsim;
 pub mod upconv;
 
