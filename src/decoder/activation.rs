@@ -39,7 +39,8 @@ pub fn leaky_relu<B: Backend, const D: usize>(x: Tensor<B, D>, slope: f64) -> Te
 struct LeakyReluBackward;
 
 impl Backward<Flex, 1> for LeakyReluBackward {
-    /// The input and the slope.
+    /// A tensor whose sign is the input's (the output when the slope is positive: the next
+    /// layer keeps it anyway, so nothing more stays in memory) and the slope.
     type State = (FlexTensor, f64);
 
     fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
@@ -52,13 +53,14 @@ fn fused(x: FloatTensor<CpuAd>, slope: f64) -> FloatTensor<CpuAd> {
     match LeakyReluBackward.prepare::<NoCheckpointing>([x.node.clone()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let y = Flex::leaky_relu(x.primitive.clone(), slope.into());
-            prep.finish((x.primitive, slope), y)
+            let sign = if slope > 0.0 { y.clone() } else { x.primitive };
+            prep.finish((sign, slope), y)
         }
         OpsKind::UnTracked(prep) => prep.finish(Flex::leaky_relu(x.primitive, slope.into())),
     }
 }
 
-/// `grad` where `x ≥ 0`, `slope · grad` elsewhere, in one pass.
+/// `grad` where `x ≥ 0`, `slope · grad` elsewhere, in one pass (`x` may be the output: same sign).
 fn input_gradient(x: FlexTensor, grad: FlexTensor, slope: f64) -> FlexTensor {
     let s32 = slope as f32;
     burn_flex::ops::binary::binary_op(
@@ -83,14 +85,14 @@ mod tests {
         let device = Default::default();
         let data = TensorData::new(vec![-2.0f32, -0.5, 0.0, 0.25, 3.0, -1e-3, 7.5, -4.0], [2, 4]);
         let weights = TensorData::new(vec![1.0f32, -2.0, 3.0, 0.5, -1.0, 2.0, 0.25, 4.0], [2, 4]);
-        let run = |fused_path: bool| {
+        let run = |fused_path: bool, slope: f64| {
             let x = Tensor::<CpuAd, 2>::from_data(data.clone(), &device).require_grad();
             let w = Tensor::<CpuAd, 2>::from_data(weights.clone(), &device);
             let act = |t: Tensor<CpuAd, 2>| {
                 if fused_path {
-                    leaky_relu(t, 0.2)
+                    leaky_relu(t, slope)
                 } else {
-                    burn::tensor::activation::leaky_relu(t, 0.2)
+                    burn::tensor::activation::leaky_relu(t, slope)
                 }
             };
             let y = act(x.clone() * 3.0) + act(x.clone()) * w;
@@ -98,10 +100,14 @@ mod tests {
             let g = x.grad(&grads).expect("x has a gradient");
             (y.into_data().to_vec::<f32>().unwrap(), g.into_data().to_vec::<f32>().unwrap())
         };
-        let (y_fused, g_fused) = run(true);
-        let (y_burn, g_burn) = run(false);
+        let (y_fused, g_fused) = run(true, 0.2);
+        let (y_burn, g_burn) = run(false, 0.2);
         assert_eq!(y_fused, y_burn);
         assert_eq!(g_fused, g_burn);
+        // A zero or negative slope (the state is then the input, not the output).
+        for slope in [0.0, -0.3] {
+            assert_eq!(run(true, slope), run(false, slope), "slope {slope}");
+        }
         // d/dx [leaky(3x) + w·leaky(x)] at x = -2: 3·0.2 + 1·0.2 = 0.8; at x = 0.25: 3 + 0.5.
         assert!((g_fused[0] - 0.8).abs() < 1e-6 && (g_fused[3] - 3.5).abs() < 1e-6, "{g_fused:?}");
     }
