@@ -48,35 +48,41 @@ fn weighted(pixels: impl Iterator<Item = u8>, weights: &[i32]) -> u8 {
 
 /// Resize to `width`×`height` like `PIL.Image.resize((width, height), Image.BILINEAR)`.
 pub fn pil_bilinear(img: &RgbImage, width: u32, height: u32) -> RgbImage {
-    let (w, h) = (img.width() as usize, img.height() as usize);
-    let (nw, nh) = (width as usize, height as usize);
-    let mut cur = img.clone();
-    if nw != w {
-        let coeffs = coefficients(w, nw);
-        let src = cur.as_raw();
-        let mut out = vec![0u8; nw * h * 3];
-        for y in 0..h {
-            let row = &src[y * w * 3..(y + 1) * w * 3];
-            for (x, (first, k)) in coeffs.iter().enumerate() {
-                for c in 0..3 {
-                    out[(y * nw + x) * 3 + c] = weighted((*first..first + k.len()).map(|i| row[i * 3 + c]), k);
-                }
+    let horizontal = (width != img.width()).then(|| horizontal_pass(img, width));
+    match (horizontal, height != img.height()) {
+        (Some(wide), true) => vertical_pass(&wide, height),
+        (Some(wide), false) => wide,
+        (None, true) => vertical_pass(img, height),
+        (None, false) => img.clone(),
+    }
+}
+
+/// Resamples each row to `width` pixels.
+fn horizontal_pass(img: &RgbImage, width: u32) -> RgbImage {
+    let (w, h, nw) = (img.width() as usize, img.height() as usize, width as usize);
+    let coeffs = coefficients(w, nw);
+    let mut out = vec![0u8; nw * h * 3];
+    for (y, row) in img.as_raw().chunks_exact(w * 3).enumerate() {
+        for (x, (first, k)) in coeffs.iter().enumerate() {
+            for c in 0..3 {
+                out[(y * nw + x) * 3 + c] = weighted((*first..first + k.len()).map(|i| row[i * 3 + c]), k);
             }
         }
-        cur = RgbImage::from_raw(width, h as u32, out).expect("buffer sized for the image");
     }
-    if nh != h {
-        let coeffs = coefficients(h, nh);
-        let (cw, src) = (cur.width() as usize, cur.as_raw());
-        let mut out = vec![0u8; cw * nh * 3];
-        for (y, (first, k)) in coeffs.iter().enumerate() {
-            for i in 0..cw * 3 {
-                out[y * cw * 3 + i] = weighted((*first..first + k.len()).map(|r| src[r * cw * 3 + i]), k);
-            }
+    RgbImage::from_raw(width, h as u32, out).expect("buffer sized for the image")
+}
+
+/// Resamples each column to `height` pixels.
+fn vertical_pass(img: &RgbImage, height: u32) -> RgbImage {
+    let (w, h, nh) = (img.width() as usize, img.height() as usize, height as usize);
+    let (coeffs, src, stride) = (coefficients(h, nh), img.as_raw(), w * 3);
+    let mut out = vec![0u8; stride * nh];
+    for (y, (first, k)) in coeffs.iter().enumerate() {
+        for i in 0..stride {
+            out[y * stride + i] = weighted((*first..first + k.len()).map(|r| src[r * stride + i]), k);
         }
-        cur = RgbImage::from_raw(cw as u32, height, out).expect("buffer sized for the image");
     }
-    cur
+    RgbImage::from_raw(w as u32, height, out).expect("buffer sized for the image")
 }
 
 #[cfg(test)]
