@@ -202,9 +202,6 @@ fn resize_short_side(img: &RgbImage, short: u32) -> RgbImage {
     } else {
         (((short as u64 * w as u64) / h as u64).max(1) as u32, short)
     };
-    if (nw, nh) == (w, h) {
-        return img.clone();
-    }
     super::resize::pil_bilinear(img, nw, nh)
 }
 
