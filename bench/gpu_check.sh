@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # On the GPU machine, in the repository root with .gpu/bundle.tar.xz (bench/gpu_pack.sh):
 # tests/cuda.rs of the CUDA build on the GPU, then the benchmark with --device cuda next to
-# PyTorch CUDA (bench/pytorch_reference.py). With .gpu/variants.tar.xz (binaries built with
-# other features, `bash bench/gpu_pack.sh cuda-autotune cuda-tune`) the same workloads also
-# run with each of those (Burn's autotuning, with and without fusion), one workload group per
+# PyTorch CUDA (bench/pytorch_reference.py). With .gpu/variants.tar.xz (builds with other
+# features, `bash bench/gpu_pack.sh cuda-gemm cuda-tune`) each variant's tests/cuda.rs runs and
+# the same workloads are timed with it (cuda-gemm: GEMM convolutions without tuning; cuda-tune
+# and cuda-autotune: Burn's autotuning without and with fusion), one workload group per
 # process so that a slow tuning pass costs one group.
-# Time limits in seconds: CUDA_TEST_S (tests/cuda.rs), TORCH_S (PyTorch), AT_S (each autotune
-# group), PL_S (the plain binary's bench; 0 skips it when there is an autotune binary).
+# Time limits in seconds: CUDA_TEST_S (tests/cuda.rs), TORCH_S (PyTorch), AT_S (each variant's
+# workload group), VT_S (each variant's tests/cuda.rs; 0 skips them), PL_S (the plain binary's
+# bench; 0 skips it when there are variants).
 # AT_LEVEL and AT_GROUPS: see below. CPU_SUITES=1 also runs every other test executable (they
 # are the tests CI runs; they passed there before). Logs and JSON go to $OUT (default gpu-out/).
 set -uo pipefail
@@ -52,6 +54,12 @@ if [ -n "$variants" ]; then
   printf '[autotune]\nlevel = "%s"\n[autotune.logger]\nlevel = "minimal"\nfile = "%s"\n' \
     "${AT_LEVEL:-balanced}" "$(realpath "$out")/autotune.log" > cubecl.toml
   for v in $variants; do
+    tag=${v##*/preimage-}
+    if [ "${VT_S:-150}" -gt 0 ] && [ -x ".gpu/variants/cuda-$tag" ]; then
+      start=$(date +%s)
+      PREIMAGE_BIN="$PWD/$v" timeout "${VT_S:-150}" ".gpu/variants/cuda-$tag" --test-threads 1 2>&1 | tee "$out/tests_cuda-$tag.log" | tail -8
+      echo "rc cuda-$tag ${PIPESTATUS[0]} ($(( $(date +%s) - start )) s)"
+    fi
     for g in ${AT_GROUPS:-decoder_step encoder_forward optim_iteration,decoder_forward,extract}; do
       run_bench "$v" "${v##*/preimage-}-${g%%,*}" "${AT_S:-110}" "$g"
     done

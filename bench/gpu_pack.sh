@@ -3,8 +3,8 @@
 # Rust (bench/gpu_check.sh unpacks and runs them):  bash bench/gpu_pack.sh  → .gpu/bundle.tar.xz
 # .gpu/ is git-ignored; carry it to the GPU machine with the working tree.
 # Extra arguments name cargo features to build a binary each with (`bash bench/gpu_pack.sh
-# cuda-autotune cuda-tune`), packed as .gpu/preimage-FEATURE in .gpu/variants.tar.xz, for
-# bench/gpu_check.sh to time next to the plain one.
+# cuda-gemm cuda-tune`), packed with its tests/cuda.rs as .gpu/variants/{preimage,cuda}-FEATURE in
+# .gpu/variants.tar.xz, for bench/gpu_check.sh to test and time next to the plain one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p .gpu/variants
@@ -12,6 +12,10 @@ rm -f .gpu/variants/* .gpu/variants.tar.xz
 for feature in "$@"; do
   cargo build --release --features "$feature"
   cp target/release/preimage ".gpu/variants/preimage-$feature" && strip ".gpu/variants/preimage-$feature"
+  # That build's tests/cuda.rs too, so that the GPU machine checks its kernels' results.
+  exe=$(cargo test --release --features "$feature" --test cuda --no-run --message-format=json 2>/dev/null \
+    | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+  cp "$exe" ".gpu/variants/cuda-$feature" && strip ".gpu/variants/cuda-$feature"
 done
 if [ $# -gt 0 ]; then XZ_OPT="-T2 -6" tar -C .gpu -cJf .gpu/variants.tar.xz variants; fi
 rm -rf .gpu/variants

@@ -607,9 +607,11 @@ pub fn decode_images_offline(html: &Path) -> Vec<(String, Result<(u32, u32), Str
     out
 }
 
-/// Run the `preimage` binary; (success, stdout + stderr).
+/// Run the `preimage` binary; (success, stdout + stderr). `$PREIMAGE_BIN` names another build
+/// of it (bench/gpu_check.sh runs a variant's tests/cuda.rs with that variant's binary).
 pub fn preimage(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_preimage")).args(args).output().expect("run preimage");
+    let bin = std::env::var_os("PREIMAGE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_preimage").into());
+    let out = Command::new(bin).args(args).output().expect("run preimage");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
 }

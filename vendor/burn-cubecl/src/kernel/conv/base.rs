@@ -37,8 +37,13 @@ impl Default for ConvStrategy {
         #[cfg(feature = "autotune")]
         return ConvStrategy::Autotune;
 
+        // preimage: with `gemm-default` (and no autotune) take the implicit GEMM, which falls
+        // back to the direct kernel where it cannot be set up (see PREIMAGE_PATCH.md).
+        #[cfg(all(not(feature = "autotune"), feature = "gemm-default"))]
+        return ConvStrategy::ImplicitGemm;
+
         // if autotune is disabled, default to the more memory-conservative algorithm
-        #[cfg(not(feature = "autotune"))]
+        #[cfg(all(not(feature = "autotune"), not(feature = "gemm-default")))]
         ConvStrategy::Direct
     }
 }
@@ -87,13 +92,16 @@ pub fn conv_forward_nhwc<R: CubeRuntime, const N: usize>(
             if options.groups != 1 {
                 conv_direct::<R, N>(input, weight, bias, options)
             } else {
+                // preimage: a shape the implicit GEMM cannot take gets the direct kernel
+                // instead of an error (autotune, too, only skips such candidates).
                 conv_gemm_simple_sync::<R, N>(
-                    input,
-                    weight,
-                    bias,
-                    options,
+                    input.clone(),
+                    weight.clone(),
+                    bias.clone(),
+                    options.clone(),
                     AcceleratedTileKind::Cmma,
                 )
+                .or_else(|_| conv_direct::<R, N>(input, weight, bias, options))
             }
         }
     }
@@ -133,12 +141,15 @@ pub fn conv_weight_backward<R: CubeRuntime, const N: usize>(
                 conv_weight_backward_fallback::<R, N>(input, out_grad, weight_shape, options)
             } else {
                 wgrad_gemm_simple_sync::<R, N>(
-                    input,
-                    out_grad,
-                    weight_shape,
-                    options,
+                    input.clone(),
+                    out_grad.clone(),
+                    weight_shape.clone(),
+                    options.clone(),
                     AcceleratedTileKind::Cmma,
                 )
+                .or_else(|_| {
+                    conv_weight_backward_fallback::<R, N>(input, out_grad, weight_shape, options)
+                })
             }
         }
     }?;
@@ -175,12 +186,15 @@ pub fn conv_data_backward<R: CubeRuntime, const N: usize>(
                 conv_data_backward_fallback::<R, N>(out_grad, weights, in_shape, options)?
             } else {
                 dgrad_gemm_simple_sync::<R, N>(
-                    out_grad,
-                    weights,
-                    in_shape,
-                    options,
+                    out_grad.clone(),
+                    weights.clone(),
+                    in_shape.clone(),
+                    options.clone(),
                     AcceleratedTileKind::Cmma,
-                )?
+                )
+                .or_else(|_| {
+                    conv_data_backward_fallback::<R, N>(out_grad, weights, in_shape, options)
+                })?
             }
         }
     };

@@ -23,8 +23,13 @@ impl Default for ConvTranspose2dStrategy {
         #[cfg(feature = "autotune")]
         return ConvTranspose2dStrategy::Autotune;
 
+        // preimage: with `gemm-default` (and no autotune) take the GEMM (col2im) kernel, which
+        // falls back to the direct one where it cannot be set up (see PREIMAGE_PATCH.md).
+        #[cfg(all(not(feature = "autotune"), feature = "gemm-default"))]
+        return ConvTranspose2dStrategy::Gemm;
+
         // if autotune is disabled, default to the more memory-conservative algorithm
-        #[cfg(not(feature = "autotune"))]
+        #[cfg(all(not(feature = "autotune"), not(feature = "gemm-default")))]
         ConvTranspose2dStrategy::Direct
     }
 }
@@ -49,6 +54,12 @@ pub fn conv_transpose2d<R: CubeRuntime>(
         ConvTranspose2dStrategy::Autotune => {
             Ok(conv_transpose2d_autotune(input, weight, bias, options))
         }
-        ConvTranspose2dStrategy::Gemm => conv_transpose2d_col2im(input, weight, bias, options),
+        ConvTranspose2dStrategy::Gemm => conv_transpose2d_col2im(
+            input.clone(),
+            weight.clone(),
+            bias.clone(),
+            options.clone(),
+        )
+        .or_else(|_| conv_transpose2d_direct(input, weight, bias, options)),
     }
 }
