@@ -14,7 +14,7 @@ for feature in "$@"; do
   cp target/release/preimage ".gpu/variants/preimage-$feature" && strip ".gpu/variants/preimage-$feature"
   # That build's tests/cuda.rs too, so that the GPU machine checks its kernels' results.
   exe=$(cargo test --release --features "$feature" --test cuda --no-run --message-format=json 2>/dev/null \
-    | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")][-1])')
+    | python3 -c 'import json,sys; print([m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m["profile"]["test"]][-1])')
   cp "$exe" ".gpu/variants/cuda-$feature" && strip ".gpu/variants/cuda-$feature"
 done
 if [ $# -gt 0 ]; then XZ_OPT="-T2 -6" tar -C .gpu -cJf .gpu/variants.tar.xz variants; fi
