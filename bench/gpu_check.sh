@@ -61,7 +61,7 @@ if [ -n "$variants" ]; then
       echo "rc cuda-$tag ${PIPESTATUS[0]} ($(( $(date +%s) - start )) s)"
     fi
     for g in ${AT_GROUPS:-decoder_step encoder_forward optim_iteration,decoder_forward,extract}; do
-      run_bench "$v" "${v##*/preimage-}-${g%%,*}" "${AT_S:-110}" "$g"
+      run_bench "$v" "$tag-${g%%,*}" "${AT_S:-110}" "$g"
     done
   done
   rm -f cubecl.toml
