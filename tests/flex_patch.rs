@@ -299,7 +299,7 @@ fn pool_definition(plane: &[f32], h: usize, w: usize, out: [usize; 2], k: [usize
 #[test]
 fn max_pool2d_matches_the_definition() {
     // (input [h, w], kernel, stride, padding, dilation, ceil_mode)
-    let cases: [([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 2], bool); 11] = [
+    let cases: [([usize; 2], [usize; 2], [usize; 2], [usize; 2], [usize; 2], bool); 12] = [
         // 2×2 at stride 2 inside the plane: `pool_pairs`; odd sizes leave a row and a column out.
         ([8, 8], [2, 2], [2, 2], [0, 0], [1, 1], false),
         ([9, 7], [2, 2], [2, 2], [0, 0], [1, 1], false),
@@ -316,6 +316,9 @@ fn max_pool2d_matches_the_definition() {
         ([11, 13], [3, 3], [2, 2], [0, 0], [1, 1], false),
         ([10, 11], [3, 2], [2, 3], [0, 0], [1, 1], false),
         ([7, 8], [3, 3], [1, 1], [0, 0], [1, 1], false),
+        // Planes in parallel when the taps (6·47·44 outputs × 9) are worth it, although the
+        // output alone is below the parallel threshold (a single image's pool1, pool2).
+        ([96, 90], [3, 3], [2, 2], [0, 0], [1, 1], false),
     ];
     let (b, c) = (2, 3);
     for (n, &(hw, k, s, p, d, ceil)) in cases.iter().enumerate() {
@@ -413,4 +416,58 @@ fn zeros_of_every_element_width_read_back_as_zeros() {
     let a = Tensor::<B, 2>::from_data(TensorData::new(vec![1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], [2, 3]), &device);
     let p = a.clone().matmul(a.transpose());
     assert_eq!(p.into_data().to_vec::<f32>().unwrap(), vec![14.0, 32.0, 32.0, 77.0]);
+}
+
+/// `powf_scalar(3.0)` is cubed by multiplications (the α-norm's `(Σ x²)³`): values, NaN and
+/// the gradient 3x² against f64.
+#[test]
+fn cubes_match_the_definition() {
+    let xv = [-2.5f32, -1.0, -0.0, 0.0, 0.3, 1.7, 3.0, 1e12, -7.25e-3, f32::NAN];
+    let x = Tensor::<Ad, 1>::from_data(TensorData::new(xv.to_vec(), [xv.len()]), &Default::default()).require_grad();
+    let y = x.clone().powf_scalar(3.0);
+    let got = y.clone().into_data().to_vec::<f32>().unwrap();
+    let g = y.sum().backward();
+    let gx = x.grad(&g).unwrap().into_data().to_vec::<f32>().unwrap();
+    for (i, &v) in xv.iter().enumerate() {
+        let (want, dwant) = ((v as f64).powi(3), 3.0 * (v as f64).powi(2));
+        if v.is_nan() {
+            assert!(got[i].is_nan() && gx[i].is_nan(), "NaN³ is NaN, got {} and {}", got[i], gx[i]);
+            continue;
+        }
+        assert!((got[i] as f64 - want).abs() <= 1e-6 * want.abs(), "{v}³ = {} vs {want}", got[i]);
+        assert!((gx[i] as f64 - dwant).abs() <= 1e-6 * dwant.abs(), "d{v}³/dx = {} vs {dwant}", gx[i]);
+    }
+}
+
+/// Element-wise maps over 300 001 elements (above the patch's 64 Ki split, not a multiple of its
+/// chunk): in place on a unique tensor, into a new buffer for a shared one, from an offset slice,
+/// and binary ops in both forms, each against the element-by-element result.
+#[test]
+fn large_elementwise_ops_match_the_definition() {
+    let n = 300_001;
+    let dev = Default::default();
+    let av: Vec<f32> = (0..n).map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 2.0).collect();
+    let bv: Vec<f32> = (0..n).map(|i| ((i * 104729) % 997) as f32 / 100.0 + 0.5).collect();
+    let a = || Tensor::<B, 1>::from_data(TensorData::new(av.clone(), [n]), &dev);
+    let b = || Tensor::<B, 1>::from_data(TensorData::new(bv.clone(), [n]), &dev);
+    let check = |what: &str, t: Tensor<B, 1>, want: &dyn Fn(usize) -> f32, offset: usize| {
+        let got = t.into_data().to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), n - offset, "{what}: length");
+        for (i, g) in got.iter().enumerate() {
+            let w = want(i + offset);
+            assert!((g - w).abs() <= 1e-6 * w.abs().max(1.0), "{what}[{i}] = {g}, want {w}");
+        }
+    };
+    check("exp in place", a().exp(), &|i| av[i].exp(), 0);
+    let shared = a();
+    check("exp of a shared tensor", shared.clone().exp(), &|i| av[i].exp(), 0);
+    check("exp of a slice", shared.clone().slice([1..n]).exp(), &|i| av[i].exp(), 1);
+    check("relu", a().clamp_min(0.0), &|i| av[i].max(0.0), 0);
+    check("mul_scalar in place", a().mul_scalar(1.5), &|i| av[i] * 1.5, 0);
+    check("mul_scalar of a shared tensor", shared.clone().mul_scalar(1.5), &|i| av[i] * 1.5, 0);
+    check("add in place", a() + b(), &|i| av[i] + bv[i], 0);
+    check("div of shared tensors", shared.clone() / b(), &|i| av[i] / bv[i], 0);
+    let bs = b();
+    check("sub of two shared tensors", shared.clone() - bs.clone(), &|i| av[i] - bv[i], 0);
+    check("mul of two shared tensors", shared * bs, &|i| av[i] * bv[i], 0);
 }

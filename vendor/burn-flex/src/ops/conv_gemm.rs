@@ -410,7 +410,7 @@ fn gather_rows<T: GemmElem>(src_plane: &[T], cols: &mut [MaybeUninit<T>], stride
 /// where rayon is on); `f` must write every element of its chunk.
 fn filled<T: GemmElem, F: Fn(usize, &mut [MaybeUninit<T>]) + Send + Sync>(len: usize, size: usize, f: F) -> Vec<T> {
     let mut v = Vec::with_capacity(len);
-    for_each_chunk(&mut v.spare_capacity_mut()[..len], size, f);
+    for_each_chunk(&mut v.spare_capacity_mut()[..len], size, len, f);
     // SAFETY: `f` initialized all `len` elements.
     unsafe { v.set_len(len) };
     v
@@ -427,7 +427,8 @@ fn scatter_add<T: GemmElem>(dst: &mut [T], cols: &[T], channels: usize, ya: Axis
     // neighbouring output columns, so they are added as pairs, a full interleaved store
     // that vectorizes, instead of two half-strided passes.
     let paired = xa.stride == 2 && xa.dilation == 1;
-    for_each_chunk(dst, plane, |i, out| {
+    let work = dst.len() * k;
+    for_each_chunk(dst, plane, work, |i, out| {
         let (b, c) = (i / channels, i % channels);
         let row_of = |ky: usize, kx: usize| &cols[(c * k + ky * xa.kernel + kx) * n + b * grid..][..grid];
         for ky in 0..ya.kernel {
@@ -520,15 +521,19 @@ fn to_position_major<T: GemmElem>(src: &[T], channels: usize, hw: usize) -> Vec<
     })
 }
 
-/// Run `f(index, chunk)` over `data.chunks_mut(size)`, in parallel where rayon is on.
-pub(crate) fn for_each_chunk<T: Send, F: Fn(usize, &mut [T]) + Send + Sync>(data: &mut [T], size: usize, f: F) {
+/// Run `f(index, chunk)` over `data.chunks_mut(size)`, in parallel where rayon is on and
+/// `work` (about how many element operations all the calls make) is worth it. preimage patch:
+/// the threshold was on `data.len()`, which kept a single image's col2im scatter (each element
+/// the sum of `k` taps) and max pooling (each output `k` taps) on one thread: at batch 1 (the
+/// optimization inversion) AlexNet's conv2/conv3/conv5 scatters and both pools ran serially.
+pub(crate) fn for_each_chunk<T: Send, F: Fn(usize, &mut [T]) + Send + Sync>(data: &mut [T], size: usize, work: usize, f: F) {
     if size == 0 {
         return;
     }
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
-        if data.len() >= super::PARALLEL_THRESHOLD / 4 {
+        if work >= super::PARALLEL_THRESHOLD / 4 && data.len() > size {
             data.par_chunks_mut(size).enumerate().for_each(|(i, c)| f(i, c));
             return;
         }
@@ -879,7 +884,16 @@ pub(crate) fn conv_transpose2d<T: GemmElem>(x: FlexTensor, weight: FlexTensor, b
     let g = Geometry::transposed(x.layout().shape(), weight.layout().shape(), o);
     let (xd, wd): (&[T], &[T]) = (x.storage(), weight.storage());
     let (ci_g, co_g, k) = (g.c_in / g.groups, g.c_out / g.groups, g.k());
-    let mut out = vec![T::ZERO; g.batch * g.c_out * g.out_plane()];
+    // The output starts as the bias (or zero), its planes written in parallel; upstream zeroed it
+    // and added the bias afterwards, both on one thread. preimage patch.
+    let bias = bias.map(|b| b.to_contiguous());
+    let bias_values: Option<&[T]> = bias.as_ref().map(|b| b.storage::<T>());
+    let mut out = filled(g.batch * g.c_out * g.out_plane(), g.out_plane(), |i, plane| {
+        let v = bias_values.map_or(T::ZERO, |b| b[i % g.c_out]);
+        plane.iter_mut().for_each(|x| {
+            x.write(v);
+        });
+    });
     for (b0, nb) in g.chunks(g.c_out * k) {
         let n = nb * g.grid();
         let xt = to_channel_major(xd, g.c_in, g.grid(), b0, nb);
@@ -888,10 +902,6 @@ pub(crate) fn conv_transpose2d<T: GemmElem>(x: FlexTensor, weight: FlexTensor, b
             matmul(c, Mat::t(w, co_g * k), Mat::n(&xt[grp * ci_g * n..], n), co_g * k, ci_g, n, false);
         });
         scatter_add(&mut out, &cols, g.c_out, g.ya, g.xa, b0, nb);
-    }
-    if let Some(bias) = bias {
-        let bias = bias.to_contiguous();
-        super::conv_common::add_bias(&mut out, bias.storage::<T>(), g.batch, g.c_out, g.out_plane(), |a, b| a + b);
     }
     tensor(out, vec![g.batch, g.c_out, g.ya.other, g.xa.other], dtype)
 }

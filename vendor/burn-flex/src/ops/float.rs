@@ -1051,6 +1051,9 @@ impl FloatTensorOps<Flex> for Flex {
             2 => Self::float_mul(lhs.clone(), lhs),
             -1 => Self::float_recip(lhs),
             -2 => Self::float_recip(Self::float_mul(lhs.clone(), lhs)),
+            // preimage patch: cubes in one pass of multiplications (as PyTorch's `pow`), not
+            // `powf` per element: the optimization inversion's α-norm (α = 6) is `(Σ x²)³`.
+            3 => scalar_op(lhs, 3.0, |a: f32, _| a * a * a, |a: f64, _| a * a * a),
             _ => Self::float_powf_scalar_impl(lhs, rhs),
         }
     }

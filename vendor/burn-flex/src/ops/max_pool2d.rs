@@ -49,7 +49,8 @@ where
     let mut values = alloc::vec![neg_inf; planes * plane_out];
     let mut idx = alloc::vec![-1i64; if indices { planes * plane_out } else { 0 }];
     let idx_ptr = super::conv_gemm::Shared(idx.as_mut_ptr());
-    for_each_chunk(&mut values, plane_out, |p, out| {
+    let work = values.len() * ya.kernel * xa.kernel;
+    for_each_chunk(&mut values, plane_out, work, |p, out| {
         let idx_ptr = idx_ptr;
         // SAFETY: each plane `p` is handed to exactly one call, so its index block is disjoint
         // and inside `idx` (which holds `planes · plane_out` elements when `indices`).
@@ -254,7 +255,8 @@ where
     let (plane_in, plane_out) = (x_shape[2] * x_shape[3], gs[2] * gs[3]);
     let (gd, id): (&[T], &[i64]) = (grad.storage(), indices.storage());
     let mut dx = alloc::vec![T::default(); x_shape[0] * x_shape[1] * plane_in];
-    for_each_chunk(&mut dx, plane_in, |p, plane| {
+    let work = dx.len();
+    for_each_chunk(&mut dx, plane_in, work, |p, plane| {
         let (g, i) = (&gd[p * plane_out..][..plane_out], &id[p * plane_out..][..plane_out]);
         // A negative index marks a window without input (see `pool_plane`): no gradient.
         for (g, &i) in g.iter().zip(i).filter(|(_, i)| **i >= 0) {

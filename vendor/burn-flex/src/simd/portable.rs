@@ -9,12 +9,15 @@ use macerator::{Scalar, Simd, VBitAnd, VBitOr, VBitXor, vload_unaligned, vstore_
 use rayon::prelude::*;
 
 /// Threshold for parallel execution (elements).
-/// For memory-bound operations, parallelism helps when data exceeds L3 cache.
+/// preimage patch: 64 Ki elements (was 4 Mi, "when data exceeds L3 cache"), as
+/// `ops::elementwise::PARALLEL`: between convolutions that run on every core a serial pass over
+/// 64 Ki–4 Mi elements leaves the other cores idle, and the data is usually still in cache.
 #[cfg(feature = "rayon")]
-const PARALLEL_THRESHOLD: usize = 4 * 1024 * 1024;
+const PARALLEL_THRESHOLD: usize = 64 * 1024;
 
+/// Elements per task (preimage patch: 16 Ki, was 4 Ki, as `ops::elementwise`).
 #[cfg(feature = "rayon")]
-const CHUNK_SIZE: usize = 4096;
+const CHUNK_SIZE: usize = 16 * 1024;
 
 // ============================================================================
 // f32 in-place binary ops
