@@ -542,7 +542,7 @@ pub(crate) fn for_each_chunk<T: Send, F: Fn(usize, &mut [T]) + Send + Sync>(data
 }
 
 /// A matrix operand: row-major `[rows, cols]` storage, used as is or transposed.
-struct Mat<'a, T> {
+pub(crate) struct Mat<'a, T> {
     data: &'a [T],
     /// Columns of the stored matrix (its row stride).
     stride: usize,
@@ -550,7 +550,7 @@ struct Mat<'a, T> {
 }
 
 impl<'a, T> Mat<'a, T> {
-    fn n(data: &'a [T], stride: usize) -> Self {
+    pub(crate) fn n(data: &'a [T], stride: usize) -> Self {
         Mat { data, stride, transposed: false }
     }
     fn t(data: &'a [T], stride: usize) -> Self {
@@ -598,7 +598,7 @@ fn matmul<T: GemmElem>(c: &mut [MaybeUninit<T>], a: Mat<T>, b: Mat<T>, m: usize,
 /// `c` must be valid for writes (and reads when `accumulate`) at `i·c_rs + j` for
 /// `i < m, j < n`, and no other thread may touch those elements meanwhile.
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm_into<T: GemmElem>(c: *mut T, c_rs: usize, a: Mat<T>, b: Mat<T>, m: usize, k: usize, n: usize, accumulate: bool, parallel: bool) {
+pub(crate) unsafe fn gemm_into<T: GemmElem>(c: *mut T, c_rs: usize, a: Mat<T>, b: Mat<T>, m: usize, k: usize, n: usize, accumulate: bool, parallel: bool) {
     let fits = |mat: &Mat<T>, rows: usize, cols: usize| {
         let (r, c) = if mat.transposed { (cols, rows) } else { (rows, cols) };
         r == 0 || c == 0 || mat.data.len() >= (r - 1) * mat.stride + c
@@ -694,7 +694,7 @@ fn whole_images(batch: usize, nb: usize, grid: usize) -> Vec<Tile> {
     (0..batch).step_by(nb).map(|b0| Tile { images: b0..(b0 + nb).min(batch), ps: 0..grid }).collect()
 }
 
-fn threads() -> usize {
+pub(crate) fn threads() -> usize {
     #[cfg(feature = "rayon")]
     return rayon::current_num_threads().max(1);
     #[cfg(not(feature = "rayon"))]

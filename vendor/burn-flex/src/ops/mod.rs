@@ -99,6 +99,7 @@ mod conv_common;
 pub mod conv;
 pub mod conv_transpose;
 pub(crate) mod conv_gemm;
+pub(crate) mod winograd;
 pub(crate) mod elementwise;
 // preimage patch: row-wise 2-D max pooling (see max_pool2d.rs).
 pub(crate) mod max_pool2d;

@@ -68,7 +68,10 @@ impl ModuleOps<Flex> for Flex {
         // preimage patch: tiled gather + GEMM (see conv_gemm.rs) except where upstream has a
         // fast path that needs no gather (1×1, depthwise, very few channels).
         let gemm = conv_gemm::takes_conv2d(&x.shape().dims::<4>(), &weight.shape().dims::<4>(), &options);
+        // preimage patch: 3×3 stride-1 convolutions by Winograd F(2×2, 3×3) (winograd.rs).
+        let winograd = super::winograd::takes(&x.shape().dims::<4>(), &weight.shape().dims::<4>(), &options);
         match x.dtype() {
+            DType::F32 if winograd => super::winograd::conv2d(x, weight, bias, &options),
             DType::F32 if gemm => conv_gemm::conv2d::<f32>(x, weight, bias, &options, DType::F32),
             DType::F64 if gemm => conv_gemm::conv2d::<f64>(x, weight, bias, &options, DType::F64),
             DType::F16 if gemm => conv_gemm::conv2d::<f16>(x, weight, bias, &options, DType::F16),
