@@ -258,12 +258,14 @@ impl<B: Backend> ConvNet<B> {
         self.forward_taps(self.normalize(images), taps, train)
     }
 
-    /// `(x - mean) / std` per channel.
+    /// `(x - mean) / std` per channel. As rows `[N·3, H·W]` with one value per row: the CPU
+    /// backend splits that broadcast over its threads, while `[N, 3, H, W]` against `[1, 3, 1, 1]`
+    /// took its generic serial path (~3.6 ms of AlexNet's forward at batch 32).
     pub fn normalize(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let device = images.device();
-        let mean = Tensor::<B, 1>::from_floats(self.spec.mean, &device).reshape([1, 3, 1, 1]);
-        let std = Tensor::<B, 1>::from_floats(self.spec.std, &device).reshape([1, 3, 1, 1]);
-        (images - mean) / std
+        let [n, c, h, w] = images.dims();
+        let per_row = |v: [f32; 3]| Tensor::<B, 1>::from_floats(v, &device).reshape([1, 3]).repeat_dim(0, n).reshape([n * 3, 1]);
+        ((images.reshape([n * c, h * w]) - per_row(self.spec.mean)) / per_row(self.spec.std)).reshape([n, c, h, w])
     }
 
     /// Run already-normalized input up to the deepest requested tap and return those taps.

@@ -256,7 +256,8 @@ fn apply_broadcast_pattern_f32(
     } else {
         // Copy lhs once, then apply the broadcast in place. The
         // memcpy is cheaper than the StridedIter fallback it replaces.
-        let mut out: Vec<f32> = lhs.storage::<f32>()[..numel].to_vec();
+        // preimage patch: the copy over the threads too (`elementwise::map_collect`).
+        let mut out: Vec<f32> = super::elementwise::map_collect(&lhs.storage::<f32>()[..numel], |x| x);
         run_broadcast_pattern_f32(&mut out, rhs_storage, simd_op, pattern);
         make_tensor(out, lhs.layout().shape().clone(), lhs.dtype())
     }
@@ -318,8 +319,18 @@ fn run_broadcast_pattern_f32(
 #[inline]
 fn per_row_scalar_apply<Op>(dst: &mut [f32], scalars: &[f32], row_len: usize, op: Op)
 where
-    Op: Fn(f32, f32) -> f32,
+    Op: Fn(f32, f32) -> f32 + Sync,
 {
+    // preimage patch: rows over the threads from `elementwise::PARALLEL` elements (an image
+    // batch normalized per channel is N·3 rows of H·W).
+    #[cfg(feature = "rayon")]
+    if row_len > 0 && scalars.len() > 1 && scalars.len() * row_len >= super::elementwise::PARALLEL {
+        use rayon::prelude::*;
+        dst[..scalars.len() * row_len].par_chunks_mut(row_len).zip(scalars.par_iter()).for_each(|(row, &scalar)| {
+            row.iter_mut().for_each(|x| *x = op(*x, scalar));
+        });
+        return;
+    }
     for (i, &scalar) in scalars.iter().enumerate() {
         let start = i * row_len;
         for x in dst[start..start + row_len].iter_mut() {
