@@ -155,11 +155,12 @@ impl Plan<'_> {
                     let (v1, rest) = rest.split_at_mut(plane_v);
                     let (v2, v3) = rest.split_at_mut(plane_v);
                     for tx in 0..tw {
-                        let (a, b, c, e) = (s[2 * tx], s[2 * tx + 1], s[2 * tx + 2], s[2 * tx + 3]);
-                        v0[tx] = a - c;
-                        v1[tx] = b + c;
-                        v2[tx] = c - b;
-                        v3[tx] = b - e;
+                        // The tile's four columns (names apart from the channel `c` above).
+                        let (s0, s1, s2, s3) = (s[2 * tx], s[2 * tx + 1], s[2 * tx + 2], s[2 * tx + 3]);
+                        v0[tx] = s0 - s2;
+                        v1[tx] = s1 + s2;
+                        v2[tx] = s2 - s1;
+                        v3[tx] = s1 - s3;
                     }
                 }
             }
