@@ -357,7 +357,8 @@ impl EncoderArgs {
 fn main() {
     preimage::util::keep_freed_memory();
     preimage::util::quiet_broken_pipe();
-    if let Err(e) = run(Cli::parse()) {
+    let cli = Cli::parse();
+    if let Err(e) = preimage::util::on_cpu_workers(move || run(cli)) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -57,6 +57,9 @@ fn checked_size(a: usize, b: usize) -> usize {
 /// 192^3 = ~7M ops - balance between 128x128 (no parallel) and 256x256 (parallel)
 const PARALLEL_THRESHOLD: usize = 192 * 192 * 192;
 
+/// Matrix elements from which a product with a side of at most 4 splits over the threads.
+const GEMV_PARALLEL_THRESHOLD: usize = 1 << 20;
+
 /// Threshold for batch-level parallelism (total ops across all batches).
 /// Use batch parallelism when individual matrices are small but total work is large.
 #[cfg(feature = "rayon")]
@@ -65,7 +68,10 @@ const BATCH_PARALLEL_THRESHOLD: usize = 128 * 128 * 128; // ~2M ops total
 /// Get parallelism setting based on matrix size.
 fn get_parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     let ops = m.saturating_mul(n).saturating_mul(k);
-    if ops >= PARALLEL_THRESHOLD {
+    // preimage patch: a matrix-vector product (a fully connected layer at batch 1) is bound
+    // by reading the matrix, which two cores do faster than one: split from 1 Mi elements.
+    let streamed = m.min(n) <= 4 && m.max(n).saturating_mul(k) >= GEMV_PARALLEL_THRESHOLD;
+    if ops >= PARALLEL_THRESHOLD || streamed {
         #[cfg(feature = "rayon")]
         {
             gemm::Parallelism::Rayon(0) // 0 = use all available threads
