@@ -81,3 +81,16 @@ pub fn quiet_broken_pipe() {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn on_cpu_workers_runs_on_a_worker_and_returns() {
+        let (index, sum) = super::on_cpu_workers(|| (rayon::current_thread_index(), (1..=100u32).sum::<u32>()));
+        assert_eq!(sum, 5050);
+        // On one worker it runs on the calling thread (see the function's comment).
+        assert_eq!(index.is_some(), rayon::current_num_threads() >= 2, "ran on worker {index:?} of {}", rayon::current_num_threads());
+        let panicked = std::panic::catch_unwind(|| super::on_cpu_workers(|| panic!("in the pool")));
+        assert!(panicked.is_err(), "a panic on the worker reaches the caller");
+    }
+}

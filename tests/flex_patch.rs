@@ -386,7 +386,8 @@ fn matrix(data: &[f32], [rows, cols]: [usize; 2], transposed_storage: bool) -> T
 fn short_side_products_match_the_definition() {
     let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
     let (short, k, long) = (7, 1100, 1000);
-    for (m, n) in [(short, long), (long, short)] {
+    // A side of 1 (a matrix-vector product) splits from 1 Mi matrix elements: 1 100 000 here.
+    for (m, n) in [(short, long), (long, short), (1, long), (long, 1)] {
         let (a, b) = (seq(m * k, 10.0), seq(k * n, 11.0));
         let want: Vec<f64> = (0..m * n).map(|o| (0..k).map(|i| a[o / n * k + i] as f64 * b[i * n + o % n] as f64).sum()).collect();
         for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
