@@ -89,9 +89,12 @@ struct Case {
     g: usize,
 }
 
-const CASES: [Case; 17] = [
-    // The decoders' up-convolution: 4×4, stride 2, padding 1.
+const CASES: [Case; 19] = [
+    // The decoders' up-convolution: 4×4, stride 2, padding 1 (its own scatter), also on a
+    // grid of one row, and with output padding (the general scatter).
     Case { b: 2, ci: 4, co: 6, small: [3, 5], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
+    Case { b: 2, ci: 3, co: 5, small: [1, 2], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
+    Case { b: 2, ci: 3, co: 5, small: [3, 2], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [1, 0], g: 1 },
     Case { b: 3, ci: 4, co: 6, small: [4, 3], k: [3, 2], s: [2, 3], p: [1, 0], d: [2, 1], po: [1, 0], g: 2 },
     Case { b: 1, ci: 3, co: 2, small: [5, 4], k: [3, 3], s: [1, 1], p: [1, 2], d: [1, 1], po: [0, 0], g: 1 },
     // Large enough that the tiled gradients split an image into several bands of rows

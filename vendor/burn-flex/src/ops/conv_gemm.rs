@@ -427,10 +427,15 @@ fn scatter_add<T: GemmElem>(dst: &mut [T], cols: &[T], channels: usize, ya: Axis
     // neighbouring output columns, so they are added as pairs, a full interleaved store
     // that vectorizes, instead of two half-strided passes.
     let paired = xa.stride == 2 && xa.dilation == 1;
+    let doubled = doubling(&ya) && doubling(&xa);
     let work = dst.len() * k;
     for_each_chunk(dst, plane, work, |i, out| {
         let (b, c) = (i / channels, i % channels);
         let row_of = |ky: usize, kx: usize| &cols[(c * k + ky * xa.kernel + kx) * n + b * grid..][..grid];
+        if doubled {
+            add_doubled(out, row_of, ya.grid, xa.grid);
+            return;
+        }
         for ky in 0..ya.kernel {
             let mut kx = 0;
             while kx < xa.kernel {
@@ -471,6 +476,38 @@ fn scatter_add<T: GemmElem>(dst: &mut [T], cols: &[T], channels: usize, ya: Axis
             }
         }
     });
+}
+
+/// The decoders' up-convolution on this axis: kernel 4, stride 2, padding 1, dilation 1, the
+/// output twice the grid. Each output position then takes exactly the taps of its parity
+/// (`2m` from taps 1 at `m` and 3 at `m − 1`, `2m + 1` from taps 2 at `m` and 0 at `m + 1`).
+fn doubling(a: &Axis) -> bool {
+    a.kernel == 4 && a.stride == 2 && a.padding == 1 && a.dilation == 1 && a.grid > 0 && a.other == 2 * a.grid
+}
+
+/// [`scatter_add`] of one `[2h, 2w]` plane when both axes are [`doubling`]: each output row is
+/// summed from the rows of its two vertical taps, each giving its even and odd columns from
+/// two horizontal taps, in one pass of pairs. The general loop spent its time on range
+/// arithmetic at rows of 4–16 grid columns: 42 % of the first up-convolution's forward
+/// (4×4 → 8×8) was scatter. preimage patch.
+fn add_doubled<'a, T: GemmElem>(out: &mut [T], row_of: impl Fn(usize, usize) -> &'a [T], h: usize, w: usize) {
+    for oy in 0..2 * h {
+        let (m, odd) = (oy / 2, oy % 2 == 1);
+        let taps = if odd { [(2, Some(m)), (0, (m + 1 < h).then_some(m + 1))] } else { [(1, Some(m)), (3, m.checked_sub(1))] };
+        let out_row = &mut out[oy * 2 * w..][..2 * w];
+        for (ky, iy) in taps {
+            let Some(iy) = iy else { continue };
+            let r = |kx: usize| &row_of(ky, kx)[iy * w..][..w];
+            let (r0, r1, r2, r3) = (r(0), r(1), r(2), r(3));
+            out_row[0] = out_row[0] + r1[0];
+            out_row[2 * w - 1] = out_row[2 * w - 1] + r2[w - 1];
+            // Columns 2l + 1 and 2l + 2 for l < w − 1.
+            for (l, o) in out_row[1..2 * w - 1].chunks_exact_mut(2).enumerate() {
+                o[0] = o[0] + (r2[l] + r0[l + 1]);
+                o[1] = o[1] + (r1[l + 1] + r3[l]);
+            }
+        }
+    }
 }
 
 /// `out[xa.at(x, kx)] += row[x]` for the grid columns `xs` (all in `xa.valid(kx)`).
