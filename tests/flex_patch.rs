@@ -172,9 +172,16 @@ fn assert_close(name: &str, got: &[f32], want: &[f64]) {
     }
 }
 
+/// Runs `f` on the default pool and on one of 7 threads: tiles are cut by the thread count
+/// (a single image's positions in equal shares), so the two cut differently.
+fn on_pools(f: impl Fn() + Send + Sync) {
+    f();
+    rayon::ThreadPoolBuilder::new().num_threads(7).build().unwrap().install(&f);
+}
+
 #[test]
 fn conv_transpose2d_and_its_gradients_match_the_definition() {
-    for c in &CASES {
+    on_pools(|| for c in &CASES {
         let cog = c.co / c.g;
         let large = c.large();
         let (xs, ws) = ([c.b, c.ci, c.small[0], c.small[1]], [c.ci, cog, c.k[0], c.k[1]]);
@@ -212,12 +219,12 @@ fn conv_transpose2d_and_its_gradients_match_the_definition() {
         assert_close("x grad", &x.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gx);
         assert_close("weight grad", &w.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gw);
         assert_close("bias grad", &bias.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gb);
-    }
+    });
 }
 
 #[test]
 fn conv2d_and_its_gradients_match_the_definition() {
-    for c in &CASES {
+    on_pools(|| for c in &CASES {
         // Read each case as a convolution from the large grid to the small one.
         let cig = c.ci / c.g;
         let large = c.large();
@@ -249,7 +256,7 @@ fn conv2d_and_its_gradients_match_the_definition() {
         let mut gb = vec![0f64; c.co];
         rv.iter().enumerate().for_each(|(i, r)| gb[i / plane % c.co] += *r as f64);
         assert_close("conv2d bias grad", &bias.grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap(), &gb);
-    }
+    });
 }
 
 #[test]
