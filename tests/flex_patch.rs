@@ -25,28 +25,41 @@ fn swapped_dims_copy_matches_manual_transpose() {
     }
 }
 
+/// Per-channel `[1, C, 1, 1]` against `[N, C, H, W]` (rows cycling through C scalars, patch
+/// 19), below and above the size that splits rows over the threads, on a lhs that is shared
+/// (copied), unique (in place) and permuted (general path); and a `[N, 1, H, 1]` rhs that no
+/// fast path takes.
 #[test]
 fn broadcast_binary_ops_match_manual() {
-    let (n, c, h, w) = (2, 3, 4, 5);
-    let device = Default::default();
-    let data: Vec<f32> = (0..n * c * h * w).map(|i| (i as f32 * 0.37).sin()).collect();
-    let per_c: Vec<f32> = (0..c).map(|i| 1.0 + i as f32).collect();
-    let x = Tensor::<B, 4>::from_data(TensorData::new(data.clone(), [n, c, h, w]), &device);
-    let s = Tensor::<B, 4>::from_data(TensorData::new(per_c.clone(), [1, c, 1, 1]), &device);
-    // Non-contiguous lhs too (a permuted view), to exercise the general path.
-    let xt = x.clone().permute([0, 1, 3, 2]);
-    let sub = values(x.clone() - s.clone());
-    let div = values(xt.clone() / s.clone().permute([0, 1, 3, 2]));
-    let mul = values(s.clone() * x.clone());
-    for ni in 0..n {
-        for ci in 0..c {
-            for y in 0..h {
-                for z in 0..w {
-                    let i = ((ni * c + ci) * h + y) * w + z;
-                    assert_eq!(sub[i], data[i] - per_c[ci]);
-                    assert_eq!(mul[i], per_c[ci] * data[i]);
-                    let it = ((ni * c + ci) * w + z) * h + y;
-                    assert_eq!(div[it], data[i] / per_c[ci]);
+    for (n, c, h, w) in [(2, 3, 4, 5), (2, 3, 112, 96), (1, 5, 7, 3)] {
+        let device = Default::default();
+        let data: Vec<f32> = (0..n * c * h * w).map(|i| (i as f32 * 0.37).sin()).collect();
+        let per_c: Vec<f32> = (0..c).map(|i| 1.0 + i as f32).collect();
+        let per_ny: Vec<f32> = (0..n * h).map(|i| 0.5 - i as f32).collect();
+        let x = || Tensor::<B, 4>::from_data(TensorData::new(data.clone(), [n, c, h, w]), &device);
+        let s = Tensor::<B, 4>::from_data(TensorData::new(per_c.clone(), [1, c, 1, 1]), &device);
+        let t = Tensor::<B, 4>::from_data(TensorData::new(per_ny.clone(), [n, 1, h, 1]), &device);
+        let shared = x();
+        let xt = shared.clone().permute([0, 1, 3, 2]);
+        let sub = values(shared.clone() - s.clone());
+        let div = values(xt / s.clone().permute([0, 1, 3, 2]));
+        let mul = values(s.clone() * shared.clone());
+        let add = values(x() + s.clone());
+        let div_unique = values(x() / s.clone());
+        let sub_t = values(x() - t.clone());
+        for ni in 0..n {
+            for ci in 0..c {
+                for y in 0..h {
+                    for z in 0..w {
+                        let i = ((ni * c + ci) * h + y) * w + z;
+                        assert_eq!(sub[i], data[i] - per_c[ci], "sub {n}x{c}x{h}x{w} at {i}");
+                        assert_eq!(mul[i], per_c[ci] * data[i], "mul {n}x{c}x{h}x{w} at {i}");
+                        assert_eq!(add[i], data[i] + per_c[ci], "add {n}x{c}x{h}x{w} at {i}");
+                        assert_eq!(div_unique[i], data[i] / per_c[ci], "div {n}x{c}x{h}x{w} at {i}");
+                        assert_eq!(sub_t[i], data[i] - per_ny[ni * h + y], "[n,1,h,1] at {i}");
+                        let it = ((ni * c + ci) * w + z) * h + y;
+                        assert_eq!(div[it], data[i] / per_c[ci], "permuted div at {i}");
+                    }
                 }
             }
         }

@@ -258,14 +258,12 @@ impl<B: Backend> ConvNet<B> {
         self.forward_taps(self.normalize(images), taps, train)
     }
 
-    /// `(x - mean) / std` per channel. As rows `[N·3, H·W]` with one value per row: the CPU
-    /// backend splits that broadcast over its threads, while `[N, 3, H, W]` against `[1, 3, 1, 1]`
-    /// took its generic serial path (~3.6 ms of AlexNet's forward at batch 32).
+    /// `(x - mean) / std` per channel (the CPU backend's per-row broadcast covers `[1, 3, 1, 1]`
+    /// against `[N, 3, H, W]` on every core: vendored burn-flex patch 19).
     pub fn normalize(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let device = images.device();
-        let [n, c, h, w] = images.dims();
-        let per_row = |v: [f32; 3]| Tensor::<B, 1>::from_floats(v, &device).reshape([1, 3]).repeat_dim(0, n).reshape([n * 3, 1]);
-        ((images.reshape([n * c, h * w]) - per_row(self.spec.mean)) / per_row(self.spec.std)).reshape([n, c, h, w])
+        let per_channel = |v: [f32; 3]| Tensor::<B, 1>::from_floats(v, &device).reshape([1, 3, 1, 1]);
+        (images - per_channel(self.spec.mean)) / per_channel(self.spec.std)
     }
 
     /// Run already-normalized input up to the deepest requested tap and return those taps.

@@ -134,10 +134,13 @@ enum BroadcastView {
         rhs_row_offset: usize,
     },
     /// rhs's inner `row_len` elements are all the same scalar,
-    /// stepping through `outer_count` scalars along the outer dims
-    /// starting at `rhs_scalar_base` in rhs's storage.
+    /// stepping through `outer_count` rows along the outer dims; row
+    /// `r` reads scalar `r % period` from `rhs_scalar_base` in rhs's
+    /// storage (preimage patch: `period < outer_count` when leading
+    /// dims broadcast).
     PerRowScalar {
         outer_count: usize,
+        period: usize,
         row_len: usize,
         rhs_scalar_base: usize,
     },
@@ -210,25 +213,34 @@ fn detect_broadcast_pattern(lhs: &Layout, rhs: &FlexTensor) -> Option<BroadcastV
         }
         // The outer dims must walk rhs's storage contiguously in
         // row-major order.
+        // preimage patch: ... except for leading broadcast dims, whose rows repeat the same
+        // `period` scalars: a per-channel `[1, C, 1, 1]` against `[N, C, H, W]` (image
+        // normalization and its gradient) is N·C rows cycling through C scalars.
         let outer_ndims = ndims - inner_dims;
-        let mut expected: isize = 1;
-        for d in (0..outer_ndims).rev() {
-            if rhs_strides[d] != expected {
+        let mut d = outer_ndims;
+        let mut period: usize = 1;
+        while d > 0 && rhs_strides[d - 1] != 0 {
+            if rhs_strides[d - 1] != period as isize {
                 return None;
             }
-            expected *= lhs_shape[d] as isize;
+            period *= lhs_shape[d - 1];
+            d -= 1;
+        }
+        if (0..d).any(|k| rhs_strides[k] != 0 && lhs_shape[k] != 1) {
+            return None;
         }
         let outer_count: usize = (0..outer_ndims).map(|d| lhs_shape[d]).product();
-        if outer_count == 0 || row_len == 0 {
+        if outer_count == 0 || row_len == 0 || period == 0 {
             return None;
         }
         let rhs_scalar_base = rhs_layout.start_offset();
-        // Bounds: kernel reads `rhs_storage[base..base+outer_count]`.
-        if rhs_scalar_base.checked_add(outer_count)? > rhs_storage_elems {
+        // Bounds: kernel reads `rhs_storage[base..base+period]`.
+        if rhs_scalar_base.checked_add(period)? > rhs_storage_elems {
             return None;
         }
         return Some(BroadcastView::PerRowScalar {
             outer_count,
+            period,
             row_len,
             rhs_scalar_base,
         });
@@ -295,10 +307,12 @@ fn run_broadcast_pattern_f32(
         }
         BroadcastView::PerRowScalar {
             outer_count,
+            period,
             row_len,
             rhs_scalar_base,
         } => {
-            let scalars = &rhs_storage[rhs_scalar_base..rhs_scalar_base + outer_count];
+            let scalars = &rhs_storage[rhs_scalar_base..rhs_scalar_base + period];
+            let dst = &mut dst[..outer_count * row_len];
             // One monomorphized helper per op. The closure is statically
             // known at each call site so LLVM still autovectorizes the
             // inner scalar loop, and the outer op dispatch happens once.
@@ -312,30 +326,30 @@ fn run_broadcast_pattern_f32(
     }
 }
 
-/// Apply `dst[r * row_len + j] = op(dst[r * row_len + j], scalars[r])`
-/// for `r in 0..scalars.len(), j in 0..row_len`. Generic over `Op` so
-/// each call site gets a monomorphized, autovectorizable inner loop.
+/// Apply `dst[r * row_len + j] = op(dst[r * row_len + j], scalars[r % scalars.len()])`
+/// for every row `r` of `dst`. Generic over `Op` so each call site
+/// gets a monomorphized, autovectorizable inner loop.
 #[cfg(feature = "simd")]
 #[inline]
 fn per_row_scalar_apply<Op>(dst: &mut [f32], scalars: &[f32], row_len: usize, op: Op)
 where
     Op: Fn(f32, f32) -> f32 + Sync,
 {
+    let period = scalars.len();
     // preimage patch: rows over the threads from `elementwise::PARALLEL` elements (an image
     // batch normalized per channel is N·3 rows of H·W).
     #[cfg(feature = "rayon")]
-    if row_len > 0 && scalars.len() > 1 && scalars.len() * row_len >= super::elementwise::PARALLEL {
+    if row_len > 0 && dst.len() > row_len && dst.len() >= super::elementwise::PARALLEL {
         use rayon::prelude::*;
-        dst[..scalars.len() * row_len].par_chunks_mut(row_len).zip(scalars.par_iter()).for_each(|(row, &scalar)| {
+        dst.par_chunks_mut(row_len).enumerate().for_each(|(r, row)| {
+            let scalar = scalars[r % period];
             row.iter_mut().for_each(|x| *x = op(*x, scalar));
         });
         return;
     }
-    for (i, &scalar) in scalars.iter().enumerate() {
-        let start = i * row_len;
-        for x in dst[start..start + row_len].iter_mut() {
-            *x = op(*x, scalar);
-        }
+    for (r, row) in dst.chunks_mut(row_len).enumerate() {
+        let scalar = scalars[r % period];
+        row.iter_mut().for_each(|x| *x = op(*x, scalar));
     }
 }
 
