@@ -93,4 +93,24 @@ mod tests {
         let panicked = std::panic::catch_unwind(|| super::on_cpu_workers(|| panic!("in the pool")));
         assert!(panicked.is_err(), "a panic on the worker reaches the caller");
     }
+
+    /// The vendored rayon-core keeps idle workers looking for work for a while before they
+    /// sleep: work that comes during the spin, after it (workers asleep) and from outside the
+    /// pool must all run, on every worker.
+    #[test]
+    fn workers_take_work_while_spinning_and_after_sleeping() {
+        use rayon::prelude::*;
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        for pause_ms in [0u64, 0, 30, 1, 30] {
+            std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+            let (sum, threads) = pool.install(|| {
+                let sum: u64 = (0..100_000u64).into_par_iter().map(|i| i * i % 7).sum();
+                let seen = std::sync::Mutex::new(std::collections::BTreeSet::new());
+                rayon::broadcast(|ctx| seen.lock().unwrap().insert(ctx.index()));
+                (sum, seen.into_inner().unwrap().len())
+            });
+            assert_eq!(sum, (0..100_000u64).map(|i| i * i % 7).sum::<u64>(), "after {pause_ms} ms idle");
+            assert_eq!(threads, 3, "every worker ran after {pause_ms} ms idle");
+        }
+    }
 }
