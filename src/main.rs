@@ -452,26 +452,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             Ok(())
         }
-        Command::Invert { enc, args, device } => with_backend!(device, |B, dev| {
-            opt::invert::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev)?;
-            Ok(())
-        }),
-        Command::Visualize { enc, args, device } => with_backend!(device, |B, dev| {
-            opt::visualize::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev)?;
-            Ok(())
-        }),
-        Command::Dream { enc, args, device } => with_backend!(device, |B, dev| {
-            opt::dream::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev)?;
-            Ok(())
-        }),
-        Command::Caricature { enc, args, device } => with_backend!(device, |B, dev| {
-            opt::caricature::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev)?;
-            Ok(())
-        }),
-        Command::Transform { enc, args, device } => with_backend!(device, |B, dev| {
-            opt::transform::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev)?;
-            Ok(())
-        }),
+        Command::Invert { enc, args, device } => {
+            with_backend!(device, |B, dev| opt::invert::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev).map(|_| ()))
+        }
+        Command::Visualize { enc, args, device } => {
+            with_backend!(device, |B, dev| opt::visualize::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev).map(|_| ()))
+        }
+        Command::Dream { enc, args, device } => {
+            with_backend!(device, |B, dev| opt::dream::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev).map(|_| ()))
+        }
+        Command::Caricature { enc, args, device } => {
+            with_backend!(device, |B, dev| opt::caricature::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev).map(|_| ()))
+        }
+        Command::Transform { enc, args, device } => {
+            with_backend!(device, |B, dev| opt::transform::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev).map(|_| ()))
+        }
         Command::Taps { enc } => {
             type B = preimage::device::Cpu;
             let loaded = encoder::load::<B>(&enc.encoder, &enc.source()?, enc.input_size, &Default::default())?;
