@@ -54,7 +54,14 @@ pub(super) struct IdleState {
 fn spin_limit() -> std::time::Duration {
     static SPIN: std::sync::OnceLock<std::time::Duration> = std::sync::OnceLock::new();
     *SPIN.get_or_init(|| {
-        let us = std::env::var("PREIMAGE_RAYON_SPIN_US").ok().and_then(|v| v.parse().ok()).unwrap_or(1000u64);
+        const DEFAULT_US: u64 = 1000;
+        let us = match std::env::var("PREIMAGE_RAYON_SPIN_US") {
+            Err(_) => DEFAULT_US,
+            Ok(v) => v.trim().parse().unwrap_or_else(|_| {
+                eprintln!("warning: PREIMAGE_RAYON_SPIN_US={v:?} is not a whole number of microseconds; using {DEFAULT_US}");
+                DEFAULT_US
+            }),
+        };
         std::time::Duration::from_micros(us)
     })
 }
