@@ -10,17 +10,12 @@ pub type Cpu = burn::backend::Flex;
 /// CPU backend with autodiff, for training and optimization.
 pub type CpuAd = burn::backend::Autodiff<Cpu>;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum DeviceSpec {
+    #[default]
     Cpu,
     /// One or more CUDA device indices.
     Cuda(Vec<usize>),
-}
-
-impl Default for DeviceSpec {
-    fn default() -> Self {
-        DeviceSpec::Cpu
-    }
 }
 
 impl FromStr for DeviceSpec {

@@ -9,7 +9,7 @@ use preimage::encoder::{self, WeightSource};
 use preimage::train::encoder::{EncoderRun, EncoderTrainConfig};
 use preimage::optimize::commands as opt;
 use preimage::with_backend;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(name = "preimage", version, about = "Invert a frozen CNN's features (codes) back into images")]
@@ -481,7 +481,7 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &PathBuf, out: &PathBuf, batch: usize, dev: &B::Device) -> Result<()> {
+fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &Path, out: &Path, batch: usize, dev: &B::Device) -> Result<()> {
     let loaded = encoder::load::<B::InnerBackend>(&enc.encoder, &enc.source()?, enc.input_size, dev)?;
     let skips = SkipLog::new();
     let folder = ImageFolder::open(data, &skips)?;

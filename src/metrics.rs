@@ -263,7 +263,7 @@ pub fn ssims(recon: Images, orig: Images) -> Result<Vec<f64>> {
 pub fn feature_errors(recon: &[f32], orig: &[f32], dim: usize) -> Result<Vec<Option<f64>>> {
     ensure!(dim > 0, "feature rows of width 0");
     ensure!(
-        recon.len() == orig.len() && orig.len() % dim == 0,
+        recon.len() == orig.len() && orig.len().is_multiple_of(dim),
         "feature buffers of {} and {} values do not hold the same rows of {dim}",
         recon.len(),
         orig.len()
@@ -313,7 +313,7 @@ pub enum ClassRef<'a> {
 /// is the row width. An all-NaN row counts as disagreeing.
 pub fn top1_matches(recon_logits: &[f32], classes: usize, reference: ClassRef) -> Result<Vec<bool>> {
     ensure!(classes > 0, "logit rows of width 0");
-    ensure!(recon_logits.len() % classes == 0, "{} logits are not rows of {classes} classes", recon_logits.len());
+    ensure!(recon_logits.len().is_multiple_of(classes), "{} logits are not rows of {classes} classes", recon_logits.len());
     let n = recon_logits.len() / classes;
     let truth: Vec<Option<usize>> = match reference {
         ClassRef::Logits(l) => {
@@ -355,7 +355,7 @@ pub enum PoseRef<'a> {
 /// `None` where the azimuth is undefined (k = 0, a cone) or the true azimuth is unknown.
 pub fn pose_errors(recon_pose: &[f32], reference: PoseRef, symmetry: &[u32]) -> Result<Vec<Option<f64>>> {
     let d = crate::encoder::posenet::POSE_DIM;
-    ensure!(recon_pose.len() % d == 0, "{} pose values are not rows of {d}", recon_pose.len());
+    ensure!(recon_pose.len().is_multiple_of(d), "{} pose values are not rows of {d}", recon_pose.len());
     let n = recon_pose.len() / d;
     ensure!(symmetry.len() == n, "{n} pose rows but {} symmetry orders", symmetry.len());
     let truth: Vec<Option<f32>> = match reference {

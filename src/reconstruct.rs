@@ -48,7 +48,7 @@ impl<B: Backend> Reconstructor<B> {
     /// Decode flat codes (`n × code_dim` values) in batches; one CHW image in `[0,1]` per code.
     pub fn decode(&self, codes: &[f32]) -> Result<Vec<Vec<f32>>> {
         let d = self.code_dim();
-        if d == 0 || codes.len() % d != 0 {
+        if d == 0 || !codes.len().is_multiple_of(d) {
             bail!("{} values are not a whole number of {} {} codes of shape {:?}", codes.len(), self.info.encoder, self.info.tap, self.info.code_shape);
         }
         let [h, w] = self.info.image_size;

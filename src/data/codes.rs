@@ -126,10 +126,7 @@ impl CodeFile {
             Some(Array::F32 { data, .. }) => Some(data.iter().map(|&v| v as i64).collect()),
             None => None,
         };
-        let poses = match tensors.remove("pose") {
-            Some(a) => Some(a.to_f32().chunks_exact(2).map(|c| [c[0], c[1]]).collect()),
-            None => None,
-        };
+        let poses = tensors.remove("pose").map(|a| a.to_f32().chunks_exact(2).map(|c| [c[0], c[1]]).collect());
         for (k, a) in &tensors {
             if a.shape().first() != Some(&ids.len()) {
                 bail!("{}: tap '{k}' has {:?} rows but the file lists {} ids", path.display(), a.shape().first(), ids.len());

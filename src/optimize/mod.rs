@@ -754,8 +754,7 @@ fn default_content_layer(spec: &crate::encoder::EncoderSpec) -> Result<String> {
     let shapes = spec.tap_shapes()?;
     spec.taps()
         .into_iter()
-        .filter(|t| t.starts_with("conv") && shapes[t].len() == 3)
-        .last()
+        .rfind(|t| t.starts_with("conv") && shapes[t].len() == 3)
         .with_context(|| format!("encoder {} has no conv tap for the content term", spec.arch))
 }
 

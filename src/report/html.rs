@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn page_has_table_image_plot_and_escapes() {
         let mut p = Page::new("a <report>");
-        let png = png_bytes(&vec![0.5; 3 * 2 * 3], 2, 3).unwrap();
+        let png = png_bytes(&[0.5; 3 * 2 * 3], 2, 3).unwrap();
         let img = image::load_from_memory(&png).unwrap();
         assert_eq!((img.width(), img.height()), (3, 2));
         p.table(&["tap", "error"], &[vec!["fc6".into(), "0.5".into()]])
