@@ -496,24 +496,27 @@ fn large_elementwise_ops_match_the_definition() {
     check("mul of two shared tensors", shared * bs, &|i| av[i] * bv[i], 0);
 }
 
-/// 3×3 stride-1 convolutions with at least 16 channels each way go through Winograd's
-/// F(2×2, 3×3) (vendor/burn-flex/src/ops/winograd.rs): odd output sizes (a partial last tile
-/// row and column), padding 0, 1 and 2, several images per chunk and images split into chunks.
+/// 3×3 and 5×5 stride-1 convolutions with at least 64 channels each way go through Winograd's
+/// F(2×2, 3×3) and F(2×2, 5×5) (vendor/burn-flex/src/ops/winograd.rs): odd output sizes (a
+/// partial last tile row and column), padding 0, 1 and 2, several images per chunk and images
+/// split into chunks.
 #[test]
 fn winograd_convolutions_match_the_definition() {
     use burn::tensor::module::conv2d;
     use burn::tensor::ops::ConvOptions;
-    // (batch, ci, co, h, w, padding): at least 64 channels, output rows of 12 and 256 tiles
-    // (the patch's conditions).
-    for &(b, ci, co, h, w, p) in &[(6, 64, 64, 13, 13, 1), (1, 64, 72, 42, 27, 0), (3, 64, 64, 22, 13, 2), (2, 80, 64, 27, 30, 1)] {
-        let (xs, ws) = ([b, ci, h, w], [co, ci, 3, 3]);
+    // (kernel, batch, ci, co, h, w, padding): at least 64 channels, output rows of 12 and 256
+    // tiles (the patch's conditions).
+    let cases = [(3, 6, 64, 64, 13, 13, 1), (3, 1, 64, 72, 42, 27, 0), (3, 3, 64, 64, 22, 13, 2), (3, 2, 80, 64, 27, 30, 1)];
+    let cases_5x5 = [(5, 6, 64, 64, 13, 13, 2), (5, 1, 64, 72, 44, 40, 0), (5, 4, 64, 64, 22, 16, 1), (5, 3, 80, 64, 25, 17, 2)];
+    for &(k, b, ci, co, h, w, p) in cases.iter().chain(&cases_5x5) {
+        let (xs, ws) = ([b, ci, h, w], [co, ci, k, k]);
         let (xv, wv, bv) = (seq(xs.iter().product(), 5.0), seq(ws.iter().product(), 6.0), seq(co, 10.0));
         let dev = Default::default();
         let x = Tensor::<B, 4>::from_data(TensorData::new(xv.clone(), xs), &dev);
         let wt = Tensor::<B, 4>::from_data(TensorData::new(wv.clone(), ws), &dev);
         let bias = Tensor::<B, 1>::from_data(TensorData::new(bv.clone(), [co]), &dev);
         let out = conv2d(x, wt, Some(bias), ConvOptions::new([1, 1], [p, p], [1, 1], 1));
-        let (oh, ow) = (h + 2 * p - 2, w + 2 * p - 2);
+        let (oh, ow) = (h + 2 * p + 1 - k, w + 2 * p + 1 - k);
         assert_eq!(out.dims(), [b, co, oh, ow], "output shape");
         let mut want = vec![0f64; b * co * oh * ow];
         for n in 0..b {
@@ -522,11 +525,11 @@ fn winograd_convolutions_match_the_definition() {
                     for z in 0..ow {
                         let mut s = bv[o] as f64;
                         for i in 0..ci {
-                            for ky in 0..3 {
-                                for kx in 0..3 {
+                            for ky in 0..k {
+                                for kx in 0..k {
                                     let (iy, ix) = ((y + ky) as isize - p as isize, (z + kx) as isize - p as isize);
                                     if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w {
-                                        s += xv[((n * ci + i) * h + iy as usize) * w + ix as usize] as f64 * wv[((o * ci + i) * 3 + ky) * 3 + kx] as f64;
+                                        s += xv[((n * ci + i) * h + iy as usize) * w + ix as usize] as f64 * wv[((o * ci + i) * k + ky) * k + kx] as f64;
                                     }
                                 }
                             }
@@ -536,6 +539,6 @@ fn winograd_convolutions_match_the_definition() {
                 }
             }
         }
-        assert_close(&format!("winograd conv2d {b}×{ci}×{h}×{w} → {co}, padding {p}"), &values(out), &want);
+        assert_close(&format!("winograd {k}×{k} conv2d {b}×{ci}×{h}×{w} → {co}, padding {p}"), &values(out), &want);
     }
 }
