@@ -513,78 +513,46 @@ fn combine<const K: usize, const N: usize>(mat: &[[f32; K]; N], x: &[Lanes; K]) 
     y
 }
 
-/// 5×5 stride-1 convolution by F(2×2, 5×5) (see [`takes_5x5`]).
-fn conv2d_5x5(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, o: &ConvOptions<2>) -> FlexTensor {
-    conv2d_by::<6, 2, 5, F2x5>(x, weight, bias, o)
-}
-
-/// Convolution `x [B, Ci, H, W]`, `weight [Co, Ci, R, R]`, stride 1, by the algorithm `W`.
-fn conv2d_by<const A: usize, const M: usize, const R: usize, W: Minimal<A, M, R>>(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, o: &ConvOptions<2>) -> FlexTensor {
-    let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
-    let [batch, ci, h, w]: [usize; 4] = x.layout().shape().dims();
-    let co = weight.layout().shape().dims::<4>()[0];
-    let [ph, pw] = o.padding;
-    let (oh, ow) = (h + 2 * ph + 1 - R, w + 2 * pw + 1 - R);
-    let (th, tw) = (oh.div_ceil(M), ow.div_ceil(M));
-    let u = transform_weights_by::<A, M, R, W>(weight.storage::<f32>(), co, ci);
-    let bias = bias.map(|b| b.to_contiguous());
-    let bias: Option<&[f32]> = bias.as_ref().map(|b| b.storage::<f32>());
-    let xd: &[f32] = x.storage();
-    let rows = batch * th;
-    let per_chunk = (CHUNK_BUDGET / (A * A * ci * tw)).max(64usize.div_ceil(tw)).min(rows.div_ceil(2 * threads())).max(1);
-    let chunks: Vec<(usize, usize)> = (0..rows).step_by(per_chunk).map(|r| (r, per_chunk.min(rows - r))).collect();
-    let len = batch * co * oh * ow;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    let dst = Shared(out.as_mut_ptr());
-    let plan = Plan { xd, u: &u, bias, dst, ci, co, h, w, ph, pw, oh, ow, th, tw };
-    let run = |&(r0, nr): &(usize, usize)| plan.chunk_by::<A, M, R, W>(r0, nr);
-    #[cfg(feature = "rayon")]
-    {
-        use rayon::prelude::*;
-        chunks.par_iter().for_each(run);
-    }
-    #[cfg(not(feature = "rayon"))]
-    chunks.iter().for_each(run);
-    // SAFETY: the chunks cover every (image, tile row), the tiles every output element.
-    unsafe { out.set_len(len) };
-    FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(Shape::from(vec![batch, co, oh, ow])), DType::F32)
-}
-
 /// Convolution `x [B, Ci, H, W]`, `weight [Co, Ci, 3, 3]` or `[Co, Ci, 5, 5]`, stride 1 (see
-/// [`takes`]).
+/// [`takes`]): F(2×2, 3×3) by the hand-written transforms, F(2×2, 5×5) by the generic engine.
 pub(crate) fn conv2d(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, o: &ConvOptions<2>) -> FlexTensor {
     if weight.layout().shape().dims::<4>()[2] == 5 {
-        return conv2d_5x5(x, weight, bias, o);
+        run(x, weight, bias, o, 5, 36, transform_weights_by::<6, 2, 5, F2x5>, |plan, r0, nr| plan.chunk_by::<6, 2, 5, F2x5>(r0, nr))
+    } else {
+        run(x, weight, bias, o, 3, 16, transform_weights, |plan, r0, nr| plan.chunk(r0, nr))
     }
+}
+
+/// The convolution by 2×2 output tiles of an `r`×`r` kernel whose algorithm has `a2` products
+/// per tile: transformed weights, then chunks of whole tile rows over (image, tile row) in
+/// parallel, each near [`CHUNK_BUDGET`], at least 64 tiles (the GEMMs' width), and at least two
+/// per thread when there are enough rows.
+fn run(x: FlexTensor, weight: FlexTensor, bias: Option<FlexTensor>, o: &ConvOptions<2>, r: usize, a2: usize, transform: fn(&[f32], usize, usize) -> Vec<f32>, chunk: impl Fn(&Plan, usize, usize) + Sync) -> FlexTensor {
     let (x, weight) = (x.to_contiguous(), weight.to_contiguous());
     let [batch, ci, h, w]: [usize; 4] = x.layout().shape().dims();
     let co = weight.layout().shape().dims::<4>()[0];
     let [ph, pw] = o.padding;
-    let (oh, ow) = (h + 2 * ph - 2, w + 2 * pw - 2);
+    let (oh, ow) = (h + 2 * ph + 1 - r, w + 2 * pw + 1 - r);
     let (th, tw) = (oh.div_ceil(2), ow.div_ceil(2));
-    let u = transform_weights(weight.storage::<f32>(), co, ci);
+    let u = transform(weight.storage::<f32>(), co, ci);
     let bias = bias.map(|b| b.to_contiguous());
     let bias: Option<&[f32]> = bias.as_ref().map(|b| b.storage::<f32>());
     let xd: &[f32] = x.storage();
-
-    // Chunks of whole tile rows over (image, tile row): near CHUNK_BUDGET, at least 64 tiles
-    // (the GEMMs' width), and at least two per thread when there are enough rows.
     let rows = batch * th;
-    let per_chunk = (CHUNK_BUDGET / (16 * ci * tw)).max(64usize.div_ceil(tw)).min(rows.div_ceil(2 * threads())).max(1);
+    let per_chunk = (CHUNK_BUDGET / (a2 * ci * tw)).max(64usize.div_ceil(tw)).min(rows.div_ceil(2 * threads())).max(1);
     let chunks: Vec<(usize, usize)> = (0..rows).step_by(per_chunk).map(|r| (r, per_chunk.min(rows - r))).collect();
-
     let len = batch * co * oh * ow;
     let mut out: Vec<f32> = Vec::with_capacity(len);
     let dst = Shared(out.as_mut_ptr());
     let plan = Plan { xd, u: &u, bias, dst, ci, co, h, w, ph, pw, oh, ow, th, tw };
-    let run = |&(r0, nr): &(usize, usize)| plan.chunk(r0, nr);
+    let each = |&(r0, nr): &(usize, usize)| chunk(&plan, r0, nr);
     #[cfg(feature = "rayon")]
     {
         use rayon::prelude::*;
-        chunks.par_iter().for_each(run);
+        chunks.par_iter().for_each(each);
     }
     #[cfg(not(feature = "rayon"))]
-    chunks.iter().for_each(run);
+    chunks.iter().for_each(each);
     // SAFETY: the chunks cover every (image, tile row), the tiles every output element.
     unsafe { out.set_len(len) };
     FlexTensor::new(Bytes::from_elems(out), Layout::contiguous(Shape::from(vec![batch, co, oh, ow])), DType::F32)
