@@ -23,6 +23,7 @@ done
 [[ $rounds =~ ^[1-9][0-9]*$ ]] || { echo "--rounds must be a positive integer, not '$rounds'" >&2; exit 2; }
 py=${PYTHON:-python3}
 bin=${PREIMAGE:-target/release/preimage}
+[ -x "$bin" ] || { echo "no preimage binary at $bin: build it with 'cargo build --release' (or set PREIMAGE)" >&2; exit 2; }
 mkdir -p "$out"
 data="$out/render-1024"
 [ -d "$data" ] || "$bin" render --out "$data" --count 1024 --size 64 --seed 0 >/dev/null

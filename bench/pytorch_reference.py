@@ -101,8 +101,23 @@ def main():
     for o in only:
         if not any(o in n for n in names):
             ap.error(f"--only '{o}' matches no workload (workloads: {', '.join(names)})")
+    # Bad paths fail now, not after minutes of timing; --json's folder is made, as preimage does.
+    parent = os.path.dirname(os.path.abspath(a.json))
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--json {a.json}: cannot create folder {parent}: {e}")
+    if a.data and wants("extract_posenet_4_taps") and not png_files(a.data):
+        ap.error(f"--data {a.data}: no .png files under it" if os.path.isdir(a.data) else f"--data {a.data}: not a folder")
     torch.set_num_threads(a.threads)
-    dev = torch.device(a.device)
+    try:
+        dev = torch.device(a.device)
+    except RuntimeError as e:
+        ap.error(f"--device '{a.device}': {e}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        ap.error(f"--device '{a.device}': this torch {torch.__version__} sees no CUDA GPU (torch.cuda.is_available() is False)")
+    if dev.type == "cuda" and (dev.index or 0) >= torch.cuda.device_count():
+        ap.error(f"--device '{a.device}': there are {torch.cuda.device_count()} CUDA devices")
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
     out = []
@@ -195,7 +210,7 @@ def extraction(root, net, dev, runs, sync):
     its ReLU) and fc6/fc7/fc8, batch 64, codes copied to host memory: as `preimage extract`."""
     import numpy as np
     from PIL import Image
-    files = sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.lower().endswith(".png"))
+    files = png_files(root)
     taps = {16: "conv5", 20: "fc6", 22: "fc7", 23: "fc8"}  # indices in posenet()'s Sequential (after ReLUs)
 
     def run():
@@ -214,9 +229,16 @@ def extraction(root, net, dev, runs, sync):
     return r
 
 
+def png_files(root):
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.lower().endswith(".png"))
+
+
 def finish(out, path):
-    with open(path, "w") as f:
+    # Written beside and renamed: an interrupted run leaves the previous file whole.
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
         json.dump(out, f, indent=1)
+    os.replace(tmp, path)
     print(f"wrote {path}")
 
 
