@@ -43,7 +43,7 @@ timeout "${TORCH_S:-120}" python3 bench/pytorch_reference.py --device cuda --jso
 echo "pytorch: $(( $(date +%s) - start )) s"
 run_bench() {  # binary tag seconds only
   local start=$(date +%s)
-  timeout "$3" "$1" bench --device cuda --data $b/render-1024 --json "$out/$2.json" --pytorch $b/pytorch.json --only "$4" 2>&1 | tail -14
+  timeout "$3" "$1" bench --device cuda --data $b/render-1024 --json "$out/$2.json" --pytorch $b/pytorch.json --only "$4" 2>&1 | tail -16
   echo "$2: rc ${PIPESTATUS[0]}, $(( $(date +%s) - start )) s"
 }
 variants=$(ls .gpu/variants/preimage-* 2>/dev/null)

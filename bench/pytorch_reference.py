@@ -120,6 +120,7 @@ def main():
         ap.error(f"--device '{a.device}': there are {torch.cuda.device_count()} CUDA devices")
     sync = (lambda: torch.cuda.synchronize()) if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(0)
+    started = time.gmtime()
     out = []
 
     def decoder_step(name, dec, batch, code, size):
@@ -202,7 +203,7 @@ def main():
     if a.data and wants("extract_posenet_4_taps"):
         print("code extraction")
         out.append(extraction(a.data, nets["posenet"][0].to(dev).eval(), dev, a.runs, sync))
-    finish(out, a.json)
+    finish(out, a.json, context(dev, started))
 
 
 def extraction(root, net, dev, runs, sync):
@@ -233,11 +234,24 @@ def png_files(root):
     return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if f.lower().endswith(".png"))
 
 
-def finish(out, path):
+def context(dev, started):
+    """Where and how the timings were taken: the fields of `preimage bench --json`'s context."""
+    cpu = None
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((" ".join(l.split(":", 1)[1].split()) for l in f if l.startswith("model name")), None)
+    except OSError:
+        pass
+    return {"program": f"torch {torch.__version__}", "device": str(dev), "cpu": cpu,
+            "gpu": torch.cuda.get_device_name(dev) if dev.type == "cuda" else None,
+            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d %H:%M", started)}
+
+
+def finish(out, path, ctx):
     # Written beside and renamed: an interrupted run leaves the previous file whole.
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        json.dump(out, f, indent=1)
+        json.dump({"context": ctx, "workloads": out}, f, indent=1)
     os.replace(tmp, path)
     print(f"wrote {path}")
 

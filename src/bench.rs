@@ -35,6 +35,90 @@ pub struct Timing {
     pub note: String,
 }
 
+/// Where and how a set of timings was taken, saved beside them (`--json`) so that a file says
+/// which program, machine, device and thread count it describes; `bench/pytorch_reference.py`
+/// writes the same fields.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct Context {
+    /// "preimage 0.1.0", "torch 2.15.0".
+    pub program: String,
+    /// "cpu", "cuda:0", ...
+    pub device: String,
+    /// The CPU's model name (Linux's `/proc/cpuinfo`), where known.
+    pub cpu: Option<String>,
+    /// The GPU's name for a CUDA run (from `nvidia-smi`), where known.
+    #[serde(default)]
+    pub gpu: Option<String>,
+    /// Threads of the CPU backend's pool (PyTorch: `torch.get_num_threads()`).
+    pub threads: usize,
+    /// When the run began, UTC, "YYYY-MM-DD HH:MM".
+    pub date: String,
+}
+
+impl Context {
+    /// This process's context for a run on `device`.
+    pub fn here(device: &crate::device::DeviceSpec) -> Self {
+        let device = device.to_string();
+        let gpu = device.starts_with("cuda").then(|| gpu_name(device.trim_start_matches("cuda").trim_start_matches(':'))).flatten();
+        Context { program: format!("preimage {}", env!("CARGO_PKG_VERSION")), device, cpu: cpu_model(), gpu, threads: rayon::current_num_threads(), date: utc_now() }
+    }
+
+    /// One line for the table's head.
+    pub fn line(&self) -> String {
+        let mut s = format!("{} on {}", self.program, self.device);
+        if let Some(g) = &self.gpu {
+            s += &format!(" ({g})");
+        }
+        if let Some(c) = &self.cpu {
+            s += &format!(", {c}");
+        }
+        format!("{s}, {} threads, {} UTC", self.threads, self.date)
+    }
+}
+
+/// The timings of one `preimage bench --json` or `bench/pytorch_reference.py --json` file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Report {
+    /// None in files written before the context was saved (a bare list of timings).
+    pub context: Option<Context>,
+    pub workloads: Vec<Timing>,
+}
+
+fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("model name"))?;
+    Some(line.split_once(':')?.1.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// The name `nvidia-smi` gives GPU `index` (the first where none is given).
+fn gpu_name(index: &str) -> Option<String> {
+    let i = index.split(',').next().filter(|i| !i.is_empty()).unwrap_or("0");
+    let out = std::process::Command::new("nvidia-smi").args(["--query-gpu=name", "--format=csv,noheader", "-i", i]).output().ok()?;
+    let name = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success() && !name.is_empty()).then_some(name)
+}
+
+/// Now, UTC, "YYYY-MM-DD HH:MM" (the proleptic Gregorian calendar from the Unix day count).
+fn utc_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    utc_date(secs)
+}
+
+pub fn utc_date(secs: u64) -> String {
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}", rest / 3600, rest % 3600 / 60)
+}
+
 #[derive(Clone, Debug)]
 pub struct BenchOptions {
     /// Timed runs per workload (after warm-up).
@@ -402,14 +486,33 @@ pub fn merge_rounds(rounds: &[Vec<Timing>]) -> Vec<Timing> {
         .collect()
 }
 
-/// Timing files of one or more rounds, merged by [`merge_rounds`].
-pub fn read_rounds(files: &[PathBuf]) -> Result<Vec<Timing>> {
-    Ok(merge_rounds(&files.iter().map(|f| read_timings(f)).collect::<Result<Vec<_>>>()?))
+/// Timing files of one or more rounds, merged by [`merge_rounds`]; the context is the first
+/// file's.
+pub fn read_rounds(files: &[PathBuf]) -> Result<Report> {
+    let reports = files.iter().map(|f| read_report(f)).collect::<Result<Vec<_>>>()?;
+    let context = reports.iter().find_map(|r| r.context.clone());
+    Ok(Report { context, workloads: merge_rounds(&reports.into_iter().map(|r| r.workloads).collect::<Vec<_>>()) })
 }
 
-/// Read timings written as JSON by `preimage bench --json FILE` or `bench/pytorch_reference.py
-/// --json FILE` (the same fields).
-pub fn read_timings(path: &Path) -> Result<Vec<Timing>> {
+/// Read a file written by `preimage bench --json FILE` or `bench/pytorch_reference.py --json
+/// FILE` (the same fields); a bare list of timings (files from before the context) too.
+pub fn read_report(path: &Path) -> Result<Report> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum File {
+        Report(Report),
+        Bare(Vec<Timing>),
+    }
     let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading bench timings {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{} is not a bench JSON file: {e}", path.display()))
+    match serde_json::from_str(&text) {
+        Ok(File::Report(r)) => Ok(r),
+        Ok(File::Bare(workloads)) => Ok(Report { context: None, workloads }),
+        // The report's own error says which field is wrong; untagged enums only say "no variant".
+        Err(_) => serde_json::from_str::<Report>(&text).map_err(|e| anyhow::anyhow!("{} is not a bench JSON file: {e}", path.display())),
+    }
+}
+
+/// The timings of [`read_report`].
+pub fn read_timings(path: &Path) -> Result<Vec<Timing>> {
+    Ok(read_report(path)?.workloads)
 }

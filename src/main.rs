@@ -445,10 +445,18 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { device, json, pytorch, runs, warmup, quick, data, only, table } => {
             let opts = preimage::bench::BenchOptions { runs, warmup, quick, data, only };
             let reference = (!pytorch.is_empty()).then(|| preimage::bench::read_rounds(&pytorch)).transpose()?;
-            let timings = if table.is_empty() { with_backend!(device, |B, dev| preimage::bench::run::<B>(&opts, &dev)?) } else { preimage::bench::read_rounds(&table)? };
-            println!("{}", preimage::bench::table(&timings, reference.as_deref()));
+            let report = if table.is_empty() {
+                let context = preimage::bench::Context::here(&device);
+                preimage::bench::Report { workloads: with_backend!(device, |B, dev| preimage::bench::run::<B>(&opts, &dev)?), context: Some(context) }
+            } else {
+                preimage::bench::read_rounds(&table)?
+            };
+            for c in [&report.context, &reference.as_ref().and_then(|r| r.context.clone())].into_iter().flatten() {
+                println!("{}", c.line());
+            }
+            println!("{}", preimage::bench::table(&report.workloads, reference.as_ref().map(|r| r.workloads.as_slice())));
             if let Some(path) = json {
-                preimage::util::write_atomic(&path, serde_json::to_string_pretty(&timings)?.as_bytes())?;
+                preimage::util::write_atomic(&path, serde_json::to_string_pretty(&report)?.as_bytes())?;
             }
             Ok(())
         }

@@ -141,11 +141,25 @@ fn several_devices_for_a_one_device_command_is_an_error() {
 }
 
 #[test]
+fn bench_dates_are_utc_calendar_dates() {
+    use preimage::bench::utc_date;
+    // Against Python's calendar.timegm: the epoch, a leap day, a century's March, a year's end.
+    for (secs, date) in [(0, "1970-01-01 00:00"), (1_709_210_040, "2024-02-29 12:34"), (951_868_800, "2000-03-01 00:00"), (946_684_740, "1999-12-31 23:59"), (1_796_601_540, "2026-12-06 23:59")] {
+        assert_eq!(utc_date(secs), date, "{secs}");
+    }
+}
+
+#[test]
 fn bench_smoke_at_tiny_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
     let text = ok(&["bench", "--quick", "--runs", "2", "--warmup", "1", "--json", s(&json)]);
     let timings = preimage::bench::read_timings(&json).unwrap();
+    // The file says where it was measured, and the table's head repeats it.
+    let context = preimage::bench::read_report(&json).unwrap().context.expect("a context in the JSON");
+    assert!(context.program.starts_with("preimage ") && context.device == "cpu" && context.gpu.is_none() && context.threads >= 1, "{context:?}");
+    assert!(context.date.len() == 16 && context.date.starts_with("20"), "{context:?}");
+    assert!(text.lines().next().unwrap().starts_with(&format!("{} on cpu", context.program)), "{text}");
     let names: Vec<&str> = timings.iter().map(|t| t.name.as_str()).collect();
     for w in ["decoder_step_a_512_to_64", "decoder_step_b_fc6_to_227", "encoder_forward_posenet_64", "optim_iteration_posenet_conv5", "decoder_forward_1_image", "extract_posenet_4_taps"] {
         assert!(names.contains(&w), "{w} missing from {names:?}");
@@ -176,6 +190,13 @@ fn bench_smoke_at_tiny_sizes() {
         assert!((m.median_ms - 2.0 * t.median_ms).abs() < 1e-9 && (m.min_ms - t.min_ms).abs() < 1e-9 && (m.max_ms - 3.0 * t.max_ms).abs() < 1e-9 && m.runs == 6, "{m:?} from {t:?}");
     }
     assert!(text.contains("decoder_step_a_512_to_64") && text.contains("2.00"), "{text}");
+    // Bare lists of timings (files from before the context) merge too; the reference's context
+    // is printed above the table.
+    assert!(preimage::bench::read_report(&rounds[0]).unwrap().context.is_none());
+    assert!(text.lines().next().unwrap().starts_with(&format!("{} on cpu", context.program)), "{text}");
+    std::fs::write(dir.path().join("bad.json"), r#"{"context": null, "workloads": [{"name": "x"}]}"#).unwrap();
+    let (success, text) = preimage(&["bench", "--table", s(&dir.path().join("bad.json"))]);
+    assert!(!success && text.contains("bad.json is not a bench JSON file") && text.contains("median_ms"), "{text}");
     let (success, text) = preimage(&["bench", "--table", "/nonexistent.json"]);
     assert!(!success && text.contains("/nonexistent.json"), "{text}");
     let (success, text) = preimage(&["bench", "--quick", "--pytorch", "/nonexistent.json"]);
