@@ -72,7 +72,8 @@ impl Context {
         if let Some(c) = &self.cpu {
             s += &format!(", {c}");
         }
-        format!("{s}, {} threads, {} UTC", self.threads, self.date)
+        let plural = if self.threads == 1 { "" } else { "s" };
+        format!("{s}, {} thread{plural}, {} UTC", self.threads, self.date)
     }
 }
 

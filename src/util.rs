@@ -60,16 +60,25 @@ pub fn keep_freed_memory() {
 /// is queued, a sleeping worker woken and the caller put to sleep until it is done, two thread
 /// switches per op that were 20 % of a one-image decoder forward on 2 cores. Called on a
 /// worker, the op starts at once and the other workers take halves of it, as PyTorch's main
-/// thread joins its OpenMP team. With one worker `f` runs here: that worker, waiting for a
-/// data loader thread whose ops need a worker, would wait forever.
+/// thread joins its OpenMP team; with one worker (`RAYON_NUM_THREADS=1`) every op then runs
+/// inline, where from outside it paid the two switches for no parallelism (posenet's
+/// optimization iteration 1.4× PyTorch's time on one thread). Code that waits on this thread
+/// for other threads' CPU ops must not, with one worker, hold the only worker: see
+/// [`crate::train::parallel::each`].
 /// Workers get the main thread's 8 MiB stack (rayon's default is 2 MiB) when this is the
 /// first use of rayon in the process.
 pub fn on_cpu_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     let _ = rayon::ThreadPoolBuilder::new().stack_size(8 << 20).build_global();
-    if rayon::current_num_threads() < 2 || rayon::current_thread_index().is_some() {
+    if rayon::current_thread_index().is_some() {
         return f();
     }
     rayon::scope(|_| f())
+}
+
+/// CPU threads to use: the size of the CPU backend's pool (every core, or `RAYON_NUM_THREADS`),
+/// so that one setting bounds the image decoders, the renderer and the optimizer too.
+pub fn cpu_threads() -> usize {
+    rayon::current_num_threads().max(1)
 }
 
 /// End quietly when the reader of our output goes away (`preimage render ... | head`), as
@@ -88,8 +97,7 @@ mod tests {
     fn on_cpu_workers_runs_on_a_worker_and_returns() {
         let (index, sum) = super::on_cpu_workers(|| (rayon::current_thread_index(), (1..=100u32).sum::<u32>()));
         assert_eq!(sum, 5050);
-        // On one worker it runs on the calling thread (see the function's comment).
-        assert_eq!(index.is_some(), rayon::current_num_threads() >= 2, "ran on worker {index:?} of {}", rayon::current_num_threads());
+        assert!(index.is_some(), "ran outside the pool of {}", rayon::current_num_threads());
         let panicked = std::panic::catch_unwind(|| super::on_cpu_workers(|| panic!("in the pool")));
         assert!(panicked.is_err(), "a panic on the worker reaches the caller");
     }

@@ -13,7 +13,7 @@ pub struct ImageBatch<B: Backend> {
 /// Decode records `idx` (with augmentation when `augment_seed` is given: each image gets
 /// its own seed derived from it and the record index).
 pub fn load<B: Backend>(folder: &ImageFolder, idx: &[usize], pre: &Preprocess, augment_seed: Option<u64>, device: &B::Device) -> Option<ImageBatch<B>> {
-    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).min(idx.len().max(1));
+    let threads = crate::util::cpu_threads().min(idx.len().max(1));
     let chunk = idx.len().div_ceil(threads).max(1);
     let decoded: Vec<(usize, Option<Vec<f32>>)> = std::thread::scope(|s| {
         let handles: Vec<_> = idx

@@ -472,12 +472,9 @@ fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
 /// - `out/classes.csv`: [`CLASSES_HEADER`], symmetry order about the vertical axis
 ///   (1 = none, n = n-fold, 0 = continuous; OBJ classes are 1).
 ///
-/// Uses all available cores; the output does not depend on the thread count.
+/// Uses [`crate::util::cpu_threads`] threads; the output does not depend on the thread count.
 pub fn render_dataset(out: &Path, opts: &RenderOptions) -> Result<RenderSummary> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    render_dataset_with_threads(out, opts, threads)
+    render_dataset_with_threads(out, opts, crate::util::cpu_threads())
 }
 
 fn render_dataset_with_threads(

@@ -93,7 +93,7 @@ impl Adam {
         {
             let (ps, gs) = (p.as_mut_slice::<f32>().expect("f32 checked"), g.as_slice::<f32>().expect("f32 checked"));
             let (ms, vs) = (m.as_mut_slice::<f32>().expect("f32 checked"), v.as_mut_slice::<f32>().expect("f32 checked"));
-            let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(ps.len() / PARALLEL_MIN).max(1);
+            let threads = crate::util::cpu_threads().min(ps.len() / PARALLEL_MIN).max(1);
             let chunk = ps.len().div_ceil(threads).max(1);
             if threads == 1 {
                 self.update(ps, gs, ms, vs, factors, lr as f32);

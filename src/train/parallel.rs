@@ -69,9 +69,12 @@ impl Shard {
 
 /// Run `work` once per item, each in its own thread when there are several (so that devices
 /// compute at once), inline when there is one; results in input order. A panic in a worker
-/// is re-raised here.
+/// is re-raised here. Also inline, one item after another, when this thread is the only
+/// worker of the CPU pool (`RAYON_NUM_THREADS=1`): the threads' CPU ops would wait for it
+/// while it waits for them.
 pub fn each<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> Result<R> + Sync) -> Result<Vec<R>> {
-    if items.len() == 1 {
+    let only_worker = rayon::current_thread_index().is_some() && rayon::current_num_threads() < 2;
+    if items.len() == 1 || only_worker {
         return items.into_iter().map(&work).collect();
     }
     std::thread::scope(|s| {
@@ -105,6 +108,22 @@ pub fn shard_grads<B: AutodiffBackend, M: AutodiffModule<B>>(loss: Tensor<B, 1>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_runs_in_threads_except_on_the_only_worker() {
+        let where_ = |items: Vec<u32>| each(items, |i| Ok((i * 10, rayon::current_thread_index(), std::thread::current().id()))).unwrap();
+        let caller = std::thread::current().id();
+        // Outside a one-thread pool: each item in its own thread, results in order.
+        let out = where_(vec![1, 2, 3]);
+        assert_eq!(out.iter().map(|r| r.0).collect::<Vec<_>>(), [10, 20, 30]);
+        assert!(out.iter().all(|r| r.1.is_none() && r.2 != caller), "{out:?}");
+        // On the only worker of a pool, inline on that worker (threads of their own would
+        // queue their CPU ops behind it while it waits for them).
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        let (out, worker) = pool.install(|| (where_(vec![1, 2]), std::thread::current().id()));
+        assert_eq!(out.iter().map(|r| r.0).collect::<Vec<_>>(), [10, 20]);
+        assert!(out.iter().all(|r| r.1 == Some(0) && r.2 == worker), "{out:?}");
+    }
 
     #[test]
     fn shards_cover_the_batch_evenly() {
