@@ -99,12 +99,13 @@ fn gpu_name(index: &str) -> Option<String> {
     (out.status.success() && !name.is_empty()).then_some(name)
 }
 
-/// Now, UTC, "YYYY-MM-DD HH:MM" (the proleptic Gregorian calendar from the Unix day count).
 fn utc_now() -> String {
     let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     utc_date(secs)
 }
 
+/// Unix time `secs` as a UTC date, "YYYY-MM-DD HH:MM" (the proleptic Gregorian calendar from
+/// the day count; no time-zone database needed).
 pub fn utc_date(secs: u64) -> String {
     let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
     // Howard Hinnant's civil_from_days.
