@@ -91,13 +91,16 @@ pub(crate) fn convert_f32_to_bf16(tensor: &FlexTensor) -> FlexTensor {
 
 /// preimage patch: the planes in parallel (`conv_gemm::for_each_chunk`); upstream added the
 /// bias on one thread after convolutions that ran on all (~1 % of AlexNet's forward at batch 32).
-pub(crate) fn add_bias<T: Copy + Send + Sync>(
+/// And the addition is a type parameter, not a `fn` pointer: through the pointer every
+/// element was a call, which kept the loop from vectorizing (13 % of posenet's forward on one
+/// thread, in `FnOnce::call_once`).
+pub(crate) fn add_bias<T: Copy + Send + Sync, F: Fn(T, T) -> T + Sync>(
     output: &mut [T],
     bias: &[T],
     batch: usize,
     channels: usize,
     spatial: usize,
-    add_fn: fn(T, T) -> T,
+    add_fn: F,
 ) {
     let planes = &mut output[..batch * channels * spatial];
     let work = planes.len();
