@@ -60,7 +60,7 @@ impl Context {
     pub fn here(device: &crate::device::DeviceSpec) -> Self {
         let device = device.to_string();
         let gpu = device.starts_with("cuda").then(|| gpu_name(device.trim_start_matches("cuda").trim_start_matches(':'))).flatten();
-        Context { program: format!("preimage {}", env!("CARGO_PKG_VERSION")), device, cpu: cpu_model(), gpu, threads: rayon::current_num_threads(), date: utc_now() }
+        Context { program: format!("preimage {}", env!("CARGO_PKG_VERSION")), device, cpu: cpu_model(), gpu, threads: crate::util::cpu_threads(), date: utc_now() }
     }
 
     /// One line for the table's head.
