@@ -61,8 +61,8 @@ pub fn keep_freed_memory() {
 /// switches per op that were 20 % of a one-image decoder forward on 2 cores. Called on a
 /// worker, the op starts at once and the other workers take halves of it, as PyTorch's main
 /// thread joins its OpenMP team; with one worker (`RAYON_NUM_THREADS=1`) every op then runs
-/// inline, where from outside it paid the two switches for no parallelism (posenet's
-/// optimization iteration 1.4× PyTorch's time on one thread). Code that waits on this thread
+/// inline, where from outside it paid the two switches for no parallelism (one thread: AlexNet
+/// optimization iteration 32–36 → 25–26 ms, one-image decoder forward 1.2–1.4 → 0.87 ms). Code that waits on this thread
 /// for other threads' CPU ops must not, with one worker, hold the only worker: see
 /// [`crate::train::parallel::each`].
 /// Workers get the main thread's 8 MiB stack (rayon's default is 2 MiB) when this is the

@@ -73,7 +73,7 @@ impl Shard {
 /// worker of the CPU pool (`RAYON_NUM_THREADS=1`): the threads' CPU ops would wait for it
 /// while it waits for them.
 pub fn each<T: Send, R: Send>(items: Vec<T>, work: impl Fn(T) -> Result<R> + Sync) -> Result<Vec<R>> {
-    let only_worker = rayon::current_thread_index().is_some() && rayon::current_num_threads() < 2;
+    let only_worker = rayon::current_thread_index().is_some() && crate::util::cpu_threads() < 2;
     if items.len() == 1 || only_worker {
         return items.into_iter().map(&work).collect();
     }
