@@ -102,7 +102,7 @@ struct Case {
     g: usize,
 }
 
-const CASES: [Case; 19] = [
+const CASES: [Case; 20] = [
     // The decoders' up-convolution: 4×4, stride 2, padding 1 (its own scatter), also on a
     // grid of one row, and with output padding (the general scatter).
     Case { b: 2, ci: 4, co: 6, small: [3, 5], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
@@ -131,6 +131,10 @@ const CASES: [Case; 19] = [
     // a 32×64 image.
     Case { b: 9, ci: 32, co: 32, small: [16, 16], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
     Case { b: 2, ci: 32, co: 32, small: [32, 64], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
+    // The input gradient's gather of the up-convolution, tap rows copied two source elements
+    // apart, in tiles that end in the middle of grid rows (spans of 16·k positions of a
+    // 24-wide grid).
+    Case { b: 2, ci: 3, co: 32, small: [30, 24], k: [4, 4], s: [2, 2], p: [1, 1], d: [1, 1], po: [0, 0], g: 1 },
     // Stride 4 (AlexNet's conv1): the gather reads whole strides of 4.
     Case { b: 2, ci: 5, co: 3, small: [3, 4], k: [3, 5], s: [4, 4], p: [1, 2], d: [1, 1], po: [0, 0], g: 1 },
     // Stride 1: the convolution's input gradient as a convolution with the flipped kernel

@@ -130,7 +130,8 @@ impl Tile {
 fn gather<T: GemmElem>(src: &[T], channels: usize, chans: Range<usize>, ya: Axis, xa: Axis, t: &Tile) -> Vec<T> {
     let (w, stride, k, plane) = (t.ps.len(), t.width(), ya.kernel * xa.kernel, ya.other * xa.other);
     let padded = padded_rows(&ya, &xa, &t.ps);
-    let table = (short_rows(&xa) && !padded).then(|| window_table(ya, xa, t.ps.clone()));
+    let doubled = doubling(&ya) && doubling(&xa) && xa.grid >= 8;
+    let table = (short_rows(&xa) && !padded && !doubled).then(|| window_table(ya, xa, t.ps.clone()));
     // Channel `c`'s rows of the block: `k` rows, `stride` apart.
     let channel = |c: usize, rows: &mut [MaybeUninit<T>]| {
         let mut pad = Vec::new();
@@ -138,6 +139,7 @@ fn gather<T: GemmElem>(src: &[T], channels: usize, chans: Range<usize>, ya: Axis
             let src = &src[(b * channels + chans.start + c) * plane..][..plane];
             let dst = &mut rows[i * w..];
             match &table {
+                _ if doubled => gather_doubled(src, ya, xa, t.ps.clone(), dst, stride),
                 _ if padded => gather_padded(src, &mut pad, ya, xa, t.ps.clone(), dst, stride),
                 Some(table) => gather_table(src, table, w, dst, stride),
                 None => gather_span(src, ya, xa, t.ps.clone(), dst, stride),
@@ -175,6 +177,20 @@ fn gather_transposed<T: GemmElem>(src: &[T], channels: usize, chans: Range<usize
     for (row, col) in cols.spare_capacity_mut()[..len].chunks_exact_mut(rows.max(1)).enumerate() {
         let (b, j) = (t.images.start + row / w.max(1), row % w.max(1));
         let ((xs, x0), at) = (runs[j].clone(), &row_at[j * kh..][..kh]);
+        // A window wholly inside the plane with rows of 4 taps (the decoders' 4×4 kernels, all
+        // but the border positions): its rows are copied as arrays, with no per-row checks.
+        if kw == 4 && xs == (0..4) && !at.contains(&usize::MAX) {
+            let base = b * channels * plane + x0;
+            for (c, taps) in chans.clone().zip(col.chunks_exact_mut(kh * 4)) {
+                let src = &src[base + c * plane..];
+                for (&r, out) in at.iter().zip(taps.chunks_exact_mut(4)) {
+                    let out: &mut [MaybeUninit<T>; 4] = out.try_into().expect("4 taps");
+                    let from: &[T; 4] = src[r..r + 4].try_into().expect("4 taps");
+                    *out = from.map(MaybeUninit::new);
+                }
+            }
+            continue;
+        }
         for (c, taps) in chans.clone().zip(col.chunks_exact_mut(kh * kw)) {
             let src = &src[(b * channels + c) * plane..][..plane];
             for (&r, out) in at.iter().zip(taps.chunks_exact_mut(kw)) {
@@ -345,32 +361,64 @@ fn gather_span<T: GemmElem>(src_plane: &[T], ya: Axis, xa: Axis, ps: Range<usize
             if mid.is_empty() {
                 continue;
             }
-            let from = &src_plane[ya.at(y, ky) * xa.other + xa.at(xs.start, kx)..];
-            if xa.stride == 1 {
-                mid.iter_mut().zip(from).for_each(|(d, s)| {
-                    d.write(*s);
+            copy_strided(mid, &src_plane[ya.at(y, ky) * xa.other + xa.at(xs.start, kx)..], xa.stride);
+        }
+    }
+}
+
+/// `dst[i] = from[i·s]`, for a non-empty `dst`. Whole strides rather than `step_by`: vector
+/// loads and a de-interleaving shuffle (the decoders' stride-2 gradients and AlexNet's stride-4
+/// conv1), which LLVM emits only for a constant stride, hence 1, 2 and 4 spelled out; the last
+/// position's stride may run past the row.
+#[inline(always)]
+fn copy_strided<T: GemmElem>(dst: &mut [MaybeUninit<T>], from: &[T], s: usize) {
+    let (last, body) = dst.split_last_mut().expect("dst is not empty");
+    match s {
+        1 => body.iter_mut().zip(from).for_each(|(d, v)| {
+            d.write(*v);
+        }),
+        2 => body.iter_mut().zip(from.chunks_exact(2)).for_each(|(d, pair)| {
+            d.write(pair[0]);
+        }),
+        4 => body.iter_mut().zip(from.chunks_exact(4)).for_each(|(d, quad)| {
+            d.write(quad[0]);
+        }),
+        _ => body.iter_mut().zip(from.chunks_exact(s)).for_each(|(d, run)| {
+            d.write(run[0]);
+        }),
+    }
+    last.write(from[s * body.len()]);
+}
+
+/// One source plane's rows of [`gather`] when both axes are [`doubling`] (the decoders'
+/// up-convolutions and their input gradients): the taps of a grid row all read two source
+/// rows per `ky`, tap `kx` at `x` the element `2x + kx − 1`, so each tap row is one stride-2
+/// copy whose valid columns are known (`kx` = 0 misses `x` = 0, `kx` = 3 the last `x`),
+/// without a [`window_table`]'s tested load per element.
+fn gather_doubled<T: GemmElem>(src_plane: &[T], ya: Axis, xa: Axis, ps: Range<usize>, dst: &mut [MaybeUninit<T>], stride: usize) {
+    let g = xa.grid;
+    for y in ps.start / g..ps.end.div_ceil(g) {
+        // This row's part of the tile, as x positions, and where it starts in the block.
+        let xs = ps.start.max(y * g) - y * g..ps.end.min((y + 1) * g) - y * g;
+        let at = y * g + xs.start - ps.start;
+        for ky in 0..4 {
+            let source = (2 * y + ky).checked_sub(1).filter(|&r| r < ya.other);
+            for kx in 0..4 {
+                let d = &mut dst[(ky * 4 + kx) * stride + at..][..xs.len()];
+                let lo = if kx == 0 { xs.start.max(1) } else { xs.start };
+                let hi = if kx == 3 { xs.end.min(g - 1) } else { xs.end };
+                let (Some(r), true) = (source, lo < hi) else {
+                    d.iter_mut().for_each(|v| {
+                        v.write(T::ZERO);
+                    });
+                    continue;
+                };
+                let (head, rest) = d.split_at_mut(lo - xs.start);
+                let (mid, tail) = rest.split_at_mut(hi - lo);
+                head.iter_mut().chain(tail).for_each(|v| {
+                    v.write(T::ZERO);
                 });
-            } else {
-                // Whole strides rather than `step_by`: vector loads and a de-interleaving
-                // shuffle (the decoders' stride-2 gradients and AlexNet's stride-4 conv1 run
-                // through here), which LLVM emits only for a constant stride, hence 2 and 4
-                // spelled out; the last position's stride may run past the row.
-                let s = xa.stride;
-                let (last, body) = mid.split_last_mut().expect("mid is not empty");
-                if s == 2 {
-                    for (d, pair) in body.iter_mut().zip(from.chunks_exact(2)) {
-                        d.write(pair[0]);
-                    }
-                } else if s == 4 {
-                    for (d, quad) in body.iter_mut().zip(from.chunks_exact(4)) {
-                        d.write(quad[0]);
-                    }
-                } else {
-                    for (d, run) in body.iter_mut().zip(from.chunks_exact(s)) {
-                        d.write(run[0]);
-                    }
-                }
-                last.write(from[s * body.len()]);
+                copy_strided(mid, &src_plane[r * xa.other + 2 * lo + kx - 1..], 2);
             }
         }
     }
