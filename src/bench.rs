@@ -268,7 +268,7 @@ impl<B: Backend> BenchDecoder<B> {
         let mut y = x.reshape([n, self.base[0], self.base[1], self.base[2]]);
         let last = self.ups.len() - 1;
         for (i, up) in self.ups.iter().enumerate() {
-            y = up.forward(y);
+            y = crate::decoder::deconv::forward(up, y);
             if i < last {
                 y = leaky_relu(y, 0.2);
             }

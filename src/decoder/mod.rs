@@ -1,10 +1,12 @@
 //! Learned inversion: decoders from a tap's codes back to images.
 //!
-//! [`upconv`] builds the network (Dosovitskiy & Brox 2016), [`deepsim`] the feature and
+//! [`upconv`] builds the network (Dosovitskiy & Brox 2016), with [`activation`]'s leaky ReLU
+//! and [`deconv`]'s up-convolution (one-pass gradients on the CPU), [`deepsim`] the feature and
 //! adversarial losses (DeePSiM); training lives in [`crate::train::decoder`]. A trained decoder
 //! is a run folder holding `decoder.json` ([`DecoderInfo`]: what it inverts) and
 //! `decoder.mpk` (its best weights).
 pub mod activation;
+pub mod deconv;
 pub mod deepsim;
 pub mod upconv;
 

@@ -231,7 +231,7 @@ impl<B: Backend> Decoder<B> {
         };
         for stage in &self.stages {
             x = match (&stage.deconv, &stage.resize_conv) {
-                (Some(d), _) => d.forward(x),
+                (Some(d), _) => super::deconv::forward(d, x),
                 (None, Some(conv)) => {
                     let [_, _, h, w] = x.dims();
                     conv.forward(interpolate(x, [2 * h, 2 * w], InterpolateOptions::new(InterpolateMode::Nearest)))

@@ -54,6 +54,13 @@ const SHORT_SUM: usize = 4096;
 /// Columns of dW per task in [`weight_grad_by_columns`].
 const COLUMN_CHUNK: usize = 256;
 
+/// Largest weight (elements) whose gradient [`conv_transpose2d_backward`] sums over tiles when
+/// the sum is short: the decoder's second up-convolution (128·64·4·4, 8×8 grid, batch 32) gathers
+/// less that way than by columns plus the input gradient's own gather (the gathers and `gemm`'s
+/// packing 0.34 → 0.26 of the GEMM kernel's samples); the first (256·128·4·4 on 4×4) more
+/// (its partial sums: packing alone 0.34 of the kernel's samples).
+const SHARED_MAX_WEIGHT: usize = 128 << 10;
+
 /// Partial sums of a tiled weight gradient (fixed, so the summation order is too).
 const PARTS: usize = 8;
 
@@ -1043,6 +1050,74 @@ pub(crate) fn conv_transpose2d_x_backward<T: GemmElem>(x_shape: [usize; 4], weig
     let g = Geometry::transposed(&x_shape, weight.layout().shape(), o);
     let dx = gathered_product::<T>(weight.storage(), g.c_in, grad.storage(), g.c_out, g.ya, g.xa, g.groups, g.batch);
     tensor(dx, x_shape.to_vec(), dtype)
+}
+
+/// Both gradients of the transposed convolution, its input's and its weight's, from one gather
+/// of the output gradient per tile. Separately each gathers the same windows of `grad` (the
+/// input gradient `dx = W · gather(G)`, the weight gradient `dW = Σ X · gather(G)ᵀ`); here the
+/// block `[(i, p), (c, ky, kx)]` of [`gather_transposed`] serves both products, read in place,
+/// and `dx` is computed position-major so that `gemm` packs the weight rather than the block.
+/// Taken for one group and short grid rows (where `gather_transposed` applies), with
+/// [`weight_grad`]'s tiles and fixed partial sums (the result does not depend on the threads),
+/// up to [`SHARED_MAX_WEIGHT`] over a short sum; otherwise the two functions run as before.
+/// preimage patch (twenty-third).
+pub(crate) fn conv_transpose2d_backward<T: GemmElem>(x: FlexTensor, weight: FlexTensor, grad: FlexTensor, o: &ConvTransposeOptions<2>, dtype: DType) -> (FlexTensor, FlexTensor) {
+    let (x, weight, grad) = (x.to_contiguous(), weight.to_contiguous(), grad.to_contiguous());
+    let x_shape: [usize; 4] = x.layout().shape().dims();
+    let w_shape: [usize; 4] = weight.layout().shape().dims();
+    let g = Geometry::transposed(&x_shape, &w_shape, o);
+    let (ci, co, k, grid) = (g.c_in, g.c_out, g.k(), g.grid());
+    // A weight larger than SHARED_MAX_WEIGHT over a short sum keeps `weight_grad_by_columns`:
+    // the tiles' partial sums of dW (PARTS copies) would cost more than the shared gather saves.
+    let by_columns = ci * co * k > SHARED_MAX_WEIGHT && g.batch * grid <= SHORT_SUM;
+    if g.groups != 1 || !short_rows(&g.xa) || g.xa.dilation != 1 || by_columns {
+        let dx = conv_transpose2d_x_backward::<T>(x_shape, weight, grad.clone(), o, dtype);
+        return (dx, conv_transpose2d_weight_backward::<T>(x, w_shape, grad, o, dtype));
+    }
+    let (xd, wd, gd): (&[T], &[T], &[T]) = (x.storage(), weight.storage(), grad.storage());
+    let taps = co * k;
+    let len = g.batch * ci * grid;
+    let mut dx: Vec<T> = Vec::with_capacity(len);
+    let dst = Shared(dx.as_mut_ptr());
+    let tiles = tiles(g.batch, g.ya, g.xa, taps);
+    let dw = sum_over(&tiles, ci * taps, |acc, t| {
+        let dst = dst;
+        let cols = gather_transposed(gd, co, 0..co, g.ya, g.xa, t).expect("short rows");
+        let (width, b0) = (t.width(), t.images.start);
+        // dW += X[:, tile] · cols, as `weight_grad` does it.
+        let x_cm = (t.images.len() > 1).then(|| to_channel_major(xd, ci, grid, b0, t.images.len()));
+        let (a, a_stride) = match &x_cm {
+            Some(v) => (&v[..], width),
+            None => (&xd[b0 * ci * grid + t.ps.start..], grid),
+        };
+        matmul(as_uninit(&mut acc[..]), Mat::n(a, a_stride), Mat::n(&cols[..], taps), ci, width, taps, true);
+        // dx[:, tile]ᵀ = cols · Wᵀ, position-major, then transposed into place: `gemm` packs the
+        // operand whose rows are the output's rows unless they are contiguous along them, which
+        // the block's rows are not for dx (their taps are); packing W (Ci × Co·k) is cheaper.
+        let block = per_group(1, width * ci, |_, c| {
+            // SAFETY: `c` holds width·ci elements.
+            unsafe { gemm_into(c.as_mut_ptr() as *mut T, ci, Mat::n(&cols[..], taps), Mat::t(wd, taps), width, taps, ci, false, false) };
+        });
+        let n = t.ps.len();
+        for (i, b) in t.images.clone().enumerate() {
+            let block = &block[i * n * ci..][..n * ci];
+            for c0 in (0..ci).step_by(16) {
+                for p0 in (0..n).step_by(16) {
+                    for c in c0..(c0 + 16).min(ci) {
+                        // SAFETY: tiles cover disjoint (image, positions) blocks of `dx`, each
+                        // element written once, inside the allocation.
+                        let row = unsafe { dst.0.add((b * ci + c) * grid + t.ps.start) };
+                        for p in p0..(p0 + 16).min(n) {
+                            unsafe { row.add(p).write(block[p * ci + c]) };
+                        }
+                    }
+                }
+            }
+        }
+    });
+    // SAFETY: the tiles cover every image and position, so every element of `dx` was written.
+    unsafe { dx.set_len(len) };
+    (tensor(dx, x_shape.to_vec(), dtype), tensor(dw, w_shape.to_vec(), dtype))
 }
 
 /// The convolution's window geometry: its output grid gathers from its input, the same windows
