@@ -62,9 +62,9 @@ pub fn keep_freed_memory() {
 /// worker, the op starts at once and the other workers take halves of it, as PyTorch's main
 /// thread joins its OpenMP team; with one worker (`RAYON_NUM_THREADS=1`) every op then runs
 /// inline, where from outside it paid the two switches for no parallelism (one thread: AlexNet
-/// optimization iteration 32–36 → 25–26 ms, one-image decoder forward 1.2–1.4 → 0.87 ms). Code that waits on this thread
-/// for other threads' CPU ops must not, with one worker, hold the only worker: see
-/// [`crate::train::parallel::each`].
+/// optimization iteration 32–36 → 25–26 ms, one-image decoder forward 1.2–1.4 → 0.87 ms).
+/// Code that waits on this thread for other threads' CPU ops must not, with one worker, hold
+/// the only worker: see [`crate::train::parallel::each`].
 /// Workers get the main thread's 8 MiB stack (rayon's default is 2 MiB) when this is the
 /// first use of rayon in the process.
 pub fn on_cpu_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {

@@ -425,6 +425,28 @@ conv_transpose_gemm_typed!(
     f16::from_f32(1.0)
 );
 
+/// The input and weight gradients of a 2-D transposed convolution in one call, for an autodiff
+/// node that needs both: from one gather of `output_grad` where the shapes allow it
+/// (`conv_gemm::conv_transpose2d_backward`), otherwise as `conv_transpose2d_x_backward` and
+/// `conv_transpose2d_weight_backward` compute them. preimage patch (twenty-third).
+pub fn conv_transpose2d_input_weight_backward(
+    x: FlexTensor,
+    weight: FlexTensor,
+    output_grad: FlexTensor,
+    options: &ConvTransposeOptions<2>,
+) -> (FlexTensor, FlexTensor) {
+    use burn_backend::ops::ModuleOps;
+    use super::conv_gemm::conv_transpose2d_backward;
+    match output_grad.dtype() {
+        DType::F32 => conv_transpose2d_backward::<f32>(x, weight, output_grad, options, DType::F32),
+        DType::F64 => conv_transpose2d_backward::<f64>(x, weight, output_grad, options, DType::F64),
+        _ => (
+            crate::Flex::conv_transpose2d_x_backward(weight.clone(), output_grad.clone(), options.clone()),
+            crate::Flex::conv_transpose2d_weight_backward(x, weight, output_grad, options.clone()),
+        ),
+    }
+}
+
 // ============================================================================
 // Tests
 // ============================================================================
@@ -473,24 +495,3 @@ mod tests {
     }
 }
 
-/// The input and weight gradients of a 2-D transposed convolution in one call, for an autodiff
-/// node that needs both: from one gather of `output_grad` where the shapes allow it
-/// (`conv_gemm::conv_transpose2d_backward`), otherwise as `conv_transpose2d_x_backward` and
-/// `conv_transpose2d_weight_backward` compute them. preimage patch (twenty-third).
-pub fn conv_transpose2d_input_weight_backward(
-    x: FlexTensor,
-    weight: FlexTensor,
-    output_grad: FlexTensor,
-    options: &ConvTransposeOptions<2>,
-) -> (FlexTensor, FlexTensor) {
-    use burn_backend::ops::ModuleOps;
-    use super::conv_gemm::conv_transpose2d_backward;
-    match output_grad.dtype() {
-        DType::F32 => conv_transpose2d_backward::<f32>(x, weight, output_grad, options, DType::F32),
-        DType::F64 => conv_transpose2d_backward::<f64>(x, weight, output_grad, options, DType::F64),
-        _ => (
-            crate::Flex::conv_transpose2d_x_backward(weight.clone(), output_grad.clone(), options.clone()),
-            crate::Flex::conv_transpose2d_weight_backward(x, weight, output_grad, options.clone()),
-        ),
-    }
-}
