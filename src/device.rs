@@ -10,6 +10,14 @@ pub type Cpu = burn::backend::Flex;
 /// CPU backend with autodiff, for training and optimization.
 pub type CpuAd = burn::backend::Autodiff<Cpu>;
 
+/// `value` as a `U` when `T` is `U` (else back unchanged): how a generic function takes a
+/// backend's own path without a trait bound that every caller would have to carry (the CPU
+/// training backend's nodes in `decoder::activation` and `decoder::deconv`).
+pub fn cast<T: 'static, U: 'static>(value: T) -> std::result::Result<U, T> {
+    let boxed: Box<dyn std::any::Any> = Box::new(value);
+    boxed.downcast::<U>().map(|u| *u).map_err(|b| *b.downcast::<T>().expect("its own type"))
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum DeviceSpec {
     #[default]

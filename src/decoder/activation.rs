@@ -6,8 +6,6 @@
 //! one node instead: its forward is Flex's fused `leaky_relu`, its backward one pass over the
 //! input and the gradient. Every other backend (Flex without autodiff, CUDA) keeps Burn's own
 //! function. The results are the same: slope where the input is below zero, 1 elsewhere.
-use std::any::Any;
-
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ActivationOps, FloatTensor};
 use burn::tensor::{Tensor, TensorPrimitive};
@@ -17,22 +15,20 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{unary, Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
-use crate::device::CpuAd;
+use crate::device::{cast, CpuAd};
 
 /// `x` where `x ≥ 0`, `slope · x` elsewhere (Burn's `leaky_relu`, faster on `Autodiff<Flex>`).
 pub fn leaky_relu<B: Backend, const D: usize>(x: Tensor<B, D>, slope: f64) -> Tensor<B, D> {
     // A type test rather than a trait bound: every generic model and loop would otherwise need
     // a backend-extension bound for this one op.
-    let x: Box<dyn Any> = Box::new(x);
-    let x = match x.downcast::<Tensor<CpuAd, D>>() {
+    match cast::<_, Tensor<CpuAd, D>>(x) {
         Ok(x) => {
-            let y = fused(x.into_primitive().tensor(), slope);
-            let y: Box<dyn Any> = Box::new(Tensor::<CpuAd, D>::from_primitive(TensorPrimitive::Float(y)));
-            return *y.downcast().expect("B is CpuAd");
+            super::own_node();
+            let y = Tensor::<CpuAd, D>::from_primitive(TensorPrimitive::Float(fused(x.into_primitive().tensor(), slope)));
+            cast(y).unwrap_or_else(|_| unreachable!("B is CpuAd"))
         }
-        Err(x) => x,
-    };
-    burn::tensor::activation::leaky_relu(*x.downcast().expect("the tensor's own type"), slope)
+        Err(x) => burn::tensor::activation::leaky_relu(x, slope),
+    }
 }
 
 #[derive(Debug)]
@@ -100,8 +96,11 @@ mod tests {
             let g = x.grad(&grads).expect("x has a gradient");
             (y.into_data().to_vec::<f32>().unwrap(), g.into_data().to_vec::<f32>().unwrap())
         };
+        let start = super::super::own_nodes();
         let (y_fused, g_fused) = run(true, 0.2);
+        assert_eq!(super::super::own_nodes() - start, 2, "both activations take the fused node");
         let (y_burn, g_burn) = run(false, 0.2);
+        assert_eq!(super::super::own_nodes() - start, 2, "Burn's function records none");
         assert_eq!(y_fused, y_burn);
         assert_eq!(g_fused, g_burn);
         // A zero or negative slope (the state is then the input, not the output).
@@ -116,6 +115,8 @@ mod tests {
     #[test]
     fn plain_backend_is_unchanged() {
         let x = Tensor::<Cpu, 1>::from_floats([-1.0, 2.0], &Default::default());
+        let start = super::super::own_nodes();
         assert_eq!(leaky_relu(x, 0.1).into_data().to_vec::<f32>().unwrap(), vec![-0.1, 2.0]);
+        assert_eq!(super::super::own_nodes(), start);
     }
 }

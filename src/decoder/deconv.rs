@@ -8,8 +8,6 @@
 //! asks for both at once (burn-flex's `conv_transpose2d_input_weight_backward`, one gather per
 //! tile); every other backend, and a layer without bias, keeps Burn's `ConvTranspose2d`. The
 //! forward pass is Flex's, unchanged.
-use std::any::Any;
-
 use burn::nn::conv::ConvTranspose2d;
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::{ConvTransposeOptions, FloatTensor, ModuleOps};
@@ -20,7 +18,7 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
-use crate::device::CpuAd;
+use crate::device::{cast, CpuAd};
 
 /// `layer.forward(x)`, with the one-pass gradients on `Autodiff<Flex>`.
 pub fn forward<B: Backend>(layer: &ConvTranspose2d<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
@@ -28,18 +26,13 @@ pub fn forward<B: Backend>(layer: &ConvTranspose2d<B>, x: Tensor<B, 4>) -> Tenso
     // otherwise need a backend-extension bound for this one op.
     let Some(bias) = &layer.bias else { return layer.forward(x) };
     let options = ConvTransposeOptions::new(layer.stride, layer.padding, layer.padding_out, layer.dilation, layer.groups);
-    let inputs: Box<dyn Any> = Box::new((x, layer.weight.val(), bias.val()));
-    match inputs.downcast::<(Tensor<CpuAd, 4>, Tensor<CpuAd, 4>, Tensor<CpuAd, 1>)>() {
-        Ok(inputs) => {
-            let (x, w, b) = *inputs;
+    match cast::<_, (Tensor<CpuAd, 4>, Tensor<CpuAd, 4>, Tensor<CpuAd, 1>)>((x, layer.weight.val(), bias.val())) {
+        Ok((x, w, b)) => {
+            super::own_node();
             let y = recorded(x.into_primitive().tensor(), w.into_primitive().tensor(), b.into_primitive().tensor(), options);
-            let y: Box<dyn Any> = Box::new(Tensor::<CpuAd, 4>::from_primitive(TensorPrimitive::Float(y)));
-            *y.downcast().expect("B is CpuAd")
+            cast(Tensor::<CpuAd, 4>::from_primitive(TensorPrimitive::Float(y))).unwrap_or_else(|_| unreachable!("B is CpuAd"))
         }
-        Err(inputs) => {
-            let (x, _, _) = *inputs.downcast::<(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 1>)>().expect("the tensors' own types");
-            layer.forward(x)
-        }
+        Err((x, _, _)) => layer.forward(x),
     }
 }
 
@@ -124,7 +117,11 @@ mod tests {
                     let db = layer.bias.as_ref().unwrap().val().grad(&grads).unwrap().into_data().to_vec::<f32>().unwrap();
                     (y.into_data().to_vec::<f32>().unwrap(), dx, dw.unwrap(), db)
                 };
-                let (ours, burns) = (run(true), run(false));
+                let start = super::super::own_nodes();
+                let ours = run(true);
+                assert_eq!(super::super::own_nodes() - start, 1, "case {i}: forward records its own node");
+                let burns = run(false);
+                assert_eq!(super::super::own_nodes() - start, 1, "case {i}: Burn's layer records none");
                 let close = |name: &str, a: &[f32], b: &[f32]| {
                     let scale = b.iter().fold(1e-3f32, |m, v| m.max(v.abs()));
                     let worst = a.iter().zip(b).fold(0f32, |m, (p, q)| m.max((p - q).abs()));
@@ -148,6 +145,8 @@ mod tests {
         let layer = ConvTranspose2dConfig::new([2, 3], [4, 4]).with_stride([2, 2]).with_padding([1, 1]).init::<Cpu>(&device);
         let x = Tensor::<Cpu, 4>::random([1, 2, 3, 3], Distribution::Normal(0.0, 1.0), &device);
         let want = layer.forward(x.clone()).into_data();
+        let start = super::super::own_nodes();
         assert_eq!(forward(&layer, x).into_data(), want);
+        assert_eq!(super::super::own_nodes(), start, "no own node off Autodiff<Flex>");
     }
 }

@@ -10,6 +10,23 @@ pub mod deconv;
 pub mod deepsim;
 pub mod upconv;
 
+// How many of the CPU training backend's own nodes this thread has recorded.
+#[cfg(test)]
+thread_local!(static OWN_NODES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) });
+
+/// Counts one of the CPU training backend's own nodes ([`activation`], [`deconv`]) in tests,
+/// which check that the generic functions take them on `Autodiff<Flex>` (results equal to
+/// Burn's alone would not show it); nothing otherwise.
+fn own_node() {
+    #[cfg(test)]
+    OWN_NODES.with(|n| n.set(n.get() + 1));
+}
+
+#[cfg(test)]
+fn own_nodes() -> usize {
+    OWN_NODES.with(|n| n.get())
+}
+
 pub use upconv::{Decoder, DecoderArch, OutputAct, Plan, Upsample};
 
 use crate::data::codes::{CodeFile, Preprocessing};
