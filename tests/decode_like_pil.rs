@@ -45,3 +45,54 @@ fn grayscale() {
 fn subsampled_420_on_the_16_pixel_grid() {
     check("420_32x32");
 }
+
+/// Every prefix of `name`'s file either fails to decode or decodes to exactly the whole file's
+/// image: a truncated JPEG is never a silently wrong picture (the unpatched decoder filled the
+/// missing rows with gray, or decoded them from zeros, and returned Ok). Returns, per prefix
+/// length, whether it decoded.
+fn prefixes_never_decode_wrong(name: &str) -> Vec<bool> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/pil/{name}.jpg"));
+    let bytes = std::fs::read(&path).unwrap();
+    let whole = image::load_from_memory(&bytes).unwrap().to_rgb8();
+    let mut decoded = Vec::new();
+    for len in 0..bytes.len() {
+        match image::load_from_memory(&bytes[..len]) {
+            Ok(img) => {
+                assert!(img.to_rgb8() == whole, "{name}: its first {len} of {} bytes decode to a different image", bytes.len());
+                decoded.push(true);
+            }
+            Err(_) => decoded.push(false),
+        }
+    }
+    decoded
+}
+
+#[test]
+fn truncated_baseline_jpegs_fail_unless_only_the_end_marker_is_missing() {
+    for name in ["420_38x26_restarts", "444_64x48", "gray_30x18", "420_32x32"] {
+        let decoded = prefixes_never_decode_wrong(name);
+        let n = decoded.len();
+        // Without its EOI marker the image data is complete: it decodes (to the same image).
+        assert!(decoded[n - 2], "{name}: all but the EOI marker should decode");
+        // Losing image data is an error, wherever the file ends.
+        assert!(decoded[..n - 3].iter().all(|ok| !ok), "{name}: a prefix missing image data decoded");
+    }
+}
+
+#[test]
+fn truncated_progressive_jpegs_fail_like_pil() {
+    // PIL reads a progressive JPEG to its EOI before output, so even the missing marker fails.
+    let decoded = prefixes_never_decode_wrong("422_46x23_progressive");
+    assert!(decoded.iter().all(|ok| !ok), "a truncated progressive JPEG decoded");
+}
+
+#[test]
+fn a_truncated_jpeg_is_named_as_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/pil/444_64x48.jpg");
+    let bytes = std::fs::read(src).unwrap();
+    let cut = dir.path().join("half.jpg");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = format!("{:#}", preimage::data::folder::decode(&cut).unwrap_err());
+    assert!(err.contains("half.jpg") && err.contains("truncated"), "{err}");
+}

@@ -188,8 +188,11 @@ impl BitStream {
         macro_rules! refill {
             ($buffer:expr,$byte:expr,$bits_left:expr) => {
                 // read a byte from the stream
+                // PREIMAGE PATCH: count the zero bytes read past the end, not the file's last
+                // byte with them (eof() was asked after the read), so that `read_past_end` is exact.
+                let past_end = reader.eof()?;
                 $byte = u64::from(reader.read_u8());
-                self.overread_by += usize::from(reader.eof()?);
+                self.overread_by += usize::from(past_end);
                 // append to the buffer
                 // JPEG is a MSB type buffer so that means we append this
                 // to the lower end (0..8) of the buffer and push the rest bits above..
@@ -519,7 +522,9 @@ impl BitStream {
 
         self.aligned_buffer = self.aligned_buffer.rotate_left(u32::from(n_bits));
         let bits = (self.aligned_buffer & mask) as i32;
-        self.bits_left = self.bits_left.wrapping_sub(n_bits);
+        // PREIMAGE PATCH: saturating as in `drop_bits`: wrapping turned a read past the end of a
+        // truncated file into ~250 bits left, hiding it from `read_past_end` and the refill.
+        self.bits_left = self.bits_left.saturating_sub(n_bits);
         bits
     }
 
@@ -772,6 +777,13 @@ impl BitStream {
     /// Restart markers indicate drop those bits in the stream and zero out
     /// everything
     #[cold]
+    /// PREIMAGE PATCH: whether decoding used bits past the end of the file: the zero bytes a
+    /// refill appends at EOF sit below the real bits, so some were used when fewer bits are left
+    /// than were appended. Real bits read ahead but not used (a file without its EOI) do not count.
+    pub(crate) fn read_past_end(&self) -> bool {
+        self.overread_by > 0 && usize::from(self.bits_left) < 8 * self.overread_by
+    }
+
     pub fn reset(&mut self) {
         self.bits_left = 0;
         self.marker = None;

@@ -19,6 +19,9 @@ use crate::misc::{
     START_OF_FRAME_LOS_SEQ_AR, START_OF_FRAME_PROG_DCT_AR
 };
 
+/// PREIMAGE PATCH: the message for a JPEG whose file ends before its image data does.
+pub(crate) const TRUNCATED: &str = "truncated file: the JPEG data ends before the image does";
+
 /// Common Decode errors
 #[allow(clippy::module_name_repetitions)]
 pub enum DecodeErrors {

@@ -18,7 +18,7 @@ use zune_core::log::{error, trace, warn};
 use crate::bitstream::BitStream;
 use crate::components::SampleRatios;
 use crate::decoder::MAX_COMPONENTS;
-use crate::errors::DecodeErrors;
+use crate::errors::{DecodeErrors, TRUNCATED};
 use crate::marker::Marker;
 use crate::mcu_prog::get_marker;
 use crate::misc::{calculate_padded_width, setup_component_params};
@@ -199,14 +199,13 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
             trace!("Decoding MCU width: {mcu_width}, height: {mcu_height}");
 
             for i in 0..mcu_height {
-                if stream.overread_by > 0 {
-                    pixels.get_mut(pixels_written..).map(|v| v.fill(128));
-                    if self.options.strict_mode() {
-                        return Err(DecodeErrors::FormatStatic("Premature end of buffer"));
-                    };
-
-                    error!("Premature end of buffer");
-                    break;
+                // PREIMAGE PATCH: rows are left but the previous ones already used bytes the
+                // file does not have: truncated, an error in every mode as PIL's "image file is
+                // truncated". The unpatched decoder stopped as soon as it had read the file's
+                // last byte (even when the rest of the image was in its bit buffer) and filled
+                // the remaining rows with gray, returning Ok outside strict mode.
+                if stream.read_past_end() {
+                    return Err(DecodeErrors::FormatStatic(TRUNCATED));
                 }
 
                 // decode a whole MCU width,
@@ -278,6 +277,12 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                         }
                     }
                     McuContinuation::Terminate => {
+                        // PREIMAGE PATCH: a decode error once the file's bytes are all read
+                        // (rows still missing) is truncation: an error, as PIL's. A decode error
+                        // with data left (corrupt data) still ends in gray, as before.
+                        if stream.overread_by > 0 || self.stream.eof()? {
+                            return Err(DecodeErrors::FormatStatic(TRUNCATED));
+                        }
                         warn!("Got terminate signal, will not process further");
                         pixels.get_mut(pixels_written..).map(|v| v.fill(128));
                         return Ok(());
@@ -288,6 +293,13 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
             // Breaks if we get here, looping only if we have restarted, i.e. found another SOS and
             // continued at `'sos'.
             break;
+        }
+
+        // PREIMAGE PATCH: the last rows decoded from zero bytes read past the end of the
+        // file: truncated, as PIL says. (Bits read ahead but not used, e.g. when only the
+        // EOI marker is missing, are fine: PIL accepts such a file too.)
+        if stream.read_past_end() {
+            return Err(DecodeErrors::FormatStatic(TRUNCATED));
         }
 
         if !all_components_in_first_scan {

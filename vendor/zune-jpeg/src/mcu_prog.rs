@@ -31,7 +31,7 @@ use zune_core::log::{debug, error, warn};
 use crate::bitstream::BitStream;
 use crate::components::SampleRatios;
 use crate::decoder::{JpegDecoder, MAX_COMPONENTS};
-use crate::errors::DecodeErrors;
+use crate::errors::{DecodeErrors, TRUNCATED};
 use crate::headers::parse_sos;
 use crate::marker::Marker;
 use crate::mcu::DCT_BLOCK;
@@ -115,6 +115,10 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                 Err(result.err().unwrap())
             } else {
                 error!("{}", result.err().unwrap());
+                // PREIMAGE PATCH: the file ended inside the first scan: truncated (see below).
+                if self.stream.eof()? {
+                    return Err(DecodeErrors::FormatStatic(TRUNCATED));
+                }
                 // Go process it and return as much as we can, exiting here
                 return self.finish_progressive_decoding(&block, pixels);
             };
@@ -203,6 +207,13 @@ impl<T: ZByteReaderTrait> JpegDecoder<T> {
                     break 'eoi;
                 }
             }
+        }
+
+        // PREIMAGE PATCH: the loop left before EOI because the file ended: truncated. PIL (which
+        // reads a progressive JPEG to its EOI before output) refuses such files, even one that
+        // lacks only the EOI marker; a decode error with data left still gives a partial image.
+        if marker != Marker::EOI && self.stream.eof()? {
+            return Err(DecodeErrors::FormatStatic(TRUNCATED));
         }
 
         self.finish_progressive_decoding(&block, pixels)
