@@ -12,12 +12,17 @@ fn fixtures() -> PathBuf {
 }
 
 fn check(arch: &str, name: &str, ext: &str) {
-    let dir = fixtures();
-    let (taps, _) = tensorfile::read(&dir.join(format!("{name}_taps.safetensors"))).unwrap();
+    check_weights(arch, name, &fixtures().join(format!("{name}.{ext}")));
+}
+
+/// Every tap of `arch` loaded from `weights` matches fixture `name`'s reference activations.
+fn check_weights(arch: &str, name: &str, weights: &std::path::Path) {
+    let file = weights.display();
+    let (taps, _) = tensorfile::read(&fixtures().join(format!("{name}_taps.safetensors"))).unwrap();
     let input = &taps["input"];
     let shape = input.shape().to_vec();
     let device = Default::default();
-    let src = WeightSource::File(dir.join(format!("{name}.{ext}")));
+    let src = WeightSource::File(weights.to_path_buf());
     let enc = encoder::load::<B>(arch, &src, Some(shape[2]), &device).unwrap();
     let x = Tensor::<B, 4>::from_data(TensorData::new(input.to_f32(), [shape[0], shape[1], shape[2], shape[3]]), &device);
     let names = enc.net.spec.taps();
@@ -29,10 +34,10 @@ fn check(arch: &str, name: &str, ext: &str) {
         let got = acts[tap].clone();
         let mut got_shape = vec![got.batch()];
         got_shape.extend(got.item_shape());
-        assert_eq!(got_shape, want.shape(), "{name}.{ext} {tap}: shape");
+        assert_eq!(got_shape, want.shape(), "{file} {tap}: shape");
         let got = got.flat().into_data().to_vec::<f32>().unwrap();
         let diff = got.iter().zip(want.to_f32()).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
-        assert!(diff < 1e-4, "{name}.{ext} tap {tap}: max abs diff {diff}");
+        assert!(diff < 1e-4, "{file} tap {tap}: max abs diff {diff}");
         checked += 1;
     }
     // Every tap the fixture stores is one we expose (and vice versa).
@@ -81,6 +86,31 @@ fn unknown_encoder_and_tap_are_errors_listing_valid_ones() {
     let enc = encoder::load::<B>("posenet", &WeightSource::Random(0), None, &Default::default()).unwrap();
     let err = enc.net.spec.check_tap("conv9").unwrap_err().to_string();
     assert!(err.contains("conv9") && err.contains("fc7") && err.contains("pose"), "{err}");
+}
+
+/// Training scripts' checkpoints load as they are: the state_dict nested beside optimizer state
+/// and other entries, with (Distributed)DataParallel's `module.` in front of the keys or inside
+/// them (PyTorch's ImageNet example wraps only AlexNet's `features`).
+#[test]
+fn training_checkpoints_with_wrappers_load() {
+    let (sd, _) = tensorfile::read(&fixtures().join("alexnet_mini.safetensors")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let extra = |name: &str| (name.to_string(), tensorfile::Array::F32 { shape: vec![3], data: vec![0.5; 3] });
+    let layouts: [(&str, Box<dyn Fn(&str) -> String>, Vec<&str>); 3] = [
+        // pytorch/examples imagenet/main.py: {'state_dict', 'optimizer', 'best_acc1', ...}.
+        ("imagenet_example", Box::new(|k: &str| format!("state_dict.{}", k.replacen("features.", "features.module.", 1))), vec!["optimizer.state.0.momentum_buffer", "best_acc1"]),
+        // torchvision references/classification/train.py: {'model', 'model_ema', 'optimizer', ...}.
+        ("torchvision_reference", Box::new(|k: &str| format!("model.{k}")), vec!["model_ema.module.features.0.weight", "optimizer.state.0.momentum_buffer"]),
+        // A bare DistributedDataParallel state_dict.
+        ("ddp", Box::new(|k: &str| format!("module.{k}")), vec![]),
+    ];
+    for (name, rename, extras) in &layouts {
+        let mut tensors: Vec<(String, tensorfile::Array)> = sd.iter().map(|(k, v)| (rename(k), v.clone())).collect();
+        tensors.extend(extras.iter().map(|e| extra(e)));
+        let p = dir.path().join(format!("{name}.safetensors"));
+        tensorfile::write(&p, &tensors, &Default::default()).unwrap();
+        check_weights("alexnet", "alexnet_mini", &p);
+    }
 }
 
 #[test]

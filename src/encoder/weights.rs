@@ -64,14 +64,29 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict> {
     Ok(StateDict { tensors, spec })
 }
 
-/// Checkpoints often nest the state_dict (`state_dict.`, `model.`) or carry DataParallel's
-/// `module.` prefix; drop a prefix shared by every key.
+/// Training checkpoints keep the state_dict beside other entries: PyTorch's ImageNet example
+/// saves `{epoch, arch, state_dict, best_acc1, optimizer, scheduler}`, torchvision's reference
+/// scripts `{model, model_ema, optimizer, lr_scheduler, epoch, args}`. (Distributed)DataParallel
+/// puts `module.` in front of every key, or inside one for a wrapped submodule (the ImageNet
+/// example wraps AlexNet's and VGG's `features`: `features.module.0.weight`). Keep the nested
+/// state_dict where there is one (optimizer moments and the like are dropped) and drop `module`
+/// path segments, which no torchvision key has.
 fn strip_wrappers(tensors: &mut BTreeMap<String, Array>) {
-    for prefix in ["state_dict.", "model_state_dict.", "model.", "module."] {
-        if tensors.keys().all(|k| k.starts_with(prefix)) {
+    for container in ["state_dict.", "model_state_dict.", "model."] {
+        if tensors.keys().any(|k| k.starts_with(container)) {
             let old = std::mem::take(tensors);
-            *tensors = old.into_iter().map(|(k, v)| (k[prefix.len()..].to_string(), v)).collect();
+            *tensors = old
+                .into_iter()
+                .filter_map(|(k, v)| k.strip_prefix(container).map(|k| (k.to_string(), v)))
+                .collect();
         }
+    }
+    if tensors.keys().any(|k| k.split('.').any(|s| s == "module")) {
+        let old = std::mem::take(tensors);
+        *tensors = old
+            .into_iter()
+            .map(|(k, v)| (k.split('.').filter(|s| *s != "module").collect::<Vec<_>>().join("."), v))
+            .collect();
     }
 }
 
