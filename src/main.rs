@@ -493,9 +493,8 @@ fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &Path,
     let loaded = encoder::load::<B::InnerBackend>(&enc.encoder, &enc.source()?, enc.input_size, dev)?;
     let skips = SkipLog::new();
     let folder = ImageFolder::open(data, &skips)?;
-    let codes = preimage::extract::extract(&loaded, &folder, layer, batch, dev)?;
-    codes.write(out)?;
-    println!("wrote {} codes at {} to {}", codes.len(), layer.join(", "), out.display());
+    let n = preimage::extract::extract_to_file(&loaded, &folder, layer, batch, dev, out)?;
+    println!("wrote {n} codes at {} to {}", layer.join(", "), out.display());
     skips.report();
     Ok(())
 }

@@ -1,8 +1,11 @@
 //! Reading and writing safetensors files (weights and code files) as plain f32/i64 arrays.
 use anyhow::{bail, Context, Result};
-use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use safetensors::tensor::{Dtype, SafeTensors};
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 
 /// A tensor read from or written to a file, in row-major order.
 #[derive(Clone, Debug, PartialEq)]
@@ -55,23 +58,170 @@ pub fn read(path: &Path) -> Result<(BTreeMap<String, Array>, HashMap<String, Str
     Ok((out, metadata))
 }
 
-/// Write tensors and metadata atomically (temp file + rename).
-pub fn write(path: &Path, tensors: &[(String, Array)], metadata: &HashMap<String, String>) -> Result<()> {
-    let bytes: Vec<(String, Vec<u8>, Dtype, Vec<usize>)> = tensors
-        .iter()
-        .map(|(name, a)| match a {
-            Array::F32 { shape, data } => (name.clone(), data.iter().flat_map(|v| v.to_le_bytes()).collect(), Dtype::F32, shape.clone()),
-            Array::I64 { shape, data } => (name.clone(), data.iter().flat_map(|v| v.to_le_bytes()).collect(), Dtype::I64, shape.clone()),
+/// Write tensors and metadata atomically (temp file + rename), streaming each tensor's bytes
+/// from memory: no serialized copy of the file is built (a code file can be most of memory).
+pub fn write<A: Borrow<Array>>(path: &Path, tensors: &[(String, A)], metadata: &HashMap<String, String>) -> Result<()> {
+    let entries: Vec<Entry> = tensors.iter().map(|(name, a)| Entry::of(name, a.borrow())).collect();
+    let head = header(&entries, metadata).with_context(|| format!("building {}", path.display()))?;
+    crate::util::write_atomic_with(path, |w| {
+        w.write_all(&head)?;
+        for (_, a) in tensors {
+            match a.borrow() {
+                Array::F32 { data, .. } => write_le(w, data, |v| v.to_le_bytes())?,
+                Array::I64 { data, .. } => write_le(w, data, |v| v.to_le_bytes())?,
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Writes a safetensors file whose f32 tensors arrive a few rows at a time (code extraction),
+/// without holding them: the rows of each tensor go to a part file beside `path`
+/// (`<name>.<i>.part`), and [`RowWriter::finish`] writes the file from them (temp file +
+/// rename), then removes the parts. Dropped unfinished, it removes the parts and writes nothing.
+pub struct RowWriter {
+    path: PathBuf,
+    parts: Vec<Part>,
+}
+
+struct Part {
+    name: String,
+    /// Shape of one row.
+    item_shape: Vec<usize>,
+    rows: usize,
+    path: PathBuf,
+    file: Option<BufWriter<File>>,
+}
+
+impl RowWriter {
+    pub fn new(path: &Path) -> Self {
+        RowWriter { path: path.to_path_buf(), parts: Vec::new() }
+    }
+
+    /// Append rows (`values.len()` a multiple of the row size) to tensor `name`, whose rows have
+    /// shape `item_shape`: the same for every call with this name.
+    pub fn append(&mut self, name: &str, item_shape: &[usize], values: &[f32]) -> Result<()> {
+        let row: usize = item_shape.iter().product();
+        if row == 0 || values.len() % row != 0 {
+            bail!("{}: {} values for '{name}' are not whole rows of shape {item_shape:?}", self.path.display(), values.len());
+        }
+        let i = match self.parts.iter().position(|p| p.name == name) {
+            Some(i) => i,
+            None => {
+                let mut file_name = self.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+                file_name.push(format!(".{}.part", self.parts.len()));
+                let path = self.path.with_file_name(file_name);
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
+                }
+                let file = File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                self.parts.push(Part { name: name.to_string(), item_shape: item_shape.to_vec(), rows: 0, path, file: Some(BufWriter::new(file)) });
+                self.parts.len() - 1
+            }
+        };
+        let part = &mut self.parts[i];
+        if part.item_shape != item_shape {
+            bail!("{}: rows of '{name}' changed shape from {:?} to {item_shape:?}", self.path.display(), part.item_shape);
+        }
+        let file = part.file.as_mut().expect("open until finish");
+        write_le(file, values, |v| v.to_le_bytes()).with_context(|| format!("writing {}", part.path.display()))?;
+        part.rows += values.len() / row;
+        Ok(())
+    }
+
+    /// Write the file: the appended tensors (`[rows, ...item_shape]`, in order of first append),
+    /// then `extra` (small tensors held in memory), and `metadata`.
+    pub fn finish<A: Borrow<Array>>(mut self, extra: &[(String, A)], metadata: &HashMap<String, String>) -> Result<()> {
+        let mut entries = Vec::new();
+        for p in &mut self.parts {
+            let mut file = p.file.take().expect("open until finish");
+            file.flush().with_context(|| format!("writing {}", p.path.display()))?;
+            let mut shape = vec![p.rows];
+            shape.extend(&p.item_shape);
+            entries.push(Entry { name: p.name.clone(), dtype: Dtype::F32, shape, bytes: p.rows * p.item_shape.iter().product::<usize>() * 4 });
+        }
+        entries.extend(extra.iter().map(|(name, a)| Entry::of(name, a.borrow())));
+        let head = header(&entries, metadata).with_context(|| format!("building {}", self.path.display()))?;
+        crate::util::write_atomic_with(&self.path, |w| {
+            w.write_all(&head)?;
+            for p in &self.parts {
+                std::io::copy(&mut File::open(&p.path)?, w)?;
+            }
+            for (_, a) in extra {
+                match a.borrow() {
+                    Array::F32 { data, .. } => write_le(w, data, |v| v.to_le_bytes())?,
+                    Array::I64 { data, .. } => write_le(w, data, |v| v.to_le_bytes())?,
+                }
+            }
+            Ok(())
         })
-        .collect();
-    let views: Vec<(String, TensorView)> = bytes
-        .iter()
-        .map(|(n, b, dt, s)| Ok((n.clone(), TensorView::new(*dt, s.clone(), b)?)))
-        .collect::<std::result::Result<_, safetensors::SafeTensorError>>()
-        .map_err(|e| anyhow::anyhow!("building {}: {e}", path.display()))?;
-    let meta = if metadata.is_empty() { None } else { Some(metadata.clone()) };
-    let data = safetensors::serialize(views, &meta).map_err(|e| anyhow::anyhow!("serializing {}: {e}", path.display()))?;
-    crate::util::write_atomic(path, &data)
+    }
+}
+
+impl Drop for RowWriter {
+    fn drop(&mut self) {
+        for p in &mut self.parts {
+            drop(p.file.take());
+            let _ = std::fs::remove_file(&p.path);
+        }
+    }
+}
+
+/// One tensor's header entry.
+struct Entry {
+    name: String,
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: usize,
+}
+
+impl Entry {
+    fn of(name: &str, a: &Array) -> Self {
+        let (dtype, size) = match a {
+            Array::F32 { data, .. } => (Dtype::F32, data.len() * 4),
+            Array::I64 { data, .. } => (Dtype::I64, data.len() * 8),
+        };
+        Entry { name: name.to_string(), dtype, shape: a.shape().to_vec(), bytes: size }
+    }
+}
+
+/// The safetensors header for `entries` laid out in order: its length (u64 LE), then the JSON,
+/// padded with spaces to a multiple of 8 bytes as the format's own writer does.
+fn header(entries: &[Entry], metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
+    let mut json = serde_json::Map::new();
+    if !metadata.is_empty() {
+        json.insert("__metadata__".into(), serde_json::to_value(metadata)?);
+    }
+    let mut offset = 0;
+    for e in entries {
+        let numel: usize = e.shape.iter().product();
+        let width = if e.dtype == Dtype::I64 { 8 } else { 4 };
+        if numel * width != e.bytes {
+            bail!("tensor '{}': shape {:?} does not hold {} bytes", e.name, e.shape, e.bytes);
+        }
+        if json.contains_key(&e.name) {
+            bail!("tensor '{}' appears twice", e.name);
+        }
+        let dtype = if e.dtype == Dtype::I64 { "I64" } else { "F32" };
+        json.insert(e.name.clone(), serde_json::json!({ "dtype": dtype, "shape": e.shape, "data_offsets": [offset, offset + e.bytes] }));
+        offset += e.bytes;
+    }
+    let mut text = serde_json::to_vec(&json)?;
+    text.resize(text.len().div_ceil(8) * 8, b' ');
+    let mut out = (text.len() as u64).to_le_bytes().to_vec();
+    out.extend(text);
+    Ok(out)
+}
+
+/// Write numbers as little-endian bytes through a small buffer (no copy of the whole slice).
+fn write_le<T: Copy, const N: usize>(w: &mut impl Write, data: &[T], le: impl Fn(T) -> [u8; N]) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(N * 16384);
+    for chunk in data.chunks(16384) {
+        buf.clear();
+        buf.extend(chunk.iter().flat_map(|&v| le(v)));
+        w.write_all(&buf)?;
+    }
+    Ok(())
 }
 
 fn f16_to_f32(h: u16) -> f32 {
@@ -116,5 +266,44 @@ mod tests {
         assert_eq!(f16_to_f32(0x3c00), 1.0);
         assert_eq!(f16_to_f32(0xc000), -2.0);
         assert!((f16_to_f32(0x0001) - 5.96e-8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rows_streamed_to_a_file_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("codes.safetensors");
+        let mut w = RowWriter::new(&p);
+        // Two tensors appended in interleaved batches of 2 and 1 rows.
+        w.append("fc", &[3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+        w.append("conv", &[2, 1], &[-1.0, -2.0, -3.0, -4.0]).unwrap();
+        w.append("fc", &[3], &[7.0, 8.0, 9.0]).unwrap();
+        w.append("conv", &[2, 1], &[-5.0, -6.0]).unwrap();
+        assert!(!p.exists(), "nothing at the target before finish");
+        let err = w.append("fc", &[2], &[0.0, 0.0]).unwrap_err().to_string();
+        assert!(err.contains("'fc'") && err.contains("[3]") && err.contains("[2]"), "{err}");
+        let err = w.append("fc", &[3], &[0.0; 4]).unwrap_err().to_string();
+        assert!(err.contains("4 values") && err.contains("codes.safetensors"), "{err}");
+        let label = Array::I64 { shape: vec![3], data: vec![2, -1, 0] };
+        w.finish(&[("label".to_string(), &label)], &HashMap::from([("ids".to_string(), "[]".to_string())])).unwrap();
+        let (back, meta) = read(&p).unwrap();
+        assert_eq!(back["fc"], Array::F32 { shape: vec![3, 3], data: (1..=9).map(|v| v as f32).collect() });
+        assert_eq!(back["conv"], Array::F32 { shape: vec![3, 2, 1], data: (1..=6).map(|v| -v as f32).collect() });
+        assert_eq!(back["label"], label);
+        assert_eq!(meta["ids"], "[]");
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(left, vec![std::ffi::OsString::from("codes.safetensors")], "part files removed");
+    }
+
+    #[test]
+    fn an_unfinished_row_writer_leaves_the_old_file_and_no_parts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("codes.safetensors");
+        let old = vec![("a".to_string(), Array::F32 { shape: vec![1], data: vec![42.0] })];
+        write(&p, &old, &HashMap::new()).unwrap();
+        let mut w = RowWriter::new(&p);
+        w.append("a", &[1], &[1.0, 2.0]).unwrap();
+        drop(w); // a run that failed before its last batch
+        assert_eq!(read(&p).unwrap().0["a"], old[0].1);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "part files removed");
     }
 }

@@ -6,11 +6,26 @@ use std::path::{Path, PathBuf};
 /// Write `bytes` to `path` atomically: a temp file in the same folder, then rename, so a
 /// killed run never leaves a half-written file where a good one was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_with(path, |w| std::io::Write::write_all(w, bytes))
+}
+
+/// [`write_atomic`] for content written piece by piece: `fill` writes into the temp file, which
+/// replaces `path` only when it succeeded (a failed one is removed; `path` keeps its old content).
+pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>) -> Result<()> {
+    use std::io::Write;
     let tmp = tmp_path(path);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
     }
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    let written = std::fs::File::create(&tmp).and_then(|f| {
+        let mut w = std::io::BufWriter::new(f);
+        fill(&mut w)?;
+        w.flush()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("writing {}", tmp.display()));
+    }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
 
@@ -93,6 +108,21 @@ pub fn quiet_broken_pipe() {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_failed_atomic_write_keeps_the_old_file_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("out.bin");
+        super::write_atomic(&p, b"good").unwrap();
+        let err = super::write_atomic_with(&p, |w| {
+            std::io::Write::write_all(w, b"half")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("out.bin.tmp") && format!("{err:#}").contains("disk full"), "{err:#}");
+        assert_eq!(std::fs::read(&p).unwrap(), b"good");
+        assert!(!super::tmp_path(&p).exists());
+    }
+
     #[test]
     fn on_cpu_workers_runs_on_a_worker_and_returns() {
         let (index, sum) = super::on_cpu_workers(|| (rayon::current_thread_index(), (1..=100u32).sum::<u32>()));

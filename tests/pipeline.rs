@@ -99,6 +99,21 @@ fn train_extract_and_resume() {
     let again = dir.path().join("again.safetensors");
     cf.write(&again).unwrap();
     assert_eq!(CodeFile::read(&again).unwrap(), cf);
+    // The file the command streamed batch by batch holds what extraction in memory gives, and
+    // no part file is left beside it.
+    let device = Default::default();
+    let loaded = preimage::encoder::load::<preimage::device::Cpu>("posenet", &preimage::encoder::WeightSource::Run(run.clone()), None, &device).unwrap();
+    let folder = preimage::data::folder::ImageFolder::open(&data, &preimage::data::folder::SkipLog::new()).unwrap();
+    let taps = ["conv5".to_string(), "fc7".to_string()];
+    let mut in_memory = preimage::extract::extract(&loaded, &folder, &taps, 7, &device).unwrap();
+    for (tap, a) in std::mem::take(&mut in_memory.codes) {
+        let (x, y) = (a.to_f32(), cf.tap(&tap).unwrap().to_f32());
+        assert_eq!(a.shape(), cf.tap(&tap).unwrap().shape(), "{tap}");
+        assert!(x.iter().zip(&y).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + x.abs())), "{tap} differs");
+    }
+    assert_eq!(in_memory, CodeFile { codes: Default::default(), ..cf.clone() });
+    let parts: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".part")).collect();
+    assert!(parts.is_empty(), "part files left: {parts:?}");
 
     // Unknown tap: error listing valid ones.
     let (success, text) = preimage(&["extract", "--encoder", "posenet", "--run", s(&run), "--layer", "fc9", "--data", s(&data), "--out", s(&codes)]);

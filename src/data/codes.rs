@@ -77,8 +77,16 @@ impl CodeFile {
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
+        let (extra, meta) = self.labels_poses_and_metadata()?;
+        let tensors: Vec<(String, &Array)> = self.codes.iter().map(|(k, v)| (k.clone(), v)).chain(extra.iter().map(|(k, v)| (k.clone(), v))).collect();
+        tensorfile::write(path, &tensors, &meta)
+    }
+
+    /// What is written beside the codes: the `label` and `pose` tensors (when known) and the
+    /// metadata. Public to the crate for extraction, which streams the codes themselves.
+    pub(crate) fn labels_poses_and_metadata(&self) -> Result<(Vec<(String, Array)>, HashMap<String, String>)> {
         let n = self.len();
-        let mut tensors: Vec<(String, Array)> = self.codes.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut tensors = Vec::new();
         if let Some(l) = &self.labels {
             tensors.push(("label".into(), Array::I64 { shape: vec![n], data: l.clone() }));
         }
@@ -86,7 +94,7 @@ impl CodeFile {
             tensors.push(("pose".into(), Array::F32 { shape: vec![n, 2], data: p.iter().flatten().copied().collect() }));
         }
         let pv = &self.provenance;
-        let meta: HashMap<String, String> = HashMap::from([
+        let mut meta: HashMap<String, String> = HashMap::from([
             ("ids".into(), serde_json::to_string(&self.ids)?),
             ("encoder".into(), pv.encoder.clone()),
             ("weights_sha256".into(), pv.weights_sha256.clone()),
@@ -95,13 +103,12 @@ impl CodeFile {
             ("classes".into(), serde_json::to_string(&pv.classes)?),
             ("spec".into(), pv.spec.clone()),
         ]);
-        let mut meta = meta;
         for (k, v) in [("data_root", &pv.data_root), ("weights_path", &pv.weights_path)] {
             if let Some(v) = v {
                 meta.insert(k.into(), v.clone());
             }
         }
-        tensorfile::write(path, &tensors, &meta)
+        Ok((tensors, meta))
     }
 
     pub fn read(path: &Path) -> Result<Self> {
