@@ -1,10 +1,10 @@
 //! Reading and writing safetensors files (weights and code files) as plain f32/i64 arrays.
 use anyhow::{bail, Context, Result};
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::{Dtype, Metadata, TensorInfo};
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 /// A tensor read from or written to a file, in row-major order.
@@ -30,32 +30,81 @@ impl Array {
 }
 
 /// Read every tensor and the `__metadata__` of a safetensors file. Half precision and f64
-/// are converted to f32; integer types to i64.
+/// are converted to f32; integer types to i64. Tensors are read from the file a megabyte at a
+/// time into their arrays, so memory peaks at the arrays themselves (not twice: a code file can
+/// be most of memory).
 pub fn read(path: &Path) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
-    let st = SafeTensors::deserialize(&bytes)
-        .map_err(|e| anyhow::anyhow!("{} is not a valid safetensors file: {e}", path.display()))?;
+    let invalid = |why: String| anyhow::anyhow!("{} is not a valid safetensors file: {why}", path.display());
+    let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
+    let file_len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    let mut f = BufReader::new(file);
+    let mut n8 = [0u8; 8];
+    f.read_exact(&mut n8).map_err(|_| invalid(format!("{file_len} bytes, shorter than the header's length")))?;
+    let n = u64::from_le_bytes(n8);
+    // The format's own limit on the header (100 MB).
+    if n > 100_000_000 || n > file_len - 8 {
+        return Err(invalid(format!("header length {n} does not fit a file of {file_len} bytes")));
+    }
+    let mut head = vec![0; n as usize];
+    f.read_exact(&mut head).with_context(|| format!("reading {}", path.display()))?;
+    let meta: Metadata = serde_json::from_slice(&head).map_err(|e| invalid(format!("header: {e}")))?;
+    // Tensors in file order; their bytes must tile the data section exactly.
+    let mut tensors: Vec<(String, &TensorInfo)> = meta.tensors().into_iter().collect();
+    tensors.sort_by_key(|(_, info)| info.data_offsets);
+    let mut end = 0;
+    for (name, info) in &tensors {
+        let (start, stop) = info.data_offsets;
+        let numel = info.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if start != end || numel.and_then(|n| n.checked_mul(info.dtype.size())) != Some(stop.wrapping_sub(start)) {
+            return Err(invalid(format!("tensor '{name}': offsets {start}..{stop} do not follow the previous tensor or hold its shape {:?}", info.shape)));
+        }
+        end = stop;
+    }
+    if 8 + n + end as u64 != file_len {
+        return Err(invalid(format!("the tensors end at byte {}, the file at {file_len}", 8 + n + end as u64)));
+    }
     let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        let shape = view.shape().to_vec();
-        let d = view.data();
-        let arr = match view.dtype() {
-            Dtype::F32 => Array::F32 { shape, data: d.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() },
-            Dtype::F64 => Array::F32 { shape, data: d.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect() },
-            Dtype::F16 => Array::F32 { shape, data: d.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect() },
-            Dtype::BF16 => Array::F32 { shape, data: d.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16)).collect() },
-            Dtype::I64 => Array::I64 { shape, data: d.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect() },
-            Dtype::I32 => Array::I64 { shape, data: d.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64).collect() },
-            Dtype::U8 => Array::I64 { shape, data: d.iter().map(|&v| v as i64).collect() },
-            Dtype::BOOL => Array::I64 { shape, data: d.iter().map(|&v| v as i64).collect() },
+    for (name, info) in tensors {
+        let shape = info.shape.clone();
+        let numel: usize = shape.iter().product();
+        let mut read = |width: usize, mut put: Box<dyn FnMut(&[u8]) + '_>| -> Result<()> {
+            let mut buf = vec![0u8; (1 << 20) / width * width];
+            let mut left = numel * width;
+            while left > 0 {
+                let chunk = &mut buf[..left.min(1 << 20) / width * width];
+                f.read_exact(chunk).with_context(|| format!("reading tensor '{name}' of {}", path.display()))?;
+                put(chunk);
+                left -= chunk.len();
+            }
+            Ok(())
+        };
+        let arr = match info.dtype {
+            Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16 => {
+                let mut data = Vec::with_capacity(numel);
+                let dtype = info.dtype;
+                read(dtype.size(), Box::new(|b: &[u8]| match dtype {
+                    Dtype::F32 => data.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()))),
+                    Dtype::F64 => data.extend(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)),
+                    Dtype::F16 => data.extend(b.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))),
+                    _ => data.extend(b.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))),
+                }))?;
+                Array::F32 { shape, data }
+            }
+            Dtype::I64 | Dtype::I32 | Dtype::U8 | Dtype::BOOL => {
+                let mut data = Vec::with_capacity(numel);
+                let dtype = info.dtype;
+                read(dtype.size(), Box::new(|b: &[u8]| match dtype {
+                    Dtype::I64 => data.extend(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()))),
+                    Dtype::I32 => data.extend(b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)),
+                    _ => data.extend(b.iter().map(|&v| v as i64)),
+                }))?;
+                Array::I64 { shape, data }
+            }
             other => bail!("{}: tensor '{name}' has unsupported dtype {other:?}", path.display()),
         };
         out.insert(name, arr);
     }
-    let metadata = meta.metadata().clone().unwrap_or_default();
-    Ok((out, metadata))
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
 
 /// Write tensors and metadata atomically (temp file + rename), streaming each tensor's bytes
@@ -266,6 +315,28 @@ mod tests {
         assert_eq!(f16_to_f32(0x3c00), 1.0);
         assert_eq!(f16_to_f32(0xc000), -2.0);
         assert!((f16_to_f32(0x0001) - 5.96e-8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn damaged_files_are_errors_naming_the_file_and_the_fault() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.safetensors");
+        let t = vec![("w".to_string(), Array::F32 { shape: vec![300_000], data: vec![0.25; 300_000] })];
+        write(&p, &t, &HashMap::new()).unwrap();
+        let bytes = std::fs::read(&p).unwrap();
+        assert_eq!(read(&p).unwrap().0["w"], t[0].1, "a tensor over several read chunks");
+        let bad = dir.path().join("bad.safetensors");
+        let cases: [(&[u8], &str); 4] = [
+            (&bytes[..5], "shorter than the header"),
+            (&bytes[..bytes.len() - 4], "the file at"),
+            (&[8, 0, 0, 0, 0, 0, 0, 0, b'{', b'x'], "header length"),
+            (&[2, 0, 0, 0, 0, 0, 0, 0, b'{', b'x'], "header"),
+        ];
+        for (content, why) in cases {
+            std::fs::write(&bad, content).unwrap();
+            let err = format!("{:#}", read(&bad).unwrap_err());
+            assert!(err.contains("bad.safetensors") && err.contains("not a valid safetensors file") && err.contains(why), "{err}");
+        }
     }
 
     #[test]
