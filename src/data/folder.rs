@@ -33,7 +33,7 @@ pub const CLASSES_FILE: &str = "classes.csv";
 /// File extensions (lower-case) accepted at scan time. The actual format is then
 /// detected from the file content, so a mislabelled extension still decodes.
 pub const IMAGE_EXTENSIONS: &[&str] = &[
-    "png", "jpg", "jpeg", "jpe", "jfif", "bmp", "dib", "webp", "tif", "tiff", "gif",
+    "png", "jpg", "jpeg", "jpe", "jfif", "bmp", "dib", "webp", "tif", "tiff", "gif", "ppm", "pgm", "pbm", "pnm",
 ];
 
 /// Whether `path` has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
@@ -1055,7 +1055,10 @@ mod tests {
             .unwrap();
         rgb.save_with_format(d.path("x.gif"), ImageFormat::Gif)
             .unwrap();
-        for ext in ["png", "bmp", "webp", "tiff", "gif"] {
+        // Netpbm, as torchvision's ImageFolder takes them (GTSRB's images are PPM).
+        rgb.save_with_format(d.path("x.ppm"), ImageFormat::Pnm)
+            .unwrap();
+        for ext in ["png", "bmp", "webp", "tiff", "gif", "ppm"] {
             assert_constant(
                 &load_rgb(&d.0.join(format!("x.{ext}")), &PRE4).unwrap(),
                 c,
@@ -1105,6 +1108,11 @@ mod tests {
             1e-6,
             "gray",
         );
+        GrayImage::from_pixel(6, 6, image::Luma([77]))
+            .save(d.path("g.pgm"))
+            .unwrap();
+        assert_constant(&load_rgb(&d.0.join("g.pgm"), &PRE4).unwrap(), [77, 77, 77], 1e-6, "pgm");
+        assert!(["a.PPM", "b.pgm", "c.pbm", "d.pnm"].iter().all(|n| has_image_extension(Path::new(n))));
 
         // Gray + alpha, RGBA: alpha dropped, colour kept even where fully transparent.
         image::GrayAlphaImage::from_pixel(6, 6, image::LumaA([90, 0]))
