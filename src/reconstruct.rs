@@ -179,7 +179,8 @@ pub struct ReconstructOptions {
 /// the selection's order.
 pub fn reconstruct<B: Backend>(opts: &ReconstructOptions, device: &B::Device) -> Result<Vec<PathBuf>> {
     let rec = Reconstructor::<B>::load(&opts.decoder, device)?;
-    let file = CodeFile::read(&opts.codes).with_context(|| format!("reading codes {}", opts.codes.display()))?;
+    let file = CodeFile::read_tap(&opts.codes, &rec.info.tap)
+        .with_context(|| format!("{} inverts {} {} codes", opts.decoder.display(), rec.info.encoder, rec.info.tap))?;
     rec.info.codes_from(&file).with_context(|| format!("{} cannot decode {}", opts.decoder.display(), opts.codes.display()))?;
     let rows = opts.selection.rows(&file.ids)?;
     let [h, w] = rec.info.image_size;

@@ -34,6 +34,12 @@ impl Array {
 /// time into their arrays, so memory peaks at the arrays themselves (not twice: a code file can
 /// be most of memory).
 pub fn read(path: &Path) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
+    read_where(path, |_| true)
+}
+
+/// [`read`] of only the tensors whose names `keep` accepts (it sees every name in the file);
+/// the others are skipped on disk, never loaded.
+pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
     let invalid = |why: String| anyhow::anyhow!("{} is not a valid safetensors file: {why}", path.display());
     let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let file_len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
@@ -64,7 +70,14 @@ pub fn read(path: &Path) -> Result<(BTreeMap<String, Array>, HashMap<String, Str
         return Err(invalid(format!("the tensors end at byte {}, the file at {file_len}", 8 + n + end as u64)));
     }
     let mut out = BTreeMap::new();
+    let mut at = 0; // where the reader is in the data section
     for (name, info) in tensors {
+        if !keep(&name) {
+            continue;
+        }
+        let skip = info.data_offsets.0 - at;
+        f.seek_relative(skip as i64).with_context(|| format!("reading {}", path.display()))?;
+        at = info.data_offsets.1;
         let shape = info.shape.clone();
         let numel: usize = shape.iter().product();
         let mut read = |width: usize, mut put: Box<dyn FnMut(&[u8]) + '_>| -> Result<()> {

@@ -38,12 +38,19 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 
 /// Hex SHA-256 of a file (identifies the weights a code file came from).
 pub fn sha256_file(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    Ok(sha256_hex(&bytes))
+    // Streamed: code files can be larger than memory.
+    let mut hasher = Sha256::new();
+    std::fs::File::open(path)
+        .and_then(|mut f| std::io::copy(&mut f, &mut hasher))
+        .with_context(|| format!("reading {}", path.display()))?;
+    Ok(to_hex(&hasher.finalize()))
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+    to_hex(&Sha256::digest(bytes))
+}
+
+fn to_hex(digest: &[u8]) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -95,6 +95,13 @@ fn train_extract_and_resume() {
     assert_eq!(cf.provenance.encoder, "posenet");
     assert_eq!(cf.provenance.input_size, [32, 32]);
     assert_eq!(cf.provenance.weights_sha256, preimage::util::sha256_file(&run.join("encoder.safetensors")).unwrap());
+    // One tap alone: the others are not loaded; a missing tap names those the file holds.
+    let fc7 = CodeFile::read_tap(&codes, "fc7").unwrap();
+    assert_eq!(fc7.codes.keys().collect::<Vec<_>>(), ["fc7"]);
+    assert_eq!(fc7.codes["fc7"], cf.codes["fc7"]);
+    assert_eq!((&fc7.ids, &fc7.labels, &fc7.provenance), (&cf.ids, &cf.labels, &cf.provenance));
+    let err = format!("{:#}", CodeFile::read_tap(&codes, "fc6").unwrap_err());
+    assert!(err.contains("codes.safetensors") && err.contains("'fc6'") && err.contains("conv5, fc7"), "{err}");
     // Round trip through write/read keeps everything.
     let again = dir.path().join("again.safetensors");
     cf.write(&again).unwrap();

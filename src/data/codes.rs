@@ -112,7 +112,27 @@ impl CodeFile {
     }
 
     pub fn read(path: &Path) -> Result<Self> {
-        let (mut tensors, meta) = tensorfile::read(path)?;
+        Self::read_from(path, tensorfile::read(path)?)
+    }
+
+    /// [`CodeFile::read`] with only the codes at `tap` (other taps are skipped on disk: a file
+    /// of many taps can outgrow memory). A tap the file lacks is an error listing those it holds.
+    pub fn read_tap(path: &Path, tap: &str) -> Result<Self> {
+        let mut taps = Vec::new();
+        let read = tensorfile::read_where(path, |name| {
+            if !matches!(name, "label" | "pose") {
+                taps.push(name.to_string());
+            }
+            name == tap || matches!(name, "label" | "pose")
+        })?;
+        if !taps.iter().any(|t| t == tap) {
+            taps.sort();
+            bail!("{} has no tap '{tap}'; it holds: {}", path.display(), taps.join(", "));
+        }
+        Self::read_from(path, read)
+    }
+
+    fn read_from(path: &Path, (mut tensors, meta): (BTreeMap<String, Array>, HashMap<String, String>)) -> Result<Self> {
         let field = |k: &str| -> Result<&String> {
             meta.get(k).with_context(|| format!("{} is not a preimage code file: metadata '{k}' is missing", path.display()))
         };

@@ -87,7 +87,8 @@ pub fn edit<B: AutodiffBackend>(opts: &EditOptions, device: &B::Device) -> Resul
         bail!("no edit op given: pass --op \"scale 3=2\" (repeatable) or --ops FILE.toml");
     }
     let rec = Reconstructor::<B::InnerBackend>::load(&opts.decoder, device)?;
-    let file = CodeFile::read(&opts.codes).with_context(|| format!("reading codes {}", opts.codes.display()))?;
+    let file = CodeFile::read_tap(&opts.codes, &rec.info.tap)
+        .with_context(|| format!("{} inverts {} {} codes", opts.decoder.display(), rec.info.encoder, rec.info.tap))?;
     let data = rec.info.codes_from(&file).with_context(|| format!("{} cannot decode {}", opts.decoder.display(), opts.codes.display()))?;
     let codes = Codes { shape: &rec.info.code_shape, data };
     let selected = match &opts.selection {

@@ -8,6 +8,7 @@ use super::{Init, OptimizeConfig, Outcome, RunOptions};
 use crate::data::batch::preprocess_for;
 use crate::data::codes::CodeFile;
 use crate::encoder::Loaded;
+use crate::tensorfile::Array;
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -250,7 +251,7 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
 
 /// Row `index` of tap `layer` in a code file, checked against the encoder that will invert it.
 fn code_row<B: Backend>(path: &Path, index: usize, layer: &str, enc: &Loaded<impl Backend>, device: &B::Device) -> Result<Tensor<B, 2>> {
-    let file = CodeFile::read(path)?;
+    let file = CodeFile::read_tap(path, layer)?;
     let pv = &file.provenance;
     if pv.encoder != enc.net.spec.arch || pv.weights_sha256 != enc.weights_sha256 {
         bail!(
@@ -269,7 +270,10 @@ fn code_row<B: Backend>(path: &Path, index: usize, layer: &str, enc: &Loaded<imp
         bail!("--index {index} is out of range: {} holds {n} codes (0..={})", path.display(), n.saturating_sub(1));
     }
     let d: usize = shape[1..].iter().product();
-    let row = arr.to_f32()[index * d..(index + 1) * d].to_vec();
+    let row = match arr {
+        Array::F32 { data, .. } => data[index * d..(index + 1) * d].to_vec(),
+        other => other.to_f32()[index * d..(index + 1) * d].to_vec(),
+    };
     Ok(Tensor::from_data(TensorData::new(row, [1, d]), device))
 }
 

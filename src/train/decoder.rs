@@ -217,8 +217,8 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
     let tap = run.layer.clone();
     match &run.source {
         CodeSource::File { codes, data, encoder: enc_source } => {
-            let file = CodeFile::read(codes)?;
-            let arr = file.tap(&tap)?;
+            let mut file = CodeFile::read_tap(codes, &tap)?;
+            let arr = file.codes.remove(&tap).expect("read_tap keeps its tap");
             let code_shape = arr.shape()[1..].to_vec();
             let spec: EncoderSpec = serde_json::from_str(&file.provenance.spec).with_context(|| format!("{}: metadata 'spec' is not an encoder spec", codes.display()))?;
             let root = match (data, &file.provenance.data_root) {
@@ -265,7 +265,10 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                 "weights_sha256": file.provenance.weights_sha256,
                 "weights_path": file.provenance.weights_path,
             });
-            let codes_vec = arr.to_f32();
+            let codes_vec = match arr {
+                crate::tensorfile::Array::F32 { data, .. } => data,
+                other => other.to_f32(),
+            };
             Ok(Setup {
                 data: Data { pre: batch::preprocess_for(&spec), folder, records, item_of, code_dim: code_shape.iter().product(), codes: Some(codes_vec), encoder, tap },
                 weights_sha256: file.provenance.weights_sha256.clone(),
