@@ -113,6 +113,25 @@ fn training_checkpoints_with_wrappers_load() {
     }
 }
 
+/// `torch.save` keeps a tensor's strides: a model trained in channels_last saves its conv weights
+/// so, and views keep their offset into a larger storage. Read in row-major order regardless
+/// (burn-store's reader ignored strides: vendor/burn-store/PREIMAGE_PATCH.md).
+#[test]
+fn pth_tensors_are_read_through_their_strides() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/pth/strided.pth");
+    let sd = encoder::weights::read_state_dict(&path).unwrap().tensors;
+    let ramp = |n: usize| (0..n).map(|v| v as f32).collect::<Vec<_>>();
+    let want: [(&str, Vec<usize>, Vec<f32>); 4] = [
+        ("row_major", vec![2, 3], ramp(6)),
+        ("transposed", vec![3, 2], ramp(6)),
+        ("channels_last", vec![2, 3, 2, 2], ramp(24)),
+        ("offset_view", vec![2, 3], vec![7.0, 8.0, 9.0, 13.0, 14.0, 15.0]),
+    ];
+    for (name, shape, values) in want {
+        assert_eq!(sd[name], tensorfile::Array::F32 { shape, data: values }, "{name}");
+    }
+}
+
 #[test]
 fn own_checkpoint_round_trip_and_pytorch_layout() {
     let device = Default::default();

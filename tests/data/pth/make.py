@@ -1,0 +1,21 @@
+# Makes strided.pth: tensors whose storage order is not their row-major order, as torch.save
+# keeps them (tests/encoders.rs reads them; the test itself needs no PyTorch).
+# Values are 0, 1, 2, ... in row-major order (the view: 7 8 9 13 14 15), so a reader that
+# ignores strides or the storage offset fails.
+import torch
+
+def ar(*shape):
+    return torch.arange(float(torch.tensor(shape).prod())).reshape(shape)
+
+tensors = {
+    "row_major": ar(2, 3),
+    # A Linear weight stored transposed (column-major).
+    "transposed": ar(3, 2).t().contiguous().t(),
+    # A conv weight in channels_last memory format, as a model trained with it saves.
+    "channels_last": ar(2, 3, 2, 2).contiguous(memory_format=torch.channels_last),
+    # A view into the middle of a larger storage (offset 7, row stride 6): 7 8 9 / 13 14 15.
+    "offset_view": torch.arange(30.0).reshape(5, 6)[1:3, 1:4],
+}
+torch.save(tensors, "strided.pth")
+for k, v in tensors.items():
+    print(k, tuple(v.shape), v.stride(), v.storage_offset(), v.flatten().tolist())
