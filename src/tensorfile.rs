@@ -123,14 +123,33 @@ pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BT
 /// Write tensors and metadata atomically (temp file + rename), streaming each tensor's bytes
 /// from memory: no serialized copy of the file is built (a code file can be most of memory).
 pub fn write<A: Borrow<Array>>(path: &Path, tensors: &[(String, A)], metadata: &HashMap<String, String>) -> Result<()> {
-    let entries: Vec<Entry> = tensors.iter().map(|(name, a)| Entry::of(name, a.borrow())).collect();
+    let items = tensors.iter().map(|(name, a)| (Entry::of(name, a.borrow()), Bytes::Memory(a.borrow()))).collect();
+    write_items(path, items, metadata)
+}
+
+/// Where a tensor's bytes come from when the file is written.
+enum Bytes<'a> {
+    Memory(&'a Array),
+    /// A [`RowWriter`] part file, already little-endian f32.
+    Part(&'a Path),
+}
+
+/// Write the header and the tensors' bytes (temp file + rename). Wider types come first, as
+/// the format's own writer orders them, so that every tensor is aligned to its element size
+/// (readers that map the file in place need it).
+fn write_items(path: &Path, mut items: Vec<(Entry, Bytes)>, metadata: &HashMap<String, String>) -> Result<()> {
+    items.sort_by_key(|(e, _)| std::cmp::Reverse(e.dtype.size()));
+    let entries: Vec<&Entry> = items.iter().map(|(e, _)| e).collect();
     let head = header(&entries, metadata).with_context(|| format!("building {}", path.display()))?;
     crate::util::write_atomic_with(path, |w| {
         w.write_all(&head)?;
-        for (_, a) in tensors {
-            match a.borrow() {
-                Array::F32 { data, .. } => write_le(w, data, |v| v.to_le_bytes())?,
-                Array::I64 { data, .. } => write_le(w, data, |v| v.to_le_bytes())?,
+        for (_, bytes) in &items {
+            match bytes {
+                Bytes::Memory(Array::F32 { data, .. }) => write_le(w, data, |v| v.to_le_bytes())?,
+                Bytes::Memory(Array::I64 { data, .. }) => write_le(w, data, |v| v.to_le_bytes())?,
+                Bytes::Part(p) => {
+                    std::io::copy(&mut File::open(p)?, w)?;
+                }
             }
         }
         Ok(())
@@ -194,29 +213,19 @@ impl RowWriter {
     /// Write the file: the appended tensors (`[rows, ...item_shape]`, in order of first append),
     /// then `extra` (small tensors held in memory), and `metadata`.
     pub fn finish<A: Borrow<Array>>(mut self, extra: &[(String, A)], metadata: &HashMap<String, String>) -> Result<()> {
-        let mut entries = Vec::new();
         for p in &mut self.parts {
             let mut file = p.file.take().expect("open until finish");
             file.flush().with_context(|| format!("writing {}", p.path.display()))?;
+        }
+        let mut items: Vec<(Entry, Bytes)> = Vec::new();
+        for p in &self.parts {
             let mut shape = vec![p.rows];
             shape.extend(&p.item_shape);
-            entries.push(Entry { name: p.name.clone(), dtype: Dtype::F32, shape, bytes: p.rows * p.item_shape.iter().product::<usize>() * 4 });
+            let bytes = p.rows * p.item_shape.iter().product::<usize>() * 4;
+            items.push((Entry { name: p.name.clone(), dtype: Dtype::F32, shape, bytes }, Bytes::Part(&p.path)));
         }
-        entries.extend(extra.iter().map(|(name, a)| Entry::of(name, a.borrow())));
-        let head = header(&entries, metadata).with_context(|| format!("building {}", self.path.display()))?;
-        crate::util::write_atomic_with(&self.path, |w| {
-            w.write_all(&head)?;
-            for p in &self.parts {
-                std::io::copy(&mut File::open(&p.path)?, w)?;
-            }
-            for (_, a) in extra {
-                match a.borrow() {
-                    Array::F32 { data, .. } => write_le(w, data, |v| v.to_le_bytes())?,
-                    Array::I64 { data, .. } => write_le(w, data, |v| v.to_le_bytes())?,
-                }
-            }
-            Ok(())
-        })
+        items.extend(extra.iter().map(|(name, a)| (Entry::of(name, a.borrow()), Bytes::Memory(a.borrow()))));
+        write_items(&self.path, items, metadata)
     }
 }
 
@@ -249,7 +258,7 @@ impl Entry {
 
 /// The safetensors header for `entries` laid out in order: its length (u64 LE), then the JSON,
 /// padded with spaces to a multiple of 8 bytes as the format's own writer does.
-fn header(entries: &[Entry], metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
+fn header(entries: &[&Entry], metadata: &HashMap<String, String>) -> Result<Vec<u8>> {
     let mut json = serde_json::Map::new();
     if !metadata.is_empty() {
         json.insert("__metadata__".into(), serde_json::to_value(metadata)?);
@@ -257,7 +266,7 @@ fn header(entries: &[Entry], metadata: &HashMap<String, String>) -> Result<Vec<u
     let mut offset = 0;
     for e in entries {
         let numel: usize = e.shape.iter().product();
-        let width = if e.dtype == Dtype::I64 { 8 } else { 4 };
+        let width = e.dtype.size();
         if numel * width != e.bytes {
             bail!("tensor '{}': shape {:?} does not hold {} bytes", e.name, e.shape, e.bytes);
         }
@@ -374,6 +383,13 @@ mod tests {
         assert_eq!(back["conv"], Array::F32 { shape: vec![3, 2, 1], data: (1..=6).map(|v| -v as f32).collect() });
         assert_eq!(back["label"], label);
         assert_eq!(meta["ids"], "[]");
+        // The i64 tensor is laid out first, so aligned to 8 bytes though 15 floats precede it
+        // in append order.
+        let bytes = std::fs::read(&p).unwrap();
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let head: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+        assert_eq!(head["label"]["data_offsets"][0], 0, "{head}");
+        assert_eq!(n % 8, 0);
         let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(left, vec![std::ffi::OsString::from("codes.safetensors")], "part files removed");
     }
