@@ -78,46 +78,38 @@ pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BT
         let skip = info.data_offsets.0 - at;
         f.seek_relative(skip as i64).with_context(|| format!("reading {}", path.display()))?;
         at = info.data_offsets.1;
-        let shape = info.shape.clone();
-        let numel: usize = shape.iter().product();
-        let mut read = |width: usize, mut put: Box<dyn FnMut(&[u8]) + '_>| -> Result<()> {
-            let mut buf = vec![0u8; (1 << 20) / width * width];
-            let mut left = numel * width;
-            while left > 0 {
-                let chunk = &mut buf[..left.min(1 << 20) / width * width];
-                f.read_exact(chunk).with_context(|| format!("reading tensor '{name}' of {}", path.display()))?;
-                put(chunk);
-                left -= chunk.len();
-            }
-            Ok(())
-        };
+        let (shape, n) = (info.shape.clone(), info.shape.iter().product());
+        let f32s = |data| Array::F32 { shape: shape.clone(), data };
+        let i64s = |data| Array::I64 { shape: shape.clone(), data };
         let arr = match info.dtype {
-            Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16 => {
-                let mut data = Vec::with_capacity(numel);
-                let dtype = info.dtype;
-                read(dtype.size(), Box::new(|b: &[u8]| match dtype {
-                    Dtype::F32 => data.extend(b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()))),
-                    Dtype::F64 => data.extend(b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)),
-                    Dtype::F16 => data.extend(b.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))),
-                    _ => data.extend(b.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))),
-                }))?;
-                Array::F32 { shape, data }
-            }
-            Dtype::I64 | Dtype::I32 | Dtype::U8 | Dtype::BOOL => {
-                let mut data = Vec::with_capacity(numel);
-                let dtype = info.dtype;
-                read(dtype.size(), Box::new(|b: &[u8]| match dtype {
-                    Dtype::I64 => data.extend(b.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap()))),
-                    Dtype::I32 => data.extend(b.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap()) as i64)),
-                    _ => data.extend(b.iter().map(|&v| v as i64)),
-                }))?;
-                Array::I64 { shape, data }
-            }
+            Dtype::F32 => read_elements(&mut f, n, |c: [u8; 4]| f32::from_le_bytes(c)).map(f32s),
+            Dtype::F64 => read_elements(&mut f, n, |c: [u8; 8]| f64::from_le_bytes(c) as f32).map(f32s),
+            Dtype::F16 => read_elements(&mut f, n, |c: [u8; 2]| f16_to_f32(u16::from_le_bytes(c))).map(f32s),
+            Dtype::BF16 => read_elements(&mut f, n, |c: [u8; 2]| f32::from_bits((u16::from_le_bytes(c) as u32) << 16)).map(f32s),
+            Dtype::I64 => read_elements(&mut f, n, i64::from_le_bytes).map(i64s),
+            Dtype::I32 => read_elements(&mut f, n, |c: [u8; 4]| i32::from_le_bytes(c) as i64).map(i64s),
+            Dtype::U8 | Dtype::BOOL => read_elements(&mut f, n, |c: [u8; 1]| c[0] as i64).map(i64s),
             other => bail!("{}: tensor '{name}' has unsupported dtype {other:?}", path.display()),
-        };
+        }
+        .with_context(|| format!("reading tensor '{name}' of {}", path.display()))?;
         out.insert(name, arr);
     }
     Ok((out, meta.metadata().clone().unwrap_or_default()))
+}
+
+/// `n` little-endian elements of `W` bytes from `f`, each converted by `one`, read a megabyte
+/// at a time (no second copy of the tensor).
+fn read_elements<T, const W: usize>(f: &mut impl Read, n: usize, one: impl Fn([u8; W]) -> T) -> std::io::Result<Vec<T>> {
+    let mut out = Vec::with_capacity(n);
+    let mut buf = vec![0u8; (1 << 20) / W * W];
+    let mut left = n * W;
+    while left > 0 {
+        let chunk = &mut buf[..left.min((1 << 20) / W * W)];
+        f.read_exact(chunk)?;
+        out.extend(chunk.chunks_exact(W).map(|c| one(c.try_into().unwrap())));
+        left -= chunk.len();
+    }
+    Ok(out)
 }
 
 /// Write tensors and metadata atomically (temp file + rename), streaming each tensor's bytes
