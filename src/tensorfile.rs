@@ -115,8 +115,8 @@ fn read_elements<T, const W: usize>(f: &mut impl Read, n: usize, one: impl Fn([u
 /// Write tensors and metadata atomically (temp file + rename), streaming each tensor's bytes
 /// from memory: no serialized copy of the file is built (a code file can be most of memory).
 pub fn write<A: Borrow<Array>>(path: &Path, tensors: &[(String, A)], metadata: &HashMap<String, String>) -> Result<()> {
-    let items = tensors.iter().map(|(name, a)| (Entry::of(name, a.borrow()), Bytes::Memory(a.borrow()))).collect();
-    write_items(path, items, metadata)
+    let items = tensors.iter().map(|(name, a)| Ok((Entry::of(name, a.borrow())?, Bytes::Memory(a.borrow())))).collect::<Result<_>>();
+    write_items(path, items.with_context(|| format!("building {}", path.display()))?, metadata)
 }
 
 /// Where a tensor's bytes come from when the file is written.
@@ -202,8 +202,8 @@ impl RowWriter {
         Ok(())
     }
 
-    /// Write the file: the appended tensors (`[rows, ...item_shape]`, in order of first append),
-    /// then `extra` (small tensors held in memory), and `metadata`.
+    /// Write the file: the appended tensors (`[rows, ...item_shape]`), `extra` (small tensors
+    /// held in memory) and `metadata`, laid out as [`write`] lays them out.
     pub fn finish<A: Borrow<Array>>(mut self, extra: &[(String, A)], metadata: &HashMap<String, String>) -> Result<()> {
         for p in &mut self.parts {
             let mut file = p.file.take().expect("open until finish");
@@ -213,10 +213,12 @@ impl RowWriter {
         for p in &self.parts {
             let mut shape = vec![p.rows];
             shape.extend(&p.item_shape);
-            let bytes = p.rows * p.item_shape.iter().product::<usize>() * 4;
-            items.push((Entry { name: p.name.clone(), dtype: Dtype::F32, shape, bytes }, Bytes::Part(&p.path)));
+            items.push((Entry { name: p.name.clone(), dtype: Dtype::F32, shape }, Bytes::Part(&p.path)));
         }
-        items.extend(extra.iter().map(|(name, a)| (Entry::of(name, a.borrow()), Bytes::Memory(a.borrow()))));
+        for (name, a) in extra {
+            let entry = Entry::of(name, a.borrow()).with_context(|| format!("building {}", self.path.display()))?;
+            items.push((entry, Bytes::Memory(a.borrow())));
+        }
         write_items(&self.path, items, metadata)
     }
 }
@@ -235,16 +237,20 @@ struct Entry {
     name: String,
     dtype: Dtype,
     shape: Vec<usize>,
-    bytes: usize,
 }
 
 impl Entry {
-    fn of(name: &str, a: &Array) -> Self {
-        let (dtype, size) = match a {
-            Array::F32 { data, .. } => (Dtype::F32, data.len() * 4),
-            Array::I64 { data, .. } => (Dtype::I64, data.len() * 8),
+    /// The entry of an array whose data fills its shape (checked: the header is built from the
+    /// shape, the bytes written from the data).
+    fn of(name: &str, a: &Array) -> Result<Self> {
+        let (dtype, len) = match a {
+            Array::F32 { data, .. } => (Dtype::F32, data.len()),
+            Array::I64 { data, .. } => (Dtype::I64, data.len()),
         };
-        Entry { name: name.to_string(), dtype, shape: a.shape().to_vec(), bytes: size }
+        if a.shape().iter().product::<usize>() != len {
+            bail!("tensor '{name}': shape {:?} does not hold its {len} values", a.shape());
+        }
+        Ok(Entry { name: name.to_string(), dtype, shape: a.shape().to_vec() })
     }
 }
 
@@ -257,17 +263,13 @@ fn header(entries: &[&Entry], metadata: &HashMap<String, String>) -> Result<Vec<
     }
     let mut offset = 0;
     for e in entries {
-        let numel: usize = e.shape.iter().product();
-        let width = e.dtype.size();
-        if numel * width != e.bytes {
-            bail!("tensor '{}': shape {:?} does not hold {} bytes", e.name, e.shape, e.bytes);
-        }
+        let bytes = e.shape.iter().product::<usize>() * e.dtype.size();
         if json.contains_key(&e.name) {
             bail!("tensor '{}' appears twice", e.name);
         }
         let dtype = if e.dtype == Dtype::I64 { "I64" } else { "F32" };
-        json.insert(e.name.clone(), serde_json::json!({ "dtype": dtype, "shape": e.shape, "data_offsets": [offset, offset + e.bytes] }));
-        offset += e.bytes;
+        json.insert(e.name.clone(), serde_json::json!({ "dtype": dtype, "shape": e.shape, "data_offsets": [offset, offset + bytes] }));
+        offset += bytes;
     }
     let mut text = serde_json::to_vec(&json)?;
     text.resize(text.len().div_ceil(8) * 8, b' ');
@@ -326,6 +328,11 @@ mod tests {
         assert_eq!(back["a"], t[0].1);
         assert_eq!(back["b"], t[1].1);
         assert_eq!(m["k"], "v");
+        // Data that does not fill its shape is refused, and nothing is written.
+        let q = dir.path().join("bad.safetensors");
+        let err = format!("{:#}", write(&q, &[("x".to_string(), Array::F32 { shape: vec![2, 2], data: vec![1.0] })], &meta).unwrap_err());
+        assert!(err.contains("bad.safetensors") && err.contains("'x'") && err.contains("[2, 2]"), "{err}");
+        assert!(!q.exists());
         assert_eq!(f16_to_f32(0x3c00), 1.0);
         assert_eq!(f16_to_f32(0xc000), -2.0);
         assert!((f16_to_f32(0x0001) - 5.96e-8).abs() < 1e-9);
