@@ -203,7 +203,7 @@ impl RowWriter {
     }
 
     /// Write the file: the appended tensors (`[rows, ...item_shape]`), `extra` (small tensors
-    /// held in memory) and `metadata`, laid out as [`write`] lays them out.
+    /// held in memory) and `metadata`, laid out as [`write()`] lays them out.
     pub fn finish<A: Borrow<Array>>(mut self, extra: &[(String, A)], metadata: &HashMap<String, String>) -> Result<()> {
         for p in &mut self.parts {
             let mut file = p.file.take().expect("open until finish");
