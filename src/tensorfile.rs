@@ -20,6 +20,13 @@ impl Array {
             Array::F32 { shape, .. } | Array::I64 { shape, .. } => shape,
         }
     }
+    /// [`Array::to_f32`] without a copy when the data already is f32.
+    pub fn into_f32(self) -> Vec<f32> {
+        match self {
+            Array::F32 { data, .. } => data,
+            other => other.to_f32(),
+        }
+    }
     /// Float data (integers converted), for weights stored in any numeric dtype.
     pub fn to_f32(&self) -> Vec<f32> {
         match self {

@@ -265,10 +265,7 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                 "weights_sha256": file.provenance.weights_sha256,
                 "weights_path": file.provenance.weights_path,
             });
-            let codes_vec = match arr {
-                crate::tensorfile::Array::F32 { data, .. } => data,
-                other => other.to_f32(),
-            };
+            let codes_vec = arr.into_f32();
             Ok(Setup {
                 data: Data { pre: batch::preprocess_for(&spec), folder, records, item_of, code_dim: code_shape.iter().product(), codes: Some(codes_vec), encoder, tap },
                 weights_sha256: file.provenance.weights_sha256.clone(),
