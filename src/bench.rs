@@ -410,7 +410,7 @@ fn extraction<B: Backend>(opts: &BenchOptions, device: &B::Device) -> Result<Tim
         None => {
             tmp = std::env::temp_dir().join(format!("preimage-bench-{}", std::process::id()));
             let count = if opts.quick { 16 } else { 1024 };
-            crate::data::render::render_dataset(&tmp, &crate::data::render::RenderOptions { count, size: 64, seed: 0, classes: None, meshes: None, colours: Default::default() })?;
+            crate::data::render::render_dataset(&tmp, &crate::data::render::RenderOptions { count, size: 64, seed: 0, ..Default::default() })?;
             tmp.clone()
         }
     };

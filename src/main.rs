@@ -3,6 +3,7 @@ use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand};
 use preimage::data::folder::{ImageFolder, SkipLog};
+use preimage::data::meshes::Axis;
 use preimage::data::render::{render_dataset, Colours, RenderOptions};
 use preimage::device::DeviceSpec;
 use preimage::encoder::{self, WeightSource};
@@ -32,7 +33,9 @@ enum Command {
         size: u32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Render OBJ files from this folder instead (one class per file or per subfolder).
+        /// Render OBJ files from this folder instead: one class per file (`DIR/<class>.obj`) or
+        /// per subfolder, whose OBJ files at any depth are its instances (ShapeNet's
+        /// `<synset>/<model>/models/model_normalized.obj`). Y up, front towards +z.
         #[arg(long)]
         meshes: Option<PathBuf>,
         /// Comma-separated subset of classes.
@@ -42,6 +45,13 @@ enum Command {
         /// or `random` (any hue, independent of the class).
         #[arg(long, value_enum, default_value_t = Colours::Class)]
         colours: Colours,
+        /// The OBJ files' up axis (+x, -x, +y, -y, +z, -z), turned to +y.
+        #[arg(long, default_value = "+y", allow_hyphen_values = true)]
+        up: Axis,
+        /// The axis the OBJ files' front faces, turned to +z (azimuth 0 is a front view).
+        /// ShapeNetCore v2: -z.
+        #[arg(long, default_value = "+z", allow_hyphen_values = true)]
+        front: Axis,
     },
     /// Train the posenet encoder (classification + pose) on an image folder.
     TrainEncoder {
@@ -366,8 +376,8 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Render { out, count, size, seed, meshes, classes, colours } => {
-            let s = render_dataset(&out, &RenderOptions { count, size, seed, classes, meshes, colours })?;
+        Command::Render { out, count, size, seed, meshes, classes, colours, up, front } => {
+            let s = render_dataset(&out, &RenderOptions { count, size, seed, classes, meshes, colours, up, front })?;
             println!("{s}");
             Ok(())
         }

@@ -126,8 +126,8 @@ pub fn quickstart<B: AutodiffBackend>(opts: &QuickstartOptions, device: &B::Devi
     crate::util::write_atomic(&cfg_dir.join("posenet.toml"), crate::config::to_toml(&enc_cfg)?.as_bytes())?;
 
     st.run("render", &format!("render {} training and {} held-out images ({}×{})", p.images, p.held_out, p.size, p.size), || {
-        render_dataset(&data, &RenderOptions { count: p.images, size: p.size as u32, seed: opts.seed, classes: None, meshes: None, colours: Default::default() })?;
-        render_dataset(&held, &RenderOptions { count: p.held_out, size: p.size as u32, seed: opts.seed + 1, classes: None, meshes: None, colours: Default::default() })?;
+        render_dataset(&data, &RenderOptions { count: p.images, size: p.size as u32, seed: opts.seed, ..Default::default() })?;
+        render_dataset(&held, &RenderOptions { count: p.held_out, size: p.size as u32, seed: opts.seed + 1, ..Default::default() })?;
         Ok(())
     })?;
     st.run("posenet", "train posenet", || {

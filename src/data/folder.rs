@@ -433,13 +433,13 @@ fn split_csv_line(line: &str) -> std::result::Result<Vec<String>, String> {
 
 /// A parsed CSV file: header names (trimmed) and data rows with their 1-based line
 /// numbers. Blank lines are skipped; every row must have as many fields as the header.
-struct Csv {
-    header: Vec<String>,
-    rows: Vec<(usize, Vec<String>)>,
+pub(crate) struct Csv {
+    pub(crate) header: Vec<String>,
+    pub(crate) rows: Vec<(usize, Vec<String>)>,
 }
 
 impl Csv {
-    fn read(path: &Path) -> Result<Self> {
+    pub(crate) fn read(path: &Path) -> Result<Self> {
         let text =
             fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
         let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
@@ -473,7 +473,7 @@ impl Csv {
     }
 
     /// Index of a column by (case-insensitive) name.
-    fn column(&self, name: &str) -> Option<usize> {
+    pub(crate) fn column(&self, name: &str) -> Option<usize> {
         self.header
             .iter()
             .position(|h| h.eq_ignore_ascii_case(name))

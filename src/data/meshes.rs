@@ -487,15 +487,81 @@ fn star() -> Mesh {
 }
 
 // ---------------------------------------------------------------------------
+// Orientation
+// ---------------------------------------------------------------------------
+
+/// A signed coordinate axis (`+y`, `-z`, …; the `+` may be left out), to say which way a
+/// mesh file's up and front point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Axis {
+    /// 0 = x, 1 = y, 2 = z.
+    index: usize,
+    negative: bool,
+}
+
+impl Axis {
+    /// +y: up in our meshes (and ShapeNet's, Blender's OBJ export).
+    pub const UP: Axis = Axis { index: 1, negative: false };
+    /// +z: the front of our meshes, seen from the camera at azimuth 0.
+    pub const FRONT: Axis = Axis { index: 2, negative: false };
+
+    fn vector(self) -> [f32; 3] {
+        let mut v = [0.0; 3];
+        v[self.index] = if self.negative { -1.0 } else { 1.0 };
+        v
+    }
+}
+
+impl std::str::FromStr for Axis {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let (negative, name) = match s.trim() {
+            t if t.starts_with('-') => (true, &t[1..]),
+            t => (false, t.strip_prefix('+').unwrap_or(t)),
+        };
+        let index = match name.to_ascii_lowercase().as_str() {
+            "x" => 0,
+            "y" => 1,
+            "z" => 2,
+            _ => return Err(format!("{s:?} is not an axis; use +x, -x, +y, -y, +z or -z")),
+        };
+        Ok(Axis { index, negative })
+    }
+}
+
+impl std::fmt::Display for Axis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}{}", if self.negative { '-' } else { '+' }, ["x", "y", "z"][self.index])
+    }
+}
+
+impl Mesh {
+    /// Turns a mesh whose up is `up` and whose front faces `front` so that up is +y and
+    /// the front faces +z, as ours (a rotation: never mirrored).
+    pub fn oriented(self, up: Axis, front: Axis) -> Result<Mesh> {
+        if up.index == front.index {
+            bail!("up ({up}) and front ({front}) must be different axes");
+        }
+        let (u, f) = (up.vector(), front.vector());
+        // Rows: the source directions that become +x (= y × z), +y and +z.
+        let right = [u[1] * f[2] - u[2] * f[1], u[2] * f[0] - u[0] * f[2], u[0] * f[1] - u[1] * f[0]];
+        let dot = |a: [f32; 3], v: [f32; 3]| a[0] * v[0] + a[1] * v[1] + a[2] * v[2];
+        Ok(self.map(|v| [dot(right, v), dot(u, v), dot(f, v)]))
+    }
+}
+
+// ---------------------------------------------------------------------------
 // OBJ loading
 // ---------------------------------------------------------------------------
 
 /// Loads an OBJ file (all objects/groups merged, polygons triangulated),
-/// normalized to the unit sphere. Materials are ignored.
+/// normalized to the unit sphere. Materials and textures are ignored, and so are
+/// bytes that are not UTF-8 (exporters write names and comments in local code pages).
 // The `as f32` casts matter when tobj's `use_f64` feature is on.
 #[allow(clippy::unnecessary_cast)]
 pub fn load_obj(path: impl AsRef<Path>) -> Result<Mesh> {
     let path = path.as_ref();
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read OBJ file {}", path.display()))?;
     // `..Default::default()` keeps this compiling when tobj's optional features add fields.
     #[allow(clippy::needless_update)]
     let opts = tobj::LoadOptions {
@@ -505,8 +571,12 @@ pub fn load_obj(path: impl AsRef<Path>) -> Result<Mesh> {
         ignore_lines: true,
         ..Default::default()
     };
-    let (models, _materials) = tobj::load_obj(path, &opts)
-        .map_err(|e| anyhow::anyhow!("failed to load OBJ file {}: {e}", path.display()))?;
+    let text = String::from_utf8_lossy(&bytes);
+    // Materials are never read: a missing .mtl beside the file (common) is no error.
+    let (models, _materials) = tobj::load_obj_buf(&mut text.as_bytes(), &opts, |_| {
+        Err(tobj::LoadError::OpenFileFailed)
+    })
+    .map_err(|e| anyhow::anyhow!("failed to load OBJ file {}: {e}", path.display()))?;
     let mut mesh = Mesh::default();
     for model in &models {
         let m = &model.mesh;
@@ -537,20 +607,46 @@ fn is_obj(path: &Path) -> bool {
             .is_some_and(|e| e.eq_ignore_ascii_case("obj"))
 }
 
-/// Sorted entries of a directory (sorted so results do not depend on the filesystem).
+/// Names skipped when looking for meshes: hidden files and folders, and the resource
+/// forks macOS puts in zip files (`__MACOSX/._model.obj` is not an OBJ file).
+fn is_skipped(path: &Path) -> bool {
+    path.file_name()
+        .map(|n| n.to_string_lossy())
+        .is_some_and(|n| n.starts_with('.') || n == "__MACOSX")
+}
+
+/// Sorted entries of a directory (sorted so results do not depend on the filesystem),
+/// without the skipped names.
 fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir)
         .with_context(|| format!("cannot read mesh directory {}", dir.display()))?
     {
-        out.push(
-            entry
-                .with_context(|| format!("cannot read mesh directory {}", dir.display()))?
-                .path(),
-        );
+        let path = entry
+            .with_context(|| format!("cannot read mesh directory {}", dir.display()))?
+            .path();
+        if !is_skipped(&path) {
+            out.push(path);
+        }
     }
     out.sort();
     Ok(out)
+}
+
+/// Deepest folder level searched below a class folder; ShapeNet needs 2
+/// (`<model>/models/`), and a limit keeps a symlink loop from running forever.
+const MAX_MESH_DEPTH: usize = 8;
+
+/// Appends the OBJ files anywhere below `dir` (sorted, depth-first) to `out`.
+fn find_obj_files(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) -> Result<()> {
+    for path in sorted_entries(dir)? {
+        if is_obj(&path) {
+            out.push(path);
+        } else if path.is_dir() && depth < MAX_MESH_DEPTH {
+            find_obj_files(&path, depth + 1, out)?;
+        }
+    }
+    Ok(())
 }
 
 /// Class names end up in directory names and CSV cells.
@@ -570,12 +666,24 @@ fn check_class_name(name: &str, origin: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Loads a directory of OBJ meshes as classes. Two layouts (which may be mixed):
+/// A class of a mesh directory: its name and its OBJ files, one per instance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeshClass {
+    pub name: String,
+    pub files: Vec<PathBuf>,
+}
+
+/// Finds the classes of a directory of OBJ meshes, without loading them (a ShapeNet
+/// class has thousands; [`load_obj`] loads one when it is needed). Two layouts, which
+/// may be mixed:
 /// - `dir/<class>.obj`: one mesh per class, named after the file stem;
-/// - `dir/<class>/*.obj`: every OBJ in the subfolder is an instance of `<class>`.
+/// - `dir/<class>/…/*.obj`: every OBJ anywhere below the subfolder is an instance of
+///   `<class>`, so ShapeNet's `<synset>/<model>/models/model_normalized.obj` (v2) and
+///   `<synset>/<model>/model.obj` (v1) work as they are.
 ///
-/// Subfolders without OBJ files are ignored. Classes come back sorted by name.
-pub fn load_mesh_dir(dir: impl AsRef<Path>) -> Result<Vec<(String, Vec<Mesh>)>> {
+/// Hidden files and folders are skipped, and so are subfolders without OBJ files.
+/// Classes come back sorted by name, their files sorted by path.
+pub fn find_mesh_classes(dir: impl AsRef<Path>) -> Result<Vec<MeshClass>> {
     let dir = dir.as_ref();
     if !dir.is_dir() {
         bail!(
@@ -583,19 +691,18 @@ pub fn load_mesh_dir(dir: impl AsRef<Path>) -> Result<Vec<(String, Vec<Mesh>)>> 
             dir.display()
         );
     }
-    let mut classes: Vec<(String, Vec<Mesh>)> = Vec::new();
+    let mut classes: Vec<MeshClass> = Vec::new();
     for path in sorted_entries(dir)? {
-        let (name, meshes) = if is_obj(&path) {
-            let stem = path
-                .file_stem()
+        let name = || {
+            path.file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            (stem, vec![load_obj(&path)?])
+                .unwrap_or_default()
+        };
+        let class = if is_obj(&path) {
+            MeshClass { name: name(), files: vec![path.clone()] }
         } else if path.is_dir() {
-            let files: Vec<PathBuf> = sorted_entries(&path)?
-                .into_iter()
-                .filter(|p| is_obj(p))
-                .collect();
+            let mut files = Vec::new();
+            find_obj_files(&path, 1, &mut files)?;
             if files.is_empty() {
                 continue;
             }
@@ -603,26 +710,24 @@ pub fn load_mesh_dir(dir: impl AsRef<Path>) -> Result<Vec<(String, Vec<Mesh>)>> 
                 .file_name()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            (
-                name,
-                files.iter().map(load_obj).collect::<Result<Vec<_>>>()?,
-            )
+            MeshClass { name, files }
         } else {
             continue;
         };
-        check_class_name(&name, &path)?;
-        if classes.iter().any(|(n, _)| *n == name) {
+        check_class_name(&class.name, &path)?;
+        if let Some(c) = classes.iter().find(|c| c.name == class.name) {
+            let name = &c.name;
             bail!("class {name:?} is defined twice in {} (both as {name}.obj and as a {name}/ folder?)", dir.display());
         }
-        classes.push((name, meshes));
+        classes.push(class);
     }
     if classes.is_empty() {
         bail!(
-            "no .obj files found in {} (expected {0}/<class>.obj or {0}/<class>/*.obj)",
+            "no .obj files found in {} (expected {0}/<class>.obj or {0}/<class>/…/*.obj)",
             dir.display()
         );
     }
-    classes.sort_by(|a, b| a.0.cmp(&b.0));
+    classes.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(classes)
 }
 
@@ -700,13 +805,13 @@ mod tests {
         )
         .unwrap();
         std::fs::create_dir_all(d.join("empty")).unwrap();
-        let classes = load_mesh_dir(&d).unwrap();
-        let names: Vec<&str> = classes.iter().map(|c| c.0.as_str()).collect();
+        let classes = find_mesh_classes(&d).unwrap();
+        let names: Vec<&str> = classes.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["pyr", "tetra"]);
-        assert_eq!(classes[0].1.len(), 2);
-        assert_eq!(classes[0].1[1].triangles.len(), 2, "quad is triangulated");
+        assert_eq!(classes[0].files, [d.join("pyr/a.obj"), d.join("pyr/b.OBJ")]);
+        assert_eq!(load_obj(&classes[0].files[1]).unwrap().triangles.len(), 2, "quad is triangulated");
 
-        let err = load_mesh_dir(d.join("empty")).unwrap_err().to_string();
+        let err = find_mesh_classes(d.join("empty")).unwrap_err().to_string();
         assert!(err.contains("no .obj files"), "{err}");
         let bad = d.join("bad.obj");
         std::fs::write(&bad, "v 0 0 0\nf 1 2 3\n").unwrap();
@@ -715,5 +820,66 @@ mod tests {
         let err = format!("{:#}", load_obj(d.join("missing.obj")).unwrap_err());
         assert!(err.contains("missing.obj"), "{err}");
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn shapenet_layout_is_found_and_its_files_load() {
+        // ShapeNetCore v2: <synset>/<model>/models/model_normalized.obj beside a .mtl and
+        // textures; v1: <synset>/<model>/model.obj. Zip files made on macOS add __MACOSX/.
+        let d = scratch("shapenet");
+        let with_mtl = format!("mtllib model_normalized.mtl\no part\nusemtl wood\n{TETRA}");
+        for (rel, text) in [
+            ("03001627/1a2b/models/model_normalized.obj", with_mtl.as_str()),
+            ("03001627/0c9d/models/model_normalized.obj", with_mtl.as_str()),
+            ("03001627/0c9d/images/texture0.jpg", "not a mesh"),
+            ("04379243/77ee/model.obj", TETRA),
+            ("__MACOSX/04379243/77ee/._model.obj", "\0\x05\x16\x07"),
+            ("04379243/.cache/old.obj", TETRA),
+        ] {
+            let p = d.join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+        let classes = find_mesh_classes(&d).unwrap();
+        assert_eq!(
+            classes,
+            [
+                MeshClass {
+                    name: "03001627".into(),
+                    files: vec![
+                        d.join("03001627/0c9d/models/model_normalized.obj"),
+                        d.join("03001627/1a2b/models/model_normalized.obj"),
+                    ],
+                },
+                MeshClass { name: "04379243".into(), files: vec![d.join("04379243/77ee/model.obj")] },
+            ]
+        );
+        // The .mtl is missing: materials are not read, so that is no error.
+        assert_eq!(load_obj(&classes[0].files[0]).unwrap().triangles.len(), 4);
+        // Bytes that are not UTF-8 in names and comments (an exporter's code page).
+        let latin1 = d.join("latin1.obj");
+        std::fs::write(&latin1, [b"# Stuhl f\xfcr K\xfcche\no St\xfchl\n".as_slice(), TETRA.as_bytes()].concat()).unwrap();
+        assert_eq!(load_obj(&latin1).unwrap().triangles.len(), 4);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn orientation_turns_files_into_ours() {
+        let axis = |s: &str| s.parse::<Axis>().unwrap();
+        assert_eq!((axis("y"), axis("+Z"), axis("-x").to_string()), (Axis::UP, Axis::FRONT, "-x".to_string()));
+        assert!("w".parse::<Axis>().unwrap_err().contains("+x, -x"));
+        // A point on the file's up axis goes to +y, on its front axis to +z, and handedness is kept.
+        let m = |v: [f32; 3]| Mesh { vertices: vec![v], triangles: vec![] };
+        let turn = |v, up: &str, front: &str| m(v).oriented(axis(up), axis(front)).unwrap().vertices[0];
+        assert_eq!(turn([1.0, 2.0, 3.0], "+y", "+z"), [1.0, 2.0, 3.0]);
+        // ShapeNet v2: front -z, so the camera at azimuth 0 sees the front.
+        assert_eq!(turn([0.0, 0.0, -1.0], "+y", "-z"), [0.0, 0.0, 1.0]);
+        assert_eq!(turn([1.0, 0.0, 0.0], "+y", "-z"), [-1.0, 0.0, 0.0]);
+        // Z up (CAD files), front -y.
+        assert_eq!(turn([0.0, 0.0, 1.0], "+z", "-y"), [0.0, 1.0, 0.0]);
+        assert_eq!(turn([0.0, -1.0, 0.0], "+z", "-y"), [0.0, 0.0, 1.0]);
+        assert_eq!(turn([1.0, 0.0, 0.0], "+z", "-y"), [1.0, 0.0, 0.0]);
+        let err = m([0.0; 3]).oriented(axis("+y"), axis("-y")).unwrap_err().to_string();
+        assert!(err.contains("different axes"), "{err}");
     }
 }

@@ -39,16 +39,18 @@
 
 use std::fmt;
 use std::fs;
-use std::io::Write;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use image::{ImageEncoder, RgbImage};
 
-use crate::data::meshes::{self, Mesh};
+use crate::data::meshes::{self, Axis, Mesh};
 use crate::rng::Rng;
+use crate::util::write_atomic;
 
 /// Full field of view of the (square) camera, in degrees.
 pub const FOV_DEG: f32 = 46.0;
@@ -67,7 +69,9 @@ pub const CLASS_HUE_SHARE: f32 = 0.8;
 /// Largest hue offset from the class's typical hue (fraction of the wheel: ±0.04 = ±14°).
 pub const CLASS_HUE_JITTER: f32 = 0.04;
 /// Manifest header, exactly as written.
-pub const MANIFEST_HEADER: &str = "id,class,azimuth_deg,elevation_deg,distance,light,seed";
+/// `mesh` is the OBJ file drawn (relative to the mesh folder, `/`-separated; empty for the
+/// built-ins), so images of one ShapeNet model can be told apart.
+pub const MANIFEST_HEADER: &str = "id,class,azimuth_deg,elevation_deg,distance,light,seed,mesh";
 /// Class table header, exactly as written.
 pub const CLASSES_HEADER: &str = "class,symmetry";
 
@@ -322,10 +326,14 @@ pub struct RenderOptions {
     pub seed: u64,
     /// Restrict to (and order) these classes; `None` = all available.
     pub classes: Option<Vec<String>>,
-    /// Directory of OBJ meshes (see [`meshes::load_mesh_dir`]) instead of the built-ins.
+    /// Directory of OBJ meshes (see [`meshes::find_mesh_classes`]) instead of the built-ins.
     pub meshes: Option<PathBuf>,
     /// How object colours relate to the class.
     pub colours: Colours,
+    /// The up axis of the OBJ files (turned to our +y).
+    pub up: Axis,
+    /// The axis the OBJ files' front faces (turned to our +z, seen at azimuth 0).
+    pub front: Axis,
 }
 
 impl Default for RenderOptions {
@@ -337,6 +345,8 @@ impl Default for RenderOptions {
             classes: None,
             meshes: None,
             colours: Colours::Class,
+            up: Axis::UP,
+            front: Axis::FRONT,
         }
     }
 }
@@ -352,6 +362,9 @@ pub struct RenderSummary {
     pub elapsed: Duration,
     /// Worker threads used.
     pub threads: usize,
+    /// OBJ files that could not be loaded (each was replaced by the next instance of its
+    /// class), with the reason.
+    pub skipped_meshes: Vec<(PathBuf, String)>,
 }
 
 impl fmt::Display for RenderSummary {
@@ -366,6 +379,9 @@ impl fmt::Display for RenderSummary {
         for (name, n) in &self.per_class {
             write!(f, "\n  {name}: {n}")?;
         }
+        if !self.skipped_meshes.is_empty() {
+            write!(f, "\nskipped {} mesh file(s) that could not be loaded (see the warnings)", self.skipped_meshes.len())?;
+        }
         Ok(())
     }
 }
@@ -373,18 +389,109 @@ impl fmt::Display for RenderSummary {
 struct ClassEntry {
     name: String,
     symmetry: u32,
-    meshes: Vec<Mesh>,
+    instances: Instances,
+}
+
+enum Instances {
+    Builtin(Arc<Mesh>),
+    /// OBJ files, loaded through the [`MeshCache`] when drawn.
+    Files(Vec<PathBuf>),
+}
+
+/// Memory the loaded OBJ meshes may keep (beyond it they are loaded again on each use):
+/// a ShapeNet class has thousands of models, too many to hold at once.
+const MESH_CACHE_BYTES: usize = 1 << 30;
+
+/// OBJ meshes loaded on first use, shared by the render workers. A file that fails to
+/// load is remembered with its error and reported once.
+struct MeshCache {
+    up: Axis,
+    front: Axis,
+    state: Mutex<CacheState>,
+}
+
+#[derive(Default)]
+struct CacheState {
+    loaded: HashMap<PathBuf, Arc<Mesh>>,
+    failed: Vec<(PathBuf, String)>,
+    bytes: usize,
+}
+
+impl MeshCache {
+    fn get(&self, path: &Path) -> std::result::Result<Arc<Mesh>, String> {
+        {
+            let state = self.state.lock().expect("mesh cache poisoned");
+            if let Some(m) = state.loaded.get(path) {
+                return Ok(m.clone());
+            }
+            if let Some((_, e)) = state.failed.iter().find(|(p, _)| p == path) {
+                return Err(e.clone());
+            }
+        }
+        // Loaded outside the lock so workers parse in parallel; two may load one file.
+        let loaded = meshes::load_obj(path)
+            .and_then(|m| m.oriented(self.up, self.front))
+            .map(Arc::new)
+            .map_err(|e| format!("{e:#}"));
+        let mut state = self.state.lock().expect("mesh cache poisoned");
+        match loaded {
+            Ok(m) => {
+                let bytes = m.vertices.len() * 12 + m.triangles.len() * 12;
+                if state.bytes + bytes <= MESH_CACHE_BYTES && !state.loaded.contains_key(path) {
+                    state.bytes += bytes;
+                    state.loaded.insert(path.to_path_buf(), m.clone());
+                }
+                Ok(m)
+            }
+            Err(e) => {
+                if !state.failed.iter().any(|(p, _)| p == path) {
+                    eprintln!("warning: skipping mesh {e}");
+                    state.failed.push((path.to_path_buf(), e.clone()));
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+impl ClassEntry {
+    /// The mesh of one image and its file (`None` for built-ins). The instance is drawn from
+    /// `rng` (only when there are several); one that fails to load is replaced by the next
+    /// file of the class, so the choice depends on the seed and the files alone.
+    fn draw(&self, rng: &mut Rng, cache: &MeshCache) -> Result<(Arc<Mesh>, Option<&Path>)> {
+        let files = match &self.instances {
+            Instances::Builtin(m) => return Ok((m.clone(), None)),
+            Instances::Files(files) => files,
+        };
+        let first = if files.len() > 1 { rng.below(files.len()) } else { 0 };
+        let mut first_error = None;
+        for k in 0..files.len() {
+            let path = &files[(first + k) % files.len()];
+            match cache.get(path) {
+                Ok(m) => return Ok((m, Some(path))),
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        bail!(
+            "none of the {} OBJ file(s) of class {:?} could be loaded; the first error: {}",
+            files.len(),
+            self.name,
+            first_error.unwrap_or_default()
+        )
+    }
 }
 
 /// The classes to render, in dataset order, after applying `opts.classes`.
 fn resolve_classes(opts: &RenderOptions) -> Result<Vec<ClassEntry>> {
     let available: Vec<ClassEntry> = match &opts.meshes {
-        Some(dir) => meshes::load_mesh_dir(dir)?
+        Some(dir) => meshes::find_mesh_classes(dir)?
             .into_iter()
-            .map(|(name, meshes)| ClassEntry {
-                name,
+            .map(|c| ClassEntry {
+                name: c.name,
                 symmetry: 1,
-                meshes,
+                instances: Instances::Files(c.files),
             })
             .collect(),
         None => meshes::builtin_classes()
@@ -392,7 +499,9 @@ fn resolve_classes(opts: &RenderOptions) -> Result<Vec<ClassEntry>> {
             .map(|(name, symmetry)| ClassEntry {
                 name: name.to_string(),
                 symmetry,
-                meshes: vec![meshes::builtin_mesh(name).expect("every built-in class has a mesh")],
+                instances: Instances::Builtin(Arc::new(
+                    meshes::builtin_mesh(name).expect("every built-in class has a mesh"),
+                )),
             })
             .collect(),
     };
@@ -429,24 +538,25 @@ fn resolve_classes(opts: &RenderOptions) -> Result<Vec<ClassEntry>> {
     Ok(out)
 }
 
-/// Writes `bytes` to `path` via a temporary sibling file and a rename, so readers
-/// never see a partial file.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let name = path
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.tmp-{}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+/// `path` below `root`, `/`-separated whatever the platform.
+fn relative_slash_path(path: &Path, root: &Path) -> String {
+    let rel = path.strip_prefix(root).unwrap_or(path);
+    rel.components()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+/// A CSV cell, quoted when it holds a comma, quote or edge blank (our reader, like
+/// Python's csv module, reads it back); line breaks cannot be stored in a line-based file.
+fn csv_cell(text: &str) -> Result<String> {
+    if text.contains(['\n', '\r']) {
+        bail!("{text:?} contains a line break and cannot go into manifest.csv; rename it");
     }
-    result.with_context(|| format!("failed to write {}", path.display()))
+    if text.contains([',', '"']) || text.trim() != text {
+        return Ok(format!("\"{}\"", text.replace('"', "\"\"")));
+    }
+    Ok(text.to_string())
 }
 
 fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {
@@ -490,6 +600,11 @@ fn render_dataset_with_threads(
         );
     }
     let classes = resolve_classes(opts)?;
+    if opts.meshes.is_none() && (opts.up, opts.front) != (Axis::UP, Axis::FRONT) {
+        bail!("up and front axes apply to OBJ files (--meshes); the built-in meshes are +y up, front +z");
+    }
+    // Checked before anything is written (the mesh cache applies it).
+    Mesh::default().oriented(opts.up, opts.front)?;
     for c in &classes {
         fs::create_dir_all(out.join(&c.name)).with_context(|| {
             format!(
@@ -502,6 +617,7 @@ fn render_dataset_with_threads(
     let threads = threads.clamp(1, opts.count.max(1));
 
     // Workers pull indices from a shared counter; each returns (index, manifest row).
+    let cache = MeshCache { up: opts.up, front: opts.front, state: Mutex::default() };
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
     let worker = || -> Result<Vec<(usize, String)>> {
@@ -517,13 +633,19 @@ fn render_dataset_with_threads(
             let class = &classes[k];
             let view = random_view(&mut rng, opts.colours.class_hue(k, classes.len()));
             // Drawn after the view so the view depends on the seed alone.
-            let mesh = &class.meshes[if class.meshes.len() > 1 {
-                rng.below(class.meshes.len())
-            } else {
-                0
-            }];
+            let (mesh, file) = match class.draw(&mut rng, &cache) {
+                Ok(drawn) => drawn,
+                Err(e) => {
+                    failed.store(true, Ordering::Relaxed);
+                    return Err(e);
+                }
+            };
+            let mesh_cell = match (file, &opts.meshes) {
+                (Some(f), Some(root)) => csv_cell(&relative_slash_path(f, root))?,
+                _ => String::new(),
+            };
             let id = format!("{i:0width$}");
-            let png = encode_png(&render_one(mesh, &view, opts.size))?;
+            let png = encode_png(&render_one(&mesh, &view, opts.size))?;
             if let Err(e) = write_atomic(&out.join(&class.name).join(format!("{id}.png")), &png) {
                 failed.store(true, Ordering::Relaxed);
                 return Err(e);
@@ -532,7 +654,7 @@ fn render_dataset_with_threads(
             rows.push((
                 i,
                 format!(
-                    "{id},{},{:.4},{:.4},{:.4},{:.4} {:.4} {:.4},{image_seed}\n",
+                    "{id},{},{:.4},{:.4},{:.4},{:.4} {:.4} {:.4},{image_seed},{mesh_cell}\n",
                     class.name,
                     view.azimuth_deg,
                     view.elevation_deg,
@@ -587,12 +709,14 @@ fn render_dataset_with_threads(
         per_class,
         elapsed: start.elapsed(),
         threads,
+        skipped_meshes: cache.state.into_inner().expect("mesh cache poisoned").failed,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::folder::Csv;
 
     fn scratch(tag: &str) -> PathBuf {
         static N: AtomicUsize = AtomicUsize::new(0);
@@ -707,6 +831,7 @@ mod tests {
             classes: Some(vec!["mug".into(), "chair".into(), "mug".into()]),
             meshes: None,
             colours: Colours::Class,
+            ..Default::default()
         };
         let summary = render_dataset(&out, &opts).unwrap();
         assert_eq!(summary.count, 7);
@@ -720,7 +845,8 @@ mod tests {
         assert_eq!(lines.len(), 8);
         for (i, line) in lines[1..].iter().enumerate() {
             let f: Vec<&str> = line.split(',').collect();
-            assert_eq!(f.len(), 7, "{line}");
+            assert_eq!(f.len(), 8, "{line}");
+            assert_eq!(f[7], "", "built-ins have no mesh file");
             assert_eq!(f[0], format!("{i:06}"));
             assert_eq!(f[1], if i % 2 == 0 { "mug" } else { "chair" });
             let az: f32 = f[2].parse().unwrap();
@@ -788,6 +914,7 @@ mod tests {
             classes: None,
             meshes: Some(dir.clone()),
             colours: Colours::Random,
+            ..Default::default()
         };
         render_dataset(&out, &opts).unwrap();
         assert_eq!(
@@ -809,6 +936,49 @@ mod tests {
         assert!(err.contains("tetra"), "{err}");
         fs::remove_dir_all(dir).unwrap();
         fs::remove_dir_all(out).unwrap();
+    }
+
+    #[test]
+    fn mesh_instances_are_recorded_and_broken_files_skipped() {
+        const TETRA: &str = "v 0 0 0\nv 2 0 0\nv 0 2 0\nv 0 0 2\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n";
+        let dir = scratch("instances");
+        for (rel, text) in [
+            ("box/a, b/models/model_normalized.obj", TETRA),
+            ("box/c/models/model_normalized.obj", "v 0 0 0\nf 1 2 3\n"),
+            ("box/d/models/model_normalized.obj", TETRA),
+            ("wedge.obj", TETRA),
+        ] {
+            let p = dir.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, text).unwrap();
+        }
+        let out = scratch("instances-out");
+        let opts = RenderOptions { count: 24, size: 16, seed: 2, meshes: Some(dir.clone()), ..Default::default() };
+        let summary = render_dataset(&out, &opts).unwrap();
+        assert_eq!(summary.skipped_meshes.len(), 1, "{:?}", summary.skipped_meshes);
+        assert_eq!(summary.skipped_meshes[0].0, dir.join("box/c/models/model_normalized.obj"));
+        assert!(summary.to_string().contains("skipped 1 mesh file"), "{summary}");
+        // The reader gives every row its mesh; the broken file is never one of them.
+        let manifest = Csv::read(&out.join("manifest.csv")).unwrap();
+        assert_eq!(manifest.header.join(","), MANIFEST_HEADER);
+        let mesh = manifest.column("mesh").unwrap();
+        let mut used: Vec<&str> = manifest.rows.iter().map(|(_, f)| f[mesh].as_str()).collect();
+        used.sort();
+        used.dedup();
+        assert_eq!(used, ["box/a, b/models/model_normalized.obj", "box/d/models/model_normalized.obj", "wedge.obj"]);
+        // The same arguments give the same files, also on one thread.
+        let again = scratch("instances-again");
+        render_dataset_with_threads(&again, &opts, 1).unwrap();
+        assert!(snapshot(&out) == snapshot(&again));
+
+        // A class none of whose files loads is an error naming the class and the fault.
+        fs::write(dir.join("box/a, b/models/model_normalized.obj"), "f 1 2 3\n").unwrap();
+        fs::write(dir.join("box/d/models/model_normalized.obj"), "").unwrap();
+        let err = format!("{:#}", render_dataset(&out, &opts).unwrap_err());
+        assert!(err.contains("none of the 3 OBJ file(s) of class \"box\"") && err.contains("model_normalized.obj"), "{err}");
+        for d in [dir, out, again] {
+            fs::remove_dir_all(d).unwrap();
+        }
     }
 
     #[test]
