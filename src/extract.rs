@@ -88,7 +88,7 @@ fn encode_folder<B: Backend>(
         labels,
         poses,
         ids: kept.iter().map(|&i| folder.records[i].rel_path.clone()).collect(),
-        provenance: Provenance {
+        provenance: Some(Provenance {
             encoder: spec.arch.clone(),
             weights_sha256: enc.weights_sha256.clone(),
             input_size: spec.input_size,
@@ -98,7 +98,7 @@ fn encode_folder<B: Backend>(
             spec: serde_json::to_string(spec)?,
             data_root: Some(absolute(&folder.root)),
             weights_path: enc.weights_path.as_deref().map(absolute),
-        },
+        }),
     })
 }
 

@@ -44,7 +44,7 @@ fn trains_from_a_code_file_resumes_and_records_what_it_inverts() {
     let cf = CodeFile::read(&codes).unwrap();
     assert_eq!((info.encoder.as_str(), info.tap.as_str(), info.code_shape.as_slice()), ("posenet", "fc7", &cf.tap("fc7").unwrap().shape()[1..]));
     assert_eq!(info.image_size, [32, 32]);
-    assert_eq!(info.weights_sha256, cf.provenance.weights_sha256);
+    assert_eq!(info.weights_sha256, cf.provenance.as_ref().unwrap().weights_sha256);
     let prov: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("provenance.json")).unwrap()).unwrap();
     assert_eq!(prov["codes_sha256"], preimage::util::sha256_file(&codes).unwrap());
 

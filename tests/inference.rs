@@ -84,6 +84,24 @@ fn reconstruct_and_edit() {
     let (success, text) = preimage(&["reconstruct", "--decoder", s(&dec), "--codes", s(&codes), "--ids", "nope/1", "--out", s(&p("x"))]);
     assert!(!success && text.contains("'nope/1'"), "{text}");
 
+    // Codes saved by PyTorch (`safetensors.torch.save_file({'fc7': codes.double()})`): no
+    // metadata, f64. Decoded as the decoder's codes (shape checked), rows named by index.
+    let foreign = p("torch.safetensors");
+    write_bare_f64(&foreign, "fc7", &file.codes["fc7"]);
+    let text = ok(&["reconstruct", "--decoder", s(&dec), "--codes", s(&foreign), "--range", "1:3", "--out", s(&p("foreign"))]);
+    assert!(text.contains("wrote 2 images") && text.contains("not written by `preimage extract`"), "{text}");
+    for (row, id) in [(1, "000001"), (2, "000002")] {
+        assert!(png_diff(&preimage::reconstruct::output_path(&p("foreign"), id), &direct_of(&rec, &file, row)) <= 0.5 / 255.0 + 1e-6);
+    }
+    write_bare_f64(&p("torch-conv5.safetensors"), "fc7", &file.codes["conv5"]);
+    let (success, text) = preimage(&["reconstruct", "--decoder", s(&dec), "--codes", s(&p("torch-conv5.safetensors")), "--out", s(&p("x"))]);
+    assert!(!success && text.contains("of shape [8]") && text.contains("have shape [4, 4, 4]"), "{text}");
+    // Inverting one by optimization needs only the encoder; training needs the images.
+    let text = ok(&["invert", "--encoder", "posenet", "--run", s(&p("enc")), "--layer", "fc7", "--codes", s(&foreign), "--index", "2", "--steps", "3", "--final-steps", "0", "--out", s(&p("inv.png"))]);
+    assert!(text.contains("feature error at fc7") && p("inv.png").exists(), "{text}");
+    let (success, text) = preimage(&["train-decoder", "--config", s(&p("dec.toml")), "--codes", s(&foreign), "--layer", "fc7", "--out", s(&p("never"))]);
+    assert!(!success && text.contains("torch.safetensors holds codes without preimage's metadata") && text.contains("--data DIR --encoder"), "{text}");
+
     // --- edit: ops from flags and from a TOML file.
     std::fs::write(p("ops.toml"), "ops = [\"random --count 3 --seed 4\", \"binarize\"]\n").unwrap();
     let (a, b) = (&file.ids[0], &file.ids[1]);
@@ -141,6 +159,15 @@ fn reconstruct_and_edit() {
     }
     assert_eq!(outputs[0].images.len(), 6);
     assert!(outputs[0].images[0].1.ends_with(format!("{}_az270.png", preimage::reconstruct::strip_ext(&file.ids[0]).replace('/', "_"))));
+}
+
+/// A safetensors file as PyTorch writes it: one f64 tensor, no `__metadata__`.
+fn write_bare_f64(path: &Path, name: &str, codes: &preimage::tensorfile::Array) {
+    let data: Vec<u8> = codes.to_f32().iter().flat_map(|&v| (v as f64).to_le_bytes()).collect();
+    let header = format!(r#"{{"{name}":{{"dtype":"F64","shape":{:?},"data_offsets":[0,{}]}}}}"#, codes.shape(), data.len());
+    let header = format!("{header:<width$}", width = header.len().div_ceil(8) * 8);
+    let bytes = [(header.len() as u64).to_le_bytes().as_slice(), header.as_bytes(), &data].concat();
+    std::fs::write(path, bytes).unwrap();
 }
 
 fn direct_of(rec: &Reconstructor<B>, file: &CodeFile, row: usize) -> Vec<f32> {

@@ -92,9 +92,10 @@ fn train_extract_and_resume() {
     }
     let poses = cf.poses.as_ref().unwrap();
     assert!(poses.iter().all(|p| (0.0..360.0).contains(&p[0])));
-    assert_eq!(cf.provenance.encoder, "posenet");
-    assert_eq!(cf.provenance.input_size, [32, 32]);
-    assert_eq!(cf.provenance.weights_sha256, preimage::util::sha256_file(&run.join("encoder.safetensors")).unwrap());
+    let pv = cf.provenance.as_ref().expect("extract records where the codes came from");
+    assert_eq!(pv.encoder, "posenet");
+    assert_eq!(pv.input_size, [32, 32]);
+    assert_eq!(pv.weights_sha256, preimage::util::sha256_file(&run.join("encoder.safetensors")).unwrap());
     // One tap alone: the others are not loaded; a missing tap names those the file holds.
     let fc7 = CodeFile::read_tap(&codes, "fc7").unwrap();
     assert_eq!(fc7.codes.keys().collect::<Vec<_>>(), ["fc7"]);

@@ -5,6 +5,11 @@
 //! unknown) when known; `__metadata__` holds `ids` (JSON array of image paths relative to
 //! the data folder, in row order), `encoder`, `weights_sha256`, `input_size`,
 //! `preprocessing`, `classes` and the full encoder `spec`.
+//!
+//! Files written elsewhere (PyTorch's or NumPy's safetensors, codes of the same torchvision
+//! network) are read too: tensors named by the tap and nothing else. Their rows are named by
+//! their index (`000000`, `000001`, …) and their provenance is unknown, so commands that need
+//! it (training: the images) say so, and the others check only the code shape.
 use crate::tensorfile::{self, Array};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -58,7 +63,8 @@ pub struct CodeFile {
     pub labels: Option<Vec<i64>>,
     pub poses: Option<Vec<[f32; 2]>>,
     pub ids: Vec<String>,
-    pub provenance: Provenance,
+    /// `None` for a file written elsewhere (see the module docs).
+    pub provenance: Option<Provenance>,
 }
 
 impl CodeFile {
@@ -67,6 +73,18 @@ impl CodeFile {
     }
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
+    }
+
+    /// Where the codes came from; for a file written elsewhere an error that says what
+    /// `needed_for` needs instead.
+    pub fn provenance(&self, path: &Path, needed_for: &str) -> Result<&Provenance> {
+        self.provenance.as_ref().with_context(|| {
+            format!(
+                "{} holds codes without preimage's metadata (the encoder, its weights and the images they came from: \
+                 it was not written by `preimage extract`), which {needed_for} needs",
+                path.display()
+            )
+        })
     }
 
     /// The codes at `tap`; an unknown tap is an error listing those in the file.
@@ -93,9 +111,11 @@ impl CodeFile {
         if let Some(p) = &self.poses {
             tensors.push(("pose".into(), Array::F32 { shape: vec![n, 2], data: p.iter().flatten().copied().collect() }));
         }
-        let pv = &self.provenance;
-        let mut meta: HashMap<String, String> = HashMap::from([
-            ("ids".into(), serde_json::to_string(&self.ids)?),
+        let mut meta: HashMap<String, String> = HashMap::from([("ids".into(), serde_json::to_string(&self.ids)?)]);
+        let Some(pv) = &self.provenance else {
+            return Ok((tensors, meta));
+        };
+        meta.extend([
             ("encoder".into(), pv.encoder.clone()),
             ("weights_sha256".into(), pv.weights_sha256.clone()),
             ("input_size".into(), serde_json::to_string(&pv.input_size)?),
@@ -137,7 +157,39 @@ impl CodeFile {
             meta.get(k).with_context(|| format!("{} is not a preimage code file: metadata '{k}' is missing", path.display()))
         };
         let json_err = |k: &str| format!("{}: metadata '{k}' is not valid", path.display());
-        let ids: Vec<String> = serde_json::from_str(field("ids")?).with_context(|| json_err("ids"))?;
+        let labels = match tensors.remove("label") {
+            Some(Array::I64 { data, .. }) => Some(data),
+            Some(Array::F32 { data, .. }) => Some(data.iter().map(|&v| v as i64).collect()),
+            None => None,
+        };
+        let poses = tensors.remove("pose").map(|a| a.to_f32().chunks_exact(2).map(|c| [c[0], c[1]]).collect());
+        // A file without an encoder was written elsewhere: its rows are named by their index.
+        let foreign = !meta.contains_key("encoder");
+        let ids_text = if foreign { meta.get("ids") } else { Some(field("ids")?) };
+        let ids: Vec<String> = match ids_text {
+            Some(ids) => serde_json::from_str(ids).with_context(|| json_err("ids"))?,
+            None => {
+                let rows = tensors.values().next().and_then(|a| a.shape().first().copied()).unwrap_or(0);
+                (0..rows).map(|i| format!("{i:06}")).collect()
+            }
+        };
+        for (k, a) in &tensors {
+            if a.shape().first() != Some(&ids.len()) {
+                let rows = a.shape().first().map_or("no".to_string(), |n| n.to_string());
+                if foreign && !meta.contains_key("ids") {
+                    bail!("{}: tensors '{}' and '{k}' have different numbers of rows ({} and {rows})", path.display(), tensors.keys().next().unwrap(), ids.len());
+                }
+                bail!("{}: tap '{k}' has {rows} rows but the file lists {} ids", path.display(), ids.len());
+            }
+        }
+        if foreign {
+            eprintln!(
+                "note: {} was not written by `preimage extract` (no metadata): its rows are named by their index \
+                 (000000, …), and only the codes' shape can be checked, not the encoder weights they came from",
+                path.display()
+            );
+            return Ok(CodeFile { codes: tensors, labels, poses, ids, provenance: None });
+        }
         let provenance = Provenance {
             encoder: field("encoder")?.clone(),
             weights_sha256: field("weights_sha256")?.clone(),
@@ -148,17 +200,40 @@ impl CodeFile {
             data_root: meta.get("data_root").cloned(),
             weights_path: meta.get("weights_path").cloned(),
         };
-        let labels = match tensors.remove("label") {
-            Some(Array::I64 { data, .. }) => Some(data),
-            Some(Array::F32 { data, .. }) => Some(data.iter().map(|&v| v as i64).collect()),
-            None => None,
-        };
-        let poses = tensors.remove("pose").map(|a| a.to_f32().chunks_exact(2).map(|c| [c[0], c[1]]).collect());
-        for (k, a) in &tensors {
-            if a.shape().first() != Some(&ids.len()) {
-                bail!("{}: tap '{k}' has {:?} rows but the file lists {} ids", path.display(), a.shape().first(), ids.len());
-            }
-        }
-        Ok(CodeFile { codes: tensors, labels, poses, ids, provenance })
+        Ok(CodeFile { codes: tensors, labels, poses, ids, provenance: Some(provenance) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows(n: usize, d: usize) -> Array {
+        Array::F32 { shape: vec![n, d], data: (0..n * d).map(|v| v as f32).collect() }
+    }
+
+    #[test]
+    fn files_written_elsewhere_read_with_row_ids_and_no_provenance() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("numpy.safetensors");
+        tensorfile::write(&path, &[("fc6".to_string(), rows(3, 2)), ("label".to_string(), Array::I64 { shape: vec![3], data: vec![4, 5, 6] })], &HashMap::new()).unwrap();
+        let file = CodeFile::read(&path).unwrap();
+        assert_eq!(file.ids, ["000000", "000001", "000002"]);
+        assert_eq!((file.codes["fc6"].shape(), file.labels.as_deref()), ([3, 2].as_slice(), Some([4, 5, 6].as_slice())));
+        assert!(file.provenance.is_none());
+        let err = file.provenance(&path, "training").unwrap_err().to_string();
+        assert!(err.contains("numpy.safetensors") && err.contains("which training needs"), "{err}");
+        // Written back, it stays such a file (with its ids).
+        file.write(&dir.path().join("again.safetensors")).unwrap();
+        assert_eq!(CodeFile::read(&dir.path().join("again.safetensors")).unwrap(), file);
+
+        // Tensors that disagree on the row count, and our own files missing a field, are errors.
+        tensorfile::write(&path, &[("fc6".to_string(), rows(3, 2)), ("fc7".to_string(), rows(4, 2))], &HashMap::new()).unwrap();
+        let err = CodeFile::read(&path).unwrap_err().to_string();
+        assert!(err.contains("'fc6' and 'fc7' have different numbers of rows (3 and 4)"), "{err}");
+        let meta = HashMap::from([("encoder".to_string(), "alexnet".to_string())]);
+        tensorfile::write(&path, &[("fc6".to_string(), rows(3, 2))], &meta).unwrap();
+        let err = CodeFile::read(&path).unwrap_err().to_string();
+        assert!(err.contains("metadata 'ids' is missing"), "{err}");
     }
 }

@@ -98,7 +98,15 @@ impl DecoderInfo {
                 file.codes.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })?;
-        self.check_codes(&file.provenance.encoder, &self.tap, &arr.shape()[1..], &file.provenance.weights_sha256)?;
+        match &file.provenance {
+            Some(pv) => self.check_codes(&pv.encoder, &self.tap, &arr.shape()[1..], &pv.weights_sha256)?,
+            None => {
+                // Written elsewhere: only the shape can be checked (the reader said so).
+                if arr.shape()[1..] != self.code_shape[..] {
+                    bail!("this decoder inverts {} {} codes of shape {:?}, but the file's '{}' codes have shape {:?}", self.encoder, self.tap, self.code_shape, self.tap, &arr.shape()[1..]);
+                }
+            }
+        }
         match arr {
             crate::tensorfile::Array::F32 { data, .. } => Ok(data),
             _ => bail!("tap '{}' of the code file is not f32", self.tap),

@@ -165,7 +165,7 @@ fn pose_edit<B: AutodiffBackend>(
     let (decoder, _) = crate::decoder::load_run::<B>(&opts.decoder, device)?;
     let symmetry = symmetry_table(file);
     let sym_of = |r: usize| -> u32 {
-        let class = file.labels.as_ref().and_then(|l| usize::try_from(l[r]).ok()).and_then(|l| file.provenance.classes.get(l));
+        let class = file.labels.as_ref().and_then(|l| usize::try_from(l[r]).ok()).and_then(|l| file.provenance.as_ref()?.classes.get(l));
         class.and_then(|c| symmetry.get(c).copied()).unwrap_or(1)
     };
     let d = codes.dim();
@@ -232,8 +232,8 @@ fn pose_edit<B: AutodiffBackend>(
 /// (empty when unknown: every class then counts as asymmetric).
 fn symmetry_table(file: &CodeFile) -> std::collections::HashMap<String, u32> {
     file.provenance
-        .data_root
         .as_ref()
+        .and_then(|pv| pv.data_root.as_ref())
         .map(|root| Path::new(root).join(crate::data::folder::CLASSES_FILE))
         .filter(|p| p.exists())
         .and_then(|p| crate::data::folder::read_symmetry(&p).ok())

@@ -252,19 +252,26 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
 /// Row `index` of tap `layer` in a code file, checked against the encoder that will invert it.
 fn code_row<B: Backend>(path: &Path, index: usize, layer: &str, enc: &Loaded<impl Backend>, device: &B::Device) -> Result<Tensor<B, 2>> {
     let file = CodeFile::read_tap(path, layer)?;
-    let pv = &file.provenance;
-    if pv.encoder != enc.net.spec.arch || pv.weights_sha256 != enc.weights_sha256 {
-        bail!(
+    let arr = file.tap(layer)?;
+    let shape = arr.shape().to_vec();
+    match &file.provenance {
+        Some(pv) if pv.encoder != enc.net.spec.arch || pv.weights_sha256 != enc.weights_sha256 => bail!(
             "{} holds codes of encoder {} (weights {}), but the encoder given is {} (weights {}); pass the same --encoder and --weights/--run",
             path.display(),
             pv.encoder,
             short(&pv.weights_sha256),
             enc.net.spec.arch,
             short(&enc.weights_sha256)
-        );
+        ),
+        Some(_) => {}
+        None => {
+            let want = enc.net.spec.tap_shapes()?.remove(layer).with_context(|| format!("{} has no tap '{layer}'", enc.net.spec.arch))?;
+            // Written elsewhere: only the shape can be checked (the reader said so).
+            if shape[1..] != want[..] {
+                bail!("{}: its '{layer}' codes have shape {:?}, but {} {layer} codes have shape {want:?}", path.display(), &shape[1..], enc.net.spec.arch);
+            }
+        }
     }
-    let arr = file.tap(layer)?;
-    let shape = arr.shape().to_vec();
     let n = shape[0];
     if index >= n {
         bail!("--index {index} is out of range: {} holds {n} codes (0..={})", path.display(), n.saturating_sub(1));

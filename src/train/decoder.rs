@@ -218,10 +218,13 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
     match &run.source {
         CodeSource::File { codes, data, encoder: enc_source } => {
             let mut file = CodeFile::read_tap(codes, &tap)?;
+            let pv = file
+                .provenance(codes, "training (the images the codes came from are the targets); train from the images instead: --data DIR --encoder NAME --weights FILE")?
+                .clone();
             let arr = file.codes.remove(&tap).expect("read_tap keeps its tap");
             let code_shape = arr.shape()[1..].to_vec();
-            let spec: EncoderSpec = serde_json::from_str(&file.provenance.spec).with_context(|| format!("{}: metadata 'spec' is not an encoder spec", codes.display()))?;
-            let root = match (data, &file.provenance.data_root) {
+            let spec: EncoderSpec = serde_json::from_str(&pv.spec).with_context(|| format!("{}: metadata 'spec' is not an encoder spec", codes.display()))?;
+            let root = match (data, &pv.data_root) {
                 (Some(d), _) => d.clone(),
                 (None, Some(r)) => PathBuf::from(r),
                 (None, None) => bail!("{} does not record its image folder; pass --data DIR (the folder the codes were extracted from)", codes.display()),
@@ -238,7 +241,7 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
             // The encoder: explicit weights, else the file the codes were extracted with.
             let source = match enc_source {
                 Some(s) => Some(s.clone()),
-                None => file.provenance.weights_path.as_ref().map(PathBuf::from).filter(|p| p.exists()).map(WeightSource::File),
+                None => pv.weights_path.as_ref().map(PathBuf::from).filter(|p| p.exists()).map(WeightSource::File),
             };
             let weights_path = match &source {
                 Some(WeightSource::File(p)) => Some(crate::extract::absolute(p)),
@@ -248,8 +251,8 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
             let encoder = match source {
                 Some(s) => {
                     let (net, sha) = load_encoder::<B>(&spec.arch, &s, spec.input_size[0], device)?;
-                    if sha != file.provenance.weights_sha256 {
-                        bail!("the encoder weights ({sha}) are not those the codes in {} came from ({})", codes.display(), file.provenance.weights_sha256);
+                    if sha != pv.weights_sha256 {
+                        bail!("the encoder weights ({sha}) are not those the codes in {} came from ({})", codes.display(), pv.weights_sha256);
                     }
                     Some(net)
                 }
@@ -261,14 +264,14 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                 "codes_sha256": crate::util::sha256_file(codes)?,
                 "images": root,
                 "tap": tap,
-                "encoder": file.provenance.encoder,
-                "weights_sha256": file.provenance.weights_sha256,
-                "weights_path": file.provenance.weights_path,
+                "encoder": pv.encoder,
+                "weights_sha256": pv.weights_sha256,
+                "weights_path": pv.weights_path,
             });
             let codes_vec = arr.into_f32();
             Ok(Setup {
                 data: Data { pre: batch::preprocess_for(&spec), folder, records, item_of, code_dim: code_shape.iter().product(), codes: Some(codes_vec), encoder, tap },
-                weights_sha256: file.provenance.weights_sha256.clone(),
+                weights_sha256: pv.weights_sha256.clone(),
                 weights_path,
                 spec,
                 code_shape,
