@@ -68,6 +68,7 @@ enum Command {
         /// Continue the run in --out from its last checkpoint.
         #[arg(long)]
         resume: bool,
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
@@ -113,13 +114,16 @@ enum Command {
     },
     /// The whole pipeline on data it renders itself, with an HTML report (resumes finished stages).
     Quickstart {
+        /// Output folder: data, runs, code files and report/index.html.
         #[arg(long, default_value = "runs/quickstart")]
         out: PathBuf,
         /// A few minutes instead of about 20: smaller images, networks and training.
         #[arg(long)]
         fast: bool,
+        /// Seed of every random draw (rendering, initialization, data order).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
@@ -137,11 +141,13 @@ enum Command {
         /// Rows START:END of the code file (end exclusive; either side may be left out).
         #[arg(long)]
         range: Option<String>,
+        /// Output folder: OUT/<id>.png (ids keep their class folder).
         #[arg(long)]
         out: PathBuf,
         /// Also tile the reconstructions into one PNG.
         #[arg(long)]
         grid: Option<PathBuf>,
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
@@ -167,6 +173,7 @@ enum Command {
         /// Rows START:END of the code file to edit.
         #[arg(long)]
         range: Option<String>,
+        /// Output folder: OUT/<i>_<op>/*.png, a grid per op and edits.json.
         #[arg(long)]
         out: PathBuf,
         /// Encoder weights for pose edits (default: the file the decoder recorded).
@@ -175,6 +182,7 @@ enum Command {
         /// A train-encoder run folder instead of --weights.
         #[arg(long)]
         run: Option<PathBuf>,
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
@@ -192,6 +200,7 @@ enum Command {
         /// Methods: decoder, optim (M&V from noise), refined (M&V from the decoder's output).
         #[arg(long, value_delimiter = ',', default_value = "decoder,optim,refined")]
         methods: Vec<preimage::compare::Method>,
+        /// Output folder: compare.csv, compare.json, <tap>.png, tb/.
         #[arg(long)]
         out: PathBuf,
         /// Encoder weights (default: the file each decoder recorded).
@@ -203,13 +212,16 @@ enum Command {
         /// Optimization settings (default: the built-in `invert` preset, configs/optimize-invert.toml).
         #[arg(long)]
         optimize_config: Option<PathBuf>,
-        /// Override the optimization's steps (with jitter) and final steps (without).
+        /// Override the optimization's steps (with jitter).
         #[arg(long)]
         steps: Option<usize>,
+        /// Override the optimization's final steps (without jitter, at a lower rate).
         #[arg(long)]
         final_steps: Option<usize>,
+        /// Seed of the image choice, the noise start and the jitter.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
@@ -220,18 +232,22 @@ enum Command {
         /// Comma-separated taps (e.g. conv5,fc6).
         #[arg(long, value_delimiter = ',', required = true)]
         layer: Vec<String>,
+        /// Image folder (class subfolders or flat).
         #[arg(long)]
         data: PathBuf,
         /// Output .safetensors code file.
         #[arg(long)]
         out: PathBuf,
+        /// Images encoded at once.
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
     /// Time the standard workloads (median of --runs after warm-up); compare with PyTorch.
     Bench {
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
         /// Also write the timings as JSON.
@@ -241,8 +257,10 @@ enum Command {
         /// rounds, merged as --table merges them).
         #[arg(long, num_args = 1..)]
         pytorch: Vec<PathBuf>,
+        /// Timed runs per workload (the median, min and max are reported).
         #[arg(long, default_value_t = 20)]
         runs: usize,
+        /// Untimed runs before them.
         #[arg(long, default_value_t = 3)]
         warmup: usize,
         /// Tiny sizes (smoke test): the numbers mean nothing.
@@ -266,6 +284,7 @@ enum Command {
         enc: EncoderArgs,
         #[command(flatten)]
         args: opt::InvertArgs,
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
@@ -275,6 +294,7 @@ enum Command {
         enc: EncoderArgs,
         #[command(flatten)]
         args: opt::VisualizeArgs,
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
@@ -284,6 +304,7 @@ enum Command {
         enc: EncoderArgs,
         #[command(flatten)]
         args: opt::DreamArgs,
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
@@ -293,6 +314,7 @@ enum Command {
         enc: EncoderArgs,
         #[command(flatten)]
         args: opt::CaricatureArgs,
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
@@ -302,6 +324,7 @@ enum Command {
         enc: EncoderArgs,
         #[command(flatten)]
         args: opt::TransformArgs,
+        /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
@@ -315,12 +338,16 @@ enum Command {
 /// Overrides of a training config's `[train]` values.
 #[derive(clap::Args)]
 struct TrainOverrides {
+    /// Epochs (overrides train.epochs).
     #[arg(long)]
     epochs: Option<usize>,
+    /// Batch size (overrides train.batch_size).
     #[arg(long)]
     batch_size: Option<usize>,
+    /// Learning rate (overrides train.lr).
     #[arg(long)]
     lr: Option<f64>,
+    /// Seed of initialization, split and data order (overrides train.seed).
     #[arg(long)]
     seed: Option<u64>,
 }

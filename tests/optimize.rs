@@ -130,6 +130,15 @@ fn visualize_dream_caricature_and_transform_write_their_images() {
     let (orig, dreamt) = (image::open(&img).unwrap().to_rgb8(), png(&out));
     assert_eq!(dreamt.dimensions(), (32, 32));
     assert_ne!(dreamt, orig, "dream changes the image");
+    // A photo dreams at its own size (not cropped to the encoder input), scaled down past
+    // --max-size; an fc tap sees it resized to the input.
+    let wide = dir.path().join("wide.png");
+    image::imageops::resize(&orig, 60, 40, image::imageops::FilterType::Triangle).save(&wide).unwrap();
+    ok(&with_enc("dream", &["--layer", "conv4", "--image", s(&wide), "--octaves", "2", "--steps", "2", "--out", s(&out), "--quiet"]));
+    assert_eq!(png(&out).dimensions(), (60, 40));
+    let text = ok(&with_enc("dream", &["--layer", "fc7", "--image", s(&wide), "--max-size", "30", "--octaves", "1", "--steps", "2", "--out", s(&out), "--quiet"]));
+    assert_eq!(png(&out).dimensions(), (30, 20));
+    assert!(text.contains("dreaming at 30×20") && text.contains("is 60×40"), "{text}");
     ok(&with_enc("caricature", &["--layer", "conv4", "--image", s(&img), "--steps", "5", "--final-steps", "1", "--out", s(&out), "--quiet"]));
     assert_eq!(png(&out).dimensions(), (32, 32));
 

@@ -279,6 +279,20 @@ pub fn load_rgb(path: &Path, pre: &Preprocess) -> Result<Vec<f32>> {
     Ok(preprocess_image(&decode(path)?, pre))
 }
 
+/// Loads one image file at its own size, CHW in `[0, 1]`, with its `[height, width]`; when
+/// its longer side exceeds `max_side` (0 = no limit) it is scaled down to it first (PIL's
+/// bilinear, as in [`preprocess_image`]).
+pub fn load_rgb_native(path: &Path, max_side: u32) -> Result<(Vec<f32>, [usize; 2])> {
+    let mut img = to_rgb8(&decode(path)?);
+    let (w, h) = img.dimensions();
+    if max_side > 0 && w.max(h) > max_side {
+        let short = ((w.min(h) as u64 * max_side as u64) / w.max(h) as u64).max(1) as u32;
+        img = resize_short_side(&img, short);
+    }
+    let (w, h) = img.dimensions();
+    Ok((crop_to_chw(&img, 0, 0, h, w, false), [h as usize, w as usize]))
+}
+
 /// Upper bound of the scale jitter used by [`load_augmented`]: the shorter side is
 /// resized to `resize * s` with `s` uniform in `[1, 1 + AUG_SCALE_JITTER]`.
 pub const AUG_SCALE_JITTER: f64 = 0.15;

@@ -30,8 +30,10 @@ pub struct OptFlags {
     /// Steps of the final phase (no transforms, lr × final-lr-factor).
     #[arg(long)]
     pub final_steps: Option<usize>,
+    /// Learning rate (step size) of the first phase.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// Momentum of the mv solver.
     #[arg(long)]
     pub momentum: Option<f64>,
     /// pixel, fourier (decorrelated colour, 1/f spectrum) or decoder:RUN_DIR (optimize a
@@ -56,11 +58,13 @@ pub struct OptFlags {
     /// TV weight, in units of M&V's (6.5/B)^β.
     #[arg(long)]
     pub tv: Option<f32>,
+    /// TV exponent β (M&V: 2).
     #[arg(long)]
     pub tv_beta: Option<f32>,
     /// α-norm weight, in units of M&V's (1/B)^α.
     #[arg(long)]
     pub alpha_norm: Option<f32>,
+    /// α-norm exponent α (M&V: 6).
     #[arg(long)]
     pub alpha: Option<f32>,
     /// M&V's B (natural pixel norm, 0–255 scale).
@@ -81,6 +85,7 @@ pub struct OptFlags {
     /// Content weight (transform).
     #[arg(long)]
     pub content: Option<f32>,
+    /// Tap of the content term (transform; default: the last conv tap).
     #[arg(long)]
     pub content_layer: Option<String>,
     /// Style weight (transform).
@@ -208,6 +213,7 @@ pub struct InvertArgs {
     /// the decoder's reconstruction).
     #[arg(long, default_value = "noise")]
     pub init: Init,
+    /// Output PNG, at the encoder's input size.
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
@@ -327,12 +333,21 @@ pub struct DreamArgs {
     /// Tap whose L2 is maximized.
     #[arg(long)]
     pub layer: String,
+    /// The image to dream on, at its own size (as the deepdream notebook; fc taps see it
+    /// resized to the encoder input).
     #[arg(long)]
     pub image: PathBuf,
+    /// Scale the image down so that its longer side is at most this many pixels (0 = keep
+    /// its size): memory grows with the pixels.
+    #[arg(long, default_value_t = 1024)]
+    pub max_size: u32,
+    /// Number of octaves (image scales), smallest first.
     #[arg(long)]
     pub octaves: Option<usize>,
+    /// Size ratio between successive octaves.
     #[arg(long)]
     pub octave_scale: Option<f32>,
+    /// Output PNG.
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
@@ -349,7 +364,12 @@ pub fn dream<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &DreamArgs, devic
     if cfg.solver.octave_scale <= 1.0 {
         bail!("--octave-scale must be > 1, got {}", cfg.solver.octave_scale);
     }
-    let x = load_image::<B::InnerBackend>(&a.image, &spec, device)?;
+    let (chw, [h, w]) = crate::data::folder::load_rgb_native(&a.image, a.max_size)?;
+    let (iw, ih) = image::image_dimensions(&a.image).with_context(|| format!("reading {}", a.image.display()))?;
+    if (iw as usize, ih as usize) != (w, h) {
+        eprintln!("note: dreaming at {w}×{h}: {} is {iw}×{ih} (--max-size {} scales it down; 0 keeps it)", a.image.display(), a.max_size);
+    }
+    let x = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(chw, [1, 3, h, w]), device);
     let out = super::dream::<B>(enc.net, &a.layer, x, &cfg, &a.opt.run_options(seed, &a.out))?;
     out.save(0, &a.out)?;
     println!("wrote {}", a.out.display());
@@ -358,13 +378,16 @@ pub fn dream<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &DreamArgs, devic
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct CaricatureArgs {
+    /// Tap whose code of the image is exaggerated.
     #[arg(long)]
     pub layer: String,
+    /// The image to caricature.
     #[arg(long)]
     pub image: PathBuf,
     /// image (start from the image) or noise.
     #[arg(long, default_value = "image")]
     pub init: String,
+    /// Output PNG, at the encoder's input size.
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
@@ -390,6 +413,7 @@ pub fn caricature<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &CaricatureA
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct TransformArgs {
+    /// The image to change.
     #[arg(long)]
     pub image: PathBuf,
     /// Target class: a name from the encoder's class list or an index.
@@ -401,6 +425,7 @@ pub struct TransformArgs {
     /// Style source for the style term (default: the image itself).
     #[arg(long)]
     pub style_image: Option<PathBuf>,
+    /// Output PNG, at the encoder's input size.
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
