@@ -33,9 +33,24 @@ pub fn numbered_classes(n: usize) -> Vec<String> {
     (0..n).map(|i| format!("class_{i}")).collect()
 }
 
+/// ImageNet-1k's class names in torchvision's order and spelling (its
+/// `weights.meta["categories"]`), one per line.
+const IMAGENET_CLASSES: &str = include_str!("imagenet_classes.txt");
+
+/// Class names of `arch` with `n` outputs when the weight file carries none: a torchvision
+/// network with 1000 outputs has ImageNet's classes (its weights are ImageNet's), any other
+/// network numbered ones.
+pub fn default_classes(arch: &str, n: usize) -> Vec<String> {
+    if arch != "posenet" && n == 1000 {
+        IMAGENET_CLASSES.lines().map(str::to_string).collect()
+    } else {
+        numbered_classes(n)
+    }
+}
+
 /// The spec for an architecture name at default widths (torchvision's for AlexNet/VGG).
 pub fn default_spec(arch: &str, num_classes: usize, input: Option<usize>) -> Result<EncoderSpec> {
-    let classes = numbered_classes(num_classes);
+    let classes = default_classes(arch, num_classes);
     if arch == "posenet" {
         let mut cfg = posenet::PoseNetConfig::default();
         if let Some(s) = input {

@@ -111,7 +111,7 @@ pub fn infer_spec(mut spec: EncoderSpec, tensors: &BTreeMap<String, Array>) -> E
     }
     if let Some(n) = last_fc_out {
         if n != spec.classes.len() {
-            spec.classes = super::numbered_classes(n);
+            spec.classes = super::default_classes(&spec.arch, n);
         }
     }
     spec

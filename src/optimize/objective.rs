@@ -354,10 +354,11 @@ impl Unit {
     }
 }
 
-/// A class given by name or index; errors list the encoder's classes (or their range).
+/// A class given by name (any case) or index; errors list the classes whose names contain the
+/// text, else the encoder's classes (or their range).
 pub fn class_index(text: &str, classes: &[String]) -> Result<usize> {
     let text = text.trim();
-    if let Some(i) = classes.iter().position(|c| c == text) {
+    if let Some(i) = classes.iter().position(|c| c == text).or_else(|| classes.iter().position(|c| c.eq_ignore_ascii_case(text))) {
         return Ok(i);
     }
     if let Ok(i) = text.parse::<usize>() {
@@ -365,6 +366,19 @@ pub fn class_index(text: &str, classes: &[String]) -> Result<usize> {
             return Ok(i);
         }
         bail!("class index {i} is out of range: the encoder has {} classes (0..={})", classes.len(), classes.len() - 1);
+    }
+    // Classes containing the text, else any of its words ("tabby cat" finds "tabby").
+    let lower = text.to_lowercase();
+    let containing = |words: &[&str]| -> Vec<String> {
+        classes.iter().enumerate().filter(|(_, c)| words.iter().any(|w| c.to_lowercase().contains(w))).map(|(i, c)| format!("{c} ({i})")).collect()
+    };
+    let mut close = if lower.is_empty() { Vec::new() } else { containing(&[lower.as_str()]) };
+    if close.is_empty() {
+        close = containing(&lower.split_whitespace().filter(|w| w.len() >= 3).collect::<Vec<_>>());
+    }
+    if !close.is_empty() {
+        let more = if close.len() > 20 { format!(", ... ({} in all)", close.len()) } else { String::new() };
+        bail!("class '{text}' is not one of the encoder's classes; those like it: {}{more}", close[..close.len().min(20)].join(", "));
     }
     let shown: Vec<&str> = classes.iter().take(30).map(String::as_str).collect();
     let more = if classes.len() > 30 { format!(", ... ({} in all)", classes.len()) } else { String::new() };

@@ -376,6 +376,17 @@ fn unit_and_class_errors_name_the_valid_range() {
     assert_eq!(Unit::parse("conv5:2@1:0", &spec).unwrap().pos, Some((1, 0)));
     let c = o::class_index("99", &spec.classes).unwrap_err().to_string();
     assert!(c.contains("10 classes") && c.contains("0..=9"), "{c}");
+    assert_eq!(o::class_index("CLASS_4", &spec.classes).unwrap(), 4);
+    // ImageNet's names for torchvision networks with 1000 outputs: by name in any case, and
+    // a part of a name lists the classes that contain it.
+    let alex = crate::encoder::default_spec("alexnet", 1000, Some(64)).unwrap();
+    assert_eq!((alex.classes[1].as_str(), alex.classes[999].as_str()), ("goldfish", "toilet tissue"));
+    assert_eq!(o::class_index("Great White Shark", &alex.classes).unwrap(), 2);
+    assert_eq!(Unit::parse("fc8:goldfish", &alex).unwrap().index, 1);
+    let c = o::class_index("shark", &alex.classes).unwrap_err().to_string();
+    assert!(c.contains("great white shark (2), tiger shark (3)"), "{c}");
+    let c = o::class_index("tabby cat", &alex.classes).unwrap_err().to_string();
+    assert!(c.contains("tabby (281)") && c.contains("Persian cat (283)"), "{c}");
 }
 
 #[test]
