@@ -139,6 +139,9 @@ fn visualize_dream_caricature_and_transform_write_their_images() {
     let text = ok(&with_enc("dream", &["--layer", "fc7", "--image", s(&wide), "--max-size", "30", "--octaves", "1", "--steps", "2", "--out", s(&out), "--quiet"]));
     assert_eq!(png(&out).dimensions(), (30, 20));
     assert!(text.contains("dreaming at 30×20") && text.contains("is 60×40"), "{text}");
+    // An image too small for the layers up to a conv tap is an error naming its size.
+    let err = fails(&with_enc("dream", &["--layer", "conv5", "--image", s(&wide), "--max-size", "6", "--out", s(&out)]));
+    assert!(err.contains("(6×4 pixels) is too small for posenet up to conv5"), "{err}");
     ok(&with_enc("caricature", &["--layer", "conv4", "--image", s(&img), "--steps", "5", "--final-steps", "1", "--out", s(&out), "--quiet"]));
     assert_eq!(png(&out).dimensions(), (32, 32));
 

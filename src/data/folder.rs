@@ -286,8 +286,8 @@ pub fn load_rgb_native(path: &Path, max_side: u32) -> Result<(Vec<f32>, [usize; 
     let mut img = to_rgb8(&decode(path)?);
     let (w, h) = img.dimensions();
     if max_side > 0 && w.max(h) > max_side {
-        let short = ((w.min(h) as u64 * max_side as u64) / w.max(h) as u64).max(1) as u32;
-        img = resize_short_side(&img, short);
+        let scaled = |side: u32| ((side as f64 * max_side as f64 / w.max(h) as f64).round() as u32).clamp(1, max_side);
+        img = super::resize::pil_bilinear(&img, scaled(w), scaled(h));
     }
     let (w, h) = img.dimensions();
     Ok((crop_to_chw(&img, 0, 0, h, w, false), [h as usize, w as usize]))

@@ -593,6 +593,9 @@ fn render_dataset_with_threads(
     threads: usize,
 ) -> Result<RenderSummary> {
     let start = Instant::now();
+    if opts.count == 0 {
+        bail!("the image count must be at least 1");
+    }
     if opts.size == 0 || opts.size > 4096 {
         bail!(
             "image size must be between 1 and 4096 pixels, got {}",

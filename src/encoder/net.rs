@@ -156,6 +156,15 @@ impl EncoderSpec {
         Ok(self.walk()?.taps)
     }
 
+    /// The code shape at `tap` for an input of `size` (`[h, w]`), looking only at the layers up
+    /// to the tap: an input too small for them is an error.
+    pub fn tap_shape_for(&self, tap: &str, size: [usize; 2]) -> Result<Vec<usize>> {
+        self.check_tap(tap)?;
+        let end = self.layers.iter().position(|l| l.tap() == Some(tap)).expect("checked tap") + 1;
+        let upto = EncoderSpec { input_size: size, layers: self.layers[..end].to_vec(), ..self.clone() };
+        Ok(upto.walk()?.taps.remove(tap).expect("the walk reaches its last tap"))
+    }
+
     pub fn num_classes(&self) -> usize {
         self.classes.len()
     }

@@ -604,12 +604,21 @@ pub fn dream<B: AutodiffBackend>(net: ConvNet<B>, layer: &str, image: Tensor<B::
     let param = Parameterization::new(&ParamConfig { kind: ParamKind::Pixel, ..cfg.param.clone() }, [h, wd], &device);
     let engine = Engine::new(net, obj, param, cfg.transforms.clone(), opts.seed)?;
     let s = &cfg.solver;
-    // Octave sizes, smallest first; stop shrinking below 16 px (no features left to find).
+    // A conv tap sees the image at its size (an fc tap sees it resized to the input), so the
+    // image, and each octave, must be large enough for the layers up to the tap.
+    let spatial = engine.net.spec.tap_shapes()?.get(layer).is_some_and(|s| s.len() == 3);
+    let fits = |sz: [usize; 2]| !spatial || engine.net.spec.tap_shape_for(layer, sz).is_ok();
+    if !fits([h, wd]) {
+        let err = engine.net.spec.tap_shape_for(layer, [h, wd]).unwrap_err();
+        bail!("the image ({wd}×{h} pixels) is too small for {} up to {layer}: {err}; use a larger image, or a tap nearer the input", engine.net.spec.arch);
+    }
+    // Octave sizes, smallest first; stop shrinking below 16 px (no features left to find) or
+    // where the layers up to the tap no longer fit.
     let mut sizes = vec![[h, wd]];
     for i in 1..s.octaves.max(1) {
         let f = s.octave_scale.powi(i as i32);
         let sz = [(h as f32 / f).round() as usize, (wd as f32 / f).round() as usize];
-        if sz[0] < 16 || sz[1] < 16 {
+        if sz[0] < 16 || sz[1] < 16 || !fits(sz) {
             break;
         }
         sizes.push(sz);
