@@ -530,7 +530,10 @@ fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &Path,
     let loaded = encoder::load::<B::InnerBackend>(&enc.encoder, &enc.source()?, enc.input_size, dev)?;
     let skips = SkipLog::new();
     let folder = ImageFolder::open(data, &skips)?;
-    let n = preimage::extract::extract_to_file(&loaded, &folder, layer, batch, dev, out)?;
+    let mut layer = layer.to_vec();
+    let mut seen = std::collections::HashSet::new();
+    layer.retain(|t| seen.insert(t.clone()));
+    let n = preimage::extract::extract_to_file(&loaded, &folder, &layer, batch, dev, out)?;
     println!("wrote {n} codes at {} to {}", layer.join(", "), out.display());
     skips.report();
     Ok(())
