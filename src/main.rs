@@ -518,8 +518,14 @@ fn run(cli: Cli) -> Result<()> {
             let spec = &loaded.net.spec;
             println!("{} (input {}×{}, {} classes)", spec.arch, spec.input_size[0], spec.input_size[1], spec.classes.len());
             let shapes = spec.tap_shapes()?;
+            // Our own network's module names mean nothing in torchvision.
+            let torch = if spec.arch == "posenet" { Default::default() } else { spec.torch_modules() };
+            if !torch.is_empty() {
+                println!("  {:<8} {:<16} output of torchvision's", "tap", "shape");
+            }
             for tap in spec.taps() {
-                println!("  {tap:<8} {:?}", shapes[&tap]);
+                let shape = format!("{:?}", shapes[&tap]);
+                println!("  {tap:<8} {shape:<16} {}", torch.get(&tap).map_or("", String::as_str));
             }
             Ok(())
         }

@@ -165,6 +165,28 @@ impl EncoderSpec {
         Ok(upto.walk()?.taps.remove(tap).expect("the walk reaches its last tap"))
     }
 
+    /// For each tap, the torchvision module whose output it is (`conv1` → `features.1`, the
+    /// ReLU after `features.0`), so PyTorch code can be lined up with ours; taps without one
+    /// (`prob`, a softmax) are left out, and so are modules of keys not in `prefix.N` form.
+    pub fn torch_modules(&self) -> BTreeMap<String, String> {
+        let index = |key: &str| key.rsplit_once('.').and_then(|(p, i)| Some((p.to_string(), i.parse::<usize>().ok()?)));
+        let mut out = BTreeMap::new();
+        let mut last: Option<(String, usize)> = None;
+        for layer in &self.layers {
+            let module = match layer {
+                Layer::Conv { key, bn_key, .. } => index(key).map(|(p, i)| (p, i + 1 + bn_key.is_some() as usize)),
+                Layer::MaxPool { .. } => last.clone().map(|(p, i)| (p, i + 1)),
+                Layer::Fc { key, relu, .. } => index(key).map(|(p, i)| (p, i + *relu as usize)),
+                _ => continue,
+            };
+            last = module.clone();
+            if let (Some(tap), Some((p, i))) = (layer.tap(), module) {
+                out.insert(tap.to_string(), format!("{p}.{i}"));
+            }
+        }
+        out
+    }
+
     pub fn num_classes(&self) -> usize {
         self.classes.len()
     }
@@ -454,6 +476,22 @@ mod tests {
     use crate::device::CpuAd;
     use burn::module::ModuleVisitor;
     use burn::optim::{GradientsParams, Optimizer};
+
+    #[test]
+    fn taps_line_up_with_torchvision_modules() {
+        // Read off torchvision 0.29's alexnet(), vgg16() and vgg16_bn() printouts.
+        for (arch, want) in [
+            ("alexnet", &[("conv1", "features.1"), ("pool2", "features.5"), ("conv5", "features.11"), ("pool5", "features.12"), ("fc6", "classifier.2"), ("fc7", "classifier.5"), ("fc8", "classifier.6")][..]),
+            ("vgg16", &[("conv1_1", "features.1"), ("pool1", "features.4"), ("conv5_3", "features.29"), ("pool5", "features.30"), ("fc6", "classifier.1"), ("fc7", "classifier.4")][..]),
+            ("vgg16_bn", &[("conv1_1", "features.2"), ("pool1", "features.6"), ("pool5", "features.43"), ("fc8", "classifier.6")][..]),
+        ] {
+            let modules = crate::encoder::default_spec(arch, 1000, None).unwrap().torch_modules();
+            for (tap, module) in want {
+                assert_eq!(modules.get(*tap).map(String::as_str), Some(*module), "{arch} {tap}");
+            }
+            assert!(!modules.contains_key("prob"));
+        }
+    }
 
     /// Trainable parameters' values (not the batch norms' running statistics), by field name.
     #[derive(Default)]
