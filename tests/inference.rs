@@ -96,6 +96,16 @@ fn reconstruct_and_edit() {
     write_bare_f64(&p("torch-conv5.safetensors"), "fc7", &file.codes["conv5"]);
     let (success, text) = preimage(&["reconstruct", "--decoder", s(&dec), "--codes", s(&p("torch-conv5.safetensors")), "--out", s(&p("x"))]);
     assert!(!success && text.contains("of shape [8]") && text.contains("have shape [4, 4, 4]"), "{text}");
+    // And codes saved with torch.save (f64 codes and int64 labels; made by tests/data/pth/make.py).
+    let pt = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pth/codes.pt");
+    let text = ok(&["reconstruct", "--decoder", s(&dec), "--codes", s(&pt), "--out", s(&p("pt"))]);
+    assert!(text.contains("wrote 3 images"), "{text}");
+    let from_pt = CodeFile::read(&pt).unwrap();
+    assert_eq!((from_pt.ids.len(), from_pt.labels.as_deref()), (3, Some([2, 0, 1].as_slice())));
+    for i in 0..3 {
+        let code: Vec<f32> = (0..8).map(|j| ((i * 8 + j) as f64 / 10.0 - 1.0) as f32).collect();
+        assert!(png_diff(&preimage::reconstruct::output_path(&p("pt"), &format!("{i:06}")), &rec.decode(&code).unwrap()[0]) <= 0.5 / 255.0 + 1e-6);
+    }
     // Inverting one by optimization needs only the encoder; training needs the images.
     let text = ok(&["invert", "--encoder", "posenet", "--run", s(&p("enc")), "--layer", "fc7", "--codes", s(&foreign), "--index", "2", "--steps", "3", "--final-steps", "0", "--out", s(&p("inv.png"))]);
     assert!(text.contains("feature error at fc7") && p("inv.png").exists(), "{text}");

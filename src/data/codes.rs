@@ -132,14 +132,14 @@ impl CodeFile {
     }
 
     pub fn read(path: &Path) -> Result<Self> {
-        Self::read_from(path, tensorfile::read(path)?)
+        Self::read_from(path, read_tensors(path, |_| true)?)
     }
 
     /// [`CodeFile::read`] with only the codes at `tap` (other taps are skipped on disk: a file
     /// of many taps can outgrow memory). A tap the file lacks is an error listing those it holds.
     pub fn read_tap(path: &Path, tap: &str) -> Result<Self> {
         let mut taps = Vec::new();
-        let read = tensorfile::read_where(path, |name| {
+        let read = read_tensors(path, |name| {
             if !matches!(name, "label" | "pose") {
                 taps.push(name.to_string());
             }
@@ -201,6 +201,16 @@ impl CodeFile {
             weights_path: meta.get("weights_path").cloned(),
         };
         Ok(CodeFile { codes: tensors, labels, poses, ids, provenance: Some(provenance) })
+    }
+}
+
+/// The tensors `keep` accepts and the metadata of a safetensors file, or of a file written by
+/// `torch.save({"fc6": codes, ...})` (which has no metadata), told apart by their content.
+fn read_tensors(path: &Path, keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
+    if crate::encoder::weights::is_safetensors(path).with_context(|| format!("opening code file {}", path.display()))? {
+        tensorfile::read_where(path, keep)
+    } else {
+        Ok((crate::encoder::weights::read_pytorch(path, keep)?, HashMap::new()))
     }
 }
 

@@ -26,16 +26,7 @@ pub struct StateDict {
 
 /// Read a state_dict from `.pth`/`.pt` or `.safetensors` (format sniffed from the content).
 pub fn read_state_dict(path: &Path) -> Result<StateDict> {
-    let head = {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path).with_context(|| format!("opening weights {}", path.display()))?;
-        let mut b = [0u8; 9];
-        let n = f.read(&mut b)?;
-        b[..n].to_vec()
-    };
-    // safetensors: u64 header length then '{'; PyTorch: zip ("PK") or legacy pickle (0x80).
-    let is_safetensors = head.len() == 9 && head[8] == b'{';
-    let (mut tensors, spec) = if is_safetensors {
+    let (mut tensors, spec) = if is_safetensors(path).with_context(|| format!("opening weights {}", path.display()))? {
         let (t, meta) = tensorfile::read(path)?;
         let spec = match meta.get(SPEC_KEY) {
             Some(s) => Some(serde_json::from_str(s).with_context(|| format!("{}: bad {SPEC_KEY} metadata", path.display()))?),
@@ -43,25 +34,43 @@ pub fn read_state_dict(path: &Path) -> Result<StateDict> {
         };
         (t, spec)
     } else {
-        let reader = burn_store::pytorch::PytorchReader::new(path)
-            .map_err(|e| anyhow!("{} is neither a safetensors nor a PyTorch file that can be read: {e}", path.display()))?;
-        let mut t = BTreeMap::new();
-        for (k, snap) in reader.into_tensors() {
-            let data = snap.to_data().map_err(|e| anyhow!("{}: reading tensor '{k}': {e:?}", path.display()))?;
-            let shape = data.shape.to_vec();
-            let values = data
-                .convert::<f32>()
-                .to_vec::<f32>()
-                .map_err(|e| anyhow!("{}: tensor '{k}' is not numeric: {e:?}", path.display()))?;
-            t.insert(k, Array::F32 { shape, data: values });
-        }
-        (t, None)
+        (read_pytorch(path, |_| true)?, None)
     };
     if tensors.is_empty() {
         bail!("{} holds no tensors", path.display());
     }
     strip_wrappers(&mut tensors);
     Ok(StateDict { tensors, spec })
+}
+
+/// Whether a file is safetensors (a u64 header length, then '{'), sniffed from its content; the
+/// alternative is PyTorch's zip ("PK") or legacy pickle (0x80).
+pub fn is_safetensors(path: &Path) -> std::io::Result<bool> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(9);
+    std::fs::File::open(path)?.take(9).read_to_end(&mut head)?;
+    Ok(head.len() == 9 && head[8] == b'{')
+}
+
+/// The tensors of a file written by `torch.save` (a dict of tensors, nested dicts giving dotted
+/// names) whose names `keep` accepts, as f32 (integers too: they are read as their values).
+pub fn read_pytorch(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<BTreeMap<String, Array>> {
+    let reader = burn_store::pytorch::PytorchReader::new(path)
+        .map_err(|e| anyhow!("{} is neither a safetensors nor a PyTorch file that can be read: {e}", path.display()))?;
+    let mut t = BTreeMap::new();
+    for (k, snap) in reader.into_tensors() {
+        if !keep(&k) {
+            continue;
+        }
+        let data = snap.to_data().map_err(|e| anyhow!("{}: reading tensor '{k}': {e:?}", path.display()))?;
+        let shape = data.shape.to_vec();
+        let values = data
+            .convert::<f32>()
+            .to_vec::<f32>()
+            .map_err(|e| anyhow!("{}: tensor '{k}' is not numeric: {e:?}", path.display()))?;
+        t.insert(k, Array::F32 { shape, data: values });
+    }
+    Ok(t)
 }
 
 /// Training checkpoints keep the state_dict beside other entries: PyTorch's ImageNet example

@@ -19,3 +19,8 @@ tensors = {
 torch.save(tensors, "strided.pth")
 for k, v in tensors.items():
     print(k, tuple(v.shape), v.stride(), v.storage_offset(), v.flatten().tolist())
+
+# Makes codes.pt: codes saved from PyTorch, `torch.save({"fc7": codes, "label": labels})`, read
+# by tests/inference.rs as a code file (f64 codes, values (i*8 + j) / 10 - 1, labels 2, 0, 1).
+codes = {"fc7": (torch.arange(24.0, dtype=torch.float64).reshape(3, 8) / 10 - 1), "label": torch.tensor([2, 0, 1])}
+torch.save(codes, "codes.pt")
