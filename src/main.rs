@@ -428,7 +428,8 @@ fn run(cli: Cli) -> Result<()> {
             let t = &mut cfg.train;
             over.apply(&mut t.epochs, &mut t.batch_size, &mut t.lr, &mut t.seed);
             t.max_images = max_images.or(t.max_images);
-            t.codes = codes.or(t.codes.take());
+            // --encoder without --codes asks for codes on the fly, whatever file the config names.
+            t.codes = if codes.is_none() && encoder.is_some() { None } else { codes.or(t.codes.take()) };
             t.data = data.or(t.data.take());
             let layer = layer.or(t.layer.clone()).with_context(|| format!("no tap to invert: pass --layer or set train.layer in {}", config.display()))?;
             let weights = (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()?;

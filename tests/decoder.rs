@@ -87,7 +87,8 @@ fn spatial_codes_on_the_fly_with_feature_and_adversarial_losses() {
         dir.path(),
         "conv5.toml",
         "[loss]\npixel = 1.0\nfeature = 0.5\nfeature_tap = \"conv2\"\nadversarial = 0.1\n[discriminator]\nchannels = [4, 8]\nhidden = 8\n",
-        "augment = true\n",
+        // A code file named in the config (as the shipped ones do) gives way to --encoder.
+        "augment = true\ncodes = \"nowhere/codes.safetensors\"\n",
     );
     let run = dir.path().join("conv5");
     let text = ok(&[
