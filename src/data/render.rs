@@ -486,14 +486,24 @@ impl ClassEntry {
 /// The classes to render, in dataset order, after applying `opts.classes`.
 fn resolve_classes(opts: &RenderOptions) -> Result<Vec<ClassEntry>> {
     let available: Vec<ClassEntry> = match &opts.meshes {
-        Some(dir) => meshes::find_mesh_classes(dir)?
-            .into_iter()
-            .map(|c| ClassEntry {
-                name: c.name,
-                symmetry: 1,
-                instances: Instances::Files(c.files),
-            })
-            .collect(),
+        Some(dir) => {
+            // Symmetry orders the user knows (a table's 2, a bottle's 0) come from
+            // DIR/classes.csv, as written here; other classes are taken as asymmetric.
+            let table = dir.join(crate::data::folder::CLASSES_FILE);
+            let symmetry = if table.is_file() { crate::data::folder::read_symmetry(&table)? } else { Default::default() };
+            let classes = meshes::find_mesh_classes(dir)?;
+            if let Some(unknown) = symmetry.keys().find(|k| !classes.iter().any(|c| &c.name == *k)) {
+                bail!("{}: class {unknown:?} has no meshes in {}", table.display(), dir.display());
+            }
+            classes
+                .into_iter()
+                .map(|c| ClassEntry {
+                    symmetry: symmetry.get(&c.name).copied().unwrap_or(1),
+                    name: c.name,
+                    instances: Instances::Files(c.files),
+                })
+                .collect()
+        }
         None => meshes::builtin_classes()
             .into_iter()
             .map(|(name, symmetry)| ClassEntry {
@@ -955,9 +965,12 @@ mod tests {
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, text).unwrap();
         }
+        // Symmetry orders given beside the meshes are kept; other classes are asymmetric.
+        fs::write(dir.join("classes.csv"), "class,symmetry\nwedge,0\n").unwrap();
         let out = scratch("instances-out");
         let opts = RenderOptions { count: 24, size: 16, seed: 2, meshes: Some(dir.clone()), ..Default::default() };
         let summary = render_dataset(&out, &opts).unwrap();
+        assert_eq!(fs::read_to_string(out.join("classes.csv")).unwrap(), "class,symmetry\nbox,1\nwedge,0\n");
         assert_eq!(summary.skipped_meshes.len(), 1, "{:?}", summary.skipped_meshes);
         assert_eq!(summary.skipped_meshes[0].0, dir.join("box/c/models/model_normalized.obj"));
         assert!(summary.to_string().contains("skipped 1 mesh file"), "{summary}");
@@ -973,6 +986,11 @@ mod tests {
         let again = scratch("instances-again");
         render_dataset_with_threads(&again, &opts, 1).unwrap();
         assert!(snapshot(&out) == snapshot(&again));
+
+        fs::write(dir.join("classes.csv"), "class,symmetry\nwedgie,0\n").unwrap();
+        let err = render_dataset(&out, &opts).unwrap_err().to_string();
+        assert!(err.contains("class \"wedgie\" has no meshes"), "{err}");
+        fs::remove_file(dir.join("classes.csv")).unwrap();
 
         // A class none of whose files loads is an error naming the class and the fault.
         fs::write(dir.join("box/a, b/models/model_normalized.obj"), "f 1 2 3\n").unwrap();
