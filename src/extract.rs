@@ -95,6 +95,7 @@ fn encode_folder<B: Backend>(
             preprocessing: Preprocessing::of(spec),
             // Class names come from the encoder (its logits), not from the folder.
             classes: spec.classes.clone(),
+            label_classes: (!folder.classes.is_empty()).then(|| folder.classes.clone()),
             spec: serde_json::to_string(spec)?,
             data_root: Some(absolute(&folder.root)),
             weights_path: enc.weights_path.as_deref().map(absolute),

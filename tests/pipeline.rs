@@ -95,6 +95,7 @@ fn train_extract_and_resume() {
     let pv = cf.provenance.as_ref().expect("extract records where the codes came from");
     assert_eq!(pv.encoder, "posenet");
     assert_eq!(pv.input_size, [32, 32]);
+    assert_eq!(pv.label_classes.as_deref(), Some(&classes.map(String::from)[..]), "label indexes the folder's classes");
     assert_eq!(pv.weights_sha256, preimage::util::sha256_file(&run.join("encoder.safetensors")).unwrap());
     // One tap alone: the others are not loaded; a missing tap names those the file holds.
     let fc7 = CodeFile::read_tap(&codes, "fc7").unwrap();

@@ -4,7 +4,8 @@
 //! -1 where unknown) and `pose` (f32 `[N, 2]`: azimuth, elevation in degrees, NaN where
 //! unknown) when known; `__metadata__` holds `ids` (JSON array of image paths relative to
 //! the data folder, in row order), `encoder`, `weights_sha256`, `input_size`,
-//! `preprocessing`, `classes` and the full encoder `spec`.
+//! `preprocessing`, `classes` (the encoder's, for its logits) and the full encoder `spec`; and
+//! `label_classes` (the folder's class names, which `label` indexes) when there are labels.
 //!
 //! Files written elsewhere (PyTorch's or NumPy's safetensors, codes of the same torchvision
 //! network) are read too: tensors named by the tap and nothing else. Their rows are named by
@@ -25,7 +26,11 @@ pub struct Provenance {
     pub input_size: [usize; 2],
     /// How images were turned into the encoder input (resize, crop, mean, std).
     pub preprocessing: Preprocessing,
+    /// The encoder's classes (its logits' names).
     pub classes: Vec<String>,
+    /// The image folder's classes, which `label` indexes (not the encoder's: AlexNet's codes
+    /// of a cats-and-dogs folder have labels 0 and 1 for cat and dog); `None` when unknown.
+    pub label_classes: Option<Vec<String>>,
     /// The encoder's full spec (JSON), so a decoder can re-encode its reconstructions.
     pub spec: String,
     /// Where the images and the encoder weights were read from (absolute paths when known),
@@ -128,6 +133,9 @@ impl CodeFile {
                 meta.insert(k.into(), v.clone());
             }
         }
+        if let Some(names) = &pv.label_classes {
+            meta.insert("label_classes".into(), serde_json::to_string(names)?);
+        }
         Ok((tensors, meta))
     }
 
@@ -197,6 +205,7 @@ impl CodeFile {
             preprocessing: serde_json::from_str(field("preprocessing")?).with_context(|| json_err("preprocessing"))?,
             classes: serde_json::from_str(field("classes")?).with_context(|| json_err("classes"))?,
             spec: field("spec")?.clone(),
+            label_classes: meta.get("label_classes").map(|s| serde_json::from_str(s).with_context(|| json_err("label_classes"))).transpose()?,
             data_root: meta.get("data_root").cloned(),
             weights_path: meta.get("weights_path").cloned(),
         };
