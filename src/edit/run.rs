@@ -165,7 +165,11 @@ fn pose_edit<B: AutodiffBackend>(
     let (decoder, _) = crate::decoder::load_run::<B>(&opts.decoder, device)?;
     let symmetry = symmetry_table(file);
     let sym_of = |r: usize| -> u32 {
-        let class = file.labels.as_ref().and_then(|l| usize::try_from(l[r]).ok()).and_then(|l| file.provenance.as_ref()?.label_classes.as_ref()?.get(l));
+        let class = file.labels.as_ref().and_then(|l| usize::try_from(l[r]).ok()).and_then(|l| {
+            // Files from before label_classes: posenet's classes were the folder's.
+            let pv = file.provenance.as_ref()?;
+            pv.label_classes.as_ref().unwrap_or(&pv.classes).get(l)
+        });
         class.and_then(|c| symmetry.get(c).copied()).unwrap_or(1)
     };
     let d = codes.dim();
