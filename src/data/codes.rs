@@ -7,8 +7,9 @@
 //! `preprocessing`, `classes` (the encoder's, for its logits) and the full encoder `spec`; and
 //! `label_classes` (the folder's class names, which `label` indexes) when there are labels.
 //!
-//! Files written elsewhere (PyTorch's or NumPy's safetensors, codes of the same torchvision
-//! network) are read too: tensors named by the tap and nothing else. Their rows are named by
+//! Files written elsewhere (safetensors from PyTorch or NumPy, or `torch.save` of a dict, with
+//! codes of the same torchvision network) are read too: tensors named by the tap and nothing
+//! else. Their rows are named by
 //! their index (`000000`, `000001`, …) and their provenance is unknown, so commands that need
 //! it (training: the images) say so, and the others check only the code shape.
 use crate::tensorfile::{self, Array};

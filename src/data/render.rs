@@ -445,7 +445,7 @@ impl MeshCache {
             }
             Err(e) => {
                 if !state.failed.iter().any(|(p, _)| p == path) {
-                    eprintln!("warning: skipping mesh {e}");
+                    eprintln!("warning: skipping a mesh (another of its class is drawn instead): {e}");
                     state.failed.push((path.to_path_buf(), e.clone()));
                 }
                 Err(e)
