@@ -608,9 +608,10 @@ pub fn dream<B: AutodiffBackend>(net: ConvNet<B>, layer: &str, image: Tensor<B::
     // image, and each octave, must be large enough for the layers up to the tap.
     let spatial = engine.net.spec.tap_shapes()?.get(layer).is_some_and(|s| s.len() == 3);
     let fits = |sz: [usize; 2]| !spatial || engine.net.spec.tap_shape_for(layer, sz).is_ok();
-    if !fits([h, wd]) {
-        let err = engine.net.spec.tap_shape_for(layer, [h, wd]).unwrap_err();
-        bail!("the image ({wd}×{h} pixels) is too small for {} up to {layer}: {err}; use a larger image, or a tap nearer the input", engine.net.spec.arch);
+    if spatial {
+        engine.net.spec.tap_shape_for(layer, [h, wd]).map_err(|err| {
+            anyhow::anyhow!("the image ({wd}×{h} pixels) is too small for {} up to {layer}: {err}; use a larger image, or a tap nearer the input", engine.net.spec.arch)
+        })?;
     }
     // Octave sizes, smallest first; stop shrinking below 16 px (no features left to find) or
     // where the layers up to the tap no longer fit.
