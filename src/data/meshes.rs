@@ -682,12 +682,19 @@ pub struct MeshClass {
 ///   `<synset>/<model>/model.obj` (v1) work as they are.
 ///
 /// Hidden files and folders are skipped, and so are subfolders without OBJ files.
-/// Classes come back sorted by name, their files sorted by path.
+/// Classes come back sorted by name, their files sorted by path. `dir` may also be one OBJ
+/// file: one class, named after the file.
 pub fn find_mesh_classes(dir: impl AsRef<Path>) -> Result<Vec<MeshClass>> {
     let dir = dir.as_ref();
+    // One OBJ file given instead of a folder: one class, named after it.
+    if is_obj(dir) {
+        let name = dir.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        check_class_name(&name, dir)?;
+        return Ok(vec![MeshClass { name, files: vec![dir.to_path_buf()] }]);
+    }
     if !dir.is_dir() {
         bail!(
-            "mesh directory {} does not exist or is not a directory",
+            "mesh directory {} does not exist or is not a directory (nor an .obj file)",
             dir.display()
         );
     }
@@ -811,6 +818,7 @@ mod tests {
         assert_eq!(classes[0].files, [d.join("pyr/a.obj"), d.join("pyr/b.OBJ")]);
         assert_eq!(load_obj(&classes[0].files[1]).unwrap().triangles.len(), 2, "quad is triangulated");
 
+        assert_eq!(find_mesh_classes(&f).unwrap(), [MeshClass { name: "tetra".into(), files: vec![f.clone()] }]);
         let err = find_mesh_classes(d.join("empty")).unwrap_err().to_string();
         assert!(err.contains("no .obj files"), "{err}");
         let bad = d.join("bad.obj");

@@ -548,9 +548,14 @@ fn resolve_classes(opts: &RenderOptions) -> Result<Vec<ClassEntry>> {
     Ok(out)
 }
 
-/// `path` below `root`, `/`-separated whatever the platform.
+/// `path` below `root`, `/`-separated whatever the platform (its file name when `root` is
+/// the file itself).
 fn relative_slash_path(path: &Path, root: &Path) -> String {
-    let rel = path.strip_prefix(root).unwrap_or(path);
+    let rel = match path.strip_prefix(root) {
+        Ok(r) if r.as_os_str().is_empty() => Path::new(path.file_name().unwrap_or_default()),
+        Ok(r) => r,
+        Err(_) => path,
+    };
     rel.components()
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
