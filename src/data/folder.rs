@@ -279,18 +279,19 @@ pub fn load_rgb(path: &Path, pre: &Preprocess) -> Result<Vec<f32>> {
     Ok(preprocess_image(&decode(path)?, pre))
 }
 
-/// Loads one image file at its own size, CHW in `[0, 1]`, with its `[height, width]`; when
-/// its longer side exceeds `max_side` (0 = no limit) it is scaled down to it first (PIL's
-/// bilinear, as in [`preprocess_image`]).
-pub fn load_rgb_native(path: &Path, max_side: u32) -> Result<(Vec<f32>, [usize; 2])> {
+/// Loads one image file at its own size, CHW in `[0, 1]`, with its `[height, width]` and the
+/// file's; when its longer side exceeds `max_side` (0 = no limit) it is scaled down to it
+/// first (PIL's bilinear, as in [`preprocess_image`]).
+pub fn load_rgb_native(path: &Path, max_side: u32) -> Result<(Vec<f32>, [usize; 2], [usize; 2])> {
     let mut img = to_rgb8(&decode(path)?);
     let (w, h) = img.dimensions();
+    let original = [h as usize, w as usize];
     if max_side > 0 && w.max(h) > max_side {
         let scaled = |side: u32| ((side as f64 * max_side as f64 / w.max(h) as f64).round() as u32).clamp(1, max_side);
         img = super::resize::pil_bilinear(&img, scaled(w), scaled(h));
     }
     let (w, h) = img.dimensions();
-    Ok((crop_to_chw(&img, 0, 0, h, w, false), [h as usize, w as usize]))
+    Ok((crop_to_chw(&img, 0, 0, h, w, false), [h as usize, w as usize], original))
 }
 
 /// Upper bound of the scale jitter used by [`load_augmented`]: the shorter side is

@@ -364,9 +364,8 @@ pub fn dream<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &DreamArgs, devic
     if cfg.solver.octave_scale <= 1.0 {
         bail!("--octave-scale must be > 1, got {}", cfg.solver.octave_scale);
     }
-    let (chw, [h, w]) = crate::data::folder::load_rgb_native(&a.image, a.max_size)?;
-    let (iw, ih) = image::image_dimensions(&a.image).with_context(|| format!("reading {}", a.image.display()))?;
-    if (iw as usize, ih as usize) != (w, h) {
+    let (chw, [h, w], [ih, iw]) = crate::data::folder::load_rgb_native(&a.image, a.max_size)?;
+    if (iw, ih) != (w, h) {
         eprintln!("note: dreaming at {w}×{h}: {} is {iw}×{ih} (--max-size {} scales it down; 0 keeps it)", a.image.display(), a.max_size);
     }
     let x = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(chw, [1, 3, h, w]), device);
