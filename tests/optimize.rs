@@ -110,6 +110,86 @@ fn invert_from_image_and_code_file_is_deterministic_with_snapshots_and_tensorboa
 }
 
 #[test]
+fn invert_many_codes_writes_one_image_per_id_independent_of_the_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = data(dir.path());
+    let [inv, grid, one, rows_dir, x, x_png, snaps] = ["inv", "grid.png", "one.png", "rows", "x", "x.png", "inv_snapshots"].map(|n| dir.path().join(n));
+    let common = ["--layer", "conv3", "--steps", "12", "--final-steps", "2", "--quiet"];
+    // A folder of images, three at a time: one PNG per image, errors in invert.csv, a grid,
+    // and snapshots in one folder per image.
+    let mut args = with_enc("invert", &common);
+    let mug = data.join("mug");
+    args.extend(["--image", s(&mug), "--out", s(&inv), "--batch", "3", "--grid", s(&grid), "--snapshots", "0"]);
+    let text = ok(&args);
+    let names: Vec<String> = {
+        let mut v: Vec<String> = std::fs::read_dir(data.join("mug")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names.len(), 8);
+    assert!(text.contains("batch 3/3") && text.contains("inverted 8 codes"), "{text}");
+    let csv = std::fs::read_to_string(inv.join("invert.csv")).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "id,feature_error,relative_error");
+    assert_eq!(rows.len(), 9, "{csv}");
+    for (row, name) in rows[1..].iter().zip(&names) {
+        let f: Vec<&str> = row.split(',').collect();
+        assert_eq!(f[0], name);
+        let (e, r): (f64, f64) = (f[1].parse().unwrap(), f[2].parse().unwrap());
+        assert!(e.is_finite() && (r - e.sqrt()).abs() < 1e-4, "{row}");
+        assert_eq!(png(&inv.join(name)).dimensions(), (32, 32));
+        let stem = name.trim_end_matches(".png");
+        assert_eq!(png(&snaps.join(stem).join("step_00000.png")).dimensions(), (32, 32));
+    }
+    assert!(png(&grid).width() > 2 * 32);
+    // Started from the images themselves, every code's start error is 0.
+    let mut args = with_enc("invert", &["--layer", "conv3", "--steps", "2", "--final-steps", "0", "--quiet", "--init", "image"]);
+    args.extend(["--image", s(&mug), "--out", s(&x)]);
+    ok(&args);
+    let csv = std::fs::read_to_string(x.join("invert.csv")).unwrap();
+    assert!(csv.starts_with("id,feature_error,relative_error,start_feature_error\n"), "{csv}");
+    for row in csv.lines().skip(1) {
+        assert!(row.rsplit(',').next().unwrap().parse::<f64>().unwrap() < 1e-6, "{row}");
+    }
+    // Inverted alone, an image gives the same result as in its batch of three (same start).
+    let last = data.join("mug").join(&names[7]);
+    let mut args = with_enc("invert", &common);
+    args.extend(["--image", s(&last), "--out", s(&one)]);
+    ok(&args);
+    let (alone, batched) = (png(&one), png(&inv.join(&names[7])));
+    let diff = alone.as_raw().iter().zip(batched.as_raw()).map(|(a, b)| (*a as i32 - *b as i32).abs()).max().unwrap();
+    assert!(diff <= 2, "alone vs batched differ by {diff}/255");
+
+    // Rows of a code file, by range and by id: outputs keep the class folder of the id.
+    let codes = dir.path().join("codes.safetensors");
+    ok(&with_enc("extract", &["--layer", "conv3", "--data", s(&data), "--out", s(&codes)]));
+    let file = preimage::data::codes::CodeFile::read(&codes).unwrap();
+    let mut args = with_enc("invert", &common);
+    args.extend(["--codes", s(&codes), "--range", "1:4", "--batch", "2", "--out", s(&rows_dir)]);
+    ok(&args);
+    let csv = std::fs::read_to_string(rows_dir.join("invert.csv")).unwrap();
+    let ids: Vec<&str> = csv.lines().skip(1).map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(ids, file.ids[1..4].iter().map(String::as_str).collect::<Vec<_>>());
+    for id in &file.ids[1..4] {
+        assert!(rows_dir.join(id).with_extension("png").is_file(), "{id}");
+    }
+    let id = file.ids[5].trim_end_matches(".png").to_string();
+    let mut args = with_enc("invert", &common);
+    args.extend(["--codes", s(&codes), "--ids", &id, "--index", "1", "--out", s(&x)]);
+    assert!(fails(&args).contains("cannot be used with"));
+    let mut args = with_enc("invert", &common);
+    args.extend(["--codes", s(&codes), "--ids", &id, "--init", "image", "--out", s(&x)]);
+    assert!(fails(&args).contains("--init image needs --image"));
+    let mut args = with_enc("invert", &common);
+    args.extend(["--codes", s(&codes), "--index", "0,2", "--out", s(&x_png)]);
+    let err = fails(&args);
+    assert!(err.contains("2 codes to invert") && err.contains("must be a folder"), "{err}");
+    let mut args = with_enc("invert", &common);
+    args.extend(["--image", s(&data), "--index", "2", "--out", s(&x)]);
+    assert!(fails(&args).contains("pick rows of --codes"));
+}
+
+#[test]
 fn visualize_dream_caricature_and_transform_write_their_images() {
     let dir = tempfile::tempdir().unwrap();
     let data = data(dir.path());

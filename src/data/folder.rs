@@ -446,6 +446,18 @@ fn split_csv_line(line: &str) -> std::result::Result<Vec<String>, String> {
     }
 }
 
+/// A CSV cell, quoted when it holds a comma, quote or edge blank (our reader, like
+/// Python's csv module, reads it back); line breaks cannot be stored in a line-based file.
+pub(crate) fn csv_cell(text: &str) -> Result<String> {
+    if text.contains(['\n', '\r']) {
+        bail!("{text:?} contains a line break and cannot go into a CSV file; rename it");
+    }
+    if text.contains([',', '"']) || text.trim() != text {
+        return Ok(format!("\"{}\"", text.replace('"', "\"\"")));
+    }
+    Ok(text.to_string())
+}
+
 /// A parsed CSV file: header names (trimmed) and data rows with their 1-based line
 /// numbers. Blank lines are skipped; every row must have as many fields as the header.
 pub(crate) struct Csv {

@@ -48,6 +48,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use image::{ImageEncoder, RgbImage};
 
+use crate::data::folder::csv_cell;
 use crate::data::meshes::{self, Axis, Mesh};
 use crate::rng::Rng;
 use crate::util::write_atomic;
@@ -560,18 +561,6 @@ fn relative_slash_path(path: &Path, root: &Path) -> String {
         .map(|c| c.as_os_str().to_string_lossy())
         .collect::<Vec<_>>()
         .join("/")
-}
-
-/// A CSV cell, quoted when it holds a comma, quote or edge blank (our reader, like
-/// Python's csv module, reads it back); line breaks cannot be stored in a line-based file.
-fn csv_cell(text: &str) -> Result<String> {
-    if text.contains(['\n', '\r']) {
-        bail!("{text:?} contains a line break and cannot go into manifest.csv; rename it");
-    }
-    if text.contains([',', '"']) || text.trim() != text {
-        return Ok(format!("\"{}\"", text.replace('"', "\"\"")));
-    }
-    Ok(text.to_string())
 }
 
 fn encode_png(img: &RgbImage) -> Result<Vec<u8>> {

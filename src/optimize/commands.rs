@@ -178,7 +178,7 @@ impl OptFlags {
                 out.with_file_name(format!("{stem}_snapshots"))
             })
         });
-        RunOptions { snapshots: self.snapshots.clone(), snapshot_dir: dir, tensorboard: self.tensorboard.clone(), seed, progress: !self.quiet }
+        RunOptions { snapshots: self.snapshots.clone(), snapshot_dir: dir, tensorboard: self.tensorboard.clone(), seed, progress: !self.quiet, ..Default::default() }
     }
 }
 
@@ -200,66 +200,223 @@ pub struct InvertArgs {
     /// Tap whose code is inverted.
     #[arg(long)]
     pub layer: String,
-    /// Invert this image's code.
-    #[arg(long, conflicts_with = "codes")]
-    pub image: Option<PathBuf>,
-    /// ...or a code from a code file (`preimage extract`).
+    /// Invert these images' codes: files, or folders (every image in them, read as `extract`
+    /// reads a folder).
+    #[arg(long, num_args = 1.., conflicts_with = "codes")]
+    pub image: Vec<PathBuf>,
+    /// ...or codes from a code file (`preimage extract`, or PyTorch's).
     #[arg(long)]
     pub codes: Option<PathBuf>,
-    /// Row of --codes.
-    #[arg(long, default_value_t = 0)]
-    pub index: usize,
+    /// Rows of --codes, comma-separated (default: 0 unless --ids or --range is given).
+    #[arg(long, value_delimiter = ',', conflicts_with_all = ["ids", "range"])]
+    pub index: Vec<usize>,
+    /// Ids of --codes, comma-separated.
+    #[arg(long, value_delimiter = ',', conflicts_with = "range")]
+    pub ids: Option<Vec<String>>,
+    /// Rows START:END of --codes (end exclusive; either side may be left out).
+    #[arg(long)]
+    pub range: Option<String>,
     /// noise (M&V baseline), image (start from --image), decoder:RUN_DIR (refiner: start from
     /// the decoder's reconstruction).
     #[arg(long, default_value = "noise")]
     pub init: Init,
-    /// Output PNG, at the encoder's input size.
+    /// Output PNG for one code; a folder for several (OUT/<id>.png and OUT/invert.csv).
     #[arg(long)]
     pub out: PathBuf,
+    /// Codes optimized together; more is faster per code and uses more memory. An image's
+    /// result does not depend on it (every code starts from the same noise).
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Also tile the results into one PNG.
+    #[arg(long)]
+    pub grid: Option<PathBuf>,
     #[command(flatten)]
     pub opt: OptFlags,
 }
 
-/// `preimage invert`.
+/// What `invert` inverts: named codes from images or from a code file.
+enum Targets {
+    /// `(name, path, from a folder)`: a broken image in a folder is skipped, a named one is an error.
+    Images(Vec<(String, PathBuf, bool)>),
+    Codes { file: CodeFile, rows: Vec<usize> },
+}
+
+impl Targets {
+    fn from_args(a: &InvertArgs, enc: &Loaded<impl Backend>, skips: &crate::data::folder::SkipLog) -> Result<Targets> {
+        match (&a.image[..], &a.codes) {
+            ([], Some(path)) => {
+                let file = CodeFile::read_tap(path, &a.layer)?;
+                check_codes(&file, path, &a.layer, enc)?;
+                let rows = if a.index.is_empty() {
+                    crate::reconstruct::Selection::from_args(a.ids.clone(), a.range.as_deref())
+                        .map(|s| if s == crate::reconstruct::Selection::All { crate::reconstruct::Selection::Range(0, 1) } else { s })?
+                        .rows(&file.ids)?
+                } else {
+                    a.index.clone()
+                };
+                if let Some(&bad) = rows.iter().find(|&&r| r >= file.ids.len()) {
+                    let n = file.ids.len();
+                    bail!("--index {bad} is out of range: {} holds {n} codes (0..={})", path.display(), n.saturating_sub(1));
+                }
+                Ok(Targets::Codes { file, rows })
+            }
+            ([], None) => bail!("give the codes to invert with --image FILE|FOLDER... or --codes FILE [--index I,J | --ids | --range A:B]"),
+            (images, None) => {
+                if !a.index.is_empty() || a.ids.is_some() || a.range.is_some() {
+                    bail!("--index, --ids and --range pick rows of --codes; with --image every image given is inverted");
+                }
+                let mut items: Vec<(String, PathBuf, bool)> = Vec::new();
+                for p in images {
+                    if p.is_dir() {
+                        let folder = crate::data::folder::ImageFolder::open(p, skips)?;
+                        items.extend(folder.records.iter().enumerate().map(|(i, r)| (r.rel_path.clone(), folder.path(i), true)));
+                    } else {
+                        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| p.display().to_string());
+                        items.push((name, p.clone(), false));
+                    }
+                }
+                let mut seen = std::collections::HashMap::new();
+                for (name, path, _) in &items {
+                    let key = crate::reconstruct::strip_ext(name).to_string();
+                    if let Some(other) = seen.insert(key, path) {
+                        bail!("{} and {} would both be written as {name}; invert them in separate runs", other.display(), path.display());
+                    }
+                }
+                Ok(Targets::Images(items))
+            }
+            (_, Some(_)) => unreachable!("clap: --image conflicts with --codes"),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Targets::Images(v) => v.len(),
+            Targets::Codes { rows, .. } => rows.len(),
+        }
+    }
+}
+
+/// `preimage invert`: one code → `--out` PNG; several → `--out/<id>.png` and `invert.csv`
+/// (feature error per code), optimized `--batch` at a time. Returns the outcome of the last batch.
 pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, device: &B::Device) -> Result<Outcome> {
     let spec = enc.net.spec.clone();
     spec.check_tap(&a.layer)?;
-    let cfg = a.opt.config("invert", spec.input_size[0].min(spec.input_size[1]))?;
-    let (code, image) = match (&a.image, &a.codes) {
-        (Some(img), None) => {
-            let x = load_image::<B::InnerBackend>(img, &spec, device)?;
-            let code = super::encode_inner(&enc.net, x.clone(), &[&a.layer])?.remove(&a.layer).unwrap().flat();
-            (code, Some(x))
-        }
-        (None, Some(path)) => (code_row::<B::InnerBackend>(path, a.index, &a.layer, &enc, device)?, None),
-        _ => bail!("give the code to invert with --image FILE or --codes FILE --index I"),
-    };
-    let init = match &a.init {
-        Init::Noise => None,
-        Init::Image => Some(image.clone().context("--init image needs --image (a code file holds no image)")?),
-        Init::Decoder(dir) => Some(super::decoder_start::<B>(dir, &spec, &enc.weights_sha256, &a.layer, code.clone(), device)?),
-    };
-    if let Some(start) = &init {
-        let e = super::feature_error(&enc.net.valid(), &a.layer, start.clone(), code.clone())?;
-        println!("start: feature error at {} = {:.4} (relative {:.4})", a.layer, e[0], e[0].sqrt());
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
     }
-    let out = super::invert::<B>(enc.net, &a.layer, code, init, &cfg, &a.opt.run_options(seed, &a.out))?;
-    out.save(0, &a.out)?;
-    let e = out.term("feature(").map(|v| v[0]).unwrap_or(f32::NAN);
-    println!(
-        "wrote {}: feature error at {} = {e:.4} (‖Φ(x) − Φ₀‖² / ‖Φ₀‖², M&V's term; relative ‖Φ(x) − Φ₀‖ / ‖Φ₀‖ = {:.4})",
-        a.out.display(),
-        a.layer,
-        e.sqrt()
-    );
+    let cfg = a.opt.config("invert", spec.input_size[0].min(spec.input_size[1]))?;
+    let skips = crate::data::folder::SkipLog::new();
+    let targets = Targets::from_args(a, &enc, &skips)?;
+    let single_file = targets.len() == 1 && crate::data::folder::has_image_extension(&a.out);
+    if targets.len() > 1 && crate::data::folder::has_image_extension(&a.out) {
+        bail!("{} codes to invert, so --out must be a folder (OUT/<id>.png), not the image file {}", targets.len(), a.out.display());
+    }
+    if matches!(a.init, Init::Image) && matches!(targets, Targets::Codes { .. }) {
+        bail!("--init image needs --image (a code file holds no image)");
+    }
+    let pre = preprocess_for(&spec);
+    let order: Vec<usize> = (0..targets.len()).collect();
+    let chunks: Vec<&[usize]> = order.chunks(a.batch).collect();
+    let mut csv = String::from(if matches!(a.init, Init::Noise) { "id,feature_error,relative_error\n" } else { "id,feature_error,relative_error,start_feature_error\n" });
+    let (mut all, mut sum, mut count) = (Vec::new(), 0.0f64, 0usize);
+    let mut last = None;
+    for (k, chunk) in chunks.iter().enumerate() {
+        // Codes (and the images they came from) of this batch; unreadable folder images are skipped.
+        let (names, code, image) = match &targets {
+            Targets::Images(items) => {
+                let mut names = Vec::new();
+                let mut data = Vec::new();
+                for &i in *chunk {
+                    let (name, path, from_folder) = &items[i];
+                    match crate::data::folder::load_rgb(path, &pre) {
+                        Ok(chw) => {
+                            names.push(name.clone());
+                            data.extend(chw);
+                        }
+                        Err(e) if *from_folder => skips.record(path, format!("{e:#}")),
+                        Err(e) => return Err(e),
+                    }
+                }
+                if names.is_empty() {
+                    continue;
+                }
+                let [h, w] = spec.input_size;
+                let x = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(data, [names.len(), 3, h, w]), device);
+                let code = super::encode_inner(&enc.net, x.clone(), &[&a.layer])?.remove(&a.layer).unwrap().flat();
+                (names, code, Some(x))
+            }
+            Targets::Codes { file, rows, .. } => {
+                let rows: Vec<usize> = chunk.iter().map(|&i| rows[i]).collect();
+                (rows.iter().map(|&r| file.ids[r].clone()).collect::<Vec<_>>(), code_rows::<B::InnerBackend>(file, &a.layer, &rows, device)?, None)
+            }
+        };
+        let init = match &a.init {
+            Init::Noise => None,
+            Init::Image => image.clone(),
+            Init::Decoder(dir) => Some(super::decoder_start::<B>(dir, &spec, &enc.weights_sha256, &a.layer, code.clone(), device)?),
+        };
+        let start_err = match &init {
+            Some(start) => Some(super::feature_error(&enc.net.valid(), &a.layer, start.clone(), code.clone())?),
+            None => None,
+        };
+        if let (Some(e), 1) = (&start_err, targets.len()) {
+            println!("start: feature error at {} = {:.4} (relative {:.4})", a.layer, e[0], e[0].sqrt());
+        }
+        if chunks.len() > 1 {
+            println!("batch {}/{}: {}", k + 1, chunks.len(), names.join(", "));
+        }
+        let mut run = a.opt.run_options(seed, &a.out);
+        run.shared_start = true;
+        if !single_file || names.len() > 1 {
+            run.names = names.clone();
+        }
+        if chunks.len() > 1 {
+            run.tensorboard = run.tensorboard.map(|d| d.join(format!("batch_{k:03}")));
+        }
+        let out = super::invert::<B>(enc.net.clone(), &a.layer, code, init, &cfg, &run)?;
+        let errs = out.term("feature(").map(<[f32]>::to_vec).unwrap_or_else(|| vec![f32::NAN; names.len()]);
+        for (i, name) in names.iter().enumerate() {
+            let path = if single_file { a.out.clone() } else { crate::reconstruct::output_path(&a.out, name) };
+            out.save(i, &path)?;
+            let e = errs[i];
+            let start = start_err.as_ref().filter(|_| targets.len() > 1).map(|s| format!(" (start {:.4})", s[i])).unwrap_or_default();
+            println!(
+                "wrote {}: feature error at {} = {e:.4}{start} (‖Φ(x) − Φ₀‖² / ‖Φ₀‖², M&V's term; relative ‖Φ(x) − Φ₀‖ / ‖Φ₀‖ = {:.4})",
+                path.display(),
+                a.layer,
+                e.sqrt()
+            );
+            csv.push_str(&format!("{},{e},{}", crate::data::folder::csv_cell(name)?, e.sqrt()));
+            if let Some(s) = &start_err {
+                csv.push_str(&format!(",{}", s[i]));
+            }
+            csv.push('\n');
+            sum += e as f64;
+            count += 1;
+        }
+        if !single_file {
+            // Rewritten after every batch, so a run that stops keeps the errors of what it wrote.
+            crate::util::write_atomic(&a.out.join("invert.csv"), csv.as_bytes())?;
+        }
+        if a.grid.is_some() {
+            all.extend(out.images.iter().cloned());
+        }
+        last = Some(out);
+    }
+    skips.report();
+    let out = last.with_context(|| format!("no image could be read ({})", skips.summary()))?;
+    if !single_file {
+        println!("inverted {count} codes: mean feature error at {} = {:.4}; per code in {}", a.layer, sum / count as f64, a.out.join("invert.csv").display());
+    }
+    if let Some(g) = &a.grid {
+        crate::reconstruct::save_grid(g, &all, out.size, 0)?;
+    }
     Ok(out)
 }
 
-/// Row `index` of tap `layer` in a code file, checked against the encoder that will invert it.
-fn code_row<B: Backend>(path: &Path, index: usize, layer: &str, enc: &Loaded<impl Backend>, device: &B::Device) -> Result<Tensor<B, 2>> {
-    let file = CodeFile::read_tap(path, layer)?;
-    let arr = file.tap(layer)?;
-    let shape = arr.shape().to_vec();
+/// Check that a code file's `layer` codes fit the encoder that will invert them.
+fn check_codes(file: &CodeFile, path: &Path, layer: &str, enc: &Loaded<impl Backend>) -> Result<()> {
+    let shape = file.tap(layer)?.shape().to_vec();
     match &file.provenance {
         Some(pv) if pv.encoder != enc.net.spec.arch || pv.weights_sha256 != enc.weights_sha256 => bail!(
             "{} holds codes of encoder {} (weights {}), but the encoder given is {} (weights {}); pass the same --encoder and --weights/--run",
@@ -269,25 +426,28 @@ fn code_row<B: Backend>(path: &Path, index: usize, layer: &str, enc: &Loaded<imp
             enc.net.spec.arch,
             short(&enc.weights_sha256)
         ),
-        Some(_) => {}
+        Some(_) => Ok(()),
         None => {
             let want = enc.net.spec.tap_shapes()?.remove(layer).with_context(|| format!("{} has no tap '{layer}'", enc.net.spec.arch))?;
             // Written elsewhere: only the shape can be checked (the reader said so).
             if shape[1..] != want[..] {
                 bail!("{}: its '{layer}' codes have shape {:?}, but {} {layer} codes have shape {want:?}", path.display(), &shape[1..], enc.net.spec.arch);
             }
+            Ok(())
         }
     }
-    let n = shape[0];
-    if index >= n {
-        bail!("--index {index} is out of range: {} holds {n} codes (0..={})", path.display(), n.saturating_sub(1));
-    }
-    let d: usize = shape[1..].iter().product();
-    let row = match arr {
-        Array::F32 { data, .. } => data[index * d..(index + 1) * d].to_vec(),
-        other => other.to_f32()[index * d..(index + 1) * d].to_vec(),
+}
+
+/// Rows `rows` of tap `layer` as `[rows, D]`.
+fn code_rows<B: Backend>(file: &CodeFile, layer: &str, rows: &[usize], device: &B::Device) -> Result<Tensor<B, 2>> {
+    let arr = file.tap(layer)?;
+    let d: usize = arr.shape()[1..].iter().product();
+    let data: std::borrow::Cow<[f32]> = match arr {
+        Array::F32 { data, .. } => std::borrow::Cow::Borrowed(data),
+        other => std::borrow::Cow::Owned(other.to_f32()),
     };
-    Ok(Tensor::from_data(TensorData::new(row, [1, d]), device))
+    let v: Vec<f32> = rows.iter().flat_map(|&r| data[r * d..(r + 1) * d].iter().copied()).collect();
+    Ok(Tensor::from_data(TensorData::new(v, [rows.len(), d]), device))
 }
 
 fn short(sha: &str) -> &str {

@@ -132,6 +132,12 @@ pub struct RunOptions {
     pub seed: u64,
     /// Show a progress bar (the CLI does; library callers and tests usually don't).
     pub progress: bool,
+    /// Names of the batch items: snapshots go to `snapshot_dir/<name>/step_00050.png` and
+    /// TensorBoard tags are `image/<name>` (empty: numbered by position).
+    pub names: Vec<String>,
+    /// Every item starts from item 0's noise, so an item's result does not depend on the
+    /// items it is batched with (`invert` over many codes).
+    pub shared_start: bool,
 }
 
 /// The engine: a frozen encoder, an objective, a parameterization, transforms and an
@@ -312,12 +318,22 @@ impl<'a, B: AutodiffBackend> Monitor<'a, B> {
         let [n, _, h, w] = images.dims();
         let all = to_vec(images);
         for (i, chw) in all.chunks(3 * h * w).enumerate() {
+            let name = self.opts.names.get(i).map(|s| crate::reconstruct::strip_ext(s));
             if let Some(dir) = &self.opts.snapshot_dir {
-                let name = if n == 1 { format!("step_{step:05}.png") } else { format!("step_{step:05}_{i}.png") };
-                crate::data::folder::save_rgb(&dir.join(name), chw, h as u32, w as u32)?;
+                let file = format!("step_{step:05}.png");
+                let path = match name {
+                    Some(name) => crate::reconstruct::output_path(dir, name).with_extension("").join(file),
+                    None if n == 1 => dir.join(file),
+                    None => dir.join(format!("step_{step:05}_{i}.png")),
+                };
+                crate::data::folder::save_rgb(&path, chw, h as u32, w as u32)?;
             }
             if let Some(tb) = &mut self.tb {
-                tb.image(&format!("image/{i}"), chw, h, w, step);
+                let tag = match name {
+                    Some(name) => format!("image/{name}"),
+                    None => format!("image/{i}"),
+                };
+                tb.image(&tag, chw, h, w, step);
             }
         }
         Ok(())
@@ -452,10 +468,11 @@ fn encode_inner<B: AutodiffBackend>(net: &ConvNet<B>, images: Tensor<B::InnerBac
 }
 
 /// Initial parameter: noise or the given images.
-fn start<B: AutodiffBackend>(engine: &Engine<B>, n: usize, cfg: &OptimizeConfig, images: Option<Tensor<B::InnerBackend, 4>>, seed: u64, device: &B::Device) -> Result<Tensor<B::InnerBackend, 2>> {
+fn start<B: AutodiffBackend>(engine: &Engine<B>, n: usize, cfg: &OptimizeConfig, images: Option<Tensor<B::InnerBackend, 4>>, opts: &RunOptions, device: &B::Device) -> Result<Tensor<B::InnerBackend, 2>> {
     match images {
         Some(img) => Ok(engine.param.from_image(constant::<B, 4>(img))?.inner()),
-        None => Ok(engine.param.noise(n, cfg.param.init_sd, seed, device).inner()),
+        None if opts.shared_start => Ok(engine.param.noise(1, cfg.param.init_sd, opts.seed, device).inner().repeat_dim(0, n)),
+        None => Ok(engine.param.noise(n, cfg.param.init_sd, opts.seed, device).inner()),
     }
 }
 
@@ -478,7 +495,7 @@ pub fn invert<B: AutodiffBackend>(net: ConvNet<B>, layer: &str, code: Tensor<B::
     // A decoder of this very tap starts from the code itself (DGN-AM refinement).
     let x0 = match (dec_tap, init_images) {
         (Some(t), None) if t == layer => code,
-        (_, init) => start(&engine, n, cfg, init, opts.seed, &device)?,
+        (_, init) => start(&engine, n, cfg, init, opts, &device)?,
     };
     let p = optimize(&engine, x0, &cfg.solver, opts, "invert")?;
     Outcome::from(&engine, &p)
@@ -571,7 +588,7 @@ pub fn visualize<B: AutodiffBackend>(net: ConvNet<B>, units: &[Unit], cfg: &Opti
     }
     let (param, _) = make_param::<B>(&cfg.param, &net.spec, device)?;
     let engine = Engine::new(net, obj, param, cfg.transforms.clone(), opts.seed)?;
-    let x0 = start(&engine, n, cfg, None, opts.seed, device)?;
+    let x0 = start(&engine, n, cfg, None, opts, device)?;
     let p = optimize(&engine, x0, &cfg.solver, opts, "visualize")?;
     Outcome::from(&engine, &p)
 }
@@ -674,7 +691,7 @@ pub fn caricature<B: AutodiffBackend>(net: ConvNet<B>, layer: &str, image: Tenso
     let (param, _) = make_param::<B>(&cfg.param, &net.spec, &device)?;
     let engine = Engine::new(net, obj, param, cfg.transforms.clone(), opts.seed)?;
     let n = image.dims()[0];
-    let x0 = start(&engine, n, cfg, (!from_noise).then_some(image), opts.seed, &device)?;
+    let x0 = start(&engine, n, cfg, (!from_noise).then_some(image), opts, &device)?;
     let p = optimize(&engine, x0, &cfg.solver, opts, "caricature")?;
     Outcome::from(&engine, &p)
 }
@@ -745,7 +762,7 @@ pub fn transform<B: AutodiffBackend>(net: ConvNet<B>, image: Tensor<B::InnerBack
     if let Some(m) = target.mask {
         engine = engine.with_mask(m, constant::<B, 4>(image.clone()))?;
     }
-    let x0 = start(&engine, n, cfg, Some(image), opts.seed, &device)?;
+    let x0 = start(&engine, n, cfg, Some(image), opts, &device)?;
     let p = optimize(&engine, x0, &cfg.solver, opts, "transform")?;
     Outcome::from(&engine, &p)
 }
