@@ -671,6 +671,33 @@ fn check_class_name(name: &str, origin: &Path) -> Result<()> {
 pub struct MeshClass {
     pub name: String,
     pub files: Vec<PathBuf>,
+    /// The folder (or file stem) it came from, when the name differs: a ShapeNet synset id.
+    pub synset: Option<String>,
+}
+
+/// ShapeNetCore's categories (v1 and v2) by WordNet synset id, named as ShapeNet's taxonomy
+/// names them (first name, spaces as underscores), so `03001627/` renders as class `chair`.
+const SHAPENET_SYNSETS: [(&str, &str); 57] = [
+    ("02691156", "airplane"), ("02747177", "trash_bin"), ("02773838", "bag"), ("02801938", "basket"),
+    ("02808440", "bathtub"), ("02818832", "bed"), ("02828884", "bench"), ("02834778", "bicycle"),
+    ("02843684", "birdhouse"), ("02858304", "boat"), ("02871439", "bookshelf"), ("02876657", "bottle"),
+    ("02880940", "bowl"), ("02924116", "bus"), ("02933112", "cabinet"), ("02942699", "camera"),
+    ("02946921", "can"), ("02954340", "cap"), ("02958343", "car"), ("02992529", "cellphone"),
+    ("03001627", "chair"), ("03046257", "clock"), ("03085013", "keyboard"), ("03207941", "dishwasher"),
+    ("03211117", "display"), ("03261776", "earphone"), ("03325088", "faucet"), ("03337140", "file_cabinet"),
+    ("03467517", "guitar"), ("03513137", "helmet"), ("03593526", "jar"), ("03624134", "knife"),
+    ("03636649", "lamp"), ("03642806", "laptop"), ("03691459", "loudspeaker"), ("03710193", "mailbox"),
+    ("03759954", "microphone"), ("03761084", "microwave"), ("03790512", "motorbike"), ("03797390", "mug"),
+    ("03928116", "piano"), ("03938244", "pillow"), ("03948459", "pistol"), ("03991062", "flowerpot"),
+    ("04004475", "printer"), ("04074963", "remote"), ("04090263", "rifle"), ("04099429", "rocket"),
+    ("04225987", "skateboard"), ("04256520", "sofa"), ("04330267", "stove"), ("04379243", "table"),
+    ("04401088", "telephone"), ("04460130", "tower"), ("04468005", "train"), ("04530566", "watercraft"),
+    ("04554684", "washer"),
+];
+
+/// ShapeNet's name for a synset-id folder name (`03001627` → `chair`).
+pub fn shapenet_name(synset: &str) -> Option<&'static str> {
+    SHAPENET_SYNSETS.iter().find(|(id, _)| *id == synset).map(|(_, name)| *name)
 }
 
 /// Finds the classes of a directory of OBJ meshes, without loading them (a ShapeNet
@@ -681,16 +708,17 @@ pub struct MeshClass {
 ///   `<class>`, so ShapeNet's `<synset>/<model>/models/model_normalized.obj` (v2) and
 ///   `<synset>/<model>/model.obj` (v1) work as they are.
 ///
-/// Hidden files and folders are skipped, and so are subfolders without OBJ files.
-/// Classes come back sorted by name, their files sorted by path. `dir` may also be one OBJ
-/// file: one class, named after the file.
+/// Hidden files and folders are skipped, and so are subfolders without OBJ files. A folder
+/// named with a ShapeNetCore synset id takes ShapeNet's name for it (`03001627` → `chair`;
+/// the id is kept in [`MeshClass::synset`]). Classes come back sorted by name, their files
+/// sorted by path. `dir` may also be one OBJ file: one class, named after the file.
 pub fn find_mesh_classes(dir: impl AsRef<Path>) -> Result<Vec<MeshClass>> {
     let dir = dir.as_ref();
     // One OBJ file given instead of a folder: one class, named after it.
     if is_obj(dir) {
         let name = dir.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         check_class_name(&name, dir)?;
-        return Ok(vec![MeshClass { name, files: vec![dir.to_path_buf()] }]);
+        return Ok(vec![MeshClass { name, files: vec![dir.to_path_buf()], synset: None }]);
     }
     if !dir.is_dir() {
         bail!(
@@ -706,25 +734,31 @@ pub fn find_mesh_classes(dir: impl AsRef<Path>) -> Result<Vec<MeshClass>> {
                 .unwrap_or_default()
         };
         let class = if is_obj(&path) {
-            MeshClass { name: name(), files: vec![path.clone()] }
+            MeshClass { name: name(), files: vec![path.clone()], synset: None }
         } else if path.is_dir() {
             let mut files = Vec::new();
             find_obj_files(&path, 1, &mut files)?;
             if files.is_empty() {
                 continue;
             }
-            let name = path
+            let folder = path
                 .file_name()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            MeshClass { name, files }
+            match shapenet_name(&folder) {
+                Some(name) => MeshClass { name: name.to_string(), files, synset: Some(folder) },
+                None => MeshClass { name: folder, files, synset: None },
+            }
         } else {
             continue;
         };
         check_class_name(&class.name, &path)?;
         if let Some(c) = classes.iter().find(|c| c.name == class.name) {
             let name = &c.name;
-            bail!("class {name:?} is defined twice in {} (both as {name}.obj and as a {name}/ folder?)", dir.display());
+            match c.synset.as_ref().or(class.synset.as_ref()) {
+                Some(id) => bail!("class {name:?} is defined twice in {}: by ShapeNet's folder {id}/ and by {name}", dir.display()),
+                None => bail!("class {name:?} is defined twice in {} (both as {name}.obj and as a {name}/ folder?)", dir.display()),
+            }
         }
         classes.push(class);
     }
@@ -818,7 +852,7 @@ mod tests {
         assert_eq!(classes[0].files, [d.join("pyr/a.obj"), d.join("pyr/b.OBJ")]);
         assert_eq!(load_obj(&classes[0].files[1]).unwrap().triangles.len(), 2, "quad is triangulated");
 
-        assert_eq!(find_mesh_classes(&f).unwrap(), [MeshClass { name: "tetra".into(), files: vec![f.clone()] }]);
+        assert_eq!(find_mesh_classes(&f).unwrap(), [MeshClass { name: "tetra".into(), files: vec![f.clone()], synset: None }]);
         let err = find_mesh_classes(d.join("empty")).unwrap_err().to_string();
         assert!(err.contains("no .obj files"), "{err}");
         let bad = d.join("bad.obj");
@@ -853,13 +887,14 @@ mod tests {
             classes,
             [
                 MeshClass {
-                    name: "03001627".into(),
+                    name: "chair".into(),
                     files: vec![
                         d.join("03001627/0c9d/models/model_normalized.obj"),
                         d.join("03001627/1a2b/models/model_normalized.obj"),
                     ],
+                    synset: Some("03001627".into()),
                 },
-                MeshClass { name: "04379243".into(), files: vec![d.join("04379243/77ee/model.obj")] },
+                MeshClass { name: "table".into(), files: vec![d.join("04379243/77ee/model.obj")], synset: Some("04379243".into()) },
             ]
         );
         // The .mtl is missing: materials are not read, so that is no error.
@@ -868,6 +903,14 @@ mod tests {
         let latin1 = d.join("latin1.obj");
         std::fs::write(&latin1, [b"# Stuhl f\xfcr K\xfcche\no St\xfchl\n".as_slice(), TETRA.as_bytes()].concat()).unwrap();
         assert_eq!(load_obj(&latin1).unwrap().triangles.len(), 4);
+        // A synset folder beside a folder of the name ShapeNet gives it: the error names both.
+        std::fs::create_dir_all(d.join("chair")).unwrap();
+        std::fs::write(d.join("chair/x.obj"), TETRA).unwrap();
+        let err = find_mesh_classes(&d).unwrap_err().to_string();
+        assert!(err.contains("\"chair\" is defined twice") && err.contains("03001627/"), "{err}");
+        // Folders that only look like ids keep their names.
+        assert_eq!(shapenet_name("03001627"), Some("chair"));
+        assert_eq!(shapenet_name("12345678"), None);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -493,13 +493,18 @@ fn resolve_classes(opts: &RenderOptions) -> Result<Vec<ClassEntry>> {
             let table = dir.join(crate::data::folder::CLASSES_FILE);
             let symmetry = if table.is_file() { crate::data::folder::read_symmetry(&table)? } else { Default::default() };
             let classes = meshes::find_mesh_classes(dir)?;
-            if let Some(unknown) = symmetry.keys().find(|k| !classes.iter().any(|c| &c.name == *k)) {
+            // A ShapeNet class may be listed by its name or by its synset id.
+            if let Some(unknown) = symmetry.keys().find(|k| !classes.iter().any(|c| &c.name == *k || c.synset.as_ref() == Some(*k))) {
                 bail!("{}: class {unknown:?} has no meshes in {}", table.display(), dir.display());
+            }
+            let named: Vec<String> = classes.iter().filter_map(|c| c.synset.as_ref().map(|id| format!("{id} → {}", c.name))).collect();
+            if !named.is_empty() {
+                eprintln!("note: ShapeNet synset folders take ShapeNet's names: {}", named.join(", "));
             }
             classes
                 .into_iter()
                 .map(|c| ClassEntry {
-                    symmetry: symmetry.get(&c.name).copied().unwrap_or(1),
+                    symmetry: symmetry.get(&c.name).or_else(|| c.synset.as_ref().and_then(|id| symmetry.get(id))).copied().unwrap_or(1),
                     name: c.name,
                     instances: Instances::Files(c.files),
                 })
@@ -992,6 +997,33 @@ mod tests {
         let err = format!("{:#}", render_dataset(&out, &opts).unwrap_err());
         assert!(err.contains("none of the 3 OBJ file(s) of class \"box\"") && err.contains("model_normalized.obj"), "{err}");
         for d in [dir, out, again] {
+            fs::remove_dir_all(d).unwrap();
+        }
+    }
+
+    #[test]
+    fn shapenet_synset_folders_render_under_shapenets_names() {
+        const TETRA: &str = "v 0 0 0\nv 2 0 0\nv 0 2 0\nv 0 0 2\nf 1 3 2\nf 1 2 4\nf 1 4 3\nf 2 3 4\n";
+        let dir = scratch("synsets");
+        for rel in ["03001627/1a2b/models/model_normalized.obj", "04379243/77ee/models/model_normalized.obj", "02691156/9f/models/model_normalized.obj"] {
+            let p = dir.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, TETRA).unwrap();
+        }
+        // Symmetry may be given by synset id; classes are picked by name.
+        fs::write(dir.join("classes.csv"), "class,symmetry\n04379243,2\n").unwrap();
+        let out = scratch("synsets-out");
+        let opts = RenderOptions { count: 6, size: 16, seed: 2, meshes: Some(dir.clone()), classes: Some(vec!["table".into(), "chair".into()]), ..Default::default() };
+        render_dataset(&out, &opts).unwrap();
+        assert_eq!(fs::read_to_string(out.join("classes.csv")).unwrap(), "class,symmetry\ntable,2\nchair,1\n");
+        let manifest = Csv::read(&out.join("manifest.csv")).unwrap();
+        let (class, mesh) = (manifest.column("class").unwrap(), manifest.column("mesh").unwrap());
+        for (_, f) in &manifest.rows {
+            let id = if f[class] == "chair" { "03001627/" } else { "04379243/" };
+            assert!(f[mesh].starts_with(id), "{f:?}");
+            assert!(out.join(&f[class]).is_dir());
+        }
+        for d in [dir, out] {
             fs::remove_dir_all(d).unwrap();
         }
     }
