@@ -127,14 +127,24 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
-    /// Decode saved codes with a trained decoder: DIR/<id>.png (and a grid).
+    /// Decode saved codes, or images' codes, with a trained decoder: DIR/<id>.png (and a grid).
     Reconstruct {
         /// Decoder run folder (from train-decoder).
         #[arg(long)]
         decoder: PathBuf,
-        /// Code file from `preimage extract`.
+        /// Code file from `preimage extract` (or PyTorch's).
+        #[arg(long, required_unless_present = "image")]
+        codes: Option<PathBuf>,
+        /// ...or images (files or folders): encoded with the decoder's encoder, decoded, and
+        /// scored against the image (OUT/reconstruct.csv).
+        #[arg(long, num_args = 1.., conflicts_with_all = ["codes", "ids", "range"])]
+        image: Vec<PathBuf>,
+        /// Encoder weights for --image (default: the file the decoder recorded).
         #[arg(long)]
-        codes: PathBuf,
+        weights: Option<PathBuf>,
+        /// A train-encoder run folder instead of --weights.
+        #[arg(long)]
+        run: Option<PathBuf>,
         /// Ids to decode, in this order (default: all).
         #[arg(long, value_delimiter = ',', conflicts_with = "range")]
         ids: Option<Vec<String>>,
@@ -144,7 +154,7 @@ enum Command {
         /// Output folder: OUT/<id>.png (ids keep their class folder).
         #[arg(long)]
         out: PathBuf,
-        /// Also tile the reconstructions into one PNG.
+        /// Also tile the reconstructions into one PNG (with --image: each beside its image).
         #[arg(long)]
         grid: Option<PathBuf>,
         /// cpu, or cuda[:N] in a build with --features cuda.
@@ -457,9 +467,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {0}/compare.csv, {0}/compare.json, side-by-side images and TensorBoard logs (tensorboard --logdir {0}/tb)", out.display());
             Ok(())
         }
-        Command::Reconstruct { decoder, codes, ids, range, out, grid, device } => {
-            use preimage::reconstruct::{ReconstructOptions, Selection};
-            let opts = ReconstructOptions { decoder, codes, selection: Selection::from_args(ids, range.as_deref())?, out: out.clone(), grid: grid.clone() };
+        Command::Reconstruct { decoder, codes, image, weights, run, ids, range, out, grid, device } => {
+            use preimage::reconstruct::{Input, ReconstructOptions, Selection};
+            let input = match codes {
+                Some(path) if weights.is_none() && run.is_none() => Input::Codes { path, selection: Selection::from_args(ids, range.as_deref())? },
+                Some(_) => anyhow::bail!("--weights and --run are for encoding --image; codes are decoded as they are"),
+                None => Input::Images { paths: image, weights: (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()? },
+            };
+            let opts = ReconstructOptions { decoder, input, out: out.clone(), grid: grid.clone() };
             let written = with_backend!(device, |B, dev| preimage::reconstruct::reconstruct::<<B as AutodiffBackend>::InnerBackend>(&opts, &dev)?);
             println!("wrote {} images to {}{}", written.len(), out.display(), grid.map(|g| format!(" and the grid {}", g.display())).unwrap_or_default());
             Ok(())

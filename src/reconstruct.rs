@@ -128,25 +128,17 @@ impl Selection {
 /// The row of `id` (exact, or without the file extension); an unknown id names a few valid ones.
 pub fn row_of(ids: &[String], id: &str) -> Result<usize> {
     let id = id.trim();
-    ids.iter().position(|i| i == id).or_else(|| ids.iter().position(|i| strip_ext(i) == id)).with_context(|| {
+    ids.iter().position(|i| i == id).or_else(|| ids.iter().position(|i| crate::data::folder::strip_extension(i) == id)).with_context(|| {
         let some: Vec<&str> = ids.iter().take(3).map(String::as_str).collect();
         format!("id '{id}' is not in the code file ({} ids, e.g. {})", ids.len(), some.join(", "))
     })
-}
-
-/// `id` without its file extension.
-pub fn strip_ext(id: &str) -> &str {
-    match id.rsplit_once('.') {
-        Some((stem, ext)) if !ext.contains('/') && !stem.is_empty() => stem,
-        _ => id,
-    }
 }
 
 /// Output path for an id: `DIR/<id without extension>.png`, keeping its subfolders (class)
 /// but never leaving `dir` (`..`, absolute and empty parts are dropped).
 pub fn output_path(dir: &Path, id: &str) -> PathBuf {
     let mut p = dir.to_path_buf();
-    let parts: Vec<&str> = strip_ext(id).split(['/', '\\']).filter(|s| !s.is_empty() && *s != "." && *s != "..").collect();
+    let parts: Vec<&str> = crate::data::folder::strip_extension(id).split(['/', '\\']).filter(|s| !s.is_empty() && *s != "." && *s != "..").collect();
     if parts.is_empty() {
         return p.join("unnamed.png");
     }
@@ -166,23 +158,40 @@ pub fn save_grid(path: &Path, images: &[Vec<f32>], [h, w]: [usize; 2], cols: usi
     crate::data::folder::save_rgb(path, &g, gh as u32, gw as u32)
 }
 
+/// What `preimage reconstruct` decodes.
+pub enum Input {
+    /// Rows of a code file.
+    Codes { path: PathBuf, selection: Selection },
+    /// Image files and folders, encoded first with the decoder's encoder (`weights`, or the
+    /// file recorded in `decoder.json`).
+    Images { paths: Vec<PathBuf>, weights: Option<crate::encoder::WeightSource> },
+}
+
 /// What `preimage reconstruct` does.
 pub struct ReconstructOptions {
     pub decoder: PathBuf,
-    pub codes: PathBuf,
-    pub selection: Selection,
+    pub input: Input,
     pub out: PathBuf,
     pub grid: Option<PathBuf>,
 }
 
-/// Decode the selected codes to `out/<id>.png` (and the grid); returns the files written, in
-/// the selection's order.
+/// Decode the selected codes (or the images' codes) to `out/<id>.png` and the grid; returns
+/// the files written, in order. From images it also scores each reconstruction against its
+/// image (PSNR, SSIM, feature error at the tap) in `out/reconstruct.csv`, and the grid pairs
+/// every image with its reconstruction.
 pub fn reconstruct<B: Backend>(opts: &ReconstructOptions, device: &B::Device) -> Result<Vec<PathBuf>> {
     let rec = Reconstructor::<B>::load(&opts.decoder, device)?;
-    let file = CodeFile::read_tap(&opts.codes, &rec.info.tap)
+    match &opts.input {
+        Input::Codes { path, selection } => reconstruct_codes(&rec, opts, path, selection),
+        Input::Images { paths, weights } => reconstruct_images(&rec, opts, paths, weights.as_ref()),
+    }
+}
+
+fn reconstruct_codes<B: Backend>(rec: &Reconstructor<B>, opts: &ReconstructOptions, codes: &Path, selection: &Selection) -> Result<Vec<PathBuf>> {
+    let file = CodeFile::read_tap(codes, &rec.info.tap)
         .with_context(|| format!("{} inverts {} {} codes", opts.decoder.display(), rec.info.encoder, rec.info.tap))?;
-    rec.info.codes_from(&file).with_context(|| format!("{} cannot decode {}", opts.decoder.display(), opts.codes.display()))?;
-    let rows = opts.selection.rows(&file.ids)?;
+    rec.info.codes_from(&file).with_context(|| format!("{} cannot decode {}", opts.decoder.display(), codes.display()))?;
+    let rows = selection.rows(&file.ids)?;
     let [h, w] = rec.info.image_size;
     let bar = crate::util::progress(rows.len() as u64, "decoding");
     let mut written = Vec::with_capacity(rows.len());
@@ -202,6 +211,90 @@ pub fn reconstruct<B: Backend>(opts: &ReconstructOptions, device: &B::Device) ->
     bar.finish_and_clear();
     if let Some(g) = &opts.grid {
         save_grid(g, &all, [h, w], 0)?;
+    }
+    Ok(written)
+}
+
+fn reconstruct_images<B: Backend>(rec: &Reconstructor<B>, opts: &ReconstructOptions, paths: &[PathBuf], weights: Option<&crate::encoder::WeightSource>) -> Result<Vec<PathBuf>> {
+    use crate::data::folder::{image_list, SkipLog};
+    let info = &rec.info;
+    let net = info.load_encoder::<B>(weights, &rec.device).with_context(|| format!("{} needs its encoder to encode the images", opts.decoder.display()))?;
+    let skips = SkipLog::new();
+    let items = image_list(paths, &skips)?;
+    let pre = crate::data::batch::preprocess_for(&info.encoder_spec);
+    let [h, w] = info.image_size;
+    let d = rec.code_dim();
+    let bar = crate::util::progress(items.len() as u64, "reconstructing");
+    let mut written = Vec::with_capacity(items.len());
+    let mut pairs = Vec::new();
+    let mut csv = String::from("id,psnr_db,ssim,feature_error\n");
+    let (mut sums, mut n, mut n_feat) = ([0.0f64; 3], 0usize, 0usize);
+    for chunk in items.chunks(BATCH) {
+        let mut names = Vec::new();
+        let mut data = Vec::new();
+        for it in chunk {
+            if let Some(chw) = it.load(&pre, &skips)? {
+                names.push(&it.name);
+                data.extend(chw);
+            }
+        }
+        bar.inc(chunk.len() as u64);
+        if names.is_empty() {
+            continue;
+        }
+        let x = Tensor::<B, 4>::from_data(TensorData::new(data.clone(), [names.len(), 3, h, w]), &rec.device);
+        let code = net.encode(x, &[&info.tap], false)?.remove(&info.tap).context("the encoder gave no code at the decoder's tap")?.flat();
+        let code_v = code.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let images = rec.decode(&code_v)?;
+        // Scores: the reconstruction against the image as the encoder saw it, and re-encoded.
+        let flat: Vec<f32> = images.concat();
+        let again = Tensor::<B, 4>::from_data(TensorData::new(flat.clone(), [names.len(), 3, h, w]), &rec.device);
+        let code2 = net.encode(again, &[&info.tap], false)?.remove(&info.tap).context("the encoder gave no code at the decoder's tap")?.flat();
+        let code2_v = code2.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let recon = crate::metrics::Images::new(&flat, [names.len(), 3, h, w])?;
+        let orig = crate::metrics::Images::new(&data, [names.len(), 3, h, w])?;
+        let psnr = crate::metrics::psnrs(recon, orig)?;
+        let ssim = crate::metrics::ssims(recon, orig)?;
+        let feat = crate::metrics::feature_errors(&code2_v, &code_v, d)?;
+        for (i, name) in names.iter().enumerate() {
+            let path = output_path(&opts.out, name);
+            crate::data::folder::save_rgb(&path, &images[i], h as u32, w as u32)?;
+            written.push(path);
+            let fe = feat[i].map(|v| v.to_string()).unwrap_or_default();
+            csv.push_str(&format!("{},{},{},{fe}\n", crate::data::folder::csv_cell(name)?, psnr[i], ssim[i]));
+            sums[0] += psnr[i];
+            sums[1] += ssim[i];
+            if let Some(f) = feat[i] {
+                sums[2] += f;
+                n_feat += 1;
+            }
+            n += 1;
+            if opts.grid.is_some() {
+                pairs.push(data[i * 3 * h * w..(i + 1) * 3 * h * w].to_vec());
+                pairs.push(images[i].clone());
+            }
+        }
+        // Rewritten after every batch, so a run that stops keeps the scores of what it wrote.
+        crate::util::write_atomic(&opts.out.join("reconstruct.csv"), csv.as_bytes())?;
+    }
+    bar.finish_and_clear();
+    skips.report();
+    if n == 0 {
+        bail!("no image could be read ({})", skips.summary());
+    }
+    println!(
+        "{n} images through {} {} and the decoder: mean PSNR {:.2} dB, SSIM {:.3}, feature error {:.4} (‖Φ(x̂) − Φ(x)‖ / ‖Φ(x)‖); per image in {}",
+        info.encoder,
+        info.tap,
+        sums[0] / n as f64,
+        sums[1] / n as f64,
+        sums[2] / n_feat.max(1) as f64,
+        opts.out.join("reconstruct.csv").display()
+    );
+    if let Some(g) = &opts.grid {
+        // Image and reconstruction side by side, pairs in rows.
+        let per_row = ((n as f64).sqrt().ceil() as usize).max(1);
+        save_grid(g, &pairs, [h, w], 2 * per_row)?;
     }
     Ok(written)
 }

@@ -73,6 +73,36 @@ fn reconstruct_and_edit() {
         assert!(preimage::reconstruct::output_path(&p("range"), id).exists());
     }
 
+    // Straight from images: encoded with the weights the decoder recorded, decoded as the
+    // extracted codes of the same images are, scored in reconstruct.csv, paired in the grid.
+    let mug = p("data").join("mug");
+    let text = ok(&["reconstruct", "--decoder", s(&dec), "--image", s(&mug), "--out", s(&p("from_images")), "--grid", s(&p("pairs.png"))]);
+    let mug_rows: Vec<usize> = (0..file.ids.len()).filter(|&r| file.ids[r].starts_with("mug/")).collect();
+    assert!(text.contains(&format!("{} images through posenet fc7", mug_rows.len())) && text.contains("mean PSNR"), "{text}");
+    let from_codes = rec.decode_rows(&file, &mug_rows).unwrap();
+    let csv = std::fs::read_to_string(p("from_images").join("reconstruct.csv")).unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "id,psnr_db,ssim,feature_error");
+    assert_eq!(lines.len(), mug_rows.len() + 1);
+    for ((&r, img), line) in mug_rows.iter().zip(&from_codes).zip(&lines[1..]) {
+        let name = &file.ids[r]["mug/".len()..];
+        assert!(png_diff(&p("from_images").join(name), img) <= 1.0 / 255.0 + 1e-6, "{name}");
+        let f: Vec<&str> = line.split(',').collect();
+        assert_eq!(f[0], name);
+        let (original, _, _) = read_png(&mug.join(name));
+        let psnr: f64 = f[1].parse().unwrap();
+        assert!((psnr - preimage::metrics::psnr(img, &original)).abs() < 0.05, "{line}");
+        let (ssim, fe): (f64, f64) = (f[2].parse().unwrap(), f[3].parse().unwrap());
+        assert!((-1.0..=1.0).contains(&ssim) && fe.is_finite() && fe >= 0.0, "{line}");
+    }
+    let (_, gh, gw) = read_png(&p("pairs.png"));
+    let cols = 2 * (mug_rows.len() as f64).sqrt().ceil() as u32;
+    assert_eq!((gw, gh), (cols * 34 + 2, (2 * mug_rows.len() as u32).div_ceil(cols) * 34 + 2), "image and reconstruction side by side");
+    let (success, text) = preimage(&["reconstruct", "--decoder", s(&dec), "--codes", s(&codes), "--weights", s(&p("enc")), "--out", s(&p("x"))]);
+    assert!(!success && text.contains("for encoding --image"), "{text}");
+    let (success, text) = preimage(&["reconstruct", "--decoder", s(&dec), "--image", s(&mug), "--ids", "a", "--out", s(&p("x"))]);
+    assert!(!success && text.contains("cannot be used with"), "{text}");
+
     // Wrong codes: another tap, another shape, an unknown id.
     let conv5_only = CodeFile { codes: file.codes.iter().filter(|(k, _)| *k == "conv5").map(|(k, v)| (k.clone(), v.clone())).collect(), ..file.clone() };
     conv5_only.write(&p("conv5.safetensors")).unwrap();
@@ -168,7 +198,7 @@ fn reconstruct_and_edit() {
         assert_eq!(r.target_azimuth, 270.0);
     }
     assert_eq!(outputs[0].images.len(), 6);
-    assert!(outputs[0].images[0].1.ends_with(format!("{}_az270.png", preimage::reconstruct::strip_ext(&file.ids[0]).replace('/', "_"))));
+    assert!(outputs[0].images[0].1.ends_with(format!("{}_az270.png", preimage::data::folder::strip_extension(&file.ids[0]).replace('/', "_"))));
 }
 
 /// A safetensors file as PyTorch writes it: one f64 tensor, no `__metadata__`.

@@ -624,6 +624,52 @@ pub fn read_symmetry(path: &Path) -> Result<HashMap<String, u32>> {
     Ok(map)
 }
 
+/// An image given on the command line, named for its output file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NamedImage {
+    /// The file name, or the path below a folder that was given (keeping class folders).
+    pub name: String,
+    pub path: PathBuf,
+    /// Found in a folder: a broken file is skipped, while one named by the user is an error.
+    pub from_folder: bool,
+}
+
+impl NamedImage {
+    /// The preprocessed image; `None` (recorded in `skips`) for a broken file from a folder.
+    pub fn load(&self, pre: &Preprocess, skips: &SkipLog) -> Result<Option<Vec<f32>>> {
+        match load_rgb(&self.path, pre) {
+            Ok(chw) => Ok(Some(chw)),
+            Err(e) if self.from_folder => {
+                skips.record(&self.path, format!("{e:#}"));
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Image files and folders (every image in them, as [`ImageFolder`] finds them) as one list;
+/// two that would be written under the same name are an error naming both.
+pub fn image_list(paths: &[PathBuf], skips: &SkipLog) -> Result<Vec<NamedImage>> {
+    let mut items = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let folder = ImageFolder::open(p, skips)?;
+            items.extend(folder.records.iter().enumerate().map(|(i, r)| NamedImage { name: r.rel_path.clone(), path: folder.path(i), from_folder: true }));
+        } else {
+            let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| p.display().to_string());
+            items.push(NamedImage { name, path: p.clone(), from_folder: false });
+        }
+    }
+    let mut seen = HashMap::new();
+    for it in &items {
+        if let Some(other) = seen.insert(strip_extension(&it.name).to_string(), &it.path) {
+            bail!("{} and {} would both be written as {}; give them in separate runs", other.display(), it.path.display(), it.name);
+        }
+    }
+    Ok(items)
+}
+
 // ---------------------------------------------------------------------------
 // Folder scanning
 // ---------------------------------------------------------------------------
@@ -721,7 +767,7 @@ fn walk(
 }
 
 /// `a/b/c.png` → `a/b/c` (only the last extension of the file name is removed).
-fn strip_extension(rel: &str) -> &str {
+pub fn strip_extension(rel: &str) -> &str {
     let file_start = rel.rfind('/').map(|i| i + 1).unwrap_or(0);
     match rel[file_start..].rfind('.') {
         Some(dot) if dot > 0 => &rel[..file_start + dot],

@@ -122,6 +122,10 @@ impl DecoderInfo {
             Some(s) => s.clone(),
             None => match &self.weights_path {
                 Some(p) if Path::new(p).exists() => crate::encoder::WeightSource::File(p.into()),
+                // Random weights are recorded by their seed, which redraws them.
+                None if self.weights_sha256.strip_prefix("random:").is_some_and(|n| n.parse::<u64>().is_ok()) => {
+                    crate::encoder::WeightSource::Random(self.weights_sha256["random:".len()..].parse()?)
+                }
                 _ => bail!(
                     "the {} weights this decoder was trained with are not recorded or moved ({}); pass --weights FILE or --run DIR",
                     self.encoder,

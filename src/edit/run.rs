@@ -213,7 +213,7 @@ fn pose_edit<B: AutodiffBackend>(
             before_class: class_name(&class_before, k),
             after_class: class_name(&class_after, k),
         });
-        let stem = crate::reconstruct::strip_ext(&file.ids[r]).replace('/', "_");
+        let stem = crate::data::folder::strip_extension(&file.ids[r]).replace('/', "_");
         edited.push(Edited { label: format!("{stem}_az{azimuth}"), code: z[k].clone() });
     }
     for p in &readings {

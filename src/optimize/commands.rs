@@ -236,8 +236,7 @@ pub struct InvertArgs {
 
 /// What `invert` inverts: named codes from images or from a code file.
 enum Targets {
-    /// `(name, path, from a folder)`: a broken image in a folder is skipped, a named one is an error.
-    Images(Vec<(String, PathBuf, bool)>),
+    Images(Vec<crate::data::folder::NamedImage>),
     Codes { file: CodeFile, rows: Vec<usize> },
 }
 
@@ -265,23 +264,7 @@ impl Targets {
                 if !a.index.is_empty() || a.ids.is_some() || a.range.is_some() {
                     bail!("--index, --ids and --range pick rows of --codes; with --image every image given is inverted");
                 }
-                let mut items: Vec<(String, PathBuf, bool)> = Vec::new();
-                for p in images {
-                    if p.is_dir() {
-                        let folder = crate::data::folder::ImageFolder::open(p, skips)?;
-                        items.extend(folder.records.iter().enumerate().map(|(i, r)| (r.rel_path.clone(), folder.path(i), true)));
-                    } else {
-                        let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| p.display().to_string());
-                        items.push((name, p.clone(), false));
-                    }
-                }
-                let mut seen = std::collections::HashMap::new();
-                for (name, path, _) in &items {
-                    let key = crate::reconstruct::strip_ext(name).to_string();
-                    if let Some(other) = seen.insert(key, path) {
-                        bail!("{} and {} would both be written as {name}; invert them in separate runs", other.display(), path.display());
-                    }
-                }
+                let items = crate::data::folder::image_list(images, skips)?;
                 Ok(Targets::Images(items))
             }
             (_, Some(_)) => unreachable!("clap: --image conflicts with --codes"),
@@ -327,14 +310,9 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
                 let mut names = Vec::new();
                 let mut data = Vec::new();
                 for &i in *chunk {
-                    let (name, path, from_folder) = &items[i];
-                    match crate::data::folder::load_rgb(path, &pre) {
-                        Ok(chw) => {
-                            names.push(name.clone());
-                            data.extend(chw);
-                        }
-                        Err(e) if *from_folder => skips.record(path, format!("{e:#}")),
-                        Err(e) => return Err(e),
+                    if let Some(chw) = items[i].load(&pre, &skips)? {
+                        names.push(items[i].name.clone());
+                        data.extend(chw);
                     }
                 }
                 if names.is_empty() {

@@ -318,7 +318,7 @@ impl<'a, B: AutodiffBackend> Monitor<'a, B> {
         let [n, _, h, w] = images.dims();
         let all = to_vec(images);
         for (i, chw) in all.chunks(3 * h * w).enumerate() {
-            let name = self.opts.names.get(i).map(|s| crate::reconstruct::strip_ext(s));
+            let name = self.opts.names.get(i).map(|s| crate::data::folder::strip_extension(s));
             if let Some(dir) = &self.opts.snapshot_dir {
                 let file = format!("step_{step:05}.png");
                 let path = match name {
