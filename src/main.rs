@@ -166,9 +166,13 @@ enum Command {
         /// Decoder run folder (from train-decoder).
         #[arg(long)]
         decoder: PathBuf,
-        /// Code file from `preimage extract`.
-        #[arg(long)]
-        codes: PathBuf,
+        /// Code file from `preimage extract` (or PyTorch's).
+        #[arg(long, required_unless_present = "image")]
+        codes: Option<PathBuf>,
+        /// ...or images (files or folders), encoded with the decoder's encoder; ids are their
+        /// file names (class folders kept).
+        #[arg(long, num_args = 1.., conflicts_with = "codes")]
+        image: Vec<PathBuf>,
         /// An op (repeatable): "interpolate A B --steps N", "scale 3=2,7=0", "set 3=1", "zero 1,2",
         /// "add A - B + C", "binarize", "dropout 0.5 --seed 1", "random --count 8 --seed 1",
         /// "pose 90[,20] [--steps 150] [--keep 10]". Units are indices (channels for spatial codes).
@@ -186,7 +190,7 @@ enum Command {
         /// Output folder: OUT/<i>_<op>/*.png, a grid per op and edits.json.
         #[arg(long)]
         out: PathBuf,
-        /// Encoder weights for pose edits (default: the file the decoder recorded).
+        /// Encoder weights for --image and pose edits (default: the file the decoder recorded).
         #[arg(long)]
         weights: Option<PathBuf>,
         /// A train-encoder run folder instead of --weights.
@@ -288,7 +292,7 @@ enum Command {
         #[arg(long, num_args = 1.., conflicts_with_all = ["quick", "data", "only"])]
         table: Vec<PathBuf>,
     },
-    /// Invert a code by optimization (Mahendran & Vedaldi); `--init decoder:RUN` refines a decoder's output.
+    /// Invert codes by optimization (Mahendran & Vedaldi), of images, folders or a code file; `--init decoder:RUN` refines a decoder's output.
     Invert {
         #[command(flatten)]
         enc: EncoderArgs,
@@ -470,16 +474,16 @@ fn run(cli: Cli) -> Result<()> {
         Command::Reconstruct { decoder, codes, image, weights, run, ids, range, out, grid, device } => {
             use preimage::reconstruct::{Input, ReconstructOptions, Selection};
             let input = match codes {
-                Some(path) if weights.is_none() && run.is_none() => Input::Codes { path, selection: Selection::from_args(ids, range.as_deref())? },
+                Some(path) if weights.is_none() && run.is_none() => Input::Codes(path),
                 Some(_) => anyhow::bail!("--weights and --run are for encoding --image; codes are decoded as they are"),
                 None => Input::Images { paths: image, weights: (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()? },
             };
-            let opts = ReconstructOptions { decoder, input, out: out.clone(), grid: grid.clone() };
+            let opts = ReconstructOptions { decoder, input, selection: Selection::from_args(ids, range.as_deref())?, out: out.clone(), grid: grid.clone() };
             let written = with_backend!(device, |B, dev| preimage::reconstruct::reconstruct::<<B as AutodiffBackend>::InnerBackend>(&opts, &dev)?);
             println!("wrote {} images to {}{}", written.len(), out.display(), grid.map(|g| format!(" and the grid {}", g.display())).unwrap_or_default());
             Ok(())
         }
-        Command::Edit { decoder, codes, ops, ops_file, ids, range, out, weights, run, device } => {
+        Command::Edit { decoder, codes, image, ops, ops_file, ids, range, out, weights, run, device } => {
             use preimage::edit::{EditOp, EditOptions};
             let mut parsed = ops.iter().map(|o| EditOp::parse(o)).collect::<Result<Vec<_>>>()?;
             if let Some(f) = &ops_file {
@@ -487,7 +491,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             let weights = (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()?;
             let selection = preimage::reconstruct::Selection::from_args(ids, range.as_deref())?;
-            let opts = EditOptions { decoder, codes, ops: parsed, selection, out: out.clone(), weights };
+            let input = match codes {
+                Some(path) => preimage::reconstruct::Input::Codes(path),
+                None => preimage::reconstruct::Input::Images { paths: image, weights: weights.clone() },
+            };
+            let opts = EditOptions { decoder, input, ops: parsed, selection, out: out.clone(), weights };
             with_backend!(device, |B, dev| preimage::edit::edit::<B>(&opts, &dev)?);
             println!("wrote {}/edits.json", out.display());
             Ok(())

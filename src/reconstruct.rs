@@ -17,6 +17,7 @@
 //! ```
 use crate::data::codes::CodeFile;
 use crate::decoder::{self, Decoder, DecoderInfo};
+use crate::encoder::WeightSource;
 use crate::report::tensorboard::grid;
 use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
@@ -158,19 +159,114 @@ pub fn save_grid(path: &Path, images: &[Vec<f32>], [h, w]: [usize; 2], cols: usi
     crate::data::folder::save_rgb(path, &g, gh as u32, gw as u32)
 }
 
-/// What `preimage reconstruct` decodes.
+/// The codes `reconstruct` and `edit` decode.
 pub enum Input {
-    /// Rows of a code file.
-    Codes { path: PathBuf, selection: Selection },
+    /// A code file.
+    Codes(PathBuf),
     /// Image files and folders, encoded first with the decoder's encoder (`weights`, or the
-    /// file recorded in `decoder.json`).
-    Images { paths: Vec<PathBuf>, weights: Option<crate::encoder::WeightSource> },
+    /// file recorded in `decoder.json`); ids are the images' names.
+    Images { paths: Vec<PathBuf>, weights: Option<WeightSource> },
+}
+
+impl Input {
+    /// The codes at the decoder's tap, checked against what it inverts.
+    pub fn code_file<B: Backend>(&self, rec: &Reconstructor<B>, decoder: &Path) -> Result<CodeFile> {
+        let file = match self {
+            Input::Codes(path) => {
+                let file = CodeFile::read_tap(path, &rec.info.tap).with_context(|| format!("{} inverts {} {} codes", decoder.display(), rec.info.encoder, rec.info.tap))?;
+                rec.info.codes_from(&file).with_context(|| format!("{} cannot decode {}", decoder.display(), path.display()))?;
+                file
+            }
+            Input::Images { paths, weights } => encode_images(rec, decoder, paths, weights.as_ref())?,
+        };
+        Ok(file)
+    }
+}
+
+/// The encoder the decoder was trained on (`weights`, or the file `decoder.json` records).
+fn load_encoder<B: Backend>(rec: &Reconstructor<B>, decoder: &Path, weights: Option<&WeightSource>) -> Result<crate::encoder::ConvNet<B>> {
+    rec.info.load_encoder::<B>(weights, &rec.device).with_context(|| format!("{} needs its encoder to encode the images", decoder.display()))
+}
+
+/// Encode images (files or folders) at the decoder's tap, [`BATCH`] at a time;
+/// `each(names, images, codes)` sees every batch (images as the encoder saw them).
+fn encode_batches<B: Backend>(rec: &Reconstructor<B>, net: &crate::encoder::ConvNet<B>, paths: &[PathBuf], mut each: impl FnMut(&[String], Vec<f32>, Vec<f32>) -> Result<()>) -> Result<()> {
+    use crate::data::folder::{image_list, SkipLog};
+    let info = &rec.info;
+    let skips = SkipLog::new();
+    let items = image_list(paths, &skips)?;
+    let pre = crate::data::batch::preprocess_for(&info.encoder_spec);
+    let [h, w] = info.image_size;
+    let bar = crate::util::progress(items.len() as u64, "encoding");
+    let mut any = false;
+    for chunk in items.chunks(BATCH) {
+        let mut names = Vec::new();
+        let mut data = Vec::new();
+        for it in chunk {
+            if let Some(chw) = it.load(&pre, &skips)? {
+                names.push(it.name.clone());
+                data.extend(chw);
+            }
+        }
+        bar.inc(chunk.len() as u64);
+        if names.is_empty() {
+            continue;
+        }
+        let x = Tensor::<B, 4>::from_data(TensorData::new(data.clone(), [names.len(), 3, h, w]), &rec.device);
+        let codes = encode_flat(net, x, &info.tap)?;
+        each(&names, data, codes)?;
+        any = true;
+    }
+    bar.finish_and_clear();
+    skips.report();
+    if !any {
+        bail!("no image could be read ({})", skips.summary());
+    }
+    Ok(())
+}
+
+/// Flat codes `[N·D]` of `images` at `tap`.
+fn encode_flat<B: Backend>(net: &crate::encoder::ConvNet<B>, images: Tensor<B, 4>, tap: &str) -> Result<Vec<f32>> {
+    let act = net.encode(images, &[tap], false)?.remove(tap).context("the encoder gave no code at the decoder's tap")?;
+    act.flat().into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+/// Images' codes at the decoder's tap as a code file in memory (ids: the images' names).
+pub fn encode_images<B: Backend>(rec: &Reconstructor<B>, decoder: &Path, paths: &[PathBuf], weights: Option<&WeightSource>) -> Result<CodeFile> {
+    let info = &rec.info;
+    let (mut ids, mut values) = (Vec::new(), Vec::new());
+    let net = load_encoder(rec, decoder, weights)?;
+    encode_batches(rec, &net, paths, |names, _, codes| {
+        ids.extend_from_slice(names);
+        values.extend(codes);
+        Ok(())
+    })?;
+    let shape: Vec<usize> = std::iter::once(ids.len()).chain(info.code_shape.iter().copied()).collect();
+    Ok(CodeFile {
+        codes: [(info.tap.clone(), crate::tensorfile::Array::F32 { data: values, shape })].into(),
+        labels: None,
+        poses: None,
+        ids,
+        provenance: Some(crate::data::codes::Provenance {
+            encoder: info.encoder.clone(),
+            weights_sha256: info.weights_sha256.clone(),
+            input_size: info.image_size,
+            preprocessing: info.preprocessing.clone(),
+            classes: info.classes.clone(),
+            label_classes: None,
+            spec: serde_json::to_string(&info.encoder_spec)?,
+            data_root: None,
+            weights_path: info.weights_path.clone(),
+        }),
+    })
 }
 
 /// What `preimage reconstruct` does.
 pub struct ReconstructOptions {
     pub decoder: PathBuf,
     pub input: Input,
+    /// Rows of a code file (images: all).
+    pub selection: Selection,
     pub out: PathBuf,
     pub grid: Option<PathBuf>,
 }
@@ -182,16 +278,14 @@ pub struct ReconstructOptions {
 pub fn reconstruct<B: Backend>(opts: &ReconstructOptions, device: &B::Device) -> Result<Vec<PathBuf>> {
     let rec = Reconstructor::<B>::load(&opts.decoder, device)?;
     match &opts.input {
-        Input::Codes { path, selection } => reconstruct_codes(&rec, opts, path, selection),
+        Input::Codes(_) => reconstruct_codes(&rec, opts),
         Input::Images { paths, weights } => reconstruct_images(&rec, opts, paths, weights.as_ref()),
     }
 }
 
-fn reconstruct_codes<B: Backend>(rec: &Reconstructor<B>, opts: &ReconstructOptions, codes: &Path, selection: &Selection) -> Result<Vec<PathBuf>> {
-    let file = CodeFile::read_tap(codes, &rec.info.tap)
-        .with_context(|| format!("{} inverts {} {} codes", opts.decoder.display(), rec.info.encoder, rec.info.tap))?;
-    rec.info.codes_from(&file).with_context(|| format!("{} cannot decode {}", opts.decoder.display(), codes.display()))?;
-    let rows = selection.rows(&file.ids)?;
+fn reconstruct_codes<B: Backend>(rec: &Reconstructor<B>, opts: &ReconstructOptions) -> Result<Vec<PathBuf>> {
+    let file = opts.input.code_file(rec, &opts.decoder)?;
+    let rows = opts.selection.rows(&file.ids)?;
     let [h, w] = rec.info.image_size;
     let bar = crate::util::progress(rows.len() as u64, "decoding");
     let mut written = Vec::with_capacity(rows.len());
@@ -215,47 +309,25 @@ fn reconstruct_codes<B: Backend>(rec: &Reconstructor<B>, opts: &ReconstructOptio
     Ok(written)
 }
 
-fn reconstruct_images<B: Backend>(rec: &Reconstructor<B>, opts: &ReconstructOptions, paths: &[PathBuf], weights: Option<&crate::encoder::WeightSource>) -> Result<Vec<PathBuf>> {
-    use crate::data::folder::{image_list, SkipLog};
+fn reconstruct_images<B: Backend>(rec: &Reconstructor<B>, opts: &ReconstructOptions, paths: &[PathBuf], weights: Option<&WeightSource>) -> Result<Vec<PathBuf>> {
     let info = &rec.info;
-    let net = info.load_encoder::<B>(weights, &rec.device).with_context(|| format!("{} needs its encoder to encode the images", opts.decoder.display()))?;
-    let skips = SkipLog::new();
-    let items = image_list(paths, &skips)?;
-    let pre = crate::data::batch::preprocess_for(&info.encoder_spec);
     let [h, w] = info.image_size;
     let d = rec.code_dim();
-    let bar = crate::util::progress(items.len() as u64, "reconstructing");
-    let mut written = Vec::with_capacity(items.len());
+    let mut written = Vec::new();
     let mut pairs = Vec::new();
     let mut csv = String::from("id,psnr_db,ssim,feature_error\n");
     let (mut sums, mut n, mut n_feat) = ([0.0f64; 3], 0usize, 0usize);
-    for chunk in items.chunks(BATCH) {
-        let mut names = Vec::new();
-        let mut data = Vec::new();
-        for it in chunk {
-            if let Some(chw) = it.load(&pre, &skips)? {
-                names.push(&it.name);
-                data.extend(chw);
-            }
-        }
-        bar.inc(chunk.len() as u64);
-        if names.is_empty() {
-            continue;
-        }
-        let x = Tensor::<B, 4>::from_data(TensorData::new(data.clone(), [names.len(), 3, h, w]), &rec.device);
-        let code = net.encode(x, &[&info.tap], false)?.remove(&info.tap).context("the encoder gave no code at the decoder's tap")?.flat();
-        let code_v = code.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
-        let images = rec.decode(&code_v)?;
-        // Scores: the reconstruction against the image as the encoder saw it, and re-encoded.
+    let net = load_encoder(rec, &opts.decoder, weights)?;
+    encode_batches(rec, &net, paths, |names, data, codes| {
+        let images = rec.decode(&codes)?;
+        // Scored against the image as the encoder saw it, and re-encoded at the tap.
         let flat: Vec<f32> = images.concat();
-        let again = Tensor::<B, 4>::from_data(TensorData::new(flat.clone(), [names.len(), 3, h, w]), &rec.device);
-        let code2 = net.encode(again, &[&info.tap], false)?.remove(&info.tap).context("the encoder gave no code at the decoder's tap")?.flat();
-        let code2_v = code2.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let again = encode_flat(&net, Tensor::<B, 4>::from_data(TensorData::new(flat.clone(), [names.len(), 3, h, w]), &rec.device), &info.tap)?;
         let recon = crate::metrics::Images::new(&flat, [names.len(), 3, h, w])?;
         let orig = crate::metrics::Images::new(&data, [names.len(), 3, h, w])?;
         let psnr = crate::metrics::psnrs(recon, orig)?;
         let ssim = crate::metrics::ssims(recon, orig)?;
-        let feat = crate::metrics::feature_errors(&code2_v, &code_v, d)?;
+        let feat = crate::metrics::feature_errors(&again, &codes, d)?;
         for (i, name) in names.iter().enumerate() {
             let path = output_path(&opts.out, name);
             crate::data::folder::save_rgb(&path, &images[i], h as u32, w as u32)?;
@@ -275,13 +347,8 @@ fn reconstruct_images<B: Backend>(rec: &Reconstructor<B>, opts: &ReconstructOpti
             }
         }
         // Rewritten after every batch, so a run that stops keeps the scores of what it wrote.
-        crate::util::write_atomic(&opts.out.join("reconstruct.csv"), csv.as_bytes())?;
-    }
-    bar.finish_and_clear();
-    skips.report();
-    if n == 0 {
-        bail!("no image could be read ({})", skips.summary());
-    }
+        crate::util::write_atomic(&opts.out.join("reconstruct.csv"), csv.as_bytes())
+    })?;
     println!(
         "{n} images through {} {} and the decoder: mean PSNR {:.2} dB, SSIM {:.3}, feature error {:.4} (‖Φ(x̂) − Φ(x)‖ / ‖Φ(x)‖); per image in {}",
         info.encoder,

@@ -98,6 +98,16 @@ fn reconstruct_and_edit() {
     let (_, gh, gw) = read_png(&p("pairs.png"));
     let cols = 2 * (mug_rows.len() as f64).sqrt().ceil() as u32;
     assert_eq!((gw, gh), (cols * 34 + 2, (2 * mug_rows.len() as u32).div_ceil(cols) * 34 + 2), "image and reconstruction side by side");
+    // edit --image: the images' codes, ids named by file; interpolation ends are the images'
+    // reconstructions, per-row outputs are named without a doubled extension.
+    let (n0, n1) = (&file.ids[mug_rows[0]]["mug/".len()..], &file.ids[mug_rows[1]]["mug/".len()..]);
+    let (i0, i1) = (mug.join(n0), mug.join(n1));
+    let stem0 = n0.trim_end_matches(".png");
+    let interp = format!("interpolate {stem0} {n1} --steps 3");
+    ok(&["edit", "--decoder", s(&dec), "--image", s(&i0), s(&i1), "--op", &interp, "--op", "scale 0=2", "--out", s(&p("edit_img"))]);
+    assert!(png_diff(&p("edit_img/0_interpolate/interp_00_t0.00.png"), &from_codes[0]) <= 1.0 / 255.0 + 1e-6);
+    assert!(png_diff(&p("edit_img/0_interpolate/interp_02_t1.00.png"), &from_codes[1]) <= 1.0 / 255.0 + 1e-6);
+    assert!(p("edit_img/1_scale").join(format!("{stem0}.png")).is_file(), "per-row outputs are named by the id's stem");
     let (success, text) = preimage(&["reconstruct", "--decoder", s(&dec), "--codes", s(&codes), "--weights", s(&p("enc")), "--out", s(&p("x"))]);
     assert!(!success && text.contains("for encoding --image"), "{text}");
     let (success, text) = preimage(&["reconstruct", "--decoder", s(&dec), "--image", s(&mug), "--ids", "a", "--out", s(&p("x"))]);

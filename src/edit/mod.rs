@@ -174,6 +174,11 @@ impl Codes<'_> {
     }
 }
 
+/// An id as part of a file name: `chair/000004.png` → `chair_000004`.
+pub(crate) fn file_label(id: &str) -> String {
+    crate::data::folder::strip_extension(id).replace('/', "_")
+}
+
 /// One edited code with a label for file names and captions.
 pub struct Edited {
     pub label: String,
@@ -242,7 +247,7 @@ pub fn apply(op: &EditOp, codes: &Codes, selected: &[usize], ids: &[String], id_
                     *v += sign * x;
                 }
             }
-            let label = terms.iter().map(|(s, id)| format!("{}{}", if *s < 0.0 { "-" } else { "+" }, id.replace('/', "_"))).collect::<String>();
+            let label = terms.iter().map(|(s, id)| format!("{}{}", if *s < 0.0 { "-" } else { "+" }, file_label(id))).collect::<String>();
             out.push(Edited { label: format!("add{label}"), code: c });
         }
         EditOp::Random { count, seed } => {
@@ -256,7 +261,7 @@ pub fn apply(op: &EditOp, codes: &Codes, selected: &[usize], ids: &[String], id_
         EditOp::Pose { .. } => bail!("pose edits need the encoder; use `preimage edit` with a posenet decoder"),
         _ => {
             for &r in selected {
-                out.push(Edited { label: ids[r].replace('/', "_"), code: apply_row(op, codes, codes.row(r))? });
+                out.push(Edited { label: file_label(&ids[r]), code: apply_row(op, codes, codes.row(r))? });
             }
         }
     }

@@ -8,7 +8,7 @@ use super::pose;
 use super::{apply, Codes, EditOp, Edited};
 use crate::data::codes::CodeFile;
 use crate::encoder::WeightSource;
-use crate::reconstruct::{row_of, save_grid, Reconstructor, Selection};
+use crate::reconstruct::{row_of, save_grid, Input, Reconstructor, Selection};
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::AutodiffBackend;
@@ -18,9 +18,10 @@ use std::path::{Path, PathBuf};
 
 pub struct EditOptions {
     pub decoder: PathBuf,
-    pub codes: PathBuf,
+    /// A code file, or images encoded with the decoder's encoder (`weights` below).
+    pub input: Input,
     pub ops: Vec<EditOp>,
-    /// The codes per-row ops act on (default: the first 8).
+    /// The codes per-row ops act on (default: the first 8 of a code file, every image given).
     pub selection: Selection,
     pub out: PathBuf,
     /// Encoder weights for pose edits (default: the file the decoder recorded).
@@ -87,13 +88,12 @@ pub fn edit<B: AutodiffBackend>(opts: &EditOptions, device: &B::Device) -> Resul
         bail!("no edit op given: pass --op \"scale 3=2\" (repeatable) or --ops FILE.toml");
     }
     let rec = Reconstructor::<B::InnerBackend>::load(&opts.decoder, device)?;
-    let file = CodeFile::read_tap(&opts.codes, &rec.info.tap)
-        .with_context(|| format!("{} inverts {} {} codes", opts.decoder.display(), rec.info.encoder, rec.info.tap))?;
-    let data = rec.info.codes_from(&file).with_context(|| format!("{} cannot decode {}", opts.decoder.display(), opts.codes.display()))?;
+    let file = opts.input.code_file(&rec, &opts.decoder)?;
+    let data = rec.info.codes_from(&file)?;
     let codes = Codes { shape: &rec.info.code_shape, data };
-    let selected = match &opts.selection {
-        Selection::All => (0..file.len().min(DEFAULT_ROWS)).collect(),
-        s => s.rows(&file.ids)?,
+    let selected = match (&opts.selection, &opts.input) {
+        (Selection::All, Input::Codes(_)) => (0..file.len().min(DEFAULT_ROWS)).collect(),
+        (s, _) => s.rows(&file.ids)?,
     };
     let id_of = |id: &str| row_of(&file.ids, id);
     let size = rec.info.image_size;
@@ -213,7 +213,7 @@ fn pose_edit<B: AutodiffBackend>(
             before_class: class_name(&class_before, k),
             after_class: class_name(&class_after, k),
         });
-        let stem = crate::data::folder::strip_extension(&file.ids[r]).replace('/', "_");
+        let stem = super::file_label(&file.ids[r]);
         edited.push(Edited { label: format!("{stem}_az{azimuth}"), code: z[k].clone() });
     }
     for p in &readings {
