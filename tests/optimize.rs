@@ -201,6 +201,19 @@ fn visualize_dream_caricature_and_transform_write_their_images() {
     }
     assert!(png(&vis.join("grid.png")).width() > 3 * 32);
     assert!(text.contains("fc8:class_2") && text.contains("activation"), "{text}");
+    // Ranges and `all` write one image per unit; a unit's image does not depend on the batch.
+    let (v2, v3) = (dir.path().join("v2"), dir.path().join("v3"));
+    let text = ok(&with_enc("visualize", &["--target", "conv5:0-2,fc8:all", "--batch", "2", "--out", s(&v2), "--steps", "6", "--quiet"]));
+    assert!(text.contains("batch 2/"), "{text}");
+    let classes = std::fs::read_dir(&v2).unwrap().filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("fc8_")).count();
+    assert!(classes >= 2, "fc8:all gives one image per class: {classes}");
+    ok(&with_enc("visualize", &["--target", "conv5:0,conv5:1,conv5:2", "--batch", "3", "--out", s(&v3), "--steps", "6", "--quiet"]));
+    for f in ["conv5_0.png", "conv5_1.png", "conv5_2.png"] {
+        let (a, b) = (png(&v2.join(f)), png(&v3.join(f)));
+        let diff = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| (*x as i32 - *y as i32).abs()).max().unwrap();
+        assert!(diff <= 2, "{f}: batch of 2 vs 3 differ by {diff}/255");
+    }
+    assert!(fails(&with_enc("visualize", &["--target", "conv5:3-1", "--out", s(&vis)])).contains("range 3-1 is empty"));
     let out = dir.path().join("x.png");
     assert!(fails(&with_enc("visualize", &["--target", "conv5:64", "--out", s(&vis)])).contains("valid 0..=63"));
     assert!(fails(&with_enc("visualize", &["--target", "conv5:1@9:0", "--out", s(&vis)])).contains("y in 0..="));

@@ -220,7 +220,7 @@ pub struct InvertArgs {
     /// the decoder's reconstruction).
     #[arg(long, default_value = "noise")]
     pub init: Init,
-    /// Output PNG for one code; a folder for several (OUT/<id>.png and OUT/invert.csv).
+    /// Output PNG for one code; a folder for several (`OUT/<id>.png` and `OUT/invert.csv`).
     #[arg(long)]
     pub out: PathBuf,
     /// Codes optimized together; more is faster per code and uses more memory. An image's
@@ -435,32 +435,94 @@ fn short(sha: &str) -> &str {
 #[derive(clap::Args, Clone, Debug)]
 pub struct VisualizeArgs {
     /// Units to maximize, comma-separated: TAP:INDEX (fc units, class logits by index or
-    /// name: fc8:chair), TAP:CHANNEL (a conv channel's mean), TAP:CHANNEL@Y:X (one neuron).
+    /// name: fc8:chair), TAP:CHANNEL (a conv channel's mean), TAP:CHANNEL@Y:X (one neuron);
+    /// TAP:A-B is every index from A to B, TAP:all every unit of the tap.
     #[arg(long, value_delimiter = ',', required = true)]
     pub target: Vec<String>,
     /// Output folder: one PNG per target and grid.png.
     #[arg(long)]
     pub out: PathBuf,
+    /// Targets optimized together; more is faster per target and uses more memory. A
+    /// target's image does not depend on it (every target starts from the same noise).
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
     #[command(flatten)]
     pub opt: OptFlags,
 }
 
-/// `preimage visualize`.
+/// Targets with `TAP:A-B` ranges and `TAP:all` written out, one per unit (`@Y:X` kept).
+fn expand_targets(targets: &[String], spec: &crate::encoder::EncoderSpec) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for t in targets {
+        let Some((tap, rest)) = t.split_once(':') else {
+            out.push(t.clone());
+            continue;
+        };
+        let (idx, pos) = match rest.split_once('@') {
+            Some((i, p)) => (i.trim(), format!("@{p}")),
+            None => (rest.trim(), String::new()),
+        };
+        let range = if idx.eq_ignore_ascii_case("all") {
+            spec.check_tap(tap.trim())?;
+            let count = spec.tap_shapes()?[tap.trim()][0];
+            Some((0, count - 1))
+        } else {
+            // Only numbers on both sides: class names may hold a '-' (fc8:jack-o'-lantern).
+            idx.split_once('-').and_then(|(a, b)| Some((a.trim().parse::<usize>().ok()?, b.trim().parse::<usize>().ok()?)))
+        };
+        match range {
+            Some((a, b)) if a > b => bail!("target '{t}': the range {a}-{b} is empty (write the smaller index first)"),
+            Some((a, b)) => out.extend((a..=b).map(|i| format!("{}:{i}{pos}", tap.trim()))),
+            None => out.push(t.clone()),
+        }
+    }
+    Ok(out)
+}
+
+/// `preimage visualize`: one image per target, `--batch` targets at a time. Returns the
+/// outcome of all targets (images in target order; terms of the last batch).
 pub fn visualize<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &VisualizeArgs, device: &B::Device) -> Result<Outcome> {
     let spec = enc.net.spec.clone();
-    let units: Vec<Unit> = a.target.iter().map(|t| Unit::parse(t, &spec)).collect::<Result<_>>()?;
+    let targets = expand_targets(&a.target, &spec)?;
+    let units: Vec<Unit> = targets.iter().map(|t| Unit::parse(t, &spec)).collect::<Result<_>>()?;
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
     let cfg = a.opt.config("visualize", spec.input_size[0].min(spec.input_size[1]))?;
     let net_inner = enc.net.valid();
-    let out = super::visualize::<B>(enc.net, &units, &cfg, &a.opt.run_options(seed, &a.out.join("grid.png")), device)?;
-    let [h, w] = out.size;
-    let imgs = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(out.images.concat(), [units.len(), 3, h, w]), device);
-    let values = super::unit_values(&net_inner, &units, imgs)?;
-    for (i, u) in units.iter().enumerate() {
-        let name: String = u.label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
-        let path = a.out.join(format!("{name}.png"));
-        out.save(i, &path)?;
-        println!("{:<20} activation {:>10.4}  → {}", u.label, values[i], path.display());
+    let file_name = |u: &Unit| -> String { u.label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect() };
+    let chunks: Vec<&[Unit]> = units.chunks(a.batch).collect();
+    let mut all: Option<Outcome> = None;
+    for (k, chunk) in chunks.iter().enumerate() {
+        if chunks.len() > 1 {
+            println!("batch {}/{}: {} targets from {}", k + 1, chunks.len(), chunk.len(), chunk[0].label);
+        }
+        let mut run = a.opt.run_options(seed, &a.out.join("grid.png"));
+        run.shared_start = true;
+        run.names = chunk.iter().map(file_name).collect();
+        if chunks.len() > 1 {
+            run.tensorboard = run.tensorboard.map(|d| d.join(format!("batch_{k:03}")));
+        }
+        let out = super::visualize::<B>(enc.net.clone(), chunk, &cfg, &run, device)?;
+        let [h, w] = out.size;
+        let imgs = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(out.images.concat(), [chunk.len(), 3, h, w]), device);
+        let values = super::unit_values(&net_inner, chunk, imgs)?;
+        for (i, u) in chunk.iter().enumerate() {
+            let path = a.out.join(format!("{}.png", file_name(u)));
+            out.save(i, &path)?;
+            println!("{:<20} activation {:>10.4}  → {}", u.label, values[i], path.display());
+        }
+        all = Some(match all {
+            None => out,
+            Some(mut prev) => {
+                prev.images.extend(out.images);
+                prev.terms = out.terms;
+                prev
+            }
+        });
     }
+    let out = all.context("no target given (e.g. --target fc8:3,conv5:12)")?;
+    let [h, w] = out.size;
     let (g, gh, gw) = crate::report::tensorboard::grid(&out.images, h, w, units.len().min(8), 2);
     crate::data::folder::save_rgb(&a.out.join("grid.png"), &g, gh as u32, gw as u32)?;
     Ok(out)
