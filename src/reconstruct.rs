@@ -1,7 +1,8 @@
-//! Reconstruction: decode saved codes with a trained decoder (`preimage reconstruct`).
+//! Reconstruction: decode saved codes, or images' codes, with a trained decoder
+//! (`preimage reconstruct`).
 //!
 //! [`Reconstructor`] is the library entry point: load a decoder run folder once, then decode
-//! any rows of a code file. Codes of another encoder, tap or shape are refused by
+//! any rows of a code file; [`encode_images`] gives images' codes as a code file in memory. Codes of another encoder, tap or shape are refused by
 //! [`DecoderInfo::codes_from`], naming both sides.
 //!
 //! ```no_run
