@@ -223,8 +223,9 @@ pub struct InvertArgs {
     /// Output PNG for one code; a folder for several (`OUT/<id>.png` and `OUT/invert.csv`).
     #[arg(long)]
     pub out: PathBuf,
-    /// Codes optimized together; more is faster per code and uses more memory. An image's
-    /// result does not depend on it (every code starts from the same noise).
+    /// Codes optimized together; more is faster per code and uses more memory. With the mv
+    /// and adam solvers a code's result does not depend on it (every code starts from the
+    /// same noise); lbfgs's line search treats the batch as one problem.
     #[arg(long, default_value_t = 8)]
     pub batch: usize,
     /// Also tile the results into one PNG.
