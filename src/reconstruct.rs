@@ -2,8 +2,9 @@
 //! (`preimage reconstruct`).
 //!
 //! [`Reconstructor`] is the library entry point: load a decoder run folder once, then decode
-//! any rows of a code file; [`encode_images`] gives images' codes as a code file in memory. Codes of another encoder, tap or shape are refused by
-//! [`DecoderInfo::codes_from`], naming both sides.
+//! any rows of a code file; [`encode_images`] gives images' codes as a code file in memory.
+//! Codes of another encoder, tap or shape are refused by [`DecoderInfo::codes_from`], naming
+//! both sides.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {

@@ -538,6 +538,9 @@ fn resolve_classes(opts: &RenderOptions) -> Result<Vec<ClassEntry>> {
         .iter()
         .find(|w| !available.iter().any(|c| c.name == **w))
     {
+        if let Some(name) = meshes::shapenet_name(bad) {
+            bail!("unknown class {bad:?}: ShapeNet's synset folders are named after their category; pass {name:?}");
+        }
         bail!("unknown class {bad:?}; valid classes are: {}", valid());
     }
     let mut available: Vec<Option<ClassEntry>> = available.into_iter().map(Some).collect();
@@ -1013,7 +1016,10 @@ mod tests {
         // Symmetry may be given by synset id; classes are picked by name.
         fs::write(dir.join("classes.csv"), "class,symmetry\n04379243,2\n").unwrap();
         let out = scratch("synsets-out");
-        let opts = RenderOptions { count: 6, size: 16, seed: 2, meshes: Some(dir.clone()), classes: Some(vec!["table".into(), "chair".into()]), ..Default::default() };
+        let by_id = RenderOptions { count: 6, size: 16, seed: 2, meshes: Some(dir.clone()), classes: Some(vec!["04379243".into()]), ..Default::default() };
+        let err = render_dataset(&out, &by_id).unwrap_err().to_string();
+        assert!(err.contains("pass \"table\""), "{err}");
+        let opts = RenderOptions { classes: Some(vec!["table".into(), "chair".into()]), ..by_id };
         render_dataset(&out, &opts).unwrap();
         assert_eq!(fs::read_to_string(out.join("classes.csv")).unwrap(), "class,symmetry\ntable,2\nchair,1\n");
         let manifest = Csv::read(&out.join("manifest.csv")).unwrap();

@@ -120,12 +120,10 @@ impl DecoderInfo {
     pub fn load_encoder<B: Backend>(&self, source: Option<&crate::encoder::WeightSource>, device: &B::Device) -> Result<crate::encoder::ConvNet<B>> {
         let source = match source {
             Some(s) => s.clone(),
-            None => match &self.weights_path {
-                Some(p) if Path::new(p).exists() => crate::encoder::WeightSource::File(p.into()),
-                // Random weights are recorded by their seed, which redraws them.
-                None if self.weights_sha256.strip_prefix("random:").is_some_and(|n| n.parse::<u64>().is_ok()) => {
-                    crate::encoder::WeightSource::Random(self.weights_sha256["random:".len()..].parse()?)
-                }
+            // Random weights are recorded by their seed, which redraws them.
+            None => match (&self.weights_path, self.weights_sha256.strip_prefix("random:").and_then(|n| n.parse::<u64>().ok())) {
+                (Some(p), _) if Path::new(p).exists() => crate::encoder::WeightSource::File(p.into()),
+                (None, Some(seed)) => crate::encoder::WeightSource::Random(seed),
                 _ => bail!(
                     "the {} weights this decoder was trained with are not recorded or moved ({}); pass --weights FILE or --run DIR",
                     self.encoder,

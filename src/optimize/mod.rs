@@ -136,7 +136,7 @@ pub struct RunOptions {
     /// TensorBoard tags are `image/<name>` (empty: numbered by position).
     pub names: Vec<String>,
     /// Every item starts from item 0's noise, so an item's result does not depend on the
-    /// items it is batched with (`invert` over many codes).
+    /// items it is batched with (`invert` over many codes, `visualize` over many targets).
     pub shared_start: bool,
 }
 
@@ -322,6 +322,7 @@ impl<'a, B: AutodiffBackend> Monitor<'a, B> {
             if let Some(dir) = &self.opts.snapshot_dir {
                 let file = format!("step_{step:05}.png");
                 let path = match name {
+                    // DIR/<name>/step_…png, the name's subfolders kept (never leaving DIR).
                     Some(name) => crate::reconstruct::output_path(dir, name).with_extension("").join(file),
                     None if n == 1 => dir.join(file),
                     None => dir.join(format!("step_{step:05}_{i}.png")),
