@@ -132,6 +132,15 @@ fn pth_tensors_are_read_through_their_strides() {
     }
 }
 
+/// `torch.save(model)` (the whole module, not its state_dict) cannot be read; the error says how
+/// to save the weights instead (tests/data/pth/module.pt, made by make.py).
+#[test]
+fn a_whole_module_pickle_is_refused_with_the_fix() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/pth/module.pt");
+    let err = format!("{:#}", encoder::load::<B>("posenet", &WeightSource::File(path), None, &Default::default()).err().unwrap());
+    assert!(err.contains("module.pt") && err.contains("torch.save(model, F)") && err.contains(".state_dict()"), "{err}");
+}
+
 #[test]
 fn own_checkpoint_round_trip_and_pytorch_layout() {
     let device = Default::default();

@@ -55,8 +55,17 @@ pub fn is_safetensors(path: &Path) -> std::io::Result<bool> {
 /// The tensors of a file written by `torch.save` (a dict of tensors, nested dicts giving dotted
 /// names) whose names `keep` accepts, as f32 (integers too: they are read as their values).
 pub fn read_pytorch(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<BTreeMap<String, Array>> {
-    let reader = burn_store::pytorch::PytorchReader::new(path)
-        .map_err(|e| anyhow!("{} is neither a safetensors nor a PyTorch file that can be read: {e}", path.display()))?;
+    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| {
+        let text = e.to_string();
+        // `torch.save(model, F)` pickles the module's Python classes, which only Python can rebuild.
+        let hint = if text.contains("full model save") {
+            "\nIt looks like a whole module saved with `torch.save(model, F)`; save its weights instead: \
+             `torch.save(torch.load(F, weights_only=False).state_dict(), \"weights.pth\")`"
+        } else {
+            ""
+        };
+        anyhow!("{} is neither a safetensors nor a PyTorch file that can be read: {text}{hint}", path.display())
+    })?;
     let mut t = BTreeMap::new();
     for (k, snap) in reader.into_tensors() {
         if !keep(&k) {

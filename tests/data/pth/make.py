@@ -24,3 +24,7 @@ for k, v in tensors.items():
 # by tests/inference.rs as a code file (f64 codes, values (i*8 + j) / 10 - 1, labels 2, 0, 1).
 codes = {"fc7": (torch.arange(24.0, dtype=torch.float64).reshape(3, 8) / 10 - 1), "label": torch.tensor([2, 0, 1])}
 torch.save(codes, "codes.pt")
+
+# Makes module.pt: a whole module, `torch.save(model)` instead of its state_dict; it cannot be
+# read without the Python classes, and tests/encoders.rs checks that the error says what to do.
+torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3)), "module.pt")
