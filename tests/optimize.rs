@@ -237,6 +237,18 @@ fn visualize_dream_caricature_and_transform_write_their_images() {
     assert!(err.contains("(6×4 pixels) is too small for posenet up to conv5"), "{err}");
     ok(&with_enc("caricature", &["--layer", "conv4", "--image", s(&img), "--steps", "5", "--final-steps", "1", "--out", s(&out), "--quiet"]));
     assert_eq!(png(&out).dimensions(), (32, 32));
+    // A folder, three at a time: one PNG per image, each as the image caricatured alone.
+    let (cars, cgrid, mug) = (dir.path().join("cars"), dir.path().join("cars.png"), img.parent().unwrap().to_path_buf());
+    let text = ok(&with_enc("caricature", &["--layer", "conv4", "--image", s(&mug), "--batch", "3", "--grid", s(&cgrid), "--steps", "5", "--final-steps", "1", "--out", s(&cars), "--quiet"]));
+    assert!(text.contains("batch 3/3"), "{text}");
+    let alone = png(&out);
+    let batched = png(&cars.join(img.file_name().unwrap()));
+    let diff = alone.as_raw().iter().zip(batched.as_raw()).map(|(x, y)| (*x as i32 - *y as i32).abs()).max().unwrap();
+    assert!(diff <= 2, "alone vs batched differ by {diff}/255");
+    assert_eq!(std::fs::read_dir(&cars).unwrap().count(), 8);
+    assert_eq!(png(&cgrid).dimensions(), (3 * 34 + 2, 3 * 34 + 2));
+    let err = fails(&with_enc("caricature", &["--layer", "conv4", "--image", s(&mug), "--out", s(&out)]));
+    assert!(err.contains("8 images to caricature") && err.contains("must be a folder"), "{err}");
 
     let text = ok(&with_enc("transform", &["--image", s(&img), "--class", "class_3", "--steps", "10", "--out", s(&out), "--quiet"]));
     assert!(text.contains("target class_3") && text.contains("SSIM to the original"), "{text}");

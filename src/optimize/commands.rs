@@ -195,6 +195,64 @@ pub fn load_image<B: Backend>(path: &Path, spec: &crate::encoder::EncoderSpec, d
     Ok(Tensor::from_data(TensorData::new(chw, [1, 3, h, w]), device))
 }
 
+/// Where a run over named items writes: `--out` itself for one item given as an image file,
+/// else `OUT/<name>.png` (names keep their class folder).
+struct Outputs {
+    out: PathBuf,
+    single_file: bool,
+}
+
+impl Outputs {
+    fn new(out: &Path, n: usize, what: &str) -> Result<Self> {
+        let is_file = crate::data::folder::has_image_extension(out);
+        if n > 1 && is_file {
+            bail!("{n} {what}, so --out must be a folder (OUT/<id>.png), not the image file {}", out.display());
+        }
+        Ok(Outputs { out: out.to_path_buf(), single_file: n == 1 && is_file })
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        if self.single_file {
+            self.out.clone()
+        } else {
+            crate::reconstruct::output_path(&self.out, name)
+        }
+    }
+
+    /// Run options for batch `k` of `batches`: items named for their snapshot folders, a shared
+    /// noise start, and a TensorBoard folder per batch when there are several.
+    fn run_options(&self, opt: &OptFlags, seed: u64, names: &[String], k: usize, batches: usize) -> RunOptions {
+        let mut run = opt.run_options(seed, &self.out);
+        run.shared_start = true;
+        if !self.single_file {
+            run.names = names.to_vec();
+        }
+        if batches > 1 {
+            run.tensorboard = run.tensorboard.map(|d| d.join(format!("batch_{k:03}")));
+        }
+        run
+    }
+}
+
+/// The readable images of `items` as one batch `[n, 3, H, W]` for the encoder, with their names;
+/// `None` when none could be read (broken folder images are recorded in `skips`).
+fn load_batch<B: Backend>(items: &[&crate::data::folder::NamedImage], spec: &crate::encoder::EncoderSpec, skips: &crate::data::folder::SkipLog, device: &B::Device) -> Result<Option<(Vec<String>, Tensor<B, 4>)>> {
+    let pre = preprocess_for(spec);
+    let (mut names, mut data) = (Vec::new(), Vec::new());
+    for it in items {
+        if let Some(chw) = it.load(&pre, skips)? {
+            names.push(it.name.clone());
+            data.extend(chw);
+        }
+    }
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let [h, w] = spec.input_size;
+    let n = names.len();
+    Ok(Some((names, Tensor::from_data(TensorData::new(data, [n, 3, h, w]), device))))
+}
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct InvertArgs {
     /// Tap whose code is inverted.
@@ -291,14 +349,10 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
     let cfg = a.opt.config("invert", spec.input_size[0].min(spec.input_size[1]))?;
     let skips = crate::data::folder::SkipLog::new();
     let targets = Targets::from_args(a, &enc, &skips)?;
-    let single_file = targets.len() == 1 && crate::data::folder::has_image_extension(&a.out);
-    if targets.len() > 1 && crate::data::folder::has_image_extension(&a.out) {
-        bail!("{} codes to invert, so --out must be a folder (OUT/<id>.png), not the image file {}", targets.len(), a.out.display());
-    }
+    let outputs = Outputs::new(&a.out, targets.len(), "codes to invert")?;
     if matches!(a.init, Init::Image) && matches!(targets, Targets::Codes { .. }) {
         bail!("--init image needs --image (a code file holds no image)");
     }
-    let pre = preprocess_for(&spec);
     let order: Vec<usize> = (0..targets.len()).collect();
     let chunks: Vec<&[usize]> = order.chunks(a.batch).collect();
     let mut csv = String::from(if matches!(a.init, Init::Noise) { "id,feature_error,relative_error\n" } else { "id,feature_error,relative_error,start_feature_error\n" });
@@ -308,19 +362,8 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
         // Codes (and the images they came from) of this batch; unreadable folder images are skipped.
         let (names, code, image) = match &targets {
             Targets::Images(items) => {
-                let mut names = Vec::new();
-                let mut data = Vec::new();
-                for &i in *chunk {
-                    if let Some(chw) = items[i].load(&pre, &skips)? {
-                        names.push(items[i].name.clone());
-                        data.extend(chw);
-                    }
-                }
-                if names.is_empty() {
-                    continue;
-                }
-                let [h, w] = spec.input_size;
-                let x = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(data, [names.len(), 3, h, w]), device);
+                let batch: Vec<_> = chunk.iter().map(|&i| &items[i]).collect();
+                let Some((names, x)) = load_batch::<B::InnerBackend>(&batch, &spec, &skips, device)? else { continue };
                 let code = super::encode_inner(&enc.net, x.clone(), &[&a.layer])?.remove(&a.layer).unwrap().flat();
                 (names, code, Some(x))
             }
@@ -344,18 +387,11 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
         if chunks.len() > 1 {
             println!("batch {}/{}: {}", k + 1, chunks.len(), names.join(", "));
         }
-        let mut run = a.opt.run_options(seed, &a.out);
-        run.shared_start = true;
-        if !single_file || names.len() > 1 {
-            run.names = names.clone();
-        }
-        if chunks.len() > 1 {
-            run.tensorboard = run.tensorboard.map(|d| d.join(format!("batch_{k:03}")));
-        }
+        let run = outputs.run_options(&a.opt, seed, &names, k, chunks.len());
         let out = super::invert::<B>(enc.net.clone(), &a.layer, code, init, &cfg, &run)?;
         let errs = out.term("feature(").map(<[f32]>::to_vec).unwrap_or_else(|| vec![f32::NAN; names.len()]);
         for (i, name) in names.iter().enumerate() {
-            let path = if single_file { a.out.clone() } else { crate::reconstruct::output_path(&a.out, name) };
+            let path = outputs.path(name);
             out.save(i, &path)?;
             let e = errs[i];
             let start = start_err.as_ref().filter(|_| targets.len() > 1).map(|s| format!(" (start {:.4})", s[i])).unwrap_or_default();
@@ -373,7 +409,7 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
             sum += e as f64;
             count += 1;
         }
-        if !single_file {
+        if !outputs.single_file {
             // Rewritten after every batch, so a run that stops keeps the errors of what it wrote.
             crate::util::write_atomic(&a.out.join("invert.csv"), csv.as_bytes())?;
         }
@@ -384,7 +420,7 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
     }
     skips.report();
     let out = last.with_context(|| format!("no image could be read ({})", skips.summary()))?;
-    if !single_file {
+    if !outputs.single_file {
         println!("inverted {count} codes: mean feature error at {} = {:.4}; per code in {}", a.layer, sum / count as f64, a.out.join("invert.csv").display());
     }
     if let Some(g) = &a.grid {
@@ -581,20 +617,26 @@ pub struct CaricatureArgs {
     /// Tap whose code of the image is exaggerated.
     #[arg(long)]
     pub layer: String,
-    /// The image to caricature.
-    #[arg(long)]
-    pub image: PathBuf,
+    /// The images to caricature: files, or folders (every image in them).
+    #[arg(long, num_args = 1.., required = true)]
+    pub image: Vec<PathBuf>,
     /// image (start from the image) or noise.
     #[arg(long, default_value = "image")]
     pub init: String,
-    /// Output PNG, at the encoder's input size.
+    /// Output PNG for one image, at the encoder's input size; a folder for several (`OUT/<id>.png`).
     #[arg(long)]
     pub out: PathBuf,
+    /// Images optimized together; more is faster per image and uses more memory.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Also tile the results into one PNG.
+    #[arg(long)]
+    pub grid: Option<PathBuf>,
     #[command(flatten)]
     pub opt: OptFlags,
 }
 
-/// `preimage caricature`.
+/// `preimage caricature`, `--batch` images at a time; returns the outcome of the last batch.
 pub fn caricature<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &CaricatureArgs, device: &B::Device) -> Result<Outcome> {
     let spec = enc.net.spec.clone();
     spec.check_tap(&a.layer)?;
@@ -603,11 +645,38 @@ pub fn caricature<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &CaricatureA
         "noise" => true,
         other => bail!("unknown --init '{other}' for caricature; valid: image, noise"),
     };
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
     let cfg = a.opt.config("caricature", spec.input_size[0].min(spec.input_size[1]))?;
-    let x = load_image::<B::InnerBackend>(&a.image, &spec, device)?;
-    let out = super::caricature::<B>(enc.net, &a.layer, x, from_noise, &cfg, &a.opt.run_options(seed, &a.out))?;
-    out.save(0, &a.out)?;
-    println!("wrote {}", a.out.display());
+    let skips = crate::data::folder::SkipLog::new();
+    let items = crate::data::folder::image_list(&a.image, &skips)?;
+    let outputs = Outputs::new(&a.out, items.len(), "images to caricature")?;
+    let chunks: Vec<&[crate::data::folder::NamedImage]> = items.chunks(a.batch).collect();
+    let (mut all, mut last) = (Vec::new(), None);
+    for (k, chunk) in chunks.iter().enumerate() {
+        let batch: Vec<_> = chunk.iter().collect();
+        let Some((names, x)) = load_batch::<B::InnerBackend>(&batch, &spec, &skips, device)? else { continue };
+        if chunks.len() > 1 {
+            println!("batch {}/{}: {}", k + 1, chunks.len(), names.join(", "));
+        }
+        let run = outputs.run_options(&a.opt, seed, &names, k, chunks.len());
+        let out = super::caricature::<B>(enc.net.clone(), &a.layer, x, from_noise, &cfg, &run)?;
+        for (i, name) in names.iter().enumerate() {
+            let path = outputs.path(name);
+            out.save(i, &path)?;
+            println!("wrote {}", path.display());
+        }
+        if a.grid.is_some() {
+            all.extend(out.images.iter().cloned());
+        }
+        last = Some(out);
+    }
+    skips.report();
+    let out = last.with_context(|| format!("no image could be read ({})", skips.summary()))?;
+    if let Some(g) = &a.grid {
+        crate::reconstruct::save_grid(g, &all, out.size, 0)?;
+    }
     Ok(out)
 }
 
