@@ -303,8 +303,12 @@ impl Targets {
     fn from_args(a: &InvertArgs, enc: &Loaded<impl Backend>, skips: &crate::data::folder::SkipLog) -> Result<Targets> {
         match (&a.image[..], &a.codes) {
             ([], Some(path)) => {
-                let file = CodeFile::read_tap(path, &a.layer)?;
+                let mut file = CodeFile::read_tap(path, &a.layer)?;
                 check_codes(&file, path, &a.layer, enc)?;
+                // Other float types (PyTorch's f64 codes) become f32 once here, not per batch.
+                if let Some(arr) = file.codes.get_mut(&a.layer).filter(|arr| !matches!(arr, Array::F32 { .. })) {
+                    *arr = Array::F32 { shape: arr.shape().to_vec(), data: arr.to_f32() };
+                }
                 let rows = if a.index.is_empty() {
                     crate::reconstruct::Selection::from_args(a.ids.clone(), a.range.as_deref())
                         .map(|s| if s == crate::reconstruct::Selection::All { crate::reconstruct::Selection::Range(0, 1) } else { s })?
@@ -453,14 +457,10 @@ fn check_codes(file: &CodeFile, path: &Path, layer: &str, enc: &Loaded<impl Back
     }
 }
 
-/// Rows `rows` of tap `layer` as `[rows, D]`.
+/// Rows `rows` of tap `layer` (f32, as `Targets::from_args` leaves it) as `[rows, D]`.
 fn code_rows<B: Backend>(file: &CodeFile, layer: &str, rows: &[usize], device: &B::Device) -> Result<Tensor<B, 2>> {
-    let arr = file.tap(layer)?;
-    let d: usize = arr.shape()[1..].iter().product();
-    let data: std::borrow::Cow<[f32]> = match arr {
-        Array::F32 { data, .. } => std::borrow::Cow::Borrowed(data),
-        other => std::borrow::Cow::Owned(other.to_f32()),
-    };
+    let Array::F32 { shape, data } = file.tap(layer)? else { bail!("tap '{layer}' of the code file is not f32") };
+    let d: usize = shape[1..].iter().product();
     let v: Vec<f32> = rows.iter().flat_map(|&r| data[r * d..(r + 1) * d].iter().copied()).collect();
     Ok(Tensor::from_data(TensorData::new(v, [rows.len(), d]), device))
 }
