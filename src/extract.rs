@@ -1,4 +1,4 @@
-//! Code extraction: run a frozen encoder over an image folder and save the codes at taps.
+//! Code extraction: run a frozen encoder over an image folder (or image files) and save the codes at taps.
 use crate::data::batch;
 use crate::data::codes::{CodeFile, Preprocessing, Provenance};
 use crate::data::folder::ImageFolder;

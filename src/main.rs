@@ -246,9 +246,10 @@ enum Command {
         /// Comma-separated taps (e.g. conv5,fc6).
         #[arg(long, value_delimiter = ',', required = true)]
         layer: Vec<String>,
-        /// Image folder (class subfolders or flat).
-        #[arg(long)]
-        data: PathBuf,
+        /// Image folder (class subfolders or flat), or image files and folders (one unlabelled
+        /// set; ids are paths below the folder holding them all).
+        #[arg(long, num_args = 1.., required = true)]
+        data: Vec<PathBuf>,
         /// Output .safetensors code file.
         #[arg(long)]
         out: PathBuf,
@@ -556,10 +557,10 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &Path, out: &Path, batch: usize, dev: &B::Device) -> Result<()> {
+fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &[PathBuf], out: &Path, batch: usize, dev: &B::Device) -> Result<()> {
     let loaded = encoder::load::<B::InnerBackend>(&enc.encoder, &enc.source()?, enc.input_size, dev)?;
     let skips = SkipLog::new();
-    let folder = ImageFolder::open(data, &skips)?;
+    let folder = ImageFolder::from_paths(data, &skips)?;
     let mut layer = layer.to_vec();
     let mut seen = std::collections::HashSet::new();
     layer.retain(|t| seen.insert(t.clone()));

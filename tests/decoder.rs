@@ -23,6 +23,17 @@ fn fixture(dir: &Path) -> (PathBuf, PathBuf) {
     (data, codes)
 }
 
+/// A copy of `codes` that records a weights file that is no longer there.
+fn weights_moved(codes: &Path) -> std::path::PathBuf {
+    let mut cf = CodeFile::read(codes).unwrap();
+    let pv = cf.provenance.as_mut().unwrap();
+    pv.weights_sha256 = "ab".repeat(32);
+    pv.weights_path = Some("/moved/away/encoder.safetensors".into());
+    let out = codes.with_file_name("codes-weights-moved.safetensors");
+    cf.write(&out).unwrap();
+    out
+}
+
 fn history(run: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap()
 }
@@ -62,8 +73,13 @@ fn trains_from_a_code_file_resumes_and_records_what_it_inverts() {
         assert!((ta - tb).abs() <= 1e-6 * tb.abs() && (va - vb).abs() <= 1e-6 * vb.abs(), "{a:?} vs {b:?}");
     }
     assert!(a[1].0 < a[0].0, "training loss falls: {a:?}");
-    // Without encoder weights (random-weight codes) validation still measures the images.
+    // Random-weight codes record their seed, which redraws the encoder: codes are measured too.
     let val = &history(&run)[1]["val"];
+    assert!(val["psnr_db"].as_f64().unwrap() > 0.0 && val["feature_error"].as_f64().unwrap() > 0.0, "{val}");
+    // Without the encoder's weights (moved away) validation still measures the images.
+    let lost = dir.path().join("lost");
+    ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&weights_moved(&codes)), "--layer", "fc7", "--out", s(&lost), "--epochs", "1"]);
+    let val = &history(&lost)[0]["val"];
     assert!(val["psnr_db"].as_f64().unwrap() > 0.0 && val["feature_error"].is_null(), "{val}");
 
     // The decoder refuses codes of another tap or shape, naming both.
@@ -112,13 +128,13 @@ fn spatial_codes_on_the_fly_with_feature_and_adversarial_losses() {
         assert!(bytes.windows(tag.len()).any(|w| w == tag.as_bytes()), "no {tag} in the event file");
     }
 
-    // A code file cannot be augmented, and a feature loss needs the encoder's weights,
-    // which a random-weight code file does not record.
+    // A code file cannot be augmented, and a feature loss needs the encoder's weights, which
+    // are not found when the file the codes record has moved.
     let codes = dir.path().join("codes.safetensors");
     let (success, text) = preimage(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "conv5", "--out", s(&dir.path().join("x"))]);
     assert!(!success && text.contains("augment"), "{text}");
     let cfg2 = config(dir.path(), "feat.toml", "[loss]\nfeature = 1.0\nfeature_tap = \"conv2\"\n", "");
-    let (success, text) = preimage(&["train-decoder", "--config", s(&cfg2), "--codes", s(&codes), "--layer", "conv5", "--out", s(&dir.path().join("y"))]);
+    let (success, text) = preimage(&["train-decoder", "--config", s(&cfg2), "--codes", s(&weights_moved(&codes)), "--layer", "conv5", "--out", s(&dir.path().join("y"))]);
     assert!(!success && text.contains("--weights"), "{text}");
     // Unknown tap: the error lists what the file holds.
     let (success, text) = preimage(&["train-decoder", "--config", s(&cfg2), "--codes", s(&codes), "--layer", "fc6", "--out", s(&dir.path().join("z"))]);

@@ -130,6 +130,54 @@ fn train_extract_and_resume() {
 }
 
 #[test]
+fn extract_from_files_and_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    ok(&["render", "--out", s(&data), "--count", "24", "--size", "32", "--seed", "2", "--classes", "chair,mug,cone"]);
+    // Photos picked by hand: two files beside a folder of others, one file named twice.
+    let photos = dir.path().join("photos");
+    std::fs::create_dir_all(photos.join("more")).unwrap();
+    let picked = ["chair/000000.png", "chair/000003.png", "mug/000001.png", "cone/000002.png", "mug/000004.png"];
+    for (i, rel) in picked.iter().enumerate() {
+        let to = if i < 2 { photos.join(format!("p{i}.png")) } else { photos.join(format!("more/q{i}.png")) };
+        std::fs::copy(data.join(rel), to).unwrap();
+    }
+    let enc = ["extract", "--encoder", "posenet", "--input-size", "32", "--seed", "4", "--layer", "fc6,fc7"];
+    let all = dir.path().join("all.safetensors");
+    ok(&[&enc[..], &["--data", s(&data), "--out", s(&all)]].concat());
+    let picked_codes = dir.path().join("picked.safetensors");
+    let (p0, p1, more) = (photos.join("p0.png"), photos.join("p1.png"), photos.join("more"));
+    ok(&[&enc[..], &["--data", s(&p1), s(&more), s(&p0), s(&p1), "--out", s(&picked_codes)]].concat());
+    let (all, cf) = (CodeFile::read(&all).unwrap(), CodeFile::read(&picked_codes).unwrap());
+    // Ids are the paths below the folder holding them all, in the order given, each once.
+    assert_eq!(cf.ids, ["p1.png", "more/q2.png", "more/q3.png", "more/q4.png", "p0.png"]);
+    assert_eq!((cf.labels.as_ref(), cf.poses.as_ref()), (None, None), "files carry no label or pose");
+    let pv = cf.provenance.as_ref().unwrap();
+    assert_eq!(pv.data_root.as_deref(), Some(std::fs::canonicalize(&photos).unwrap().to_str().unwrap()));
+    assert_eq!(pv.weights_sha256, "random:4");
+    // Each code is the one the whole folder's extraction gives for the same image.
+    let source = ["chair/000003.png", "mug/000001.png", "cone/000002.png", "mug/000004.png", "chair/000000.png"];
+    for tap in ["fc6", "fc7"] {
+        let (a, b) = (all.tap(tap).unwrap(), cf.tap(tap).unwrap());
+        let d = b.shape()[1];
+        let (a, b) = (a.to_f32(), b.to_f32());
+        for (row, src) in source.iter().enumerate() {
+            let j = all.ids.iter().position(|id| id == src).unwrap();
+            let (x, y) = (&b[row * d..(row + 1) * d], &a[j * d..(j + 1) * d]);
+            assert!(x.iter().zip(y).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs())), "{tap} of {src}");
+        }
+    }
+    // A decoder trains from them: its targets are found by those ids (p0.png lies beside the
+    // folder `more`, which a scan of `photos` would take for a class), the random encoder by its seed.
+    let run = dir.path().join("dec");
+    let text = ok(&["train-decoder", "--config", "configs/decoder-fc7.toml", "--codes", s(&picked_codes), "--out", s(&run), "--epochs", "1", "--batch-size", "2"]);
+    assert!(text.contains("best epoch 1"), "{text}");
+    // A file that is not there is named.
+    let (success, text) = preimage(&[&enc[..], &["--data", s(&p0), "nothere.png", "--out", s(&picked_codes)]].concat());
+    assert!(!success && text.contains("nothere.png"), "{text}");
+}
+
+#[test]
 fn config_errors_name_the_file_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("bad.toml");

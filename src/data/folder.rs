@@ -648,9 +648,9 @@ impl NamedImage {
     }
 }
 
-/// Image files and folders (every image in them, as [`ImageFolder`] finds them) as one list;
-/// two that would be written under the same name are an error naming both.
-pub fn image_list(paths: &[PathBuf], skips: &SkipLog) -> Result<Vec<NamedImage>> {
+/// Image files and folders (every image in them, as [`ImageFolder`] finds them), in the order
+/// given, named by file name or by the path below their folder.
+fn image_files(paths: &[PathBuf], skips: &SkipLog) -> Result<Vec<NamedImage>> {
     let mut items = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -661,6 +661,13 @@ pub fn image_list(paths: &[PathBuf], skips: &SkipLog) -> Result<Vec<NamedImage>>
             items.push(NamedImage { name, path: p.clone(), from_folder: false });
         }
     }
+    Ok(items)
+}
+
+/// Image files and folders (every image in them, as [`ImageFolder`] finds them) as one list;
+/// two that would be written under the same name are an error naming both.
+pub fn image_list(paths: &[PathBuf], skips: &SkipLog) -> Result<Vec<NamedImage>> {
+    let items = image_files(paths, skips)?;
     let mut seen = HashMap::new();
     for it in &items {
         if let Some(other) = seen.insert(strip_extension(&it.name).to_string(), &it.path) {
@@ -902,6 +909,57 @@ impl ImageFolder {
             records,
             skips: skips.clone(),
         })
+    }
+
+    /// One folder as [`ImageFolder::open`] reads it; several paths (image files and folders,
+    /// as a shell glob gives them) as one unlabelled set whose root is the deepest folder
+    /// holding them all, so each id is the image's path below it: `a.jpg` for `photos/a.jpg`,
+    /// `val/x.png` for a folder `val` beside `photos`. A file given twice is kept once.
+    pub fn from_paths(paths: &[PathBuf], skips: &SkipLog) -> Result<Self> {
+        match paths {
+            [] => bail!("no image or folder given"),
+            [one] if one.is_dir() => return Self::open(one, skips),
+            _ => {}
+        }
+        let mut files = Vec::new();
+        for it in image_files(paths, skips)? {
+            // The folder made absolute, the name kept: a symlinked file keeps its own name.
+            if !it.path.is_file() {
+                bail!("image {} does not exist", it.path.display());
+            }
+            let parent = match it.path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            let dir = fs::canonicalize(parent).with_context(|| format!("cannot open the folder of {}", it.path.display()))?;
+            let name = it.path.file_name().with_context(|| format!("{} is not a file", it.path.display()))?;
+            files.push(dir.join(name));
+        }
+        let mut root = files[0].parent().expect("a file in a folder").to_path_buf();
+        for f in &files {
+            while !f.starts_with(&root) {
+                root = root.parent().expect("absolute paths share the file system root").to_path_buf();
+            }
+        }
+        let rels = files
+            .iter()
+            .map(|f| {
+                let rel = f.strip_prefix(&root).expect("below the common folder");
+                rel.components()
+                    .map(|c| c.as_os_str().to_str().map(str::to_string).with_context(|| format!("file name {} is not valid UTF-8", f.display())))
+                    .collect::<Result<Vec<_>>>()
+                    .map(|parts| parts.join("/"))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::of_files(&root, rels, skips))
+    }
+
+    /// The files `rels` ('/'-separated paths below `root`) as an unlabelled set, in the order
+    /// given, each once.
+    pub fn of_files(root: &Path, rels: impl IntoIterator<Item = String>, skips: &SkipLog) -> Self {
+        let mut seen = HashSet::new();
+        let records = rels.into_iter().filter(|r| seen.insert(r.clone())).map(|rel_path| ImageRecord { rel_path, label: None, pose: None }).collect();
+        Self { root: root.to_path_buf(), classes: Vec::new(), symmetry: HashMap::new(), records, skips: skips.clone() }
     }
 
     pub fn len(&self) -> usize {

@@ -118,18 +118,13 @@ impl DecoderInfo {
     /// The frozen encoder this decoder inverts, loaded from `source` or else from the
     /// recorded weights file; its SHA-256 must match the one the codes came from.
     pub fn load_encoder<B: Backend>(&self, source: Option<&crate::encoder::WeightSource>, device: &B::Device) -> Result<crate::encoder::ConvNet<B>> {
-        let source = match source {
-            Some(s) => s.clone(),
-            // Random weights are recorded by their seed, which redraws them.
-            None => match (&self.weights_path, self.weights_sha256.strip_prefix("random:").and_then(|n| n.parse::<u64>().ok())) {
-                (Some(p), _) if Path::new(p).exists() => crate::encoder::WeightSource::File(p.into()),
-                (None, Some(seed)) => crate::encoder::WeightSource::Random(seed),
-                _ => bail!(
-                    "the {} weights this decoder was trained with are not recorded or moved ({}); pass --weights FILE or --run DIR",
-                    self.encoder,
-                    self.weights_path.as_deref().unwrap_or("none recorded")
-                ),
-            },
+        let source = match source.cloned().or_else(|| crate::encoder::WeightSource::recorded(self.weights_path.as_deref(), &self.weights_sha256)) {
+            Some(s) => s,
+            None => bail!(
+                "the {} weights this decoder was trained with are not recorded or moved ({}); pass --weights FILE or --run DIR",
+                self.encoder,
+                self.weights_path.as_deref().unwrap_or("none recorded")
+            ),
         };
         let loaded = crate::encoder::load::<B>(&self.encoder, &source, Some(self.image_size[0]), device)?;
         if loaded.weights_sha256 != self.weights_sha256 {

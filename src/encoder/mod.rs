@@ -93,6 +93,16 @@ impl WeightSource {
             (None, None) => WeightSource::Random(seed),
         })
     }
+
+    /// The weights a code file or decoder records: the file where it still exists, or the
+    /// seed of random weights (`sha256` "random:N" redraws them); `None` when neither is known.
+    pub fn recorded(weights_path: Option<&str>, sha256: &str) -> Option<Self> {
+        match (weights_path, sha256.strip_prefix("random:").and_then(|n| n.parse::<u64>().ok())) {
+            (Some(p), _) if Path::new(p).exists() => Some(WeightSource::File(p.into())),
+            (None, Some(seed)) => Some(WeightSource::Random(seed)),
+            _ => None,
+        }
+    }
 }
 
 /// A loaded encoder and where its weights came from.

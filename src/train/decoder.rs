@@ -229,7 +229,15 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                 (None, Some(r)) => PathBuf::from(r),
                 (None, None) => bail!("{} does not record its image folder; pass --data DIR (the folder the codes were extracted from)", codes.display()),
             };
-            let folder = ImageFolder::open(&root, skips).with_context(|| format!("opening the images of {}", codes.display()))?;
+            let mut folder = ImageFolder::open(&root, skips).with_context(|| format!("opening the images of {}", codes.display()))?;
+            // Codes of files picked from a folder (`extract --data a.jpg sub/b.jpg`): the scan
+            // of the folder may not list them (a flat file beside class folders); take them
+            // by their paths.
+            let listed: std::collections::HashSet<&str> = folder.records.iter().map(|r| r.rel_path.as_str()).collect();
+            let unlisted = file.ids.iter().any(|id| !listed.contains(id.as_str()));
+            if unlisted && file.ids.iter().all(|id| root.join(id).is_file()) {
+                folder = ImageFolder::of_files(&root, file.ids.iter().cloned(), skips);
+            }
             let by_path: HashMap<&str, usize> = folder.records.iter().enumerate().map(|(i, r)| (r.rel_path.as_str(), i)).collect();
             let mut records = Vec::with_capacity(file.len());
             for id in &file.ids {
@@ -238,10 +246,10 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                     None => bail!("code id '{id}' of {} has no image in {}; pass --data with the folder the codes were extracted from", codes.display(), root.display()),
                 }
             }
-            // The encoder: explicit weights, else the file the codes were extracted with.
+            // The encoder: explicit weights, else those the codes were extracted with.
             let source = match enc_source {
                 Some(s) => Some(s.clone()),
-                None => pv.weights_path.as_ref().map(PathBuf::from).filter(|p| p.exists()).map(WeightSource::File),
+                None => WeightSource::recorded(pv.weights_path.as_deref(), &pv.weights_sha256),
             };
             let weights_path = match &source {
                 Some(WeightSource::File(p)) => Some(crate::extract::absolute(p)),
