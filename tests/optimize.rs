@@ -274,6 +274,54 @@ fn visualize_dream_caricature_and_transform_write_their_images() {
     image::GrayImage::new(20, 10).save(&mask).unwrap();
     let err = fails(&with_enc("transform", &["--image", s(&img), "--class", "3", "--mask", s(&mask), "--out", s(&out)]));
     assert!(err.contains("20×10") && err.contains("32×32"), "{err}");
+
+    // A folder of images with a folder of masks named as they are (any image type), three at a
+    // time: each image keeps its own black region, and comes out as it does alone.
+    let masks = dir.path().join("masks");
+    std::fs::create_dir_all(&masks).unwrap();
+    let mut names: Vec<String> = std::fs::read_dir(&mug).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    names.sort();
+    let top_free = |k: usize| k % 2 == 0;
+    for (k, name) in names.iter().enumerate() {
+        let m = image::GrayImage::from_fn(32, 32, |_, y| image::Luma([if (y < 16) == top_free(k) { 255 } else { 0 }]));
+        m.save(masks.join(name.replace(".png", if k == 1 { ".bmp" } else { ".png" }))).unwrap();
+    }
+    let (tr, tgrid) = (dir.path().join("tr"), dir.path().join("tr.png"));
+    let flags = ["--class", "3", "--mask", s(&masks), "--steps", "8", "--lr", "0.05", "--quiet"];
+    let text = ok(&with_enc("transform", &[&["--image", s(&mug), "--batch", "3", "--grid", s(&tgrid), "--out", s(&tr)], &flags[..]].concat()));
+    assert!(text.contains("batch 3/3") && text.contains("transformed 8 images"), "{text}");
+    for (k, name) in names.iter().enumerate() {
+        let (before, after) = (png(&mug.join(name)), png(&tr.join(name)));
+        let kept = |y: u32| (y < 16) != top_free(k);
+        for y in (0..32).filter(|&y| kept(y)) {
+            for x in 0..32 {
+                assert_eq!(before.get_pixel(x, y), after.get_pixel(x, y), "{name}: black mask region ({x},{y}) is unchanged");
+            }
+        }
+        assert!((0..32).filter(|&y| !kept(y)).any(|y| (0..32).any(|x| before.get_pixel(x, y) != after.get_pixel(x, y))), "{name}: the white region changed");
+    }
+    let alone = dir.path().join("alone.png");
+    ok(&with_enc("transform", &[&["--image", s(&mug.join(&names[4])), "--out", s(&alone)], &flags[..]].concat()));
+    let diff = png(&alone).as_raw().iter().zip(png(&tr.join(&names[4])).as_raw()).map(|(x, y)| (*x as i32 - *y as i32).abs()).max().unwrap();
+    assert!(diff <= 2, "alone vs batched differ by {diff}/255");
+    assert_eq!(png(&tgrid).dimensions(), (3 * 34 + 2, 3 * 34 + 2));
+    // The verdicts per image: the target's probability before and after, SSIM to the original.
+    let csv = std::fs::read_to_string(tr.join("transform.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0], ["id", "class_before", "p_before", "class_after", "p_after", "p_target_before", "p_target_after", "ssim"]);
+    assert_eq!(rows[1..].iter().map(|r| r[0].to_string()).collect::<Vec<_>>(), names);
+    for r in &rows[1..] {
+        let p = |i: usize| r[i].parse::<f64>().unwrap();
+        assert!(p(6) > p(5), "the target class gained: {r:?}");
+        assert!((0.0..=1.0).contains(&p(7)) && p(7) > 0.5, "still the same picture: {r:?}");
+        if r[3] == "class_3" {
+            assert_eq!(p(4), p(6), "{r:?}");
+        }
+    }
+    // A mask missing for one image stops the run before any step, naming the image.
+    std::fs::remove_file(masks.join(&names[6])).unwrap();
+    let err = fails(&with_enc("transform", &[&["--image", s(&mug), "--out", s(&tr)], &flags[..]].concat()));
+    assert!(err.contains(&format!("no mask for {}", mug.join(&names[6]).display())), "{err}");
 }
 
 #[test]

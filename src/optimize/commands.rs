@@ -14,6 +14,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use std::path::{Path, PathBuf};
+use std::collections::HashMap;
 
 /// Flags shared by every optimization command. Each overrides the preset's value.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -682,60 +683,178 @@ pub fn caricature<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &CaricatureA
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct TransformArgs {
-    /// The image to change.
-    #[arg(long)]
-    pub image: PathBuf,
+    /// The images to change: files, or folders (every image in them).
+    #[arg(long, num_args = 1.., required = true)]
+    pub image: Vec<PathBuf>,
     /// Target class: a name from the encoder's class list or an index.
     #[arg(long)]
     pub class: String,
-    /// Gradient mask (white = may change): the image's size or the encoder input's.
+    /// Gradient mask (white = may change): one image for all, of each image's size or the
+    /// encoder input's; or a folder of masks named as the images (`MASKS/<id>.png`).
     #[arg(long)]
     pub mask: Option<PathBuf>,
-    /// Style source for the style term (default: the image itself).
+    /// Style source for the style term (default: each image itself).
     #[arg(long)]
     pub style_image: Option<PathBuf>,
-    /// Output PNG, at the encoder's input size.
+    /// Output PNG for one image, at the encoder's input size; a folder for several
+    /// (`OUT/<id>.png` and `OUT/transform.csv`).
     #[arg(long)]
     pub out: PathBuf,
+    /// Images optimized together; more is faster per image and uses more memory.
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    /// Also tile the results into one PNG.
+    #[arg(long)]
+    pub grid: Option<PathBuf>,
     #[command(flatten)]
     pub opt: OptFlags,
 }
 
-/// `preimage transform`; returns the outcome and the (class, probability) before and after.
-pub fn transform<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &TransformArgs, device: &B::Device) -> Result<(Outcome, (usize, f32), (usize, f32))> {
+/// One transformed image: the encoder's verdict before and after, and how much it changed.
+#[derive(Clone, Debug)]
+pub struct Transformed {
+    pub id: String,
+    /// (top class, its probability) of the original and of the result.
+    pub before: (usize, f32),
+    pub after: (usize, f32),
+    /// The target class's probability before and after.
+    pub target_before: f32,
+    pub target_after: f32,
+    /// SSIM of the result to the original (as the encoder sees it); `None` when too small.
+    pub ssim: Option<f64>,
+}
+
+/// The mask file of `item`: `mask` itself, or its namesake in a mask folder (`MASKS/<id>.*`).
+fn mask_file(mask: &Path, item: &crate::data::folder::NamedImage) -> Result<PathBuf> {
+    Ok(if mask.is_dir() {
+        let want = mask.join(crate::data::folder::strip_extension(&item.name));
+        let dir = want.parent().unwrap_or(mask);
+        let stem = want.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+        let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| crate::data::folder::has_image_extension(p) && p.file_stem().is_some_and(|s| s.to_string_lossy() == stem))
+            .collect();
+        found.sort();
+        match &found[..] {
+            [one] => one.clone(),
+            [] => bail!("no mask for {} in {} (looked for {}.png or another image type)", item.path.display(), mask.display(), want.display()),
+            [a, b, ..] => bail!("two masks for {}: {} and {}; keep one", item.path.display(), a.display(), b.display()),
+        }
+    } else {
+        mask.to_path_buf()
+    })
+}
+
+/// `preimage transform`: one image → `--out` PNG; several → `--out/<id>.png` and
+/// `transform.csv` (the encoder's verdict before and after, SSIM to the original), `--batch`
+/// at a time. Returns every image's verdict.
+pub fn transform<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &TransformArgs, device: &B::Device) -> Result<Vec<Transformed>> {
     let spec = enc.net.spec.clone();
     let class = class_index(&a.class, &spec.classes)?;
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
     let cfg = a.opt.config("transform", spec.input_size[0].min(spec.input_size[1]))?;
-    let x = load_image::<B::InnerBackend>(&a.image, &spec, device)?;
-    let mask = match &a.mask {
-        Some(m) => {
-            let (iw, ih) = image::image_dimensions(&a.image).with_context(|| format!("reading {}", a.image.display()))?;
-            Some(super::transform::load_mask(m, Some([iw, ih]), spec.input_size, &preprocess_for(&spec))?)
-        }
-        None => None,
-    };
     let style_image = match &a.style_image {
         Some(p) => Some(crate::data::folder::load_rgb(p, &preprocess_for(&spec))?),
         None => None,
     };
+    let skips = crate::data::folder::SkipLog::new();
+    let items = crate::data::folder::image_list(&a.image, &skips)?;
+    let outputs = Outputs::new(&a.out, items.len(), "images to transform")?;
+    // Every image's mask is found before the first step: a missing one stops nothing midway.
+    let masks: Option<HashMap<&str, PathBuf>> = match &a.mask {
+        Some(m) => Some(items.iter().map(|it| Ok((it.name.as_str(), mask_file(m, it)?))).collect::<Result<_>>()?),
+        None => None,
+    };
     let net_inner = enc.net.valid();
-    let before = super::predict(&net_inner, x.clone())?[0];
-    let target = super::TransformTarget { classes: vec![class], mask: mask.as_deref(), style_image };
-    let out = super::transform::<B>(enc.net, x, &target, &cfg, &a.opt.run_options(seed, &a.out))?;
-    out.save(0, &a.out)?;
-    let [h, w] = out.size;
-    let y = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(out.images[0].clone(), [1, 3, h, w]), device);
-    let after = super::predict(&net_inner, y)?[0];
-    let original = crate::data::folder::load_rgb(&a.image, &preprocess_for(&spec))?;
-    let ssim = crate::metrics::ssim(&out.images[0], &original, 3, h, w).map(|s| format!("{s:.3}")).unwrap_or_else(|_| "n/a".into());
-    println!(
-        "wrote {}: {} ({:.1} %) → {} ({:.1} %), target {}, SSIM to the original {ssim}",
-        a.out.display(),
-        spec.classes[before.0],
-        100.0 * before.1,
-        spec.classes[after.0],
-        100.0 * after.1,
-        spec.classes[class]
-    );
-    Ok((out, before, after))
+    let [h, w] = spec.input_size;
+    let chunks: Vec<&[crate::data::folder::NamedImage]> = items.chunks(a.batch).collect();
+    let mut csv = String::from("id,class_before,p_before,class_after,p_after,p_target_before,p_target_after,ssim\n");
+    let (mut all, mut results) = (Vec::new(), Vec::new());
+    for (k, chunk) in chunks.iter().enumerate() {
+        let batch: Vec<_> = chunk.iter().collect();
+        let Some((names, x)) = load_batch::<B::InnerBackend>(&batch, &spec, &skips, device)? else { continue };
+        if chunks.len() > 1 {
+            println!("batch {}/{}: {}", k + 1, chunks.len(), names.join(", "));
+        }
+        let mask = match &masks {
+            Some(files) => {
+                let mut v = Vec::with_capacity(names.len() * h * w);
+                for name in &names {
+                    let item = chunk.iter().find(|it| &it.name == name).expect("a loaded item");
+                    let (iw, ih) = image::image_dimensions(&item.path).with_context(|| format!("reading {}", item.path.display()))?;
+                    v.extend(super::transform::load_mask(&files[name.as_str()], Some([iw, ih]), spec.input_size, &preprocess_for(&spec))?);
+                }
+                Some(v)
+            }
+            None => None,
+        };
+        let original = super::to_vec(x.clone());
+        let target = super::TransformTarget { classes: vec![class; names.len()], mask: mask.as_deref(), style_image: style_image.clone() };
+        let before = super::probabilities(&net_inner, x.clone())?;
+        let run = outputs.run_options(&a.opt, seed, &names, k, chunks.len());
+        let out = super::transform::<B>(enc.net.clone(), x, &target, &cfg, &run)?;
+        let y = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(out.images.concat(), [names.len(), 3, h, w]), device);
+        let after = super::probabilities(&net_inner, y)?;
+        for (i, name) in names.iter().enumerate() {
+            let path = outputs.path(name);
+            out.save(i, &path)?;
+            let plane = 3 * h * w;
+            let r = Transformed {
+                id: name.clone(),
+                before: super::top_class(&before[i]),
+                after: super::top_class(&after[i]),
+                target_before: before[i][class],
+                target_after: after[i][class],
+                ssim: crate::metrics::ssim(&out.images[i], &original[i * plane..(i + 1) * plane], 3, h, w).ok(),
+            };
+            let ssim = r.ssim.map(|s| format!("{s:.3}")).unwrap_or_else(|| "n/a".into());
+            println!(
+                "wrote {}: {} ({:.1} %) → {} ({:.1} %), target {} {:.1} % → {:.1} %, SSIM to the original {ssim}",
+                path.display(),
+                spec.classes[r.before.0],
+                100.0 * r.before.1,
+                spec.classes[r.after.0],
+                100.0 * r.after.1,
+                spec.classes[class],
+                100.0 * r.target_before,
+                100.0 * r.target_after,
+            );
+            use crate::data::folder::csv_cell;
+            csv.push_str(&format!(
+                "{},{},{},{},{},{},{},{}\n",
+                csv_cell(name)?,
+                csv_cell(&spec.classes[r.before.0])?,
+                r.before.1,
+                csv_cell(&spec.classes[r.after.0])?,
+                r.after.1,
+                r.target_before,
+                r.target_after,
+                r.ssim.map(|s| s.to_string()).unwrap_or_default()
+            ));
+            results.push(r);
+        }
+        if !outputs.single_file {
+            // Rewritten after every batch, so a run that stops keeps the rows of what it wrote.
+            crate::util::write_atomic(&a.out.join("transform.csv"), csv.as_bytes())?;
+        }
+        if a.grid.is_some() {
+            all.extend(out.images.iter().cloned());
+        }
+    }
+    skips.report();
+    if results.is_empty() {
+        bail!("no image could be read ({})", skips.summary());
+    }
+    if !outputs.single_file {
+        let reached = results.iter().filter(|r| r.after.0 == class).count();
+        println!("transformed {} images: {reached} now classified {}; per image in {}", results.len(), spec.classes[class], a.out.join("transform.csv").display());
+    }
+    if let Some(g) = &a.grid {
+        crate::reconstruct::save_grid(g, &all, [h, w], 0)?;
+    }
+    Ok(results)
 }

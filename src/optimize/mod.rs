@@ -147,7 +147,7 @@ pub struct Engine<B: AutodiffBackend> {
     pub objective: Objective<B>,
     pub param: Parameterization<B>,
     pub transforms: Transforms,
-    /// `(mask [1,1,H,W], original [N,3,H,W])`: changes outside the white region are undone.
+    /// `(mask [1 or N,1,H,W], original [N,3,H,W])`: changes outside the white region are undone.
     pub mask: Option<(Tensor<B, 4>, Tensor<B, 4>)>,
     pub seed: u64,
     taps: Vec<String>,
@@ -164,13 +164,16 @@ impl<B: AutodiffBackend> Engine<B> {
         Ok(Engine { net: net.no_grad(), objective, param, transforms, mask: None, seed, taps })
     }
 
-    /// Restrict changes to the white part of `mask` (`[H, W]` in `[0,1]`) around `original`.
+    /// Restrict changes to the white part of `mask` (values in `[0,1]`: `[H, W]` for every
+    /// image, or `[N, H, W]` one per image) around `original`.
     pub fn with_mask(mut self, mask: &[f32], original: Tensor<B, 4>) -> Result<Self> {
-        let [_, _, h, w] = original.dims();
-        if mask.len() != h * w {
-            bail!("mask has {} pixels; the image is {w}×{h}", mask.len());
-        }
-        let m = Tensor::from_data(TensorData::new(mask.to_vec(), [1, 1, h, w]), &original.device());
+        let [n, _, h, w] = original.dims();
+        let masks = match mask.len() {
+            l if l == h * w => 1,
+            l if l == n * h * w => n,
+            _ => bail!("mask has {} pixels; the {n} image(s) are {w}×{h}, so one mask is {} and one per image {}", mask.len(), h * w, n * h * w),
+        };
+        let m = Tensor::from_data(TensorData::new(mask.to_vec(), [masks, 1, h, w]), &original.device());
         self.mask = Some((m, original));
         Ok(self)
     }
@@ -701,7 +704,7 @@ pub fn caricature<B: AutodiffBackend>(net: ConvNet<B>, layer: &str, image: Tenso
 pub struct TransformTarget<'a> {
     /// Class index per image.
     pub classes: Vec<usize>,
-    /// `[H, W]` gradient mask (white = free), shared by the batch.
+    /// Gradient mask (white = free): `[H, W]` shared by the batch, or `[N, H, W]` one per image.
     pub mask: Option<&'a [f32]>,
     /// Style source (default: the image itself, i.e. keep its look).
     pub style_image: Option<Vec<f32>>,
@@ -788,16 +791,21 @@ fn default_content_layer(spec: &crate::encoder::EncoderSpec) -> Result<String> {
 
 /// Predicted class and its probability for each image.
 pub fn predict<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>) -> Result<Vec<(usize, f32)>> {
+    Ok(probabilities(net, images)?.iter().map(|p| top_class(p)).collect())
+}
+
+/// The encoder's class probabilities (softmax of its logits), one row per image.
+pub fn probabilities<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>) -> Result<Vec<Vec<f32>>> {
     let logits = class_tap(&net.spec)?;
     let p = burn::tensor::activation::softmax(net.tap_flat(images, &logits, false)?, 1);
     let k = net.spec.classes.len();
-    let v = to_vec(p);
-    Ok(v.chunks(k)
-        .map(|row| {
-            let (i, &pmax) = row.iter().enumerate().fold((0, &f32::MIN), |a, b| if b.1 > a.1 { b } else { a });
-            (i, pmax)
-        })
-        .collect())
+    Ok(to_vec(p).chunks(k).map(<[f32]>::to_vec).collect())
+}
+
+/// The most probable class of a probability row and its probability.
+pub fn top_class(p: &[f32]) -> (usize, f32) {
+    let (i, &pmax) = p.iter().enumerate().fold((0, &f32::MIN), |a, b| if b.1 > a.1 { b } else { a });
+    (i, pmax)
 }
 
 /// The solver kinds a method may use (DeepDream has its own octave loop).
