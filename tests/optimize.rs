@@ -232,6 +232,18 @@ fn visualize_dream_caricature_and_transform_write_their_images() {
     let text = ok(&with_enc("dream", &["--layer", "fc7", "--image", s(&wide), "--max-size", "30", "--octaves", "1", "--steps", "2", "--out", s(&out), "--quiet"]));
     assert_eq!(png(&out).dimensions(), (30, 20));
     assert!(text.contains("dreaming at 30×20") && text.contains("is 60×40"), "{text}");
+    // Several images, one at a time, each at its own size and as it dreams alone.
+    let (dreams, two) = (dir.path().join("dreams"), dir.path().join("two"));
+    std::fs::create_dir_all(&two).unwrap();
+    std::fs::copy(&wide, two.join("wide.png")).unwrap();
+    std::fs::copy(&img, two.join("square.png")).unwrap();
+    std::fs::write(two.join("broken.png"), b"not a png").unwrap();
+    let text = ok(&with_enc("dream", &["--layer", "conv4", "--image", s(&two), "--octaves", "2", "--steps", "2", "--out", s(&dreams), "--quiet"]));
+    assert!(text.contains("broken.png"), "a broken file in a folder is skipped by name: {text}");
+    assert_eq!(png(&dreams.join("wide.png")).dimensions(), (60, 40));
+    assert_eq!(png(&dreams.join("square.png")).dimensions(), (32, 32));
+    ok(&with_enc("dream", &["--layer", "conv4", "--image", s(&wide), "--octaves", "2", "--steps", "2", "--out", s(&out), "--quiet"]));
+    assert_eq!(png(&out), png(&dreams.join("wide.png")));
     // An image too small for the layers up to a conv tap is an error naming its size.
     let err = fails(&with_enc("dream", &["--layer", "conv5", "--image", s(&wide), "--max-size", "6", "--out", s(&out)]));
     assert!(err.contains("(6×4 pixels) is too small for posenet up to conv5"), "{err}");

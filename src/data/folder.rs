@@ -637,8 +637,14 @@ pub struct NamedImage {
 impl NamedImage {
     /// The preprocessed image; `None` (recorded in `skips`) for a broken file from a folder.
     pub fn load(&self, pre: &Preprocess, skips: &SkipLog) -> Result<Option<Vec<f32>>> {
-        match load_rgb(&self.path, pre) {
-            Ok(chw) => Ok(Some(chw)),
+        self.read(skips, |p| load_rgb(p, pre))
+    }
+
+    /// `read(path)`, with a broken file from a folder recorded in `skips` (`None`) and one
+    /// named by the user an error.
+    pub fn read<T>(&self, skips: &SkipLog, read: impl FnOnce(&Path) -> Result<T>) -> Result<Option<T>> {
+        match read(&self.path) {
+            Ok(v) => Ok(Some(v)),
             Err(e) if self.from_folder => {
                 skips.record(&self.path, format!("{e:#}"));
                 Ok(None)

@@ -571,10 +571,10 @@ pub struct DreamArgs {
     /// Tap whose L2 is maximized.
     #[arg(long)]
     pub layer: String,
-    /// The image to dream on, at its own size (as the deepdream notebook; fc taps see it
-    /// resized to the encoder input).
-    #[arg(long)]
-    pub image: PathBuf,
+    /// The images to dream on, files or folders, each at its own size (as the deepdream
+    /// notebook; fc taps see it resized to the encoder input).
+    #[arg(long, num_args = 1.., required = true)]
+    pub image: Vec<PathBuf>,
     /// Scale the image down so that its longer side is at most this many pixels (0 = keep
     /// its size): memory grows with the pixels.
     #[arg(long, default_value_t = 1024)]
@@ -585,14 +585,14 @@ pub struct DreamArgs {
     /// Size ratio between successive octaves.
     #[arg(long)]
     pub octave_scale: Option<f32>,
-    /// Output PNG.
+    /// Output PNG for one image; a folder for several (`OUT/<id>.png`).
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
     pub opt: OptFlags,
 }
 
-/// `preimage dream`.
+/// `preimage dream`, one image at a time (each at its own size); returns the last outcome.
 pub fn dream<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &DreamArgs, device: &B::Device) -> Result<Outcome> {
     let spec = enc.net.spec.clone();
     spec.check_tap(&a.layer)?;
@@ -602,15 +602,25 @@ pub fn dream<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &DreamArgs, devic
     if cfg.solver.octave_scale <= 1.0 {
         bail!("--octave-scale must be > 1, got {}", cfg.solver.octave_scale);
     }
-    let (chw, [h, w], [ih, iw]) = crate::data::folder::load_rgb_native(&a.image, a.max_size)?;
-    if (iw, ih) != (w, h) {
-        eprintln!("note: dreaming at {w}×{h}: {} is {iw}×{ih} (--max-size {} scales it down; 0 keeps it)", a.image.display(), a.max_size);
+    let skips = crate::data::folder::SkipLog::new();
+    let items = crate::data::folder::image_list(&a.image, &skips)?;
+    let outputs = Outputs::new(&a.out, items.len(), "images to dream on")?;
+    let mut last = None;
+    for (k, it) in items.iter().enumerate() {
+        let Some((chw, [h, w], [ih, iw])) = it.read(&skips, |p| crate::data::folder::load_rgb_native(p, a.max_size))? else { continue };
+        if (iw, ih) != (w, h) {
+            eprintln!("note: dreaming at {w}×{h}: {} is {iw}×{ih} (--max-size {} scales it down; 0 keeps it)", it.path.display(), a.max_size);
+        }
+        let x = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(chw, [1, 3, h, w]), device);
+        let names = [it.name.clone()];
+        let out = super::dream::<B>(enc.net.clone(), &a.layer, x, &cfg, &outputs.run_options(&a.opt, seed, &names, k, items.len()))?;
+        let path = outputs.path(&it.name);
+        out.save(0, &path)?;
+        println!("wrote {}", path.display());
+        last = Some(out);
     }
-    let x = Tensor::<B::InnerBackend, 4>::from_data(TensorData::new(chw, [1, 3, h, w]), device);
-    let out = super::dream::<B>(enc.net, &a.layer, x, &cfg, &a.opt.run_options(seed, &a.out))?;
-    out.save(0, &a.out)?;
-    println!("wrote {}", a.out.display());
-    Ok(out)
+    skips.report();
+    last.with_context(|| format!("no image could be read ({})", skips.summary()))
 }
 
 #[derive(clap::Args, Clone, Debug)]
