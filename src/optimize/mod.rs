@@ -480,6 +480,18 @@ fn start<B: AutodiffBackend>(engine: &Engine<B>, n: usize, cfg: &OptimizeConfig,
     }
 }
 
+/// Images that minimize `objective` (Lucid's `render_vis`): `n` images
+/// from noise, or from `init` images, through the parameterization, transforms and solver of
+/// `cfg`. Every method below is this with its own objective; compose your own from
+/// [`objective`]'s terms (`300.0 * feature(..) + tv(2.0, nat)`).
+pub fn render<B: AutodiffBackend>(net: ConvNet<B>, objective: Objective<B>, n: usize, init: Option<Tensor<B::InnerBackend, 4>>, cfg: &OptimizeConfig, opts: &RunOptions, device: &B::Device) -> Result<Outcome> {
+    let (param, _) = make_param::<B>(&cfg.param, &net.spec, device)?;
+    let engine = Engine::new(net, objective, param, cfg.transforms.clone(), opts.seed)?;
+    let x0 = start(&engine, n, cfg, init, opts, device)?;
+    let p = optimize(&engine, x0, &cfg.solver, opts, "optimize")?;
+    Outcome::from(&engine, &p)
+}
+
 /// Mahendran & Vedaldi's inversion: find x with Φ(x) ≈ `code` at `layer` (`code` `[N, D]`,
 /// the tap's flattened shape). `init_images` starts from those images (`Init::Image`, or a
 /// decoder's reconstructions for the refiner). Returns the images and, per item, the feature
@@ -590,11 +602,7 @@ pub fn visualize<B: AutodiffBackend>(net: ConvNet<B>, units: &[Unit], cfg: &Opti
         let select = Tensor::<B, 2>::from_data(TensorData::new(sel, [n, d]), device);
         obj = obj + aw * objective::activation(tap, select, &labels.join(","));
     }
-    let (param, _) = make_param::<B>(&cfg.param, &net.spec, device)?;
-    let engine = Engine::new(net, obj, param, cfg.transforms.clone(), opts.seed)?;
-    let x0 = start(&engine, n, cfg, None, opts, device)?;
-    let p = optimize(&engine, x0, &cfg.solver, opts, "visualize")?;
-    Outcome::from(&engine, &p)
+    render(net, obj, n, None, cfg, opts, device)
 }
 
 /// The activation each unit reaches on `images` (item i → `units[i]`), without transforms.
@@ -692,12 +700,8 @@ pub fn caricature<B: AutodiffBackend>(net: ConvNet<B>, layer: &str, image: Tenso
     let w = &cfg.weights;
     let cw = if w.caricature == 0.0 { 1.0 } else { w.caricature };
     let obj = cw * objective::caricature(layer, constant::<B, 2>(code)) + regularizers(&net.spec, w);
-    let (param, _) = make_param::<B>(&cfg.param, &net.spec, &device)?;
-    let engine = Engine::new(net, obj, param, cfg.transforms.clone(), opts.seed)?;
     let n = image.dims()[0];
-    let x0 = start(&engine, n, cfg, (!from_noise).then_some(image), opts, &device)?;
-    let p = optimize(&engine, x0, &cfg.solver, opts, "caricature")?;
-    Outcome::from(&engine, &p)
+    render(net, obj, n, (!from_noise).then_some(image), cfg, opts, &device)
 }
 
 /// What `transform` changes an image into.
