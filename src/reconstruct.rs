@@ -37,7 +37,7 @@ pub struct Reconstructor<B: Backend> {
 }
 
 impl<B: Backend> Reconstructor<B> {
-    /// Load the decoder in `run_dir` (`decoder.json` + `decoder.mpk`).
+    /// Load the decoder in `run_dir` (`decoder.json` + `decoder.safetensors`).
     pub fn load(run_dir: &Path, device: &B::Device) -> Result<Self> {
         let (decoder, info) = decoder::load_run::<B>(run_dir, device)?;
         Ok(Reconstructor { decoder, info, device: device.clone() })

@@ -47,7 +47,7 @@ fn trains_from_a_code_file_resumes_and_records_what_it_inverts() {
     let text = ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--out", s(&run), "--epochs", "1"]);
     // The architecture summary is printed; fc7 (8-d here) goes through fc layers to a 4×4 map.
     assert!(text.contains("up-conv 4×4/2") && text.contains("total"), "{text}");
-    for f in ["decoder.json", "decoder.mpk", "checkpoint/state.json", "checkpoint/model.mpk", "checkpoint/optim.mpk", "config.toml", "provenance.json", "metrics.json"] {
+    for f in ["decoder.json", "decoder.safetensors", "checkpoint/state.json", "checkpoint/model.mpk", "checkpoint/optim.mpk", "config.toml", "provenance.json", "metrics.json"] {
         assert!(run.join(f).exists(), "missing {f}");
     }
     assert!(!run.join("checkpoint/disc.mpk").exists(), "pixel-only training builds no discriminator");
@@ -90,9 +90,9 @@ fn trains_from_a_code_file_resumes_and_records_what_it_inverts() {
     let err = info.check_codes("posenet", "conv5", &[4, 4, 4], &info.weights_sha256).unwrap_err().to_string();
     assert!(err.contains("fc7") && err.contains("conv5") && err.contains("[4, 4, 4]"), "{err}");
     // A damaged weights file is an error naming it, not a panic.
-    std::fs::write(run.join("decoder.mpk"), b"garbage").unwrap();
-    let err = preimage::decoder::load_run::<preimage::device::Cpu>(&run, &Default::default()).unwrap_err().to_string();
-    assert!(err.contains("decoder.mpk"), "{err}");
+    std::fs::write(run.join("decoder.safetensors"), b"garbage").unwrap();
+    let err = format!("{:#}", preimage::decoder::load_run::<preimage::device::Cpu>(&run, &Default::default()).unwrap_err());
+    assert!(err.contains("decoder.safetensors"), "{err}");
 }
 
 #[test]
@@ -151,13 +151,96 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
     std::fs::write(&path, format!("{TINY_MODEL}{extra}\n[train]\nepochs = 1\nbatch_size = 8\nlr = 0.001\nseed = 5\n")).unwrap();
     let run = dir.path().join("run");
     ok(&["train-decoder", "--config", s(&path), "--codes", s(&codes), "--layer", "fc7", "--out", s(&run)]);
-    let good = std::fs::read(run.join("decoder.mpk")).unwrap();
+    let good = std::fs::read(run.join("decoder.safetensors")).unwrap();
     let (success, text) = preimage(&["train-decoder", "--config", s(&path), "--codes", s(&codes), "--layer", "fc7", "--out", s(&run), "--resume", "--epochs", "3", "--lr", "1e30"]);
     assert!(!success && (text.contains("NaN") || text.contains("inf")) && text.contains("last good checkpoint"), "{text}");
     let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint/state.json")).unwrap()).unwrap();
     assert_eq!(state["epoch"], 1);
-    assert_eq!(std::fs::read(run.join("decoder.mpk")).unwrap(), good);
+    assert_eq!(std::fs::read(run.join("decoder.safetensors")).unwrap(), good);
     preimage::decoder::load_run::<preimage::device::Cpu>(&run, &Default::default()).unwrap();
+}
+
+/// `decoder.safetensors` is PyTorch's layout: keys named by module path, linear weights
+/// `[out, in]`, the decoder's description in the metadata; `python/preimage_decoder.py` gives
+/// the same images as the Rust decoder (checked where a Python with torch is at hand:
+/// `$PREIMAGE_PYTHON` or `python3`). Runs saved before it (`decoder.mpk`) still load.
+#[test]
+fn decoder_weights_load_in_pytorch() {
+    use preimage::tensorfile::Array;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, codes) = fixture(dir.path());
+    let cf = CodeFile::read(&codes).unwrap();
+    // Vector codes through fc layers and up-convolutions; spatial codes through 3×3 convolutions,
+    // resize-convolutions and tanh.
+    let runs = [("fc7", "fc7.toml", ""), ("conv5", "conv5.toml", "upsample = \"resize\"\noutput = \"tanh\"\n")];
+    let mut cases = Vec::new();
+    for (tap, name, extra) in runs {
+        let path = dir.path().join(name);
+        std::fs::write(&path, format!("{TINY_MODEL}{extra}\n[train]\nepochs = 1\nbatch_size = 8\nlr = 0.003\nseed = 5\n")).unwrap();
+        let run = dir.path().join(tap);
+        ok(&["train-decoder", "--config", s(&path), "--codes", s(&codes), "--layer", tap, "--out", s(&run)]);
+        let (tensors, meta) = preimage::tensorfile::read(&run.join("decoder.safetensors")).unwrap();
+        let info: preimage::decoder::DecoderInfo = serde_json::from_str(&meta["decoder"]).unwrap();
+        assert_eq!(info, preimage::decoder::read_info(&run).unwrap(), "the file describes its decoder");
+        let rec = preimage::reconstruct::Reconstructor::<preimage::device::Cpu>::load(&run, &Default::default()).unwrap();
+        let rows: Vec<usize> = (0..5).collect();
+        let images: Vec<f32> = rec.decode_rows(&cf, &rows).unwrap().concat();
+        let d: usize = info.code_shape.iter().product();
+        let code = cf.tap(tap).unwrap().to_f32()[..5 * d].to_vec();
+        cases.push((run, info, tensors, code, images));
+    }
+    let keys = |t: &std::collections::BTreeMap<String, Array>| t.keys().cloned().collect::<Vec<_>>();
+    let (_, fc_info, fc, _, _) = &cases[0];
+    assert_eq!(fc["fcs.0.weight"].shape(), [16, fc_info.code_shape[0]], "linear weights are [out, in]");
+    assert_eq!(fc["fcs.1.weight"].shape(), [8 * 4 * 4, 16]);
+    assert_eq!(fc["stages.0.deconv.weight"].shape(), [8, 8, 4, 4], "up-convolutions are [in, out, kh, kw]");
+    assert!(keys(fc).contains(&"stages.2.convs.0.bias".to_string()) && keys(fc).contains(&"out.weight".to_string()), "{:?}", keys(fc));
+    let (_, _, conv, _, _) = &cases[1];
+    assert!(keys(conv).iter().all(|k| !k.contains("deconv") && !k.starts_with("fcs")), "{:?}", keys(conv));
+    assert_eq!(conv["pre.0.weight"].shape(), [8, 64, 3, 3]);
+
+    // A run saved in the old format loads as before.
+    let (run, _, _, _, images) = &cases[0];
+    let legacy = dir.path().join("legacy");
+    std::fs::create_dir_all(&legacy).unwrap();
+    std::fs::copy(run.join("decoder.json"), legacy.join("decoder.json")).unwrap();
+    let (dec, _) = preimage::decoder::load_run::<preimage::device::Cpu>(run, &Default::default()).unwrap();
+    preimage::train::save_module(&legacy.join("decoder.mpk"), &dec).unwrap();
+    let old = preimage::reconstruct::Reconstructor::<preimage::device::Cpu>::load(&legacy, &Default::default()).unwrap();
+    assert_eq!(&old.decode_rows(&cf, &(0..5).collect::<Vec<_>>()).unwrap().concat(), images);
+    // A file of another decoder names the keys that do not fit.
+    std::fs::copy(cases[1].0.join("decoder.safetensors"), legacy.join("decoder.safetensors")).unwrap();
+    let err = format!("{:#}", preimage::decoder::load_run::<preimage::device::Cpu>(&legacy, &Default::default()).err().expect("another decoder's weights"));
+    assert!(err.contains("decoder.safetensors") && err.contains("fcs.0.weight"), "{err}");
+
+    // The same images from PyTorch.
+    let python = std::env::var_os("PREIMAGE_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("python3"));
+    if !common::python_has(&python, "torch") || !common::python_has(&python, "safetensors") {
+        eprintln!("skipped the PyTorch side: {} cannot import torch and safetensors (set PREIMAGE_PYTHON)", python.display());
+        return;
+    }
+    for (run, info, _, code, images) in &cases {
+        let check = run.join("check.safetensors");
+        let mut shape = vec![5];
+        shape.extend(&info.code_shape);
+        let (h, w) = (info.image_size[0], info.image_size[1]);
+        let arrays = [("codes".to_string(), Array::F32 { shape, data: code.clone() }), ("images".to_string(), Array::F32 { shape: vec![5, 3, h, w], data: images.clone() })];
+        preimage::tensorfile::write(&check, &arrays, &Default::default()).unwrap();
+        let script = format!(
+            "import sys, torch; sys.path.insert(0, {py:?}); from preimage_decoder import load; from safetensors.torch import load_file\n\
+             dec, info = load({run:?}); t = load_file({check:?})\n\
+             with torch.no_grad(): y = dec(t['codes'])\n\
+             print('max abs difference', (y - t['images']).abs().max().item()); assert y.shape == t['images'].shape, y.shape\n\
+             assert torch.allclose(y, t['images'], atol=1e-5), (y - t['images']).abs().max()\n",
+            py = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").display().to_string(),
+            run = run.display().to_string(),
+            check = check.display().to_string(),
+        );
+        let out = std::process::Command::new(&python).args(["-c", &script]).output().unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{} in PyTorch:\n{text}", info.tap);
+        eprintln!("{} decoder in PyTorch: {}", info.tap, text.trim());
+    }
 }
 
 #[test]

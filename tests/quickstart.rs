@@ -16,7 +16,7 @@ fn quickstart_fast_builds_a_report_and_resumes() {
     assert_eq!(rows.len(), 12, "4 taps × 3 methods");
     for tap in ["conv5", "fc6", "fc7", "fc8"] {
         assert_eq!(rows.iter().filter(|r| r.tap == tap).count(), 3);
-        assert!(out.join(format!("decoder-{tap}/decoder.mpk")).exists());
+        assert!(out.join(format!("decoder-{tap}/decoder.safetensors")).exists());
         assert!(out.join(format!("configs/decoder-{tap}.toml")).exists());
     }
     let html = std::fs::read_to_string(&report).unwrap();

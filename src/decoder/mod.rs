@@ -4,7 +4,8 @@
 //! and [`deconv`]'s up-convolution (one-pass gradients on the CPU), [`deepsim`] the feature and
 //! adversarial losses (DeePSiM); training lives in [`crate::train::decoder`]. A trained decoder
 //! is a run folder holding `decoder.json` ([`DecoderInfo`]: what it inverts) and
-//! `decoder.mpk` (its best weights).
+//! `decoder.safetensors` (its best weights in PyTorch's layout, which
+//! `python/preimage_decoder.py` loads into a `torch.nn.Module`).
 pub mod activation;
 pub mod deconv;
 pub mod deepsim;
@@ -38,7 +39,12 @@ use std::path::Path;
 
 /// File names inside a decoder run folder.
 pub const INFO_FILE: &str = "decoder.json";
-pub const WEIGHTS_FILE: &str = "decoder.mpk";
+pub const WEIGHTS_FILE: &str = "decoder.safetensors";
+/// The weights of runs saved before [`WEIGHTS_FILE`] (Burn's record format), still read.
+pub const LEGACY_WEIGHTS_FILE: &str = "decoder.mpk";
+/// Metadata key of [`WEIGHTS_FILE`] holding the [`DecoderInfo`] as JSON, so the file alone
+/// rebuilds the network.
+pub const INFO_KEY: &str = "decoder";
 
 /// What a decoder inverts: recorded with its weights so that codes from another encoder, tap
 /// or shape are refused instead of decoded into garbage.
@@ -62,7 +68,7 @@ pub struct DecoderInfo {
     pub encoder_spec: EncoderSpec,
     /// The network (arch + derived shapes).
     pub plan: Plan,
-    /// Epoch whose weights are in `decoder.mpk`, and its validation loss.
+    /// Epoch whose weights are in `decoder.safetensors`, and its validation loss.
     pub epoch: usize,
     pub val_loss: f64,
 }
@@ -152,12 +158,49 @@ pub fn read_info(run_dir: &Path) -> Result<DecoderInfo> {
 pub fn load_run<B: Backend>(run_dir: &Path, device: &B::Device) -> Result<(Decoder<B>, DecoderInfo)> {
     let info = read_info(run_dir)?;
     let dec = Decoder::init(&info.plan, 0, device);
-    let dec = crate::train::load_module(&run_dir.join(WEIGHTS_FILE), dec, device)?;
+    let (path, legacy) = (run_dir.join(WEIGHTS_FILE), run_dir.join(LEGACY_WEIGHTS_FILE));
+    let dec = if !path.exists() && legacy.exists() { crate::train::load_module(&legacy, dec, device)? } else { load_weights(&path, dec)? };
     Ok((dec, info))
 }
 
 /// Save a decoder and its info into a run folder (each file atomically).
 pub fn save_run<B: Backend>(run_dir: &Path, dec: &Decoder<B>, info: &DecoderInfo) -> Result<()> {
-    crate::train::save_module(&run_dir.join(WEIGHTS_FILE), dec)?;
+    save_weights(&run_dir.join(WEIGHTS_FILE), dec, info)?;
     crate::util::write_atomic(&run_dir.join(INFO_FILE), serde_json::to_string_pretty(info)?.as_bytes())
+}
+
+/// The decoder's weights as safetensors in PyTorch's layout (linear weights `[out, in]`), keyed
+/// by the module path (`fcs.0.weight`, `stages.1.deconv.weight`, `stages.1.convs.0.bias`,
+/// `out.weight`), with `info` in the metadata; written atomically.
+pub fn save_weights<B: Backend>(path: &Path, dec: &Decoder<B>, info: &DecoderInfo) -> Result<()> {
+    use burn_store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore};
+    let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter).metadata(INFO_KEY, serde_json::to_string(info)?);
+    dec.save_into(&mut store).map_err(|e| anyhow::anyhow!("encoding {}: {e}", path.display()))?;
+    let bytes = store.get_bytes().map_err(|e| anyhow::anyhow!("encoding {}: {e}", path.display()))?;
+    crate::util::write_atomic(path, &bytes)
+}
+
+/// Weights saved by [`save_weights`] into `dec` (built from the same plan); a key missing,
+/// left over or of another shape is an error naming it.
+pub fn load_weights<B: Backend>(path: &Path, mut dec: Decoder<B>) -> Result<Decoder<B>> {
+    use burn_store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
+    if !path.exists() {
+        bail!("decoder weights {} not found", path.display());
+    }
+    let mut store = SafetensorsStore::from_file(path).with_from_adapter(PyTorchToBurnAdapter).allow_partial(true);
+    let r = dec.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: not decoder weights: {e}", path.display()))?;
+    let mut problems = Vec::new();
+    if !r.missing.is_empty() {
+        problems.push(format!("missing {}", r.missing.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")));
+    }
+    if !r.unused.is_empty() {
+        problems.push(format!("unexpected {}", r.unused.join(", ")));
+    }
+    if let Some(e) = r.errors.first() {
+        problems.push(format!("{e}"));
+    }
+    if !problems.is_empty() {
+        bail!("{} does not fit the decoder its decoder.json describes: {}", path.display(), problems.join("; "));
+    }
+    Ok(dec)
 }

@@ -367,7 +367,7 @@ fn log_grid<B: AutodiffBackend>(tb: &mut TbWriter, dec: &Decoder<B::InnerBackend
 
 /// Train a decoder; returns the per-epoch validation history. Writes into the run folder:
 /// `config.toml`, `provenance.json`, `checkpoint/` (each epoch), `decoder.json` +
-/// `decoder.mpk` (best by validation loss), `metrics.json` and `tb/`.
+/// `decoder.safetensors` (best by validation loss), `metrics.json` and `tb/`.
 pub fn train<B: AutodiffBackend>(run: &DecoderRun, device: &B::Device) -> Result<Vec<DecoderEpoch>> {
     train_on::<B>(run, std::slice::from_ref(device))
 }
