@@ -161,7 +161,7 @@ fn a_diverging_run_stops_and_keeps_its_last_good_checkpoint() {
 }
 
 /// `decoder.safetensors` is PyTorch's layout: keys named by module path, linear weights
-/// `[out, in]`, the decoder's description in the metadata; `python/preimage_decoder.py` gives
+/// `[out, in]`, the decoder's description in the metadata; `python/preimage.py` gives
 /// the same images as the Rust decoder (checked where a Python with torch is at hand:
 /// `$PREIMAGE_PYTHON` or `python3`). Runs saved before it (`decoder.mpk`) still load.
 #[test]
@@ -214,11 +214,10 @@ fn decoder_weights_load_in_pytorch() {
     assert!(err.contains("decoder.safetensors") && err.contains("fcs.0.weight"), "{err}");
 
     // The same images from PyTorch.
-    let python = std::env::var_os("PREIMAGE_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("python3"));
-    if !common::python_has(&python, "torch") || !common::python_has(&python, "safetensors") {
-        eprintln!("skipped the PyTorch side: {} cannot import torch and safetensors (set PREIMAGE_PYTHON)", python.display());
+    let Some(python) = common::python_with_torch() else {
+        eprintln!("skipped the PyTorch side: no Python with torch and safetensors (set PREIMAGE_PYTHON)");
         return;
-    }
+    };
     for (run, info, _, code, images) in &cases {
         let check = run.join("check.safetensors");
         let mut shape = vec![5];
@@ -226,19 +225,19 @@ fn decoder_weights_load_in_pytorch() {
         let (h, w) = (info.image_size[0], info.image_size[1]);
         let arrays = [("codes".to_string(), Array::F32 { shape, data: code.clone() }), ("images".to_string(), Array::F32 { shape: vec![5, 3, h, w], data: images.clone() })];
         preimage::tensorfile::write(&check, &arrays, &Default::default()).unwrap();
-        let script = format!(
-            "import sys, torch; sys.path.insert(0, {py:?}); from preimage_decoder import load; from safetensors.torch import load_file\n\
-             dec, info = load({run:?}); t = load_file({check:?})\n\
-             with torch.no_grad(): y = dec(t['codes'])\n\
-             print('max abs difference', (y - t['images']).abs().max().item()); assert y.shape == t['images'].shape, y.shape\n\
-             assert torch.allclose(y, t['images'], atol=1e-5), (y - t['images']).abs().max()\n",
-            py = Path::new(env!("CARGO_MANIFEST_DIR")).join("python").display().to_string(),
-            run = run.display().to_string(),
-            check = check.display().to_string(),
+        let text = common::run_python(
+            &python,
+            &format!(
+                "import torch, preimage; from safetensors.torch import load_file\n\
+                 dec, info = preimage.load_decoder({run:?}); t = load_file({check:?})\n\
+                 with torch.no_grad(): y = dec(t['codes'])\n\
+                 assert y.shape == t['images'].shape, y.shape\n\
+                 print('max abs difference', (y - t['images']).abs().max().item())\n\
+                 assert torch.allclose(y, t['images'], atol=1e-5), (y - t['images']).abs().max()\n",
+                run = run.display().to_string(),
+                check = check.display().to_string(),
+            ),
         );
-        let out = std::process::Command::new(&python).args(["-c", &script]).output().unwrap();
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "{} in PyTorch:\n{text}", info.tap);
         eprintln!("{} decoder in PyTorch: {}", info.tap, text.trim());
     }
 }

@@ -5,6 +5,8 @@ use preimage::encoder::{self, WeightSource};
 use preimage::tensorfile;
 use std::path::PathBuf;
 
+mod common;
+
 type B = preimage::device::Cpu;
 
 fn fixtures() -> PathBuf {
@@ -169,4 +171,60 @@ fn own_checkpoint_round_trip_and_pytorch_layout() {
     let again = encoder::load::<B>("posenet", &WeightSource::Random(3), None, &device).unwrap();
     let (t2, _) = (encoder::weights::state_dict(&again.net), ());
     assert_eq!(t2, encoder::weights::state_dict(&enc.net));
+}
+
+/// Our encoder files rebuild in PyTorch (`python/preimage.py`): posenet with BatchNorm running
+/// statistics of its own, every tap equal to ours (where a Python with torch is at hand).
+#[test]
+fn posenet_files_run_in_pytorch() {
+    use preimage::tensorfile::Array;
+    let device = Default::default();
+    let enc = encoder::load::<B>("posenet", &WeightSource::Random(5), Some(48), &device).unwrap();
+    // Running statistics away from PyTorch's defaults (mean 0, var 1), so they are really read.
+    let mut state = encoder::weights::state_dict(&enc.net);
+    for (k, a) in &mut state {
+        if let Array::F32 { data, .. } = a {
+            if k.ends_with("running_mean") || k.ends_with("running_var") {
+                data.iter_mut().enumerate().for_each(|(i, v)| *v = 0.5 + 0.1 * (i % 7) as f32);
+            }
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("encoder.safetensors");
+    let meta = [(encoder::weights::SPEC_KEY.to_string(), serde_json::to_string(&enc.net.spec).unwrap())].into();
+    tensorfile::write(&path, &state, &meta).unwrap();
+    let net = encoder::load::<B>("posenet", &WeightSource::File(path.clone()), None, &device).unwrap().net;
+    assert_eq!(net.spec.input_size, [48, 48], "the spec in the file gives the size");
+    let x: Vec<f32> = (0..3 * 3 * 48 * 48).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+    let names = net.spec.taps();
+    let taps: Vec<&str> = names.iter().map(String::as_str).collect();
+    let acts = net.encode(Tensor::from_data(TensorData::new(x.clone(), [3, 3, 48, 48]), &device), &taps, false).unwrap();
+    let mut arrays = vec![("images".to_string(), Array::F32 { shape: vec![3, 3, 48, 48], data: x })];
+    for (tap, a) in acts {
+        let mut shape = vec![3];
+        shape.extend(a.item_shape());
+        arrays.push((tap, Array::F32 { shape, data: a.flat().into_data().to_vec::<f32>().unwrap() }));
+    }
+    let check = dir.path().join("check.safetensors");
+    tensorfile::write(&check, &arrays, &Default::default()).unwrap();
+    let Some(python) = common::python_with_torch() else {
+        eprintln!("skipped: no Python with torch and safetensors (set PREIMAGE_PYTHON)");
+        return;
+    };
+    let text = common::run_python(
+        &python,
+        &format!(
+            "import torch, preimage; from safetensors.torch import load_file\n\
+             enc = preimage.load_encoder({path:?}); t = load_file({check:?})\n\
+             taps = [k for k in t if k != 'images']\n\
+             with torch.no_grad(): out = enc(t['images'], taps)\n\
+             for k in sorted(taps):\n\
+             \x20   d = (out[k] - t[k]).abs().max().item(); print(k, tuple(out[k].shape), d)\n\
+             \x20   assert out[k].shape == t[k].shape and d <= 1e-4 * (1 + t[k].abs().max().item()), k\n",
+            path = path.display().to_string(),
+            check = check.display().to_string(),
+        ),
+    );
+    assert!(text.contains("pose (3, 4)") && text.contains("conv1 (3, 32, 24, 24)"), "{text}");
+    eprintln!("posenet in PyTorch, max abs difference per tap:\n{text}");
 }

@@ -5,7 +5,7 @@
 //! adversarial losses (DeePSiM); training lives in [`crate::train::decoder`]. A trained decoder
 //! is a run folder holding `decoder.json` ([`DecoderInfo`]: what it inverts) and
 //! `decoder.safetensors` (its best weights in PyTorch's layout, which
-//! `python/preimage_decoder.py` loads into a `torch.nn.Module`).
+//! `python/preimage.py` loads into a `torch.nn.Module`).
 pub mod activation;
 pub mod deconv;
 pub mod deepsim;

@@ -5,6 +5,24 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
+/// A Python with torch and safetensors (`$PREIMAGE_PYTHON`, else `python3`), for the checks
+/// against PyTorch; `None` (the caller skips them with a message) where there is none: torch is
+/// too large to install for a test.
+pub fn python_with_torch() -> Option<PathBuf> {
+    let python = std::env::var_os("PREIMAGE_PYTHON").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("python3"));
+    (python_has(&python, "torch") && python_has(&python, "safetensors")).then_some(python)
+}
+
+/// Run a Python script with `python/` (our PyTorch modules) importable; panics with its output
+/// when it fails, returns the output otherwise.
+pub fn run_python(python: &Path, script: &str) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("python");
+    let out = Command::new(python).args(["-c", &format!("import sys; sys.path.insert(0, {:?})\n{script}", dir.display().to_string())]).output().expect("run python");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "python failed:\n{script}\n{text}");
+    text
+}
+
 /// Whether `python -c "import <module>"` succeeds.
 pub fn python_has(python: &Path, module: &str) -> bool {
     Command::new(python)
