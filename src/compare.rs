@@ -55,8 +55,9 @@ impl std::str::FromStr for Method {
 pub struct CompareOptions {
     /// Decoder run folders (one tap each).
     pub decoders: Vec<PathBuf>,
-    /// Held-out images (not the decoders' training images).
-    pub data: PathBuf,
+    /// Held-out images (not the decoders' training images): a folder, or image files and
+    /// folders (as `extract --data` takes them).
+    pub data: Vec<PathBuf>,
     /// How many images (the first of a seeded shuffle of the folder).
     pub count: usize,
     pub methods: Vec<Method>,
@@ -110,7 +111,7 @@ pub fn compare<B: AutodiffBackend>(opts: &CompareOptions, device: &B::Device) ->
         bail!("compare needs at least one decoder, one method and one image");
     }
     let skips = SkipLog::new();
-    let folder = ImageFolder::open(&opts.data, &skips)?;
+    let folder = ImageFolder::from_paths(&opts.data, &skips)?;
     let mut order: Vec<usize> = (0..folder.len()).collect();
     crate::rng::Rng::derive(opts.seed, 0xc0de).shuffle(&mut order);
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
@@ -136,7 +137,7 @@ pub fn compare<B: AutodiffBackend>(opts: &CompareOptions, device: &B::Device) ->
             }
         }
         if chosen.is_empty() {
-            bail!("no readable image in {}", opts.data.display());
+            bail!("no readable image in {}", folder.root.display());
         }
         let n = chosen.len().min(opts.count);
         chosen.truncate(n);
@@ -147,7 +148,7 @@ pub fn compare<B: AutodiffBackend>(opts: &CompareOptions, device: &B::Device) ->
         }
         let symmetry: Vec<u32> = chosen.iter().map(|&i| folder.symmetry_of(i)).collect();
         let codes = inner.tap_flat(orig.clone(), &info.tap, false)?;
-        println!("compare: {} ({} {}) on {n} images from {}", dir.display(), info.encoder, info.tap, opts.data.display());
+        println!("compare: {} ({} {}) on {n} images from {}", dir.display(), info.encoder, info.tap, folder.root.display());
         let mut panel = Panel { tap: info.tap.clone(), rows: vec![("original".into(), split_images(&to_vec(orig.clone()), h, w))], size: [h, w] };
         let start = Instant::now();
         let decoded = dec.forward(codes.clone()).clamp(0.0, 1.0);

@@ -205,9 +205,10 @@ enum Command {
         /// Decoder run folders, comma-separated (one tap each).
         #[arg(long, value_delimiter = ',', required = true)]
         decoder: Vec<PathBuf>,
-        /// Held-out images (not the decoders' training images).
-        #[arg(long)]
-        data: PathBuf,
+        /// Held-out images (not the decoders' training images): a folder, or image files and
+        /// folders.
+        #[arg(long, num_args = 1.., required = true)]
+        data: Vec<PathBuf>,
         /// Number of images.
         #[arg(long, default_value_t = 16)]
         count: usize,

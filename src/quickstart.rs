@@ -157,7 +157,7 @@ pub fn quickstart<B: AutodiffBackend>(opts: &QuickstartOptions, device: &B::Devi
     optimize.solver.final_steps = p.optim_final_steps;
     let cmp = CompareOptions {
         decoders: decoders.clone(),
-        data: held.clone(),
+        data: vec![held.clone()],
         count: p.compare_count,
         methods: vec![Method::Decoder, Method::Optim, Method::Refined],
         out: cmp_dir.clone(),

@@ -59,4 +59,10 @@ fn compare_scores_every_method_like_the_library_does() {
     for run in ["decoder", "optim", "refined", "grids"] {
         assert!(std::fs::read_dir(out.join("tb").join(run)).unwrap().count() > 0, "no TensorBoard run {run}");
     }
+    // Picked files: the decoder row on those two alone.
+    let (a, b) = (folder.path(order[0]), folder.path(order[1]));
+    let two = p("cmp2");
+    ok(&["compare", "--decoder", s(&p("dec")), "--data", s(&a), s(&b), "--methods", "decoder", "--out", s(&two)]);
+    let rows = read_rows(&two.join("compare.json")).unwrap();
+    assert_eq!((rows.len(), rows[0].metrics.count), (1, 2));
 }
