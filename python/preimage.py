@@ -10,7 +10,8 @@ decode without Rust, and our posenet encodes there too:
     decoder, info = preimage.load_decoder("runs/decoder-fc7")   # run folder or decoder.safetensors
     images = decoder(codes)              # [N, *info["code_shape"]] or [N, D] -> [N, 3, H, W] in [0, 1]
     encoder = preimage.load_encoder("runs/posenet")            # run folder or encoder.safetensors
-    codes = encoder(images, ["fc7"])["fc7"]                     # [0, 1] RGB as preprocessed; dict by tap
+    images = torch.stack([preimage.image_transform(encoder)(PIL.Image.open(f).convert("RGB")) for f in files])
+    codes = encoder(images, ["fc7"])["fc7"]                     # dict by tap
 
 Needs `torch` and `safetensors`. The layers mirror `src/decoder/upconv.rs` and
 `src/encoder/net.rs` one to one; their names are the keys of the files, so `load_state_dict`
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
-__all__ = ["Decoder", "Encoder", "load_decoder", "load_encoder"]
+__all__ = ["Decoder", "Encoder", "image_transform", "load_decoder", "load_encoder"]
 
 
 class Stage(nn.Module):
@@ -236,3 +237,16 @@ def load_encoder(path):
             state.setdefault(layer["bn_key"] + ".num_batches_tracked", torch.tensor(0))
     encoder.load_state_dict(state, strict=True)
     return encoder.eval()
+
+
+def image_transform(net):
+    """The torchvision transform giving the pixels preimage feeds `net` (an `Encoder`, or a
+    decoder's info): shorter side resized (PIL bilinear), centre crop, `[0, 1]` tensor. The
+    encoder normalizes them itself, as in preimage. Needs torchvision."""
+    from torchvision import transforms
+
+    if isinstance(net, Encoder):
+        resize, crop = net.spec["resize"], net.spec["input_size"]
+    else:
+        resize, crop = net["preprocessing"]["resize"], net["preprocessing"]["crop"]
+    return transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(list(crop)), transforms.ToTensor()])

@@ -227,4 +227,28 @@ fn posenet_files_run_in_pytorch() {
     );
     assert!(text.contains("pose (3, 4)") && text.contains("conv1 (3, 32, 24, 24)"), "{text}");
     eprintln!("posenet in PyTorch, max abs difference per tap:\n{text}");
+    // A photo of another size and shape preprocessed by torchvision as `image_transform` says
+    // gives our pixels (where torchvision is at hand too).
+    if !common::python_has(&python, "torchvision") {
+        eprintln!("skipped image_transform: no torchvision");
+        return;
+    }
+    let photo = dir.path().join("photo.png");
+    image::RgbImage::from_fn(75, 53, |x, y| image::Rgb([(x * 3) as u8, (y * 5 + x) as u8, ((x * y) % 251) as u8])).save(&photo).unwrap();
+    let ours = preimage::data::folder::load_rgb(&photo, &preimage::data::batch::preprocess_for(&net.spec)).unwrap();
+    let pixels = dir.path().join("pixels.safetensors");
+    tensorfile::write(&pixels, &[("x".to_string(), Array::F32 { shape: vec![3, 48, 48], data: ours })], &Default::default()).unwrap();
+    let text = common::run_python(
+        &python,
+        &format!(
+            "import torch, preimage, PIL.Image; from safetensors.torch import load_file\n\
+             enc = preimage.load_encoder({path:?})\n\
+             x = preimage.image_transform(enc)(PIL.Image.open({photo:?}).convert('RGB'))\n\
+             d = (x - load_file({pixels:?})['x']).abs().max().item(); print('pixels differ by', d); assert d < 1e-6, d\n",
+            path = path.display().to_string(),
+            photo = photo.display().to_string(),
+            pixels = pixels.display().to_string(),
+        ),
+    );
+    eprintln!("{}", text.trim());
 }
