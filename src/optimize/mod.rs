@@ -480,10 +480,10 @@ fn start<B: AutodiffBackend>(engine: &Engine<B>, n: usize, cfg: &OptimizeConfig,
     }
 }
 
-/// Images that minimize `objective` (Lucid's `render_vis`): `n` images
-/// from noise, or from `init` images, through the parameterization, transforms and solver of
-/// `cfg`. Every method below is this with its own objective; compose your own from
-/// [`objective`]'s terms (`300.0 * feature(..) + tv(2.0, nat)`).
+/// Images that minimize `objective` (Lucid's `render_vis`): `n` images from noise, or from
+/// `init` images, through the parameterization, transforms and solver of `cfg`. Visualize and
+/// caricature are this with their objectives; compose your own from [`objective`]'s terms
+/// (`300.0 * feature(..) + tv(2.0, nat)`).
 pub fn render<B: AutodiffBackend>(net: ConvNet<B>, objective: Objective<B>, n: usize, init: Option<Tensor<B::InnerBackend, 4>>, cfg: &OptimizeConfig, opts: &RunOptions, device: &B::Device) -> Result<Outcome> {
     let (param, _) = make_param::<B>(&cfg.param, &net.spec, device)?;
     let engine = Engine::new(net, objective, param, cfg.transforms.clone(), opts.seed)?;
