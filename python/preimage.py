@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch import nn
 
-__all__ = ["Decoder", "Encoder", "image_transform", "load_decoder", "load_encoder"]
+__all__ = ["Decoder", "Encoder", "image_transform", "load_codes", "load_decoder", "load_encoder", "save_codes"]
 
 
 class Stage(nn.Module):
@@ -250,3 +250,32 @@ def image_transform(net):
     else:
         resize, crop = net["preprocessing"]["resize"], net["preprocessing"]["crop"]
     return transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(list(crop)), transforms.ToTensor()])
+
+
+def save_codes(path, codes, ids=None, labels=None):
+    """Codes taken in PyTorch (`{tap: tensor [N, ...]}`, e.g. from `create_feature_extractor`)
+    as a code file that `preimage reconstruct`, `edit` and `invert --codes` read: rows named by
+    `ids` (file names, say; default 000000, 000001, ...), optional integer `labels`."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().float().cpu().contiguous() for k, v in codes.items()}
+    n = {t.shape[0] for t in tensors.values()}
+    if len(n) != 1:
+        raise ValueError(f"every tap needs the same number of rows, got {sorted(n)}")
+    if ids is not None and len(ids) != n.pop():
+        raise ValueError(f"{len(ids)} ids for {tensors[next(iter(tensors))].shape[0]} rows")
+    if labels is not None:
+        tensors["label"] = torch.as_tensor(labels, dtype=torch.int64)
+    save_file(tensors, path, metadata={"ids": json.dumps(list(ids))} if ids is not None else None)
+
+
+def load_codes(path):
+    """A code file (`preimage extract`'s or `save_codes`'): `({tap: tensor}, ids, metadata)`;
+    the dict also holds `label` and `pose` where the file has them, and `metadata` is the file's
+    (encoder, weights_sha256, preprocessing, ... as JSON strings)."""
+    with safe_open(path, framework="pt", device="cpu") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    rows = next((t.shape[0] for k, t in tensors.items() if k not in ("label", "pose")), 0)
+    ids = json.loads(meta["ids"]) if "ids" in meta else [f"{i:06}" for i in range(rows)]
+    return tensors, ids, meta

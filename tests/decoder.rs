@@ -240,6 +240,25 @@ fn decoder_weights_load_in_pytorch() {
         );
         eprintln!("{} decoder in PyTorch: {}", info.tap, text.trim());
     }
+    // Codes from PyTorch with their names and labels read as ours; ours read there with their ids.
+    let theirs = dir.path().join("from_torch.safetensors");
+    common::run_python(
+        &python,
+        &format!(
+            "import torch, preimage\n\
+             preimage.save_codes({theirs:?}, {{'fc7': torch.arange(12.).reshape(3, 4)}}, ids=['a.jpg', 'b.jpg', 'c.jpg'], labels=[2, 0, 1])\n\
+             t, ids, meta = preimage.load_codes({codes:?})\n\
+             assert ids == {ids}, ids[:3]\n\
+             assert list(t['fc7'].shape) == {shape:?} and meta['encoder'] == 'posenet', meta\n",
+            theirs = theirs.display().to_string(),
+            codes = codes.display().to_string(),
+            ids = serde_json::to_string(&cf.ids).unwrap(),
+            shape = cf.tap("fc7").unwrap().shape(),
+        ),
+    );
+    let back = CodeFile::read(&theirs).unwrap();
+    assert_eq!((back.ids.as_slice(), back.labels.as_deref()), (["a.jpg", "b.jpg", "c.jpg"].map(String::from).as_slice(), Some([2i64, 0, 1].as_slice())));
+    assert_eq!(back.tap("fc7").unwrap().to_f32(), (0..12).map(|v| v as f32).collect::<Vec<_>>());
 }
 
 #[test]

@@ -192,9 +192,10 @@ impl CodeFile {
             }
         }
         if foreign {
+            let rows = if ids_text.is_some() { "its rows are named by its metadata 'ids'" } else { "its rows are named by their index (000000, …)" };
             eprintln!(
-                "note: {} was not written by `preimage extract` (no metadata): its rows are named by their index \
-                 (000000, …), and only the codes' shape can be checked, not the encoder weights they came from",
+                "note: {} was not written by `preimage extract` (no encoder in its metadata): {rows}, and only the \
+                 codes' shape can be checked, not the encoder weights they came from",
                 path.display()
             );
             return Ok(CodeFile { codes: tensors, labels, poses, ids, provenance: None });
