@@ -259,11 +259,12 @@ def save_codes(path, codes, ids=None, labels=None):
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in codes.items()}
-    n = {t.shape[0] for t in tensors.values()}
-    if len(n) != 1:
-        raise ValueError(f"every tap needs the same number of rows, got {sorted(n)}")
-    if ids is not None and len(ids) != n.pop():
-        raise ValueError(f"{len(ids)} ids for {tensors[next(iter(tensors))].shape[0]} rows")
+    counts = {t.shape[0] for t in tensors.values()}
+    if len(counts) != 1:
+        raise ValueError(f"every tap needs the same number of rows, got {sorted(counts)}")
+    (rows,) = counts
+    if ids is not None and len(ids) != rows:
+        raise ValueError(f"{len(ids)} ids for {rows} rows")
     if labels is not None:
         tensors["label"] = torch.as_tensor(labels, dtype=torch.int64)
     save_file(tensors, path, metadata={"ids": json.dumps(list(ids))} if ids is not None else None)

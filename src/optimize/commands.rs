@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use std::path::{Path, PathBuf};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 /// Flags shared by every optimization command. Each overrides the preset's value.
 #[derive(clap::Args, Clone, Debug, Default)]
