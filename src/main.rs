@@ -81,9 +81,10 @@ enum Command {
         #[arg(long)]
         codes: Option<PathBuf>,
         /// Image folder: the targets of --codes (default: the folder recorded in the code
-        /// file), or, without --codes, the images to encode on the fly (needs --encoder).
-        #[arg(long)]
-        data: Option<PathBuf>,
+        /// file), or, without --codes, the images to encode on the fly (needs --encoder): a
+        /// folder, or image files and folders as one unlabelled set.
+        #[arg(long, num_args = 1..)]
+        data: Vec<PathBuf>,
         /// Encoder for on-the-fly codes (posenet, alexnet, vgg16, ...).
         #[arg(long)]
         encoder: Option<String>,
@@ -446,7 +447,9 @@ fn run(cli: Cli) -> Result<()> {
             t.max_images = max_images.or(t.max_images);
             // --encoder without --codes asks for codes on the fly, whatever file the config names.
             t.codes = if codes.is_none() && encoder.is_some() { None } else { codes.or(t.codes.take()) };
-            t.data = data.or(t.data.take());
+            if !data.is_empty() {
+                t.data = data;
+            }
             let layer = layer.or(t.layer.clone()).with_context(|| format!("no tap to invert: pass --layer or set train.layer in {}", config.display()))?;
             let weights = (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()?;
             let source = preimage::train::decoder::CodeSource::from_args(t.codes.clone(), t.data.clone(), encoder, weights)?;

@@ -286,7 +286,7 @@ fn data_parallel_over_two_devices_takes_the_steps_of_one() {
     cfg.train.batch_size = 7;
     let run = |name: &str| DecoderRun {
         config: cfg.clone(),
-        source: CodeSource::from_args(None, Some(data.clone()), Some("posenet".into()), Some(WeightSource::Random(4))).unwrap(),
+        source: CodeSource::from_args(None, vec![data.clone()], Some("posenet".into()), Some(WeightSource::Random(4))).unwrap(),
         layer: "conv5".into(),
         out: dir.path().join(name),
         resume: false,
@@ -314,4 +314,56 @@ fn data_parallel_over_two_devices_takes_the_steps_of_one() {
     let code = burn::tensor::Tensor::<preimage::device::Cpu, 2>::ones([1, info.plan.code_dim()], &dev);
     let diff = (d1.forward(code.clone()) - d2.forward(code)).abs().max().into_scalar();
     assert!(diff < 1e-2, "decoder outputs differ by {diff}");
+}
+
+/// `--data` with image files and folders trains on them as one unlabelled set, encoding on the
+/// fly: the same steps as from the code file `extract` writes for the same paths.
+#[test]
+fn trains_on_the_fly_from_files_and_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (data, _) = fixture(dir.path());
+    let mugs: Vec<PathBuf> = {
+        let mut m: Vec<PathBuf> = std::fs::read_dir(data.join("mug")).unwrap().map(|e| e.unwrap().path()).collect();
+        m.sort();
+        m.into_iter().take(3).collect()
+    };
+    let mut paths = vec![s(&data.join("chair")).to_string()];
+    paths.extend(mugs.iter().map(|p| s(p).to_string()));
+    let with_data = |v: &[&str]| ok(&[v, &["--data"], &paths.iter().map(String::as_str).collect::<Vec<_>>()[..]].concat());
+    let codes = dir.path().join("picked.safetensors");
+    with_data(&["extract", "--encoder", "posenet", "--layer", "fc7", "--out", s(&codes)]);
+    let cfg = config(dir.path(), "fc7.toml", "", "");
+    let from_file = dir.path().join("from-file");
+    ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--out", s(&from_file)]);
+    let on_the_fly = dir.path().join("on-the-fly");
+    with_data(&["train-decoder", "--config", s(&cfg), "--encoder", "posenet", "--layer", "fc7", "--out", s(&on_the_fly)]);
+
+    // What was trained on: the chairs and three mugs, named below the data folder.
+    let prov: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(on_the_fly.join("provenance.json")).unwrap()).unwrap();
+    let ids: Vec<&str> = prov["images"]["ids"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let chairs = std::fs::read_dir(data.join("chair")).unwrap().count();
+    assert_eq!(ids.len(), chairs + 3, "{ids:?}");
+    assert!(ids[..chairs].iter().all(|i| i.starts_with("chair/")) && ids[chairs..].iter().all(|i| i.starts_with("mug/")), "{ids:?}");
+    assert_eq!(CodeFile::read(&codes).unwrap().ids, ids);
+    // The same images, codes and order: the same losses.
+    let (a, b) = (history(&from_file), history(&on_the_fly));
+    assert_eq!(a.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        for key in ["train_loss", "val_loss"] {
+            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-4 * x.abs(), "{key}: code file {x} vs on the fly {y}");
+        }
+    }
+
+    // With a code file, --data is the one folder of its images.
+    let mut bad = vec!["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--out", "unused"];
+    bad.extend(["--data", &paths[0], &paths[1]]);
+    let (success, text) = preimage(&bad);
+    assert!(!success && text.contains("one folder") && text.contains("2 paths"), "{text}");
+    // A config may list them too.
+    let listed = config(dir.path(), "listed.toml", "", &format!("data = [{:?}, {:?}]\n", paths[0], paths[1]));
+    let from_config = dir.path().join("from-config");
+    ok(&["train-decoder", "--config", s(&listed), "--encoder", "posenet", "--layer", "fc7", "--out", s(&from_config), "--epochs", "1"]);
+    let prov: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(from_config.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["images"]["ids"].as_array().unwrap().len(), chairs + 1);
 }

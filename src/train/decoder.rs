@@ -70,8 +70,9 @@ pub struct DecoderTrainSection {
     /// Code file to train from (`--codes`).
     pub codes: Option<PathBuf>,
     /// Image folder: the targets of a code file (default: the folder recorded in it), or the
-    /// images to encode on the fly.
-    pub data: Option<PathBuf>,
+    /// images to encode on the fly: a folder, or a list of image files and folders.
+    #[serde(default, with = "crate::config::one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub data: Vec<PathBuf>,
     pub epochs: usize,
     pub batch_size: usize,
     pub lr: f64,
@@ -110,19 +111,26 @@ pub enum CodeSource {
     /// recorded in it (needed for a feature loss with the encoder as comparator, and for
     /// feature error / class agreement in validation).
     File { codes: PathBuf, data: Option<PathBuf>, encoder: Option<WeightSource> },
-    /// Images encoded on the fly.
-    Images { data: PathBuf, encoder: String, weights: WeightSource },
+    /// Images encoded on the fly: a folder (its class folders give labels), or image files and
+    /// folders as one unlabelled set ([`ImageFolder::from_paths`]).
+    Images { data: Vec<PathBuf>, encoder: String, weights: WeightSource },
 }
 
 impl CodeSource {
     /// From command-line style arguments: a code file (with optional image folder and
-    /// encoder weights), or an image folder with an encoder.
-    pub fn from_args(codes: Option<PathBuf>, data: Option<PathBuf>, encoder: Option<String>, weights: Option<WeightSource>) -> Result<Self> {
-        match (codes, data, encoder) {
-            (Some(codes), data, _) => Ok(CodeSource::File { codes, data, encoder: weights }),
-            (None, Some(data), Some(encoder)) => Ok(CodeSource::Images { data, encoder, weights: weights.unwrap_or(WeightSource::Random(0)) }),
-            (None, Some(_), None) => bail!("codes computed on the fly need --encoder NAME (and --weights FILE or --run DIR)"),
-            (None, None, _) => bail!("no training data: pass --codes FILE (from `preimage extract`) or --data DIR with --encoder"),
+    /// encoder weights), or images (a folder, or files and folders) with an encoder.
+    pub fn from_args(codes: Option<PathBuf>, data: Vec<PathBuf>, encoder: Option<String>, weights: Option<WeightSource>) -> Result<Self> {
+        match (codes, data.as_slice(), encoder) {
+            (Some(codes), [], _) => Ok(CodeSource::File { codes, data: None, encoder: weights }),
+            (Some(codes), [one], _) => Ok(CodeSource::File { codes, data: Some(one.clone()), encoder: weights }),
+            (Some(codes), _, _) => bail!(
+                "with --codes, --data is the one folder the images of {} are in (their ids are paths below it); {} paths were given",
+                codes.display(),
+                data.len()
+            ),
+            (None, [], _) => bail!("no training data: pass --codes FILE (from `preimage extract`) or --data DIR|FILES with --encoder"),
+            (None, _, Some(encoder)) => Ok(CodeSource::Images { data, encoder, weights: weights.unwrap_or(WeightSource::Random(0)) }),
+            (None, _, None) => bail!("codes computed on the fly need --encoder NAME (and --weights FILE or --run DIR)"),
         }
     }
 }
@@ -291,11 +299,16 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
             let spec = loaded.net.spec.clone();
             spec.check_tap(&tap)?;
             let code_shape = spec.tap_shapes()?[&tap].clone();
-            let folder = ImageFolder::open(data, skips)?;
+            let folder = ImageFolder::from_paths(data, skips)?;
             let records: Vec<usize> = (0..folder.len()).collect();
             let item_of = records.iter().map(|&r| (r, r)).collect();
+            // One folder as given; files and folders as the set's root and ids.
+            let images = match data.as_slice() {
+                [one] if one.is_dir() => serde_json::json!(std::fs::canonicalize(one).unwrap_or(one.clone())),
+                _ => serde_json::json!({ "root": folder.root, "ids": folder.records.iter().map(|r| &r.rel_path).collect::<Vec<_>>() }),
+            };
             let provenance = serde_json::json!({
-                "images": std::fs::canonicalize(data).unwrap_or(data.clone()),
+                "images": images,
                 "tap": tap,
                 "encoder": arch,
                 "weights_sha256": loaded.weights_sha256,
