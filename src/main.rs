@@ -451,7 +451,7 @@ fn run(cli: Cli) -> Result<()> {
                 t.data = data;
             }
             let layer = layer.or(t.layer.clone()).with_context(|| format!("no tap to invert: pass --layer or set train.layer in {}", config.display()))?;
-            let weights = (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()?;
+            let weights = WeightSource::given(weights.as_deref(), run.as_deref())?;
             let source = preimage::train::decoder::CodeSource::from_args(t.codes.clone(), t.data.clone(), encoder, weights)?;
             let run = DecoderRun { config: cfg, source, layer, out, resume };
             with_backend!(device, |B, dev, devs| {
@@ -469,7 +469,7 @@ fn run(cli: Cli) -> Result<()> {
             let mut optimize = preimage::optimize::load_config(optimize_config.as_deref(), "invert")?;
             optimize.solver.steps = steps.unwrap_or(optimize.solver.steps);
             optimize.solver.final_steps = final_steps.unwrap_or(optimize.solver.final_steps);
-            let weights = (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()?;
+            let weights = WeightSource::given(weights.as_deref(), run.as_deref())?;
             let opts = preimage::compare::CompareOptions { decoders: decoder, data, count, methods, out: out.clone(), weights, optimize, seed };
             let rows = with_backend!(device, |B, dev| preimage::compare::compare::<B>(&opts, &dev)?.0);
             println!("{}", preimage::compare::table(&rows));
@@ -481,7 +481,7 @@ fn run(cli: Cli) -> Result<()> {
             let input = match codes {
                 Some(path) if weights.is_none() && run.is_none() => Input::Codes(path),
                 Some(_) => anyhow::bail!("--weights and --run are for encoding --image; codes are decoded as they are"),
-                None => Input::Images { paths: image, weights: (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()? },
+                None => Input::Images { paths: image, weights: WeightSource::given(weights.as_deref(), run.as_deref())? },
             };
             let opts = ReconstructOptions { decoder, input, selection: Selection::from_args(ids, range.as_deref())?, out: out.clone(), grid: grid.clone() };
             let written = with_backend!(device, |B, dev| preimage::reconstruct::reconstruct::<<B as AutodiffBackend>::InnerBackend>(&opts, &dev)?);
@@ -494,7 +494,7 @@ fn run(cli: Cli) -> Result<()> {
             if let Some(f) = &ops_file {
                 parsed.extend(preimage::edit::read_ops_file(f)?);
             }
-            let weights = (weights.is_some() || run.is_some()).then(|| WeightSource::from_args(weights.as_deref(), run.as_deref(), 0)).transpose()?;
+            let weights = WeightSource::given(weights.as_deref(), run.as_deref())?;
             let selection = preimage::reconstruct::Selection::from_args(ids, range.as_deref())?;
             let input = match codes {
                 Some(path) => preimage::reconstruct::Input::Codes(path),

@@ -94,6 +94,12 @@ impl WeightSource {
         })
     }
 
+    /// `--weights FILE` or `--run DIR` where one is given, else `None` (the caller's default:
+    /// the weights a code file or decoder records, or random ones).
+    pub fn given(weights: Option<&Path>, run: Option<&Path>) -> Result<Option<Self>> {
+        (weights.is_some() || run.is_some()).then(|| Self::from_args(weights, run, 0)).transpose()
+    }
+
     /// The weights a code file or decoder records: the file where it still exists, or the
     /// seed of random weights (`sha256` "random:N" redraws them); `None` when neither is known.
     pub fn recorded(weights_path: Option<&str>, sha256: &str) -> Option<Self> {
