@@ -146,7 +146,7 @@ enum Command {
         /// A train-encoder run folder instead of --weights.
         #[arg(long)]
         run: Option<PathBuf>,
-        /// Ids to decode, in this order (default: all).
+        /// Ids to decode, in this order, or row numbers from 0 (default: all).
         #[arg(long, value_delimiter = ',', conflicts_with = "range")]
         ids: Option<Vec<String>>,
         /// Rows START:END of the code file (end exclusive; either side may be left out).
@@ -182,7 +182,7 @@ enum Command {
         /// Edit TOML file with `ops = ["...", ...]` (run after the --op ones).
         #[arg(long = "ops")]
         ops_file: Option<PathBuf>,
-        /// Codes the per-code ops edit (default: the first 8 rows).
+        /// Codes the per-code ops edit: ids or row numbers from 0 (default: the first 8 rows).
         #[arg(long, value_delimiter = ',', conflicts_with = "range")]
         ids: Option<Vec<String>>,
         /// Rows START:END of the code file to edit.

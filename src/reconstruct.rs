@@ -128,12 +128,14 @@ impl Selection {
     }
 }
 
-/// The row of `id` (exact, or without the file extension); an unknown id names a few valid ones.
+/// The row of `id`: an id (exact, or without the file extension), else a row number (`0`
+/// is the first row, as in `codes[0]`); an unknown one names a few valid ids.
 pub fn row_of(ids: &[String], id: &str) -> Result<usize> {
     let id = id.trim();
-    ids.iter().position(|i| i == id).or_else(|| ids.iter().position(|i| crate::data::folder::strip_extension(i) == id)).with_context(|| {
+    let by_id = ids.iter().position(|i| i == id).or_else(|| ids.iter().position(|i| crate::data::folder::strip_extension(i) == id));
+    by_id.or_else(|| id.parse::<usize>().ok().filter(|&r| r < ids.len())).with_context(|| {
         let some: Vec<&str> = ids.iter().take(3).map(String::as_str).collect();
-        format!("id '{id}' is not in the code file ({} ids, e.g. {})", ids.len(), some.join(", "))
+        format!("'{id}' is neither an id in the code file ({} ids, e.g. {}) nor a row number below {}", ids.len(), some.join(", "), ids.len())
     })
 }
 
@@ -386,6 +388,12 @@ mod tests {
         assert_eq!(by_id.rows(&ids).unwrap(), vec![2, 0]);
         let err = Selection::Ids(vec!["cat/1".into()]).rows(&ids).unwrap_err().to_string();
         assert!(err.contains("cat/1") && err.contains("3 ids"), "{err}");
+        // Row numbers where no id matches; an id that looks like a number is still an id.
+        assert_eq!(Selection::Ids(vec!["2".into(), "0".into()]).rows(&ids).unwrap(), vec![2, 0]);
+        let err = Selection::Ids(vec!["3".into()]).rows(&ids).unwrap_err().to_string();
+        assert!(err.contains("'3'") && err.contains("row number below 3"), "{err}");
+        let numbered: Vec<String> = ["1.png", "0.png"].map(String::from).to_vec();
+        assert_eq!(Selection::Ids(vec!["0".into()]).rows(&numbered).unwrap(), vec![1]);
         assert!(Selection::from_args(None, Some("5:9")).unwrap().rows(&ids).unwrap_err().to_string().contains("3 rows"));
         assert!(Selection::from_args(None, Some("4:2")).is_err());
         assert!(Selection::from_args(None, Some("x:2")).unwrap_err().to_string().contains("'x'"));
