@@ -34,7 +34,8 @@ data="$out/render-1024"
 [ -d "$data" ] || "$bin" render --out "$data" --count 1024 --size 64 --seed 0 >/dev/null
 # Every workload, in the bench's order (as `preimage bench` and pytorch_reference.py name them).
 all=(decoder_step_a_512_to_64 decoder_step_b_fc6_to_227 encoder_forward_posenet_64 encoder_forward_alexnet_224
-     encoder_forward_vgg16_224 optim_iteration_posenet_conv5 optim_iteration_alexnet_conv5 decoder_forward_1_image
+     encoder_forward_vgg16_224 optim_iteration_posenet_conv5 optim_iteration_alexnet_conv5
+     optim_iteration_vgg16_conv5_3 decoder_forward_1_image
      extract_posenet_4_taps)
 names=()
 for n in "${all[@]}"; do

@@ -97,7 +97,7 @@ def main():
     wants = lambda name: not only or any(o in name for o in only)
     names = ["decoder_step_a_512_to_64", "decoder_step_b_fc6_to_227", "encoder_forward_posenet_64",
              "encoder_forward_alexnet_224", "encoder_forward_vgg16_224", "optim_iteration_posenet_conv5",
-             "optim_iteration_alexnet_conv5", "decoder_forward_1_image", "extract_posenet_4_taps"]
+             "optim_iteration_alexnet_conv5", "optim_iteration_vgg16_conv5_3", "decoder_forward_1_image", "extract_posenet_4_taps"]
     for o in only:
         if not any(o in n for n in names):
             ap.error(f"--only '{o}' matches no workload (workloads: {', '.join(names)})")
@@ -159,15 +159,17 @@ def main():
     # Each workload by its full name (as `preimage bench`); the decoder's speed-up is over
     # posenet's iteration, which then runs too.
     dec_name = "decoder_forward_1_image"
-    optims = [arch for arch in ("posenet", "alexnet")
-              if wants(f"optim_iteration_{arch}_conv5") or (arch == "posenet" and wants(dec_name))]
+    tap = {"posenet": "conv5", "alexnet": "conv5", "vgg16": "conv5_3"}
+    optims = [arch for arch in ("posenet", "alexnet", "vgg16")
+              if wants(f"optim_iteration_{arch}_{tap[arch]}") or (arch == "posenet" and wants(dec_name))]
     if optims:
         print("optimization inversion")
     iter_ms = {}
-    for arch, cut in ((arch, {"posenet": 17, "alexnet": 12}[arch]) for arch in optims):
+    for arch, cut in ((arch, {"posenet": 17, "alexnet": 12, "vgg16": 30}[arch]) for arch in optims):
         make, size = nets[arch]
         net = make()
-        # Up to conv5 (after its ReLU): posenet[:17], AlexNet's features[:12].
+        # Up to conv5 (after its ReLU): posenet[:17], AlexNet's features[:12], VGG16's
+        # features[:30] (conv5_3).
         body = (net[:cut] if arch == "posenet" else net.features[:cut]).to(dev).eval()
         for p in body.parameters():
             p.requires_grad_(False)
@@ -191,7 +193,7 @@ def main():
             (feat + tv + alpha).backward()
             with torch.no_grad():
                 x.sub_(0.01 * xi.grad).clamp_(0, 1)
-        r = timed(f"optim_iteration_{arch}_conv5", it, a.runs, a.warmup, sync)
+        r = timed(f"optim_iteration_{arch}_{tap[arch]}", it, a.runs, a.warmup, sync)
         iter_ms[arch] = r["median_ms"]
         out.append(r)
         del net, body, target, x, it

@@ -142,10 +142,11 @@ const FORWARD_ALEXNET: &str = "encoder_forward_alexnet_224";
 const FORWARD_VGG16: &str = "encoder_forward_vgg16_224";
 const OPTIM_POSENET: &str = "optim_iteration_posenet_conv5";
 const OPTIM_ALEXNET: &str = "optim_iteration_alexnet_conv5";
+const OPTIM_VGG16: &str = "optim_iteration_vgg16_conv5_3";
 const DECODER_FORWARD: &str = "decoder_forward_1_image";
 const EXTRACTION: &str = "extract_posenet_4_taps";
 /// All workloads, in the order they run.
-pub const WORKLOADS: [&str; 9] = [STEP_A, STEP_B, FORWARD_POSENET, FORWARD_ALEXNET, FORWARD_VGG16, OPTIM_POSENET, OPTIM_ALEXNET, DECODER_FORWARD, EXTRACTION];
+pub const WORKLOADS: [&str; 10] = [STEP_A, STEP_B, FORWARD_POSENET, FORWARD_ALEXNET, FORWARD_VGG16, OPTIM_POSENET, OPTIM_ALEXNET, OPTIM_VGG16, DECODER_FORWARD, EXTRACTION];
 
 impl BenchOptions {
     fn wants(&self, name: &str) -> bool {
@@ -369,8 +370,13 @@ pub fn run<B: AutodiffBackend>(opts: &BenchOptions, device: &B::Device) -> Resul
 
     // Each workload by its full name, so that any fragment of it selects it. The decoder's
     // speed-up is over posenet's iteration, which then runs (and is reported) too.
-    let optims = [("posenet", "conv5", OPTIM_POSENET), ("alexnet", "conv5", OPTIM_ALEXNET)];
-    let optims: Vec<_> = optims.into_iter().filter(|(arch, _, name)| opts.wants(name) || (*arch == "posenet" && opts.wants(DECODER_FORWARD))).collect();
+    // VGG16 at 224 is left out of --quick, as its forward is.
+    let optims = [("posenet", "conv5", OPTIM_POSENET), ("alexnet", "conv5", OPTIM_ALEXNET), ("vgg16", "conv5_3", OPTIM_VGG16)];
+    let optims: Vec<_> = optims
+        .into_iter()
+        .filter(|(arch, _, _)| !(q && *arch == "vgg16"))
+        .filter(|(arch, _, name)| opts.wants(name) || (*arch == "posenet" && opts.wants(DECODER_FORWARD)))
+        .collect();
     if !optims.is_empty() {
         eprintln!("optimization inversion");
     }
