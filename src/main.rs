@@ -133,7 +133,7 @@ enum Command {
         /// Decoder run folder (from train-decoder).
         #[arg(long)]
         decoder: PathBuf,
-        /// Code file from `preimage extract` (or PyTorch's).
+        /// Code file from `preimage extract` (or PyTorch's, or NumPy's .npy/.npz).
         #[arg(long, required_unless_present = "image")]
         codes: Option<PathBuf>,
         /// ...or images (files or folders): encoded with the decoder's encoder, decoded, and
@@ -167,7 +167,7 @@ enum Command {
         /// Decoder run folder (from train-decoder).
         #[arg(long)]
         decoder: PathBuf,
-        /// Code file from `preimage extract` (or PyTorch's).
+        /// Code file from `preimage extract` (or PyTorch's, or NumPy's .npy/.npz).
         #[arg(long, required_unless_present = "image")]
         codes: Option<PathBuf>,
         /// ...or images (files or folders), encoded with the decoder's encoder; ids are their

@@ -106,7 +106,7 @@ pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BT
 
 /// `n` little-endian elements of `W` bytes from `f`, each converted by `one`, read a megabyte
 /// at a time (no second copy of the tensor).
-fn read_elements<T, const W: usize>(f: &mut impl Read, n: usize, one: impl Fn([u8; W]) -> T) -> std::io::Result<Vec<T>> {
+pub(crate) fn read_elements<T, const W: usize>(f: &mut impl Read, n: usize, one: impl Fn([u8; W]) -> T) -> std::io::Result<Vec<T>> {
     let mut out = Vec::with_capacity(n);
     let mut buf = vec![0u8; (1 << 20) / W * W];
     let mut left = n * W;
@@ -296,7 +296,7 @@ fn write_le<T: Copy, const N: usize>(w: &mut impl Write, data: &[T], le: impl Fn
     Ok(())
 }
 
-fn f16_to_f32(h: u16) -> f32 {
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
     let sign = ((h >> 15) as u32) << 31;
     let exp = ((h >> 10) & 0x1f) as u32;
     let frac = (h & 0x3ff) as u32;

@@ -146,6 +146,31 @@ fn reconstruct_and_edit() {
         let code: Vec<f32> = (0..8).map(|j| ((i * 8 + j) as f64 / 10.0 - 1.0) as f32).collect();
         assert!(png_diff(&preimage::reconstruct::output_path(&p("pt"), &format!("{i:06}")), &rec.decode(&code).unwrap()[0]) <= 0.5 / 255.0 + 1e-6);
     }
+    // And NumPy's files (tests/data/npy/make.py, the same codes): a .npy's one array and a
+    // positional .npz array stand for the decoder's tap; a .npz names its rows by `ids`.
+    let npy = |f: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/npy").join(f);
+    for (f, ids, tol) in [
+        ("fc7.npy", ["000000", "000001", "000002"], 0.5),
+        ("fortran.npy", ["000000", "000001", "000002"], 0.5),
+        ("codes.npz", ["a.jpg", "sub/b.png", "c.jpg"], 0.5),
+        ("compressed.npz", ["000000", "000001", "000002"], 2.0), // float16 codes
+    ] {
+        let out = p(&format!("npy-{f}"));
+        let text = ok(&["reconstruct", "--decoder", s(&dec), "--codes", s(&npy(f)), "--out", s(&out)]);
+        assert!(text.contains("wrote 3 images"), "{f}: {text}");
+        let read = CodeFile::read_tap(&npy(f), "fc7").unwrap();
+        assert_eq!(read.ids, ids, "{f}");
+        for (i, id) in ids.iter().enumerate() {
+            let code: Vec<f32> = (0..8).map(|j| ((i * 8 + j) as f64 / 10.0 - 1.0) as f32).collect();
+            let got = read.codes["fc7"].to_f32();
+            assert!(got[i * 8..(i + 1) * 8].iter().zip(&code).all(|(a, b)| (a - b).abs() <= 1e-3), "{f} row {i}: {got:?}");
+            assert!(png_diff(&preimage::reconstruct::output_path(&out, id), &rec.decode(&code).unwrap()[0]) <= tol / 255.0 + 1e-6, "{f} row {i}");
+        }
+    }
+    assert_eq!(CodeFile::read(&npy("codes.npz")).unwrap().labels.as_deref(), Some([2, 0, 1].as_slice()));
+    let (success, text) = preimage(&["reconstruct", "--decoder", s(&dec), "--codes", s(&npy("objects.npy")), "--out", s(&p("x"))]);
+    assert!(!success && text.contains("objects.npy") && text.contains("object array"), "{text}");
+
     // Inverting one by optimization needs only the encoder; training needs the images.
     let text = ok(&["invert", "--encoder", "posenet", "--run", s(&p("enc")), "--layer", "fc7", "--codes", s(&foreign), "--index", "2", "--steps", "3", "--final-steps", "0", "--out", s(&p("inv.png"))]);
     assert!(text.contains("feature error at fc7") && p("inv.png").exists(), "{text}");

@@ -7,11 +7,12 @@
 //! `preprocessing`, `classes` (the encoder's, for its logits) and the full encoder `spec`; and
 //! `label_classes` (the folder's class names, which `label` indexes) when there are labels.
 //!
-//! Files written elsewhere (safetensors from PyTorch or NumPy, or `torch.save` of a dict, with
-//! codes of the same torchvision network) are read too: tensors named by the tap and nothing
-//! else. Their rows are named by
+//! Files written elsewhere (safetensors from PyTorch or NumPy, `torch.save` of a dict, NumPy's
+//! `.npy`/`.npz`, with codes of the same torchvision network) are read too: tensors named by the
+//! tap (or one unnamed array), `label`, and `ids` in the metadata (a string array in a `.npz`). Their rows are named by
 //! their index (`000000`, `000001`, …) and their provenance is unknown, so commands that need
 //! it (training: the images) say so, and the others check only the code shape.
+use super::npy;
 use crate::tensorfile::{self, Array};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -146,18 +147,27 @@ impl CodeFile {
 
     /// [`CodeFile::read`] with only the codes at `tap` (other taps are skipped on disk: a file
     /// of many taps can outgrow memory). A tap the file lacks is an error listing those it holds.
+    ///
+    /// An array without a name of its own (a `.npy` file's, or `np.savez(F, x)`'s `arr_0`) is
+    /// read as the codes at `tap` when it is the file's only one.
     pub fn read_tap(path: &Path, tap: &str) -> Result<Self> {
         let mut taps = Vec::new();
-        let read = read_tensors(path, |name| {
+        let mut read = read_tensors(path, |name| {
             if !matches!(name, "label" | "pose") {
                 taps.push(name.to_string());
             }
-            name == tap || matches!(name, "label" | "pose")
+            name == tap || matches!(name, "label" | "pose") || name == npy::UNNAMED
         })?;
         if !taps.iter().any(|t| t == tap) {
+            if let ([only], Some(arr)) = (taps.as_slice(), read.0.remove(npy::UNNAMED)) {
+                debug_assert_eq!(only, npy::UNNAMED);
+                read.0.insert(tap.to_string(), arr);
+                return Self::read_from(path, read);
+            }
             taps.sort();
             bail!("{} has no tap '{tap}'; it holds: {}", path.display(), taps.join(", "));
         }
+        read.0.remove(npy::UNNAMED);
         Self::read_from(path, read)
     }
 
@@ -220,6 +230,8 @@ impl CodeFile {
 fn read_tensors(path: &Path, keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
     if crate::encoder::weights::is_safetensors(path).with_context(|| format!("opening code file {}", path.display()))? {
         tensorfile::read_where(path, keep)
+    } else if npy::is_npy(path)? || npy::is_npz(path)? {
+        npy::read(path, keep)
     } else {
         Ok((crate::encoder::weights::read_pytorch(path, keep)?, HashMap::new()))
     }

@@ -3,5 +3,6 @@ pub mod batch;
 pub mod codes;
 pub mod folder;
 pub mod meshes;
+pub mod npy;
 pub mod render;
 pub mod resize;

@@ -1,0 +1,270 @@
+//! NumPy's `.npy` and `.npz` files read as code files: what `np.save("fc7.npy", feats)` and
+//! `np.savez("codes.npz", fc7=feats, ids=names, label=labels)` write, so codes computed with
+//! NumPy or PyTorch (`.numpy()`) decode without a conversion step.
+//!
+//! Numbers of any byte order and width become f32 (floats) or i64 (integers, booleans); a
+//! string array (`U`/`S`) named `ids` names the rows. Fortran-order arrays (`np.save(F, x.T)`)
+//! are reordered. Object arrays (pickles) are refused: they need Python to read.
+use crate::tensorfile::{f16_to_f32, read_elements, Array};
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::Path;
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// One array of a `.npy` file.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NpyArray {
+    Numbers(Array),
+    Strings { shape: Vec<usize>, data: Vec<String> },
+}
+
+/// Whether `path` starts as a `.npy` file does.
+pub fn is_npy(path: &Path) -> Result<bool> {
+    let mut head = [0u8; 6];
+    let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    Ok(f.read(&mut head)? == 6 && head == MAGIC)
+}
+
+/// Whether `path` is a zip archive of `.npy` files (`np.savez`, `np.savez_compressed`).
+pub fn is_npz(path: &Path) -> Result<bool> {
+    let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let Ok(zip) = zip::ZipArchive::new(BufReader::new(f)) else { return Ok(false) };
+    Ok(!zip.is_empty() && zip.file_names().all(|n| n.ends_with(".npy")))
+}
+
+/// NumPy's name for an array saved without one (`np.savez(F, x)`); a `.npy` file's array is
+/// named so too. Such an array stands for whichever tap is asked for (see `CodeFile::read_tap`).
+pub const UNNAMED: &str = "arr_0";
+
+/// Every array `keep` accepts (by name: [`UNNAMED`] for a `.npy` file, the member's name
+/// without `.npy` in a `.npz`) as tensors; a string array named `ids` goes into the metadata as
+/// JSON, as a safetensors code file keeps it.
+pub fn read(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
+    let mut arrays = Vec::new();
+    if is_npy(path)? {
+        let name = UNNAMED.to_string();
+        if keep(&name) {
+            let mut f = BufReader::new(File::open(path).with_context(|| format!("opening {}", path.display()))?);
+            arrays.push((name, parse(&mut f).with_context(|| format!("reading {}", path.display()))?));
+        }
+    } else {
+        let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let mut zip = zip::ZipArchive::new(BufReader::new(f)).map_err(|e| anyhow!("{} is not a .npz file: {e}", path.display()))?;
+        for i in 0..zip.len() {
+            let mut member = zip.by_index(i).with_context(|| format!("reading {}", path.display()))?;
+            let name = member.name().trim_end_matches(".npy").to_string();
+            if name == "ids" || keep(&name) {
+                let arr = parse(&mut member).with_context(|| format!("reading '{name}' of {}", path.display()))?;
+                arrays.push((name, arr));
+            }
+        }
+    }
+    let (mut tensors, mut meta) = (BTreeMap::new(), HashMap::new());
+    for (name, arr) in arrays {
+        match arr {
+            NpyArray::Numbers(a) => {
+                tensors.insert(name, a);
+            }
+            NpyArray::Strings { data, .. } if name == "ids" => {
+                meta.insert("ids".to_string(), serde_json::to_string(&data)?);
+            }
+            NpyArray::Strings { .. } => bail!("{}: array '{name}' holds strings; only 'ids' may", path.display()),
+        }
+    }
+    Ok((tensors, meta))
+}
+
+/// One `.npy` stream: the header, then the data, read straight into the array.
+pub fn parse(f: &mut impl Read) -> Result<NpyArray> {
+    let mut magic = [0u8; 8];
+    f.read_exact(&mut magic).context("shorter than a .npy header")?;
+    if &magic[..6] != MAGIC {
+        bail!("not a .npy array (no \\x93NUMPY at the start)");
+    }
+    let header_len = match magic[6] {
+        1 => {
+            let mut n = [0u8; 2];
+            f.read_exact(&mut n)?;
+            u16::from_le_bytes(n) as usize
+        }
+        2 | 3 => {
+            let mut n = [0u8; 4];
+            f.read_exact(&mut n)?;
+            u32::from_le_bytes(n) as usize
+        }
+        v => bail!(".npy format version {v} is not known (1, 2 and 3 are)"),
+    };
+    let mut header = vec![0u8; header_len];
+    f.read_exact(&mut header).context("the .npy header is cut short")?;
+    let header = String::from_utf8_lossy(&header);
+    let descr = dict_value(&header, "descr").with_context(|| format!("no 'descr' in the .npy header {header}"))?;
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let fortran = dict_value(&header, "fortran_order").with_context(|| format!("no 'fortran_order' in the .npy header {header}"))? == "True";
+    let shape_text = dict_value(&header, "shape").with_context(|| format!("no 'shape' in the .npy header {header}"))?;
+    let shape = shape_text
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| anyhow!("shape {shape_text} in the .npy header is not a tuple of sizes")))
+        .collect::<Result<Vec<usize>>>()?;
+    let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).with_context(|| format!("shape {shape:?} is too large"))?;
+
+    let (order, kind, width) = split_descr(descr)?;
+    let big = order == '>';
+    macro_rules! num {
+        ($w:literal, $conv:expr) => {
+            read_elements(f, n, |c: [u8; $w]| $conv(if big { reversed(c) } else { c })).context("the data is cut short")?
+        };
+    }
+    let arr = match (kind, width) {
+        ('f', 4) => NpyArray::Numbers(Array::F32 { shape: shape.clone(), data: num!(4, f32::from_le_bytes) }),
+        ('f', 8) => NpyArray::Numbers(Array::F32 { shape: shape.clone(), data: num!(8, |c| f64::from_le_bytes(c) as f32) }),
+        ('f', 2) => NpyArray::Numbers(Array::F32 { shape: shape.clone(), data: num!(2, |c| f16_to_f32(u16::from_le_bytes(c))) }),
+        ('i', 8) => NpyArray::Numbers(Array::I64 { shape: shape.clone(), data: num!(8, i64::from_le_bytes) }),
+        ('i', 4) => NpyArray::Numbers(Array::I64 { shape: shape.clone(), data: num!(4, |c| i32::from_le_bytes(c) as i64) }),
+        ('i', 2) => NpyArray::Numbers(Array::I64 { shape: shape.clone(), data: num!(2, |c| i16::from_le_bytes(c) as i64) }),
+        ('i', 1) => NpyArray::Numbers(Array::I64 { shape: shape.clone(), data: num!(1, |c: [u8; 1]| c[0] as i8 as i64) }),
+        ('u', 8) => NpyArray::Numbers(Array::I64 { shape: shape.clone(), data: num!(8, |c| u64::from_le_bytes(c) as i64) }),
+        ('u', 4) => NpyArray::Numbers(Array::I64 { shape: shape.clone(), data: num!(4, |c| u32::from_le_bytes(c) as i64) }),
+        ('u', 2) => NpyArray::Numbers(Array::I64 { shape: shape.clone(), data: num!(2, |c| u16::from_le_bytes(c) as i64) }),
+        ('u' | 'b', 1) => NpyArray::Numbers(Array::I64 { shape: shape.clone(), data: num!(1, |c: [u8; 1]| c[0] as i64) }),
+        ('U', chars) => {
+            // UTF-32 code units, NUL-padded to `chars` per element.
+            let mut raw = vec![0u8; n * chars * 4];
+            f.read_exact(&mut raw).context("the data is cut short")?;
+            let data = raw
+                .chunks_exact(chars * 4)
+                .map(|e| {
+                    e.chunks_exact(4)
+                        .map(|c| u32::from_le_bytes(if big { reversed(c.try_into().unwrap()) } else { c.try_into().unwrap() }))
+                        .take_while(|&u| u != 0)
+                        .map(|u| char::from_u32(u).context("a string that is not Unicode"))
+                        .collect::<Result<String>>()
+                })
+                .collect::<Result<Vec<_>>>()?;
+            NpyArray::Strings { shape: shape.clone(), data }
+        }
+        ('S' | 'a', bytes) => {
+            let mut raw = vec![0u8; n * bytes];
+            f.read_exact(&mut raw).context("the data is cut short")?;
+            let data = raw.chunks_exact(bytes.max(1)).map(|e| String::from_utf8_lossy(e.split(|&b| b == 0).next().unwrap_or(&[])).into_owned()).collect();
+            NpyArray::Strings { shape: shape.clone(), data }
+        }
+        ('O', _) => bail!("an object array (Python objects, pickled) cannot be read without Python; save numbers (and ids as np.array(names, dtype=str))"),
+        _ => bail!("dtype '{descr}' is not supported (floats, integers, booleans and strings are)"),
+    };
+    Ok(if fortran { to_c_order(arr, &shape) } else { arr })
+}
+
+/// The value of `key` in the header's Python dict literal, as text.
+fn dict_value<'a>(header: &'a str, key: &str) -> Option<&'a str> {
+    let at = header.find(&format!("'{key}'")).or_else(|| header.find(&format!("\"{key}\"")))?;
+    let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+    let end = if rest.starts_with('(') { rest.find(')')? + 1 } else if rest.starts_with('\'') || rest.starts_with('"') { rest[1..].find(&rest[..1])? + 2 } else { rest.find([',', '}'])? };
+    Some(rest[..end].trim())
+}
+
+/// `<f4` → ('<', 'f', 4); `|b1`, `<U12`, `|S7`.
+fn split_descr(descr: &str) -> Result<(char, char, usize)> {
+    let mut chars = descr.chars();
+    let (order, kind) = match chars.next() {
+        Some(c @ ('<' | '>' | '|' | '=')) => (c, chars.next()),
+        other => ('=', other),
+    };
+    let kind = kind.with_context(|| format!("dtype '{descr}' is not understood"))?;
+    // Object arrays ('|O') carry no width.
+    let width = match chars.as_str() {
+        "" => 0,
+        w => w.parse::<usize>().map_err(|_| anyhow!("dtype '{descr}' is not supported (floats, integers, booleans and strings are)"))?,
+    };
+    // '=' is the writer's native order; NumPy writes '<' or '>' for multi-byte types itself.
+    Ok((if order == '=' { '<' } else { order }, kind, width))
+}
+
+fn reversed<const W: usize>(mut c: [u8; W]) -> [u8; W] {
+    c.reverse();
+    c
+}
+
+/// Fortran order (first index fastest) to C order (last index fastest).
+fn to_c_order(arr: NpyArray, shape: &[usize]) -> NpyArray {
+    fn reorder<T: Clone>(data: Vec<T>, shape: &[usize]) -> Vec<T> {
+        let n = data.len();
+        // Fortran strides: 1, d0, d0·d1, …
+        let mut strides = vec![1usize; shape.len()];
+        for k in 1..shape.len() {
+            strides[k] = strides[k - 1] * shape[k - 1];
+        }
+        let mut out = Vec::with_capacity(n);
+        let mut idx = vec![0usize; shape.len()];
+        for _ in 0..n {
+            out.push(data[idx.iter().zip(&strides).map(|(i, s)| i * s).sum::<usize>()].clone());
+            for k in (0..shape.len()).rev() {
+                idx[k] += 1;
+                if idx[k] < shape[k] {
+                    break;
+                }
+                idx[k] = 0;
+            }
+        }
+        out
+    }
+    match arr {
+        NpyArray::Numbers(Array::F32 { shape: s, data }) => NpyArray::Numbers(Array::F32 { data: reorder(data, shape), shape: s }),
+        NpyArray::Numbers(Array::I64 { shape: s, data }) => NpyArray::Numbers(Array::I64 { data: reorder(data, shape), shape: s }),
+        NpyArray::Strings { shape: s, data } => NpyArray::Strings { data: reorder(data, shape), shape: s },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn npy(version: u8, header: &str, data: &[u8]) -> Vec<u8> {
+        let mut v = MAGIC.to_vec();
+        v.extend([version, 0]);
+        if version == 1 {
+            v.extend((header.len() as u16).to_le_bytes());
+        } else {
+            v.extend((header.len() as u32).to_le_bytes());
+        }
+        v.extend(header.as_bytes());
+        v.extend(data);
+        v
+    }
+
+    #[test]
+    fn headers_dtypes_and_orders() {
+        let ints: Vec<u8> = [1i32, -2, 3].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let got = parse(&mut &npy(1, "{'descr': '<i4', 'fortran_order': False, 'shape': (3,), }", &ints)[..]).unwrap();
+        assert_eq!(got, NpyArray::Numbers(Array::I64 { shape: vec![3], data: vec![1, -2, 3] }));
+        // Version 2 (4-byte header length), a scalar, big-endian f4.
+        let got = parse(&mut &npy(2, "{'descr': '>f4', 'fortran_order': False, 'shape': (), }", &1.5f32.to_be_bytes())[..]).unwrap();
+        assert_eq!(got, NpyArray::Numbers(Array::F32 { shape: vec![], data: vec![1.5] }));
+        // Booleans; strings (UTF-32, NUL-padded; non-ASCII kept).
+        let got = parse(&mut &npy(1, "{'descr': '|b1', 'fortran_order': False, 'shape': (2,), }", &[1, 0])[..]).unwrap();
+        assert_eq!(got, NpyArray::Numbers(Array::I64 { shape: vec![2], data: vec![1, 0] }));
+        let text: Vec<u8> = ["é/1", "ab"].iter().flat_map(|s| {
+            let mut u: Vec<u32> = s.chars().map(|c| c as u32).collect();
+            u.resize(3, 0);
+            u.into_iter().flat_map(u32::to_le_bytes).collect::<Vec<u8>>()
+        }).collect();
+        let got = parse(&mut &npy(1, "{'descr': '<U3', 'fortran_order': False, 'shape': (2,), }", &text)[..]).unwrap();
+        assert_eq!(got, NpyArray::Strings { shape: vec![2], data: vec!["é/1".into(), "ab".into()] });
+        // Fortran order: [[0, 1, 2], [3, 4, 5]] is stored column by column.
+        let f: Vec<u8> = [0u8, 3, 1, 4, 2, 5].to_vec();
+        let got = parse(&mut &npy(1, "{'descr': '|u1', 'fortran_order': True, 'shape': (2, 3), }", &f)[..]).unwrap();
+        assert_eq!(got, NpyArray::Numbers(Array::I64 { shape: vec![2, 3], data: vec![0, 1, 2, 3, 4, 5] }));
+        // Errors say what is wrong.
+        let err = format!("{:#}", parse(&mut &npy(1, "{'descr': '<c8', 'fortran_order': False, 'shape': (1,), }", &[0; 8])[..]).unwrap_err());
+        assert!(err.contains("'<c8' is not supported"), "{err}");
+        let err = format!("{:#}", parse(&mut &npy(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", &[0; 8])[..]).unwrap_err());
+        assert!(err.contains("cut short"), "{err}");
+        let err = format!("{:#}", parse(&mut &b"PK\x03\x04 not npy"[..]).unwrap_err());
+        assert!(err.contains("not a .npy array"), "{err}");
+    }
+}
