@@ -60,6 +60,10 @@ enum Command {
         /// Image folder (overrides train.data in the config).
         #[arg(long)]
         data: Option<PathBuf>,
+        /// Validation folder with the same class folders (overrides train.val_data); without
+        /// it a seeded val_fraction of --data is held out.
+        #[arg(long)]
+        val_data: Option<PathBuf>,
         /// Run folder for checkpoints, weights and TensorBoard logs.
         #[arg(long, default_value = "runs/posenet")]
         out: PathBuf,
@@ -85,6 +89,11 @@ enum Command {
         /// folder, or image files and folders as one unlabelled set.
         #[arg(long, num_args = 1..)]
         data: Vec<PathBuf>,
+        /// Validation images of their own (a folder, or files and folders; overrides
+        /// train.val_data), encoded by the encoder; without them a seeded val_fraction of the
+        /// training data is held out.
+        #[arg(long, num_args = 1..)]
+        val_data: Vec<PathBuf>,
         /// Encoder for on-the-fly codes (posenet, alexnet, vgg16, ...).
         #[arg(long)]
         encoder: Option<String>,
@@ -425,13 +434,14 @@ fn run(cli: Cli) -> Result<()> {
             println!("{s}");
             Ok(())
         }
-        Command::TrainEncoder { config, data, out, over, resume, device } => {
+        Command::TrainEncoder { config, data, val_data, out, over, resume, device } => {
             let mut cfg: EncoderTrainConfig = preimage::config::load(&config)?;
             let t = &mut cfg.train;
             over.apply(&mut t.epochs, &mut t.batch_size, &mut t.lr, &mut t.seed);
             if let Some(d) = data {
                 t.data = Some(d);
             }
+            t.val_data = val_data.or(t.val_data.take());
             let data = t.data.clone().with_context(|| format!("no data folder: pass --data or set train.data in {}", config.display()))?;
             let run = EncoderRun { config: cfg, data, out, resume };
             with_backend!(device, |B, dev| {
@@ -439,7 +449,7 @@ fn run(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
-        Command::TrainDecoder { config, codes, data, encoder, weights, run, layer, out, over, max_images, resume, device } => {
+        Command::TrainDecoder { config, codes, data, val_data, encoder, weights, run, layer, out, over, max_images, resume, device } => {
             use preimage::train::decoder::{DecoderRun, DecoderTrainConfig};
             let mut cfg: DecoderTrainConfig = preimage::config::load(&config)?;
             let t = &mut cfg.train;
@@ -449,6 +459,9 @@ fn run(cli: Cli) -> Result<()> {
             t.codes = if codes.is_none() && encoder.is_some() { None } else { codes.or(t.codes.take()) };
             if !data.is_empty() {
                 t.data = data;
+            }
+            if !val_data.is_empty() {
+                t.val_data = val_data;
             }
             let layer = layer.or(t.layer.clone()).with_context(|| format!("no tap to invert: pass --layer or set train.layer in {}", config.display()))?;
             let weights = WeightSource::given(weights.as_deref(), run.as_deref())?;

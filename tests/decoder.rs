@@ -367,3 +367,31 @@ fn trains_on_the_fly_from_files_and_folders() {
     let prov: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(from_config.join("provenance.json")).unwrap()).unwrap();
     assert_eq!(prov["images"]["ids"].as_array().unwrap().len(), chairs + 1);
 }
+
+/// `--val-data` validates on images of their own, encoded on the fly by the encoder the codes
+/// came from; every code of the file trains.
+#[test]
+fn validates_on_images_of_their_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, codes) = fixture(dir.path());
+    let val = dir.path().join("val");
+    ok(&["render", "--out", s(&val), "--count", "6", "--size", "32", "--seed", "11", "--classes", "chair,mug"]);
+    let cfg = config(dir.path(), "fc7.toml", "", "");
+    let run = dir.path().join("run");
+    let text = ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--val-data", s(&val), "--out", s(&run), "--epochs", "1"]);
+    assert!(text.contains("48 train / 6 val"), "{text}");
+    let prov: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("provenance.json")).unwrap()).unwrap();
+    assert_eq!(prov["val_images"].as_str().map(PathBuf::from), Some(std::fs::canonicalize(&val).unwrap()));
+    // The validation PSNR is that of the decoder on those images, as `reconstruct` measures it.
+    let rec = dir.path().join("rec");
+    ok(&["reconstruct", "--decoder", s(&run), "--image", s(&val), "--out", s(&rec)]);
+    let csv = std::fs::read_to_string(rec.join("reconstruct.csv")).unwrap();
+    let psnr: Vec<f64> = csv.lines().skip(1).map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(psnr.len(), 6);
+    let mean = psnr.iter().sum::<f64>() / 6.0;
+    let logged = history(&run)[0]["val"]["psnr_db"].as_f64().unwrap();
+    assert!((mean - logged).abs() < 1e-3, "reconstruct {mean} vs validation {logged}");
+    // Without the encoder's weights the validation images cannot be encoded.
+    let (success, text) = preimage(&["train-decoder", "--config", s(&cfg), "--codes", s(&weights_moved(&codes)), "--layer", "fc7", "--val-data", s(&val), "--out", s(&dir.path().join("x"))]);
+    assert!(!success && text.contains("--val-data") && text.contains("--weights"), "{text}");
+}

@@ -284,3 +284,43 @@ fn bench_smoke_at_tiny_sizes() {
     let (success, text) = preimage(&["bench", "--quick", "--only", "posenet,alexnt"]);
     assert!(!success && text.contains("'alexnt' matches no workload"), "{text}");
 }
+
+/// `--val-data`: a validation folder of its own (ImageNet's `val/` beside `train/`), its class
+/// folders matched to the training classes by name; every training image trains.
+#[test]
+fn train_encoder_validates_on_a_folder_of_its_own() {
+    use preimage::data::folder::{ImageFolder, SkipLog};
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val, odd) = (dir.path().join("train"), dir.path().join("val"), dir.path().join("odd"));
+    ok(&["render", "--out", s(&train), "--count", "48", "--size", "32", "--seed", "1", "--classes", "chair,mug,cone"]);
+    // Two of the three classes: sorted, mug is class 1 here but class 2 (chair, cone, mug) in training.
+    ok(&["render", "--out", s(&val), "--count", "12", "--size", "32", "--seed", "9", "--classes", "mug,chair"]);
+    ok(&["render", "--out", s(&odd), "--count", "4", "--size", "32", "--seed", "9", "--classes", "star,chair"]);
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(&cfg, "[model]\ninput_size = 32\nconv = [4, 4, 4, 4, 4]\nfc = [8, 8]\n\n[train]\nepochs = 1\nbatch_size = 16\nlr = 0.001\nseed = 3\n").unwrap();
+    let run = dir.path().join("run");
+    let text = ok(&["train-encoder", "--config", s(&cfg), "--data", s(&train), "--val-data", s(&val), "--out", s(&run)]);
+    assert!(text.contains("48 train / 12 val"), "{text}");
+    let saved: preimage::train::encoder::EncoderTrainConfig = preimage::config::load(&run.join("config.toml")).unwrap();
+    assert_eq!(saved.train.val_data.as_deref(), Some(val.as_path()), "the run records its validation folder");
+
+    // The validation folder's labels index the training classes.
+    let skips = SkipLog::new();
+    let classes = ImageFolder::open(&train, &skips).unwrap().classes;
+    let mut v = ImageFolder::open(&val, &skips).unwrap();
+    v.relabel_to(&classes, &Default::default()).unwrap();
+    for r in &v.records {
+        let want = classes.iter().position(|c| r.rel_path.starts_with(&format!("{c}/"))).unwrap();
+        assert_eq!(r.label, Some(want), "{}", r.rel_path);
+    }
+    // What was logged is the trained network on those images, so labelled.
+    let m: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    let dev = Default::default();
+    let net = preimage::encoder::load::<preimage::device::Cpu>("posenet", &preimage::encoder::WeightSource::Run(run.clone()), None, &dev).unwrap().net;
+    let (loss, acc, _) = preimage::train::encoder::evaluate(&net, &v, &(0..v.len()).collect::<Vec<_>>(), 64, 1.0, &dev).unwrap();
+    assert!((m[0]["loss"].as_f64().unwrap() - loss).abs() <= 1e-5 * loss && m[0]["accuracy"].as_f64().unwrap() == acc, "{m:?} vs {loss} {acc}");
+
+    // A class the network was not trained on has no label: an error naming it.
+    let (success, text) = preimage(&["train-encoder", "--config", s(&cfg), "--data", s(&train), "--val-data", s(&odd), "--out", s(&dir.path().join("x"))]);
+    assert!(!success && text.contains("'star'") && text.contains("chair, cone, mug"), "{text}");
+}

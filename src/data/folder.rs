@@ -968,6 +968,30 @@ impl ImageFolder {
         Self { root: root.to_path_buf(), classes: Vec::new(), symmetry: HashMap::new(), records, skips: skips.clone() }
     }
 
+    /// Labels as indices into `classes` (the training folder's), so that a validation folder's
+    /// labels mean the same classes; a class folder not among them is an error naming it. The
+    /// training folder's symmetry table serves where this folder has none.
+    pub fn relabel_to(&mut self, classes: &[String], symmetry: &HashMap<String, u32>) -> Result<()> {
+        if self.classes.is_empty() {
+            bail!("{} has no class subfolders, so its images have no labels to validate with", self.root.display());
+        }
+        let mut map = Vec::with_capacity(self.classes.len());
+        for c in &self.classes {
+            match classes.iter().position(|t| t == c) {
+                Some(i) => map.push(i),
+                None => bail!("class folder '{c}' of {} is not a training class (those are: {})", self.root.display(), classes.join(", ")),
+            }
+        }
+        for r in &mut self.records {
+            r.label = r.label.map(|l| map[l]);
+        }
+        self.classes = classes.to_vec();
+        if self.symmetry.is_empty() {
+            self.symmetry = symmetry.clone();
+        }
+        Ok(())
+    }
+
     pub fn len(&self) -> usize {
         self.records.len()
     }

@@ -82,6 +82,10 @@ pub struct DecoderTrainSection {
     pub schedule: Schedule,
     #[serde(default = "super::default_val")]
     pub val_fraction: f64,
+    /// Validation images of their own (a folder, or files and folders), encoded on the fly by
+    /// the encoder: every training image then trains, and `val_fraction` is not used.
+    #[serde(default, with = "crate::config::one_or_many", skip_serializing_if = "Vec::is_empty")]
+    pub val_data: Vec<PathBuf>,
     #[serde(default)]
     pub seed: u64,
     /// Train on at most this many images (quick runs); validation is taken first.
@@ -183,6 +187,18 @@ struct Batch<B: Backend> {
 }
 
 impl<B: AutodiffBackend> Data<B> {
+    /// Other images (`paths`: a folder, or files and folders) with codes from this data's
+    /// encoder, computed on the fly: a validation set of its own.
+    fn other_images(&self, paths: &[PathBuf], skips: &SkipLog) -> Result<Data<B>> {
+        let Some(encoder) = &self.encoder else {
+            bail!("validation images (--val-data) are encoded on the fly, but the encoder weights the codes came from are unknown: pass --weights or --run");
+        };
+        let folder = ImageFolder::from_paths(paths, skips).context("opening the validation images (--val-data)")?;
+        let records: Vec<usize> = (0..folder.len()).collect();
+        let item_of = records.iter().map(|&r| (r, r)).collect();
+        Ok(Data { folder, pre: self.pre.clone(), records, item_of, codes: None, code_dim: self.code_dim, encoder: Some(encoder.clone()), tap: self.tap.clone() })
+    }
+
     fn batch(&self, items: &[usize], augment: Option<u64>, device: &B::Device) -> Result<Option<Batch<B>>> {
         let recs: Vec<usize> = items.iter().map(|&i| self.records[i]).collect();
         let Some(b) = batch::load::<B>(&self.folder, &recs, &self.pre, augment, device) else { return Ok(None) };
@@ -302,13 +318,8 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
             let folder = ImageFolder::from_paths(data, skips)?;
             let records: Vec<usize> = (0..folder.len()).collect();
             let item_of = records.iter().map(|&r| (r, r)).collect();
-            // One folder as given; files and folders as the set's root and ids.
-            let images = match data.as_slice() {
-                [one] if one.is_dir() => serde_json::json!(std::fs::canonicalize(one).unwrap_or(one.clone())),
-                _ => serde_json::json!({ "root": folder.root, "ids": folder.records.iter().map(|r| &r.rel_path).collect::<Vec<_>>() }),
-            };
             let provenance = serde_json::json!({
-                "images": images,
+                "images": images_json(data, &folder),
                 "tap": tap,
                 "encoder": arch,
                 "weights_sha256": loaded.weights_sha256,
@@ -324,6 +335,15 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                 provenance,
             })
         }
+    }
+}
+
+/// The images of `paths` for provenance.json: one folder as its path, files and folders as
+/// the set's root and ids.
+fn images_json(paths: &[PathBuf], folder: &ImageFolder) -> serde_json::Value {
+    match paths {
+        [one] if one.is_dir() => serde_json::json!(std::fs::canonicalize(one).unwrap_or(one.clone())),
+        _ => serde_json::json!({ "root": folder.root, "ids": folder.records.iter().map(|r| &r.rel_path).collect::<Vec<_>>() }),
     }
 }
 
@@ -427,10 +447,16 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
     let comparator_valid = comparator.as_ref().map(|c| Comparator::new(c_net(c), &c.tap)).transpose()?;
 
     let n_all = data.records.len();
-    let (mut train_items, val_items) = split(n_all, t.val_fraction, t.seed);
+    // Validation: images of its own, or a seeded share of the training data.
+    let own_val = (!t.val_data.is_empty()).then(|| data.other_images(&t.val_data, &skips)).transpose()?;
+    let (mut train_items, val_items) = match &own_val {
+        Some(v) => ((0..n_all).collect(), (0..v.records.len()).collect()),
+        None => split(n_all, t.val_fraction, t.seed),
+    };
     if val_items.is_empty() {
         bail!("validation split is empty: {n_all} images with val_fraction {}", t.val_fraction);
     }
+    let val_data = own_val.as_ref().unwrap_or(data);
     if let Some(m) = t.max_images {
         train_items.truncate(m.max(1));
     }
@@ -462,7 +488,11 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
         bail!("{} already holds a training run; pass --resume to continue it or choose another --out", run.out.display());
     }
     crate::util::write_atomic(&config_path, crate::config::to_toml(cfg)?.as_bytes())?;
-    crate::util::write_atomic(&run.out.join("provenance.json"), serde_json::to_string_pretty(&s.provenance)?.as_bytes())?;
+    let mut provenance = s.provenance.clone();
+    if let Some(v) = &own_val {
+        provenance["val_images"] = images_json(&t.val_data, &v.folder);
+    }
+    crate::util::write_atomic(&run.out.join("provenance.json"), serde_json::to_string_pretty(&provenance)?.as_bytes())?;
     let mut tb = TbWriter::new(&run.out.join("tb"))?;
     if state.step == 0 {
         tb.text("config", &format!("```toml\n{}\n```", crate::config::to_toml(cfg)?), 0);
@@ -566,14 +596,14 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
                 }
             }
             if state.step % t.image_every.max(1) == 0 {
-                log_grid(&mut tb, &dec.valid(), data, &preview, state.step, device)?;
+                log_grid(&mut tb, &dec.valid(), val_data, &preview, state.step, device)?;
             }
             bar.inc(1);
         }
         bar.finish_and_clear();
         let valid = dec.valid();
-        let (val_loss, val_pix, metrics) = validate(&valid, data, comparator_valid.as_ref(), l, &val_items, t.batch_size.max(64), t.seed, device)?;
-        log_grid(&mut tb, &valid, data, &preview, state.step, device)?;
+        let (val_loss, val_pix, metrics) = validate(&valid, val_data, comparator_valid.as_ref(), l, &val_items, t.batch_size.max(64), t.seed, device)?;
+        log_grid(&mut tb, &valid, val_data, &preview, state.step, device)?;
         let m = DecoderEpoch { epoch: epoch + 1, step: state.step, train_loss: run_loss / run_n.max(1) as f64, val_loss, val_pixel_mse: val_pix, val: metrics, seconds: start.elapsed().as_secs_f64() };
         tb.scalar("val/loss", val_loss as f32, state.step);
         tb.scalar("val/pixel_mse", val_pix as f32, state.step);

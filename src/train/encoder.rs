@@ -48,6 +48,10 @@ pub struct TrainSection {
     pub pose_weight: f64,
     #[serde(default = "super::default_val")]
     pub val_fraction: f64,
+    /// A validation folder with the same class folders (ImageNet's `val/` beside `train/`):
+    /// every training image then trains, and `val_fraction` is not used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_data: Option<PathBuf>,
     #[serde(default)]
     pub seed: u64,
     /// Log training scalars every this many steps.
@@ -197,10 +201,22 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
         bail!("{} has no class subfolders: posenet needs labelled images (DIR/<class>/<image>)", run.data.display());
     }
     let spec = posenet::spec(&cfg.model, folder.classes.clone());
-    let (train_idx, val_idx) = split(folder.len(), t.val_fraction, t.seed);
-    if val_idx.is_empty() {
-        bail!("validation split is empty: {} images with val_fraction {}", folder.len(), t.val_fraction);
-    }
+    // Validation: a folder of its own, or a seeded share of the training folder.
+    let (train_idx, val_folder, val_idx) = match &t.val_data {
+        Some(dir) => {
+            let mut val = ImageFolder::open(dir, &skips)?;
+            val.relabel_to(&folder.classes, &folder.symmetry)?;
+            let all = (0..val.len()).collect();
+            ((0..folder.len()).collect(), val, all)
+        }
+        None => {
+            let (train_idx, val_idx) = split(folder.len(), t.val_fraction, t.seed);
+            if val_idx.is_empty() {
+                bail!("validation split is empty: {} images with val_fraction {}", folder.len(), t.val_fraction);
+            }
+            (train_idx, folder.clone(), val_idx)
+        }
+    };
     std::fs::create_dir_all(&run.out).with_context(|| format!("creating run folder {}", run.out.display()))?;
     let ckpt = Checkpoint::new(&run.out);
     let mut net = ConvNet::<B>::init(&spec, t.seed, device)?;
@@ -222,11 +238,12 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
         tb.text("config", &format!("```toml\n{}\n```", crate::config::to_toml(cfg)?), 0);
     }
     println!(
-        "posenet: {} classes, {} train / {} val images from {}, {} epochs of batch {}",
+        "posenet: {} classes, {} train / {} val images from {}{}, {} epochs of batch {}",
         spec.classes.len(),
         train_idx.len(),
         val_idx.len(),
         run.data.display(),
+        t.val_data.as_ref().map(|d| format!(" / {}", d.display())).unwrap_or_default(),
         t.epochs,
         t.batch_size
     );
@@ -262,7 +279,7 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
         }
         bar.finish_and_clear();
         let valid = net.valid();
-        let (val_loss, acc, az) = evaluate(&valid, &folder, &val_idx, t.batch_size.max(64), t.pose_weight, device)?;
+        let (val_loss, acc, az) = evaluate(&valid, &val_folder, &val_idx, t.batch_size.max(64), t.pose_weight, device)?;
         let m = EncoderMetrics { epoch: epoch + 1, loss: val_loss, accuracy: acc, azimuth_error_deg: az, seconds: start.elapsed().as_secs_f64() };
         tb.scalar("val/loss", val_loss as f32, state.step);
         tb.scalar("val/accuracy", acc as f32, state.step);
