@@ -50,6 +50,7 @@ pub mod edit;
 pub mod encoder;
 pub mod evaluate;
 pub mod extract;
+pub mod info;
 pub mod metrics;
 pub mod optimize;
 pub mod quickstart;

@@ -354,6 +354,12 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// What a code file (ours, PyTorch's, NumPy's), a decoder or encoder run, or a weights file holds.
+    Info {
+        /// Files or run folders.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
     /// List an encoder's taps with their code shapes.
     Taps {
         #[command(flatten)]
@@ -553,6 +559,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Transform { enc, args, device } => {
             with_backend!(device, |B, dev| opt::transform::<B>(enc.load::<B>(&dev)?, enc.seed, &args, &dev).map(|_| ()))
+        }
+        Command::Info { paths } => {
+            for p in paths {
+                print!("{}", preimage::info::describe(&p)?);
+            }
+            Ok(())
         }
         Command::Taps { enc } => {
             type B = preimage::device::Cpu;

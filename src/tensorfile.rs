@@ -44,9 +44,17 @@ pub fn read(path: &Path) -> Result<(BTreeMap<String, Array>, HashMap<String, Str
     read_where(path, |_| true)
 }
 
-/// [`read`] of only the tensors whose names `keep` accepts (it sees every name in the file);
-/// the others are skipped on disk, never loaded.
-pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
+/// The names, dtypes and shapes of a safetensors file's tensors (in file order) and its
+/// metadata, from the header alone: `preimage info` on a file of any size.
+pub fn read_header(path: &Path) -> Result<(Vec<(String, Dtype, Vec<usize>)>, HashMap<String, String>)> {
+    let (_, meta) = open_checked(path)?;
+    let list = in_file_order(&meta).into_iter().map(|(n, i)| (n, i.dtype, i.shape.clone())).collect();
+    Ok((list, meta.metadata().clone().unwrap_or_default()))
+}
+
+/// The file, positioned at the start of its data section, and its parsed header, checked:
+/// the tensors' bytes tile the data section exactly.
+fn open_checked(path: &Path) -> Result<(BufReader<File>, Metadata)> {
     let invalid = |why: String| anyhow::anyhow!("{} is not a valid safetensors file: {why}", path.display());
     let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let file_len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
@@ -62,8 +70,7 @@ pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BT
     f.read_exact(&mut head).with_context(|| format!("reading {}", path.display()))?;
     let meta: Metadata = serde_json::from_slice(&head).map_err(|e| invalid(format!("header: {e}")))?;
     // Tensors in file order; their bytes must tile the data section exactly.
-    let mut tensors: Vec<(String, &TensorInfo)> = meta.tensors().into_iter().collect();
-    tensors.sort_by_key(|(_, info)| info.data_offsets);
+    let tensors = in_file_order(&meta);
     let mut end = 0;
     for (name, info) in &tensors {
         let (start, stop) = info.data_offsets;
@@ -76,6 +83,20 @@ pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BT
     if 8 + n + end as u64 != file_len {
         return Err(invalid(format!("the tensors end at byte {}, the file at {file_len}", 8 + n + end as u64)));
     }
+    Ok((f, meta))
+}
+
+fn in_file_order(meta: &Metadata) -> Vec<(String, &TensorInfo)> {
+    let mut tensors: Vec<(String, &TensorInfo)> = meta.tensors().into_iter().collect();
+    tensors.sort_by_key(|(_, info)| info.data_offsets);
+    tensors
+}
+
+/// [`read`] of only the tensors whose names `keep` accepts (it sees every name in the file);
+/// the others are skipped on disk, never loaded.
+pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
+    let (mut f, meta) = open_checked(path)?;
+    let tensors = in_file_order(&meta);
     let mut out = BTreeMap::new();
     let mut at = 0; // where the reader is in the data section
     for (name, info) in tensors {

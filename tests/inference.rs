@@ -248,3 +248,38 @@ fn write_bare_f64(path: &Path, name: &str, codes: &preimage::tensorfile::Array) 
 fn direct_of(rec: &Reconstructor<B>, file: &CodeFile, row: usize) -> Vec<f32> {
     rec.decode_rows(file, &[row]).unwrap().remove(0)
 }
+
+/// `info` says what each kind of file holds: our code files and runs, NumPy's and PyTorch's
+/// files, torchvision weights; a path that is none of them is an error naming it.
+#[test]
+fn info_describes_files_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let (codes, dec) = pipeline(dir.path());
+    let file = CodeFile::read(&codes).unwrap();
+    let text = ok(&["info", s(&codes)]);
+    for want in [
+        "code file from `preimage extract`, 40 rows".to_string(),
+        "conv5 [4, 4, 4] (f32), fc7 [8] (f32)".into(),
+        "indexing 4 classes: arrow, car, chair, mug".into(),
+        format!("ids: {}, {}, {}, … (37 more)", file.ids[0], file.ids[1], file.ids[2]),
+        "encoder: posenet (".into(),
+        format!("images: {}", std::fs::canonicalize(p("data")).unwrap().display()),
+    ] {
+        assert!(text.contains(&want), "{want:?} not in:\n{text}");
+    }
+    let text = ok(&["info", s(&dec), s(&dec.join("decoder.safetensors")), s(&p("enc"))]);
+    assert!(text.contains("decoder run") && text.contains("inverts: posenet fc7 codes [8] → 32×32 images") && text.contains("best epoch: 1"), "{text}");
+    assert!(text.contains(&format!("codes: {}", std::fs::canonicalize(&codes).unwrap().display())), "{text}");
+    assert!(text.contains("decoder weights (") && text.contains("posenet encoder run (") && text.contains("classes: 4 (arrow, car, chair, mug)"), "{text}");
+    let npy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/npy");
+    let text = ok(&["info", s(&npy.join("codes.npz")), s(&npy.join("fc7.npy"))]);
+    assert!(text.contains("codes.npz: code file written elsewhere, 3 rows") && text.contains("ids: a.jpg, sub/b.png, c.jpg") && text.contains("arr_0 [8] (float), unnamed"), "{text}");
+    let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/torchvision/alexnet_mini.pth");
+    let text = ok(&["info", s(&weights)]);
+    assert!(text.contains("16 tensors, 404786 values") && text.contains("features.0.weight [8, 3, 11, 11]"), "{text}");
+    let (success, text) = preimage(&["info", s(&p("data"))]);
+    assert!(!success && text.contains("neither a decoder run"), "{text}");
+    let (success, text) = preimage(&["info", s(&p("nothing.safetensors"))]);
+    assert!(!success && text.contains("nothing.safetensors does not exist"), "{text}");
+}

@@ -227,7 +227,7 @@ impl CodeFile {
 
 /// The tensors `keep` accepts and the metadata of a safetensors file, or of a file written by
 /// `torch.save({"fc6": codes, ...})` (which has no metadata), told apart by their content.
-fn read_tensors(path: &Path, keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
+pub(crate) fn read_tensors(path: &Path, keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
     if crate::encoder::weights::is_safetensors(path).with_context(|| format!("opening code file {}", path.display()))? {
         tensorfile::read_where(path, keep)
     } else if npy::is_npy(path)? || npy::is_npz(path)? {
