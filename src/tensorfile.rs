@@ -1,11 +1,16 @@
 //! Reading and writing safetensors files (weights and code files) as plain f32/i64 arrays.
 use anyhow::{bail, Context, Result};
-use safetensors::tensor::{Dtype, Metadata, TensorInfo};
+use safetensors::tensor::{Dtype, Metadata as StHeader, TensorInfo};
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+
+/// A file's metadata (safetensors' `__metadata__`: string keys and values).
+pub type Metadata = HashMap<String, String>;
+/// A safetensors header's entries: name, dtype, shape, in file order.
+pub type Header = Vec<(String, Dtype, Vec<usize>)>;
 
 /// A tensor read from or written to a file, in row-major order.
 #[derive(Clone, Debug, PartialEq)]
@@ -46,7 +51,7 @@ pub fn read(path: &Path) -> Result<(BTreeMap<String, Array>, HashMap<String, Str
 
 /// The names, dtypes and shapes of a safetensors file's tensors (in file order) and its
 /// metadata, from the header alone: `preimage info` on a file of any size.
-pub fn read_header(path: &Path) -> Result<(Vec<(String, Dtype, Vec<usize>)>, HashMap<String, String>)> {
+pub fn read_header(path: &Path) -> Result<(Header, Metadata)> {
     let (_, meta) = open_checked(path)?;
     let list = in_file_order(&meta).into_iter().map(|(n, i)| (n, i.dtype, i.shape.clone())).collect();
     Ok((list, meta.metadata().clone().unwrap_or_default()))
@@ -54,7 +59,7 @@ pub fn read_header(path: &Path) -> Result<(Vec<(String, Dtype, Vec<usize>)>, Has
 
 /// The file, positioned at the start of its data section, and its parsed header, checked:
 /// the tensors' bytes tile the data section exactly.
-fn open_checked(path: &Path) -> Result<(BufReader<File>, Metadata)> {
+fn open_checked(path: &Path) -> Result<(BufReader<File>, StHeader)> {
     let invalid = |why: String| anyhow::anyhow!("{} is not a valid safetensors file: {why}", path.display());
     let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let file_len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
@@ -68,7 +73,7 @@ fn open_checked(path: &Path) -> Result<(BufReader<File>, Metadata)> {
     }
     let mut head = vec![0; n as usize];
     f.read_exact(&mut head).with_context(|| format!("reading {}", path.display()))?;
-    let meta: Metadata = serde_json::from_slice(&head).map_err(|e| invalid(format!("header: {e}")))?;
+    let meta: StHeader = serde_json::from_slice(&head).map_err(|e| invalid(format!("header: {e}")))?;
     // Tensors in file order; their bytes must tile the data section exactly.
     let tensors = in_file_order(&meta);
     let mut end = 0;
@@ -86,7 +91,7 @@ fn open_checked(path: &Path) -> Result<(BufReader<File>, Metadata)> {
     Ok((f, meta))
 }
 
-fn in_file_order(meta: &Metadata) -> Vec<(String, &TensorInfo)> {
+fn in_file_order(meta: &StHeader) -> Vec<(String, &TensorInfo)> {
     let mut tensors: Vec<(String, &TensorInfo)> = meta.tensors().into_iter().collect();
     tensors.sort_by_key(|(_, info)| info.data_offsets);
     tensors
@@ -203,7 +208,7 @@ impl RowWriter {
     /// shape `item_shape`: the same for every call with this name.
     pub fn append(&mut self, name: &str, item_shape: &[usize], values: &[f32]) -> Result<()> {
         let row: usize = item_shape.iter().product();
-        if row == 0 || values.len() % row != 0 {
+        if row == 0 || !values.len().is_multiple_of(row) {
             bail!("{}: {} values for '{name}' are not whole rows of shape {item_shape:?}", self.path.display(), values.len());
         }
         let i = match self.parts.iter().position(|p| p.name == name) {

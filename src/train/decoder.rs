@@ -196,7 +196,7 @@ impl<B: AutodiffBackend> Data<B> {
         let folder = ImageFolder::from_paths(paths, skips).context("opening the validation images (--val-data)")?;
         let records: Vec<usize> = (0..folder.len()).collect();
         let item_of = records.iter().map(|&r| (r, r)).collect();
-        Ok(Data { folder, pre: self.pre.clone(), records, item_of, codes: None, code_dim: self.code_dim, encoder: Some(encoder.clone()), tap: self.tap.clone() })
+        Ok(Data { folder, pre: self.pre, records, item_of, codes: None, code_dim: self.code_dim, encoder: Some(encoder.clone()), tap: self.tap.clone() })
     }
 
     fn batch(&self, items: &[usize], augment: Option<u64>, device: &B::Device) -> Result<Option<Batch<B>>> {
