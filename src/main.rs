@@ -257,8 +257,9 @@ enum Command {
         /// Comma-separated taps (e.g. conv5,fc6).
         #[arg(long, value_delimiter = ',', required = true)]
         layer: Vec<String>,
-        /// Image folder (class subfolders or flat), or image files and folders (one unlabelled
-        /// set; ids are paths below the folder holding them all).
+        /// Image folder (class subfolders or flat), or image files, folders and lists (.txt:
+        /// one path per line) as one unlabelled set; ids are paths below the folder holding
+        /// them all.
         #[arg(long, num_args = 1.., required = true)]
         data: Vec<PathBuf>,
         /// Output .safetensors code file.

@@ -654,20 +654,75 @@ impl NamedImage {
     }
 }
 
-/// Image files and folders (every image in them, as [`ImageFolder`] finds them), in the order
-/// given, named by file name or by the path below their folder.
+/// Whether `path` is a list of images (`.txt` or `.lst`, one path per line) rather than one.
+pub fn is_image_list(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("txt") || e.eq_ignore_ascii_case("lst")) && path.is_file()
+}
+
+/// The images a list file names, one per line: relative paths are below the list's folder (or,
+/// where nothing is there, the current one); empty lines and `#` comments are skipped, and a
+/// trailing class number (Caffe's `path label` lists) is dropped. More paths than a command
+/// line holds (ImageNet's 50 000 validation images) go through a list.
+pub fn read_image_list(list: &Path) -> Result<Vec<PathBuf>> {
+    let text = fs::read_to_string(list).with_context(|| format!("reading image list {}", list.display()))?;
+    let base = list.parent().unwrap_or(Path::new(""));
+    let resolve = |p: &str| {
+        let p = Path::new(p);
+        let below = base.join(p);
+        if p.is_absolute() || below.exists() || !p.exists() { below } else { p.to_path_buf() }
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut path = resolve(line);
+        if !path.exists() {
+            if let Some((head, last)) = line.rsplit_once(char::is_whitespace) {
+                if last.parse::<i64>().is_ok() && resolve(head.trim_end()).exists() {
+                    path = resolve(head.trim_end());
+                }
+            }
+        }
+        if !path.is_file() {
+            bail!("{}:{}: image {} does not exist", list.display(), i + 1, path.display());
+        }
+        out.push(path);
+    }
+    if out.is_empty() {
+        bail!("image list {} names no images", list.display());
+    }
+    Ok(out)
+}
+
+/// Image files, folders (every image in them, as [`ImageFolder`] finds them) and lists of
+/// images ([`read_image_list`]), in the order given, named by file name or by the path below
+/// their folder. Images from folders and lists are skipped when broken; files named on the
+/// command line are errors then.
 fn image_files(paths: &[PathBuf], skips: &SkipLog) -> Result<Vec<NamedImage>> {
     let mut items = Vec::new();
     for p in paths {
-        if p.is_dir() {
+        if is_image_list(p) {
+            // Named by their path below the list's folder (keeping class folders), else by file name.
+            let base = p.parent().unwrap_or(Path::new(""));
+            items.extend(read_image_list(p)?.into_iter().map(|path| {
+                let below = path.strip_prefix(base).ok().filter(|_| !base.as_os_str().is_empty() || path.is_relative());
+                let name = below.and_then(|r| r.to_str()).map(|r| r.replace('\\', "/")).unwrap_or_else(|| file_name(&path));
+                NamedImage { name, path, from_folder: true }
+            }));
+        } else if p.is_dir() {
             let folder = ImageFolder::open(p, skips)?;
             items.extend(folder.records.iter().enumerate().map(|(i, r)| NamedImage { name: r.rel_path.clone(), path: folder.path(i), from_folder: true }));
         } else {
-            let name = p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| p.display().to_string());
-            items.push(NamedImage { name, path: p.clone(), from_folder: false });
+            items.push(NamedImage { name: file_name(p), path: p.clone(), from_folder: false });
         }
     }
     Ok(items)
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| p.display().to_string())
 }
 
 /// Image files and folders (every image in them, as [`ImageFolder`] finds them) as one list;
@@ -1162,6 +1217,39 @@ mod tests {
         );
         assert_eq!(f.path(0), d.0.join("cat/sub/deep.png"));
         assert!(f.records.iter().all(|r| r.pose.is_none()));
+    }
+
+    #[test]
+    fn image_lists_name_their_images() {
+        let d = TempDir::new("list");
+        for f in ["imgs/cat/a.png", "imgs/dog/a.png", "imgs/b c.png"] {
+            save_png(&d, f, &solid(3, 3, [9, 9, 9]));
+        }
+        let outside = TempDir::new("list-outside");
+        save_png(&outside, "z.png", &solid(3, 3, [1, 1, 1]));
+        let abs = outside.0.join("z.png");
+        // Relative to the list's folder, a Caffe-style class number, a space in a name, an
+        // absolute path, comments and blank lines.
+        fs::write(d.path("imgs/val.txt"), format!("# val\ncat/a.png 3\n\ndog/a.png\nb c.png\t7\n{}\n", abs.display())).unwrap();
+        let list = d.0.join("imgs/val.txt");
+        assert!(is_image_list(&list) && !is_image_list(&d.0.join("imgs/cat/a.png")));
+        let read = read_image_list(&list).unwrap();
+        assert_eq!(read, vec![d.0.join("imgs/cat/a.png"), d.0.join("imgs/dog/a.png"), d.0.join("imgs/b c.png"), abs.clone()]);
+        // As command-line images: named below the list's folder (two a.png stay apart).
+        let skips = SkipLog::new();
+        let names: Vec<String> = image_list(&[list.clone()], &skips).unwrap().into_iter().map(|n| n.name).collect();
+        assert_eq!(names, ["cat/a.png", "dog/a.png", "b c.png", "z.png"]);
+        // As a data set: ids below the folder holding them all.
+        let set = ImageFolder::from_paths(&[list.clone()], &skips).unwrap();
+        let common = fs::canonicalize(std::env::temp_dir()).unwrap();
+        assert!(fs::canonicalize(&set.root).unwrap().starts_with(&common) && set.len() == 4);
+        assert!(set.records[0].rel_path.ends_with("imgs/cat/a.png"), "{:?}", set.records);
+        // A missing image is an error naming the line.
+        fs::write(d.path("imgs/bad.txt"), "cat/a.png\ncat/nope.png\n").unwrap();
+        let err = format!("{:#}", read_image_list(&d.0.join("imgs/bad.txt")).unwrap_err());
+        assert!(err.contains("bad.txt:2") && err.contains("nope.png"), "{err}");
+        fs::write(d.path("imgs/empty.txt"), "# nothing\n").unwrap();
+        assert!(format!("{:#}", read_image_list(&d.0.join("imgs/empty.txt")).unwrap_err()).contains("names no images"));
     }
 
     #[test]
