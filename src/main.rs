@@ -409,6 +409,11 @@ struct EncoderArgs {
     /// Input side in pixels (default: the encoder's own, 224 for torchvision nets).
     #[arg(long)]
     input_size: Option<usize>,
+    /// Shorter side images are resized to before the centre crop to the input size (default:
+    /// torchvision's 256 for a 224 input, in proportion for others; posenet: the input size).
+    /// `--resize 224` for `Resize(224)` + `CenterCrop(224)` pipelines.
+    #[arg(long)]
+    resize: Option<usize>,
     /// Seed for random weights when neither --weights nor --run is given (and, in the
     /// optimization commands, for the initial noise and the random transforms).
     #[arg(long, default_value_t = 0)]
@@ -420,7 +425,12 @@ impl EncoderArgs {
         WeightSource::from_args(self.weights.as_deref(), self.run.as_deref(), self.seed)
     }
     fn load<B: burn::tensor::backend::Backend>(&self, dev: &B::Device) -> Result<encoder::Loaded<B>> {
-        encoder::load::<B>(&self.encoder, &self.source()?, self.input_size, dev)
+        let mut loaded = encoder::load::<B>(&self.encoder, &self.source()?, self.input_size, dev)?;
+        if let Some(r) = self.resize {
+            anyhow::ensure!(r > 0, "--resize must be a positive number of pixels");
+            loaded.net.spec.resize = r;
+        }
+        Ok(loaded)
     }
 }
 
@@ -569,9 +579,9 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Taps { enc } => {
             type B = preimage::device::Cpu;
-            let loaded = encoder::load::<B>(&enc.encoder, &enc.source()?, enc.input_size, &Default::default())?;
+            let loaded = enc.load::<B>(&Default::default())?;
             let spec = &loaded.net.spec;
-            println!("{} (input {}×{}, {} classes)", spec.arch, spec.input_size[0], spec.input_size[1], spec.classes.len());
+            println!("{} (input {}×{} after resizing the shorter side to {}, {} classes)", spec.arch, spec.input_size[0], spec.input_size[1], spec.resize, spec.classes.len());
             let shapes = spec.tap_shapes()?;
             // Our own network's module names mean nothing in torchvision.
             let torch = if spec.arch == "posenet" { Default::default() } else { spec.torch_modules() };
@@ -588,7 +598,7 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &[PathBuf], out: &Path, batch: usize, dev: &B::Device) -> Result<()> {
-    let loaded = encoder::load::<B::InnerBackend>(&enc.encoder, &enc.source()?, enc.input_size, dev)?;
+    let loaded = enc.load::<B::InnerBackend>(dev)?;
     let skips = SkipLog::new();
     let folder = ImageFolder::from_paths(data, &skips)?;
     let mut layer = layer.to_vec();

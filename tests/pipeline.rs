@@ -324,3 +324,35 @@ fn train_encoder_validates_on_a_folder_of_its_own() {
     let (success, text) = preimage(&["train-encoder", "--config", s(&cfg), "--data", s(&train), "--val-data", s(&odd), "--out", s(&dir.path().join("x"))]);
     assert!(!success && text.contains("'star'") && text.contains("chair, cone, mug"), "{text}");
 }
+
+/// `--resize` sets the shorter side before the centre crop (torchvision's `Resize(R)` +
+/// `CenterCrop(S)`): with R = S a 96×64 image is only cropped, so its codes are those of its
+/// centre 64×64 pixels; the code file records it.
+#[test]
+fn resize_sets_the_shorter_side_before_the_crop() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    let wide = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 5 + y * 3) as u8, ((x * y) % 251) as u8, (x ^ y) as u8 * 4]));
+    wide.save(p("wide.png")).unwrap();
+    image::imageops::crop_imm(&wide, 16, 0, 64, 64).to_image().save(p("centre.png")).unwrap();
+    let extract = |img: &str, out: &str, resize: Option<&str>| {
+        let mut args = vec!["extract", "--encoder", "alexnet", "--input-size", "64", "--layer", "conv2", "--data"];
+        let (img, out) = (p(img), p(out));
+        args.extend([s(&img), "--out", s(&out)]);
+        if let Some(r) = resize {
+            args.extend(["--resize", r]);
+        }
+        ok(&args);
+        CodeFile::read(&out).unwrap()
+    };
+    let (cropped, centre, resized) = (extract("wide.png", "a.safetensors", Some("64")), extract("centre.png", "b.safetensors", Some("64")), extract("wide.png", "c.safetensors", None));
+    let (a, b, c) = (cropped.tap("conv2").unwrap().to_f32(), centre.tap("conv2").unwrap().to_f32(), resized.tap("conv2").unwrap().to_f32());
+    assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs())), "cropping alone gives the centre's codes");
+    assert!(a.iter().zip(&c).any(|(x, y)| (x - y).abs() > 1e-3), "the default resizes first (to 73)");
+    assert_eq!(cropped.provenance.unwrap().preprocessing.resize, 64);
+    assert_eq!(resized.provenance.unwrap().preprocessing.resize, 73);
+    let text = ok(&["taps", "--encoder", "alexnet", "--input-size", "64", "--resize", "64"]);
+    assert!(text.contains("input 64×64 after resizing the shorter side to 64"), "{text}");
+    let (success, text) = preimage(&["taps", "--encoder", "alexnet", "--resize", "0"]);
+    assert!(!success && text.contains("--resize"), "{text}");
+}
