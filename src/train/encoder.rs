@@ -202,21 +202,22 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
     }
     let spec = posenet::spec(&cfg.model, folder.classes.clone());
     // Validation: a folder of its own, or a seeded share of the training folder.
-    let (train_idx, val_folder, val_idx) = match &t.val_data {
+    let own_val = match &t.val_data {
         Some(dir) => {
             let mut val = ImageFolder::open(dir, &skips)?;
             val.relabel_to(&folder.classes, &folder.symmetry)?;
-            let all = (0..val.len()).collect();
-            ((0..folder.len()).collect(), val, all)
+            Some(val)
         }
-        None => {
-            let (train_idx, val_idx) = split(folder.len(), t.val_fraction, t.seed);
-            if val_idx.is_empty() {
-                bail!("validation split is empty: {} images with val_fraction {}", folder.len(), t.val_fraction);
-            }
-            (train_idx, folder.clone(), val_idx)
-        }
+        None => None,
     };
+    let (train_idx, val_idx) = match &own_val {
+        Some(val) => ((0..folder.len()).collect(), (0..val.len()).collect()),
+        None => split(folder.len(), t.val_fraction, t.seed),
+    };
+    if val_idx.is_empty() {
+        bail!("validation split is empty: {} images with val_fraction {}", folder.len(), t.val_fraction);
+    }
+    let val_folder = own_val.as_ref().unwrap_or(&folder);
     std::fs::create_dir_all(&run.out).with_context(|| format!("creating run folder {}", run.out.display()))?;
     let ckpt = Checkpoint::new(&run.out);
     let mut net = ConvNet::<B>::init(&spec, t.seed, device)?;
@@ -279,7 +280,7 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
         }
         bar.finish_and_clear();
         let valid = net.valid();
-        let (val_loss, acc, az) = evaluate(&valid, &val_folder, &val_idx, t.batch_size.max(64), t.pose_weight, device)?;
+        let (val_loss, acc, az) = evaluate(&valid, val_folder, &val_idx, t.batch_size.max(64), t.pose_weight, device)?;
         let m = EncoderMetrics { epoch: epoch + 1, loss: val_loss, accuracy: acc, azimuth_error_deg: az, seconds: start.elapsed().as_secs_f64() };
         tb.scalar("val/loss", val_loss as f32, state.step);
         tb.scalar("val/accuracy", acc as f32, state.step);
