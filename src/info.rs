@@ -86,7 +86,16 @@ pub fn describe(path: &Path) -> Result<String> {
         }
         return Ok(out);
     }
-    writeln!(out, "{}: {} tensors, {} values (weights: `preimage taps --encoder ARCH --weights {}` checks them against a network)", path.display(), shapes.len(), params(&shapes), path.display())?;
+    writeln!(out, "{}: {} tensors, {} values", path.display(), shapes.len(), params(&shapes))?;
+    match torchvision_arch(path) {
+        Some((arch, spec)) => writeln!(
+            out,
+            "  loads as: {arch} in torchvision's layout, {} classes (`--encoder {arch} --weights {}`; `preimage taps` lists its taps)",
+            spec.classes.len(),
+            path.display()
+        )?,
+        None => writeln!(out, "  loads as: none of our encoders ({})", crate::encoder::ARCHS.join(", "))?,
+    }
     // In module order (features.2 before features.10), as PyTorch lists a state_dict.
     let mut sorted: Vec<&(String, String, Vec<usize>)> = shapes.iter().collect();
     sorted.sort_by_cached_key(|(k, _, _)| k.split('.').map(|p| p.parse::<u64>().map_or_else(|_| (1, 0, p.to_string()), |n| (0, n, String::new()))).collect::<Vec<_>>());
@@ -97,6 +106,22 @@ pub fn describe(path: &Path) -> Result<String> {
         writeln!(out, "  … ({} more)", sorted.len() - 24)?;
     }
     Ok(out)
+}
+
+/// The torchvision network whose state_dict `path` holds, told by its convolutions (AlexNet 5,
+/// VGG 8/10/13/16, BatchNorm for `_bn`) and confirmed by building it from the file.
+fn torchvision_arch(path: &Path) -> Option<(String, EncoderSpec)> {
+    let state = weights::read_state_dict(path).ok()?;
+    let convs = state.tensors.iter().filter(|(k, a)| k.starts_with("features.") && k.ends_with(".weight") && a.shape().len() == 4).count();
+    let bn = state.tensors.keys().any(|k| k.ends_with(".running_mean"));
+    let arch = match (convs, bn) {
+        (5, false) => "alexnet".to_string(),
+        (8 | 10 | 13 | 16, _) => format!("vgg{}{}", convs + 3, if bn { "_bn" } else { "" }),
+        _ => return None,
+    };
+    let spec = weights::infer_spec(crate::encoder::default_spec(&arch, 1000, None).ok()?, &state.tensors);
+    weights::build::<crate::device::Cpu>(&spec, &state.tensors, path, &Default::default()).ok()?;
+    Some((arch, spec))
 }
 
 fn decoder_run(dir: &Path) -> Result<String> {

@@ -278,6 +278,15 @@ fn info_describes_files_and_runs() {
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/torchvision/alexnet_mini.pth");
     let text = ok(&["info", s(&weights)]);
     assert!(text.contains("16 tensors, 404786 values") && text.contains("features.0.weight [8, 3, 11, 11]"), "{text}");
+    assert!(text.contains("loads as: alexnet in torchvision's layout, 10 classes"), "{text}");
+    let text = ok(&["info", s(&weights.with_file_name("vgg16_bn_mini.safetensors"))]);
+    assert!(text.contains("loads as: vgg16_bn"), "{text}");
+    use preimage::tensorfile::{self, Array};
+    let other = p("other.safetensors");
+    let t = |shape: Vec<usize>| Array::F32 { data: vec![0.0; shape.iter().product()], shape };
+    tensorfile::write(&other, &[("a.weight".to_string(), t(vec![2, 3])), ("a.bias".to_string(), t(vec![3]))], &Default::default()).unwrap();
+    let text = ok(&["info", s(&other)]);
+    assert!(text.contains("2 tensors, 9 values") && text.contains("loads as: none of our encoders"), "{text}");
     let (success, text) = preimage(&["info", s(&p("data"))]);
     assert!(!success && text.contains("neither a decoder run"), "{text}");
     let (success, text) = preimage(&["info", s(&p("nothing.safetensors"))]);
