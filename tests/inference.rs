@@ -175,7 +175,34 @@ fn reconstruct_and_edit() {
     let text = ok(&["invert", "--encoder", "posenet", "--run", s(&p("enc")), "--layer", "fc7", "--codes", s(&foreign), "--index", "2", "--steps", "3", "--final-steps", "0", "--out", s(&p("inv.png"))]);
     assert!(text.contains("feature error at fc7") && p("inv.png").exists(), "{text}");
     let (success, text) = preimage(&["train-decoder", "--config", s(&p("dec.toml")), "--codes", s(&foreign), "--layer", "fc7", "--out", s(&p("never"))]);
-    assert!(!success && text.contains("torch.safetensors holds codes without preimage's metadata") && text.contains("--data DIR --encoder"), "{text}");
+    assert!(!success && text.contains("torch.safetensors holds codes without preimage's metadata") && text.contains("--encoder NAME --weights FILE") && text.contains("--data DIR"), "{text}");
+    // Given the network they came from and their images, codes written elsewhere train a
+    // decoder: with ids naming the images, the same steps as from our own code file.
+    let named = p("named.safetensors");
+    let meta = std::collections::HashMap::from([("ids".to_string(), serde_json::to_string(&file.ids).unwrap())]);
+    preimage::tensorfile::write(&named, &[("fc7".to_string(), file.codes["fc7"].clone())], &meta).unwrap();
+    let train = |codes: &Path, out: &str, extra: &[&str]| {
+        let (cfg, out) = (p("dec.toml"), p(out));
+        let mut args = vec!["train-decoder", "--config", s(&cfg), "--codes", s(codes), "--layer", "fc7", "--out", s(&out)];
+        args.extend(extra);
+        preimage(&args)
+    };
+    let (success, text) = train(&named, "from-named", &["--encoder", "posenet", "--run", s(&p("enc")), "--data", s(&p("data"))]);
+    assert!(success, "{text}");
+    assert!(train(&codes, "from-ours", &[]).0);
+    let losses = |run: &str| -> Vec<f64> {
+        let m: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(p(run).join("metrics.json")).unwrap()).unwrap();
+        m.iter().flat_map(|e| [e["train_loss"].as_f64().unwrap(), e["val_loss"].as_f64().unwrap()]).collect()
+    };
+    assert_eq!(losses("from-named"), losses("from-ours"));
+    let info = preimage::decoder::read_info(&p("from-named")).unwrap();
+    assert_eq!((info.encoder.as_str(), info.weights_sha256.as_str()), ("posenet", file.provenance.as_ref().unwrap().weights_sha256.as_str()));
+    let (success, text) = train(&named, "x", &["--encoder", "posenet", "--run", s(&p("enc"))]);
+    assert!(!success && text.contains("--data DIR"), "{text}");
+    let (success, text) = train(&named, "x", &["--encoder", "alexnet", "--data", s(&p("data")), "--weights", s(&p("enc/encoder.safetensors"))]);
+    assert!(!success && text.contains("posenet"), "{text}");
+    let (success, text) = train(&codes, "x", &["--encoder", "alexnet"]);
+    assert!(!success && text.contains("holds posenet codes, not alexnet codes"), "{text}");
 
     // --- edit: ops from flags and from a TOML file.
     std::fs::write(p("ops.toml"), "ops = [\"random --count 3 --seed 4\", \"binarize\"]\n").unwrap();

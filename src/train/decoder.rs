@@ -6,7 +6,7 @@
 //! discriminator; the comparator and discriminator are only built when their weight is > 0.
 use super::{check_finite, epoch_order, lr_at, split, Checkpoint, RunState, Schedule};
 use crate::data::batch;
-use crate::data::codes::{CodeFile, Preprocessing};
+use crate::data::codes::{CodeFile, Preprocessing, Provenance};
 use crate::data::folder::{ImageFolder, Preprocess, SkipLog};
 use crate::decoder::deepsim::{self, Comparator, Discriminator, DiscriminatorConfig};
 use crate::decoder::{self, Decoder, DecoderArch, DecoderInfo, Plan};
@@ -113,8 +113,10 @@ fn default_image_every() -> usize {
 pub enum CodeSource {
     /// A code file; `data` overrides the image folder recorded in it, `encoder` the weights
     /// recorded in it (needed for a feature loss with the encoder as comparator, and for
-    /// feature error / class agreement in validation).
-    File { codes: PathBuf, data: Option<PathBuf>, encoder: Option<WeightSource> },
+    /// feature error / class agreement in validation). A file written elsewhere (PyTorch,
+    /// NumPy: no provenance) needs `arch` and `encoder`, the network its codes came from, and
+    /// `data`, the folder its ids are paths below.
+    File { codes: PathBuf, data: Option<PathBuf>, encoder: Option<WeightSource>, arch: Option<String> },
     /// Images encoded on the fly: a folder (its class folders give labels), or image files and
     /// folders as one unlabelled set ([`ImageFolder::from_paths`]).
     Images { data: Vec<PathBuf>, encoder: String, weights: WeightSource },
@@ -125,8 +127,8 @@ impl CodeSource {
     /// encoder weights), or images (a folder, or files and folders) with an encoder.
     pub fn from_args(codes: Option<PathBuf>, data: Vec<PathBuf>, encoder: Option<String>, weights: Option<WeightSource>) -> Result<Self> {
         match (codes, data.as_slice(), encoder) {
-            (Some(codes), [], _) => Ok(CodeSource::File { codes, data: None, encoder: weights }),
-            (Some(codes), [one], _) => Ok(CodeSource::File { codes, data: Some(one.clone()), encoder: weights }),
+            (Some(codes), [], arch) => Ok(CodeSource::File { codes, data: None, encoder: weights, arch }),
+            (Some(codes), [one], arch) => Ok(CodeSource::File { codes, data: Some(one.clone()), encoder: weights, arch }),
             (Some(codes), _, _) => bail!(
                 "with --codes, --data is the one folder the images of {} are in (their ids are paths below it); {} paths were given",
                 codes.display(),
@@ -240,13 +242,44 @@ struct Setup<B: AutodiffBackend> {
 fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Device) -> Result<Setup<B>> {
     let tap = run.layer.clone();
     match &run.source {
-        CodeSource::File { codes, data, encoder: enc_source } => {
+        CodeSource::File { codes, data, encoder: enc_source, arch } => {
             let mut file = CodeFile::read_tap(codes, &tap)?;
-            let pv = file
-                .provenance(codes, "training (the images the codes came from are the targets); train from the images instead: --data DIR --encoder NAME --weights FILE")?
-                .clone();
             let arr = file.codes.remove(&tap).expect("read_tap keeps its tap");
             let code_shape = arr.shape()[1..].to_vec();
+            // Codes written elsewhere: what `extract` would have recorded, from the encoder named.
+            let (pv, preloaded) = match (&file.provenance, arch) {
+                (Some(pv), Some(arch)) if *arch != pv.encoder => bail!("{} holds {} codes, not {arch} codes", codes.display(), pv.encoder),
+                (Some(pv), _) => (pv.clone(), None),
+                (None, None) => {
+                    let why = "training (the images the codes came from are the targets); give the network they came from (--encoder NAME --weights FILE) and their images (--data DIR, the folder their ids are paths below)";
+                    return Err(file.provenance(codes, why).expect_err("a file without provenance"));
+                }
+                (None, Some(arch)) => {
+                    let (source, dir) = match (enc_source, data) {
+                        (Some(s), Some(d)) => (s, d),
+                        _ => bail!("{} was written elsewhere: training from it needs the weights its codes came from (--weights FILE or --run DIR) and its images (--data DIR, the folder its ids are paths below)", codes.display()),
+                    };
+                    let loaded = encoder::load::<B>(arch, source, None, device)?;
+                    let spec = loaded.net.spec.clone();
+                    spec.check_tap(&tap)?;
+                    let want = &spec.tap_shapes()?[&tap];
+                    if *want != code_shape {
+                        bail!("{arch}'s {tap} codes at input {}×{} have shape {want:?}, but those in {} have shape {code_shape:?}", spec.input_size[0], spec.input_size[1], codes.display());
+                    }
+                    let pv = Provenance {
+                        encoder: arch.clone(),
+                        weights_sha256: loaded.weights_sha256.clone(),
+                        input_size: spec.input_size,
+                        preprocessing: Preprocessing::of(&spec),
+                        classes: spec.classes.clone(),
+                        label_classes: None,
+                        spec: serde_json::to_string(&spec)?,
+                        data_root: Some(dir.display().to_string()),
+                        weights_path: loaded.weights_path.as_deref().map(crate::extract::absolute),
+                    };
+                    (pv, Some(loaded.net.no_grad()))
+                }
+            };
             let spec: EncoderSpec = serde_json::from_str(&pv.spec).with_context(|| format!("{}: metadata 'spec' is not an encoder spec", codes.display()))?;
             let root = match (data, &pv.data_root) {
                 (Some(d), _) => d.clone(),
@@ -281,6 +314,7 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                 _ => None,
             };
             let encoder = match source {
+                _ if preloaded.is_some() => preloaded,
                 Some(s) => {
                     let (net, sha) = load_encoder::<B>(&spec.arch, &s, spec.input_size[0], device)?;
                     if sha != pv.weights_sha256 {
