@@ -147,15 +147,18 @@ fn reconstruct_and_edit() {
         assert!(png_diff(&preimage::reconstruct::output_path(&p("pt"), &format!("{i:06}")), &rec.decode(&code).unwrap()[0]) <= 0.5 / 255.0 + 1e-6);
     }
     // And NumPy's files (tests/data/npy/make.py, the same codes): a .npy's one array and a
-    // positional .npz array stand for the decoder's tap; a .npz names its rows by `ids`.
+    // positional .npz array stand for the decoder's tap; a .npz names its rows by `ids`. So do
+    // a tensor saved alone with torch.save and a torch.save'd dict's `ids` list.
     let npy = |f: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/npy").join(f);
     for (f, ids, tol) in [
+        ("../pth/codes_bare.pt", ["000000", "000001", "000002"], 0.5),
+        ("../pth/codes_ids.pt", ["a.jpg", "sub/b.png", "c.jpg"], 0.5),
         ("fc7.npy", ["000000", "000001", "000002"], 0.5),
         ("fortran.npy", ["000000", "000001", "000002"], 0.5),
         ("codes.npz", ["a.jpg", "sub/b.png", "c.jpg"], 0.5),
         ("compressed.npz", ["000000", "000001", "000002"], 2.0), // float16 codes
     ] {
-        let out = p(&format!("npy-{f}"));
+        let out = p(&format!("npy-{}", Path::new(f).file_name().unwrap().to_str().unwrap()));
         let text = ok(&["reconstruct", "--decoder", s(&dec), "--codes", s(&npy(f)), "--out", s(&out)]);
         assert!(text.contains("wrote 3 images"), "{f}: {text}");
         let read = CodeFile::read_tap(&npy(f), "fc7").unwrap();

@@ -233,8 +233,30 @@ pub(crate) fn read_tensors(path: &Path, keep: impl FnMut(&str) -> bool) -> Resul
     } else if npy::is_npy(path)? || npy::is_npz(path)? {
         npy::read(path, keep)
     } else {
-        Ok((crate::encoder::weights::read_pytorch(path, keep)?, HashMap::new()))
+        // `torch.save(codes, F)`: the root tensor is unnamed, as a .npy file's array.
+        let mut keep = keep;
+        let mut tensors = crate::encoder::weights::read_pytorch(path, |k| keep(if k.is_empty() { npy::UNNAMED } else { k }))?;
+        if let Some(root) = tensors.remove("") {
+            tensors.insert(npy::UNNAMED.to_string(), root);
+        }
+        Ok((tensors, pytorch_ids(path)))
     }
+}
+
+/// The `ids` list of strings beside the tensors of a `torch.save`d dict (`{"fc7": codes, "ids":
+/// names}`), as metadata.
+fn pytorch_ids(path: &Path) -> HashMap<String, String> {
+    use burn_store::pytorch::{PickleValue, PytorchReader};
+    let mut meta = HashMap::new();
+    if let Ok(PickleValue::Dict(d)) = PytorchReader::read_pickle_data(path, None) {
+        if let Some(PickleValue::List(items)) = d.get("ids") {
+            let ids: Option<Vec<&str>> = items.iter().map(|v| if let PickleValue::String(s) = v { Some(s.as_str()) } else { None }).collect();
+            if let Some(ids) = ids {
+                meta.insert("ids".to_string(), serde_json::to_string(&ids).expect("strings serialize"));
+            }
+        }
+    }
+    meta
 }
 
 #[cfg(test)]

@@ -28,3 +28,9 @@ torch.save(codes, "codes.pt")
 # Makes module.pt: a whole module, `torch.save(model)` instead of its state_dict; it cannot be
 # read without the Python classes, and tests/encoders.rs checks that the error says what to do.
 torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3)), "module.pt")
+
+# Makes codes_bare.pt (`torch.save(codes, F)`: a tensor at the root, read as the codes of the
+# decoder's tap) and codes_ids.pt (`torch.save({"fc7": codes, "ids": names}, F)`: rows named by
+# the ids list), the same codes as codes.pt.
+torch.save(codes["fc7"].float(), "codes_bare.pt")
+torch.save({"fc7": codes["fc7"], "ids": ["a.jpg", "sub/b.png", "c.jpg"]}, "codes_ids.pt")

@@ -44,5 +44,6 @@ pub mod store;
 pub mod tests;
 
 // Main public interface
-pub use reader::{PytorchError, PytorchReader};
+// PREIMAGE PATCH (3): `PickleValue` named, for non-tensor entries (`ids` beside codes).
+pub use reader::{PickleValue, PytorchError, PytorchReader};
 pub use store::{PytorchStore, PytorchStoreError};

@@ -671,6 +671,18 @@ fn extract_tensors_with_data(
                 dict
             }
         }
+        // PREIMAGE PATCH (3): `torch.save(tensor, F)` and `torch.save([t0, t1], F)` hold no
+        // dict; the tensor is named "" and a list's items by their index.
+        root @ (Object::TorchParam(_) | Object::List(_) | Object::Tuple(_)) if top_level_key.is_none() => {
+            let mut tensors = HashMap::new();
+            extract_tensors_recursive(&root, &mut Vec::new(), &mut tensors);
+            if tensors.is_empty() {
+                return Err(PytorchError::InvalidFormat(
+                    "The PyTorch file holds a list without tensors at its root.".to_string(),
+                ));
+            }
+            return Ok(tensors);
+        }
         _ => {
             return Err(PytorchError::InvalidFormat(
                 "Expected a dictionary at the root of the PyTorch file, but found a different type. The file may be a full model save rather than a state_dict.".to_string(),
@@ -702,6 +714,21 @@ fn extract_tensors_recursive<'a>(
             // The TensorSnapshot already contains the data loading closure
             // Only allocate the string here when we actually insert
             tensors.insert(path.join("."), snapshot.clone());
+        }
+        // PREIMAGE PATCH (3): items of lists and tuples by their index (`{"codes": [t0, t1]}`
+        // gives `codes.0`, `codes.1`).
+        Object::List(items) | Object::Tuple(items) => {
+            let names: Vec<String> = (0..items.len()).map(|i| i.to_string()).collect();
+            for (name, item) in names.iter().zip(items) {
+                // The names live as long as this call; keys are built before they go.
+                let mut inner = HashMap::new();
+                let mut sub = Vec::new();
+                extract_tensors_recursive(item, &mut sub, &mut inner);
+                for (k, v) in inner {
+                    let full: Vec<&str> = path.iter().copied().chain(std::iter::once(name.as_str())).chain((!k.is_empty()).then_some(k.as_str())).collect();
+                    tensors.insert(full.join("."), v);
+                }
+            }
         }
         _ => {}
     }
