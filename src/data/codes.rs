@@ -7,11 +7,12 @@
 //! `preprocessing`, `classes` (the encoder's, for its logits) and the full encoder `spec`; and
 //! `label_classes` (the folder's class names, which `label` indexes) when there are labels.
 //!
-//! Files written elsewhere (safetensors from PyTorch or NumPy, `torch.save` of a dict, NumPy's
-//! `.npy`/`.npz`, with codes of the same torchvision network) are read too: tensors named by the
-//! tap (or one unnamed array), `label`, and `ids` in the metadata (a string array in a `.npz`). Their rows are named by
-//! their index (`000000`, `000001`, …) and their provenance is unknown, so commands that need
-//! it (training: the images) say so, and the others check only the code shape.
+//! Files written elsewhere (safetensors from PyTorch or NumPy, `torch.save` of a dict or of a
+//! tensor alone, NumPy's `.npy`/`.npz`, with codes of the same torchvision network) are read
+//! too: tensors named by the tap (or one unnamed array), `label`, and `ids` naming the rows (in
+//! the metadata, a `.npz` string array or a `torch.save`d list; else the rows are named by their
+//! index, `000000`, `000001`, …). Their provenance is unknown, so commands that need it
+//! (training: the encoder and images) ask for it, and the others check only the code shape.
 use super::npy;
 use crate::tensorfile::{self, Array};
 use anyhow::{bail, Context, Result};
@@ -225,8 +226,9 @@ impl CodeFile {
     }
 }
 
-/// The tensors `keep` accepts and the metadata of a safetensors file, or of a file written by
-/// `torch.save({"fc6": codes, ...})` (which has no metadata), told apart by their content.
+/// The tensors `keep` accepts and the metadata of a safetensors file, a NumPy `.npy`/`.npz` or a
+/// file written by `torch.save` (`{"fc6": codes, "ids": names}` or a tensor alone), told apart
+/// by their content.
 pub(crate) fn read_tensors(path: &Path, keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
     if crate::encoder::weights::is_safetensors(path).with_context(|| format!("opening code file {}", path.display()))? {
         tensorfile::read_where(path, keep)
