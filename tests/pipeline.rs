@@ -356,3 +356,24 @@ fn resize_sets_the_shorter_side_before_the_crop() {
     let (success, text) = preimage(&["taps", "--encoder", "alexnet", "--resize", "0"]);
     assert!(!success && text.contains("--resize"), "{text}");
 }
+
+/// Annotations beside the images in every class folder (Tiny ImageNet's `*_boxes.txt`): the
+/// first ten are named, the rest counted, and the summary tells them from unreadable images.
+#[test]
+fn files_that_are_not_images_are_named_ten_times_then_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("tiny");
+    for c in 0..15 {
+        let class = data.join(format!("n{c:02}"));
+        std::fs::create_dir_all(class.join("images")).unwrap();
+        image::RgbImage::from_pixel(8, 8, image::Rgb([c * 10, 0, 0])).save(class.join("images/a.png")).unwrap();
+        std::fs::write(class.join(format!("n{c:02}_boxes.txt")), "a.png 0 0 1 1").unwrap();
+    }
+    std::fs::write(data.join("n03/images/broken.png"), b"not a png").unwrap();
+    let out = dir.path().join("codes.safetensors");
+    let text = ok(&["extract", "--encoder", "posenet", "--input-size", "32", "--layer", "fc7", "--data", s(&data), "--out", s(&out)]);
+    assert_eq!(text.matches("not an image file").count(), 10, "{text}");
+    assert!(text.contains("n00_boxes.txt") && !text.contains("n14_boxes.txt") && text.contains("counted at the end"), "{text}");
+    assert!(text.contains("broken.png") && text.contains("skipped 16 files: 15 not images, 1 unreadable"), "{text}");
+    assert_eq!(CodeFile::read(&out).unwrap().len(), 15);
+}

@@ -59,7 +59,13 @@ pub struct SkipLog {
 struct SkipInner {
     seen: HashSet<PathBuf>,
     order: Vec<PathBuf>,
+    /// How many of them are files that are not images (annotations beside the images).
+    not_images: usize,
 }
+
+/// Files that are not images (Tiny ImageNet's `*_boxes.txt` in each of its 200 class folders)
+/// are named up to this many times, then only counted.
+const NOT_IMAGES_NAMED: usize = 10;
 
 impl SkipLog {
     pub fn new() -> Self {
@@ -84,6 +90,24 @@ impl SkipLog {
         }
     }
 
+    /// Records a file that is not an image (unknown extension): named like [`SkipLog::record`]
+    /// for the first few, then only counted, so that a folder of annotations beside its images
+    /// does not bury the other warnings.
+    pub fn record_not_image(&self, path: impl AsRef<Path>) {
+        let path = path.as_ref();
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if !inner.seen.insert(path.to_path_buf()) {
+            return;
+        }
+        inner.order.push(path.to_path_buf());
+        inner.not_images += 1;
+        match inner.not_images {
+            n if n <= NOT_IMAGES_NAMED => eprintln!("warning: skipping {}: not an image file (unknown extension)", path.display()),
+            n if n == NOT_IMAGES_NAMED + 1 => eprintln!("warning: more files that are not images are skipped; they are counted at the end"),
+            _ => {}
+        }
+    }
+
     /// Number of distinct skipped files.
     pub fn count(&self) -> usize {
         self.inner
@@ -102,13 +126,17 @@ impl SkipLog {
             .clone()
     }
 
-    /// One-line summary for the end of a run, e.g. `skipped 3 unreadable files`.
+    /// One-line summary for the end of a run, e.g. `skipped 3 unreadable files`, or
+    /// `skipped 203 files: 200 not images, 3 unreadable`.
     pub fn summary(&self) -> String {
         let n = self.count();
-        format!(
-            "skipped {n} unreadable file{}",
-            if n == 1 { "" } else { "s" }
-        )
+        let not_images = self.inner.lock().unwrap_or_else(|e| e.into_inner()).not_images;
+        let s = |k: usize| if k == 1 { "" } else { "s" };
+        match not_images {
+            0 => format!("skipped {n} unreadable file{}", s(n)),
+            k if k == n => format!("skipped {n} file{} that {} not images", s(n), if n == 1 { "is" } else { "are" }),
+            k => format!("skipped {n} files: {k} not image{}, {} unreadable", s(k), n - k),
+        }
     }
 
     /// Print [`SkipLog::summary`] at the end of a run, when any file was skipped.
@@ -828,7 +856,7 @@ fn walk(
         } else if has_image_extension(&path) {
             out.push(child_rel);
         } else {
-            skips.record(&path, "not an image file (unknown extension)");
+            skips.record_not_image(&path);
         }
     }
     Ok(())
@@ -902,7 +930,7 @@ impl ImageFolder {
                 if has_image_extension(&path) {
                     rels.push(name);
                 } else {
-                    skips.record(&path, "not an image file (unknown extension)");
+                    skips.record_not_image(&path);
                 }
             }
         }
@@ -1506,6 +1534,23 @@ mod tests {
     }
 
     #[test]
+    fn files_that_are_not_images_are_counted_in_the_summary() {
+        // Tiny ImageNet's layout: annotations beside the images in every class folder.
+        let d = TempDir::new("notimages");
+        for c in 0..15 {
+            save_png(&d, &format!("n{c:02}/images/a.png"), &solid(2, 2, [1, 2, 3]));
+            fs::write(d.path(&format!("n{c:02}/n{c:02}_boxes.txt")), "a.png 0 0 1 1").unwrap();
+        }
+        let skips = SkipLog::new();
+        let f = ImageFolder::open(&d.0, &skips).unwrap();
+        assert_eq!((f.len(), f.num_classes(), skips.count()), (15, 15, 15));
+        assert_eq!(skips.summary(), "skipped 15 files that are not images");
+        skips.record(d.0.join("x.png"), "truncated");
+        assert_eq!(skips.summary(), "skipped 16 files: 15 not images, 1 unreadable");
+        assert_eq!(SkipLog::new().summary(), "skipped 0 unreadable files");
+    }
+
+    #[test]
     fn unreadable_files_are_skipped_without_shifting_labels() {
         let d = TempDir::new("skips");
         save_png(&d, "a/good1.png", &solid(4, 4, [10, 10, 10]));
@@ -1545,7 +1590,7 @@ mod tests {
             ]
         );
         assert_eq!(skips.count(), 4, "each bad file counted once across epochs");
-        assert_eq!(skips.summary(), "skipped 4 unreadable files");
+        assert_eq!(skips.summary(), "skipped 4 files: 1 not image, 3 unreadable");
         for bad in ["a/corrupt.png", "b/truncated.png", "b/empty.jpg"] {
             assert!(skips.paths().contains(&d.0.join(bad)), "{bad} not recorded");
         }
