@@ -820,19 +820,35 @@ fn sorted_entries(dir: &Path, skips: &SkipLog) -> Result<Vec<(String, PathBuf)>>
 }
 
 /// Recursively collects image files under `dir` as '/'-separated paths prefixed by
-/// `rel`. Symlinks are followed; `visited` (canonical folders) breaks cycles.
+/// `rel`. Symlinks are followed, as torchvision's `os.walk(followlinks=True)` does, so a
+/// folder linked from two places is read in both (a class folder linked twice gives its
+/// images under both classes); `ancestors` (the canonical folders above) stops a link
+/// back up the tree, which torchvision would follow forever.
 fn walk(
     dir: &Path,
     rel: &str,
     out: &mut Vec<String>,
     skips: &SkipLog,
-    visited: &mut HashSet<PathBuf>,
+    ancestors: &mut Vec<PathBuf>,
 ) -> Result<()> {
-    if let Ok(canon) = fs::canonicalize(dir) {
-        if !visited.insert(canon) {
-            return Ok(());
-        }
+    let canon = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    if ancestors.contains(&canon) {
+        eprintln!("warning: not following {}: it links to a folder above it", dir.display());
+        return Ok(());
     }
+    ancestors.push(canon);
+    let walked = walk_entries(dir, rel, out, skips, ancestors);
+    ancestors.pop();
+    walked
+}
+
+fn walk_entries(
+    dir: &Path,
+    rel: &str,
+    out: &mut Vec<String>,
+    skips: &SkipLog,
+    ancestors: &mut Vec<PathBuf>,
+) -> Result<()> {
     for (name, path) in sorted_entries(dir, skips)? {
         if is_hidden(&name) {
             continue;
@@ -850,7 +866,7 @@ fn walk(
             }
         };
         if meta.is_dir() {
-            walk(&path, &child_rel, out, skips, visited)?;
+            walk(&path, &child_rel, out, skips, ancestors)?;
         } else if is_metadata_file(&name) {
             continue;
         } else if has_image_extension(&path) {
@@ -900,7 +916,7 @@ impl ImageFolder {
         let mut rels: Vec<String> = Vec::new();
         let mut labels: HashMap<String, usize> = HashMap::new();
         let mut classes = Vec::new();
-        let mut visited = HashSet::new();
+        let mut ancestors = vec![fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf())];
         if !class_dirs.is_empty() {
             let ignored = root_files
                 .iter()
@@ -914,7 +930,7 @@ impl ImageFolder {
             }
             for (label, (name, path)) in class_dirs.into_iter().enumerate() {
                 let before = rels.len();
-                walk(&path, &name, &mut rels, skips, &mut visited)?;
+                walk(&path, &name, &mut rels, skips, &mut ancestors)?;
                 if rels.len() == before {
                     eprintln!("warning: class folder {} has no images", path.display());
                 }
@@ -922,7 +938,6 @@ impl ImageFolder {
                 classes.push(name);
             }
         } else {
-            visited.insert(fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf()));
             for (name, path) in root_files {
                 if is_metadata_file(&name) {
                     continue;
@@ -1205,6 +1220,27 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A class folder linked from two places is read under both (torchvision follows links
+    /// with `os.walk(followlinks=True)`; ImageNet subsets are often made of links), and a
+    /// link back up the tree is not followed.
+    #[cfg(unix)]
+    #[test]
+    fn linked_class_folders_and_cycles() {
+        use std::os::unix::fs::symlink;
+        let d = TempDir::new("links");
+        save_png(&d, "store/dog/a.png", &solid(5, 5, [1, 2, 3]));
+        save_png(&d, "set/cat/b.png", &solid(5, 5, [1, 2, 3]));
+        symlink(d.path("store/dog"), d.path("set/dog")).unwrap();
+        symlink(d.path("store/dog"), d.path("set/hound")).unwrap();
+        symlink(d.path("set/cat"), d.path("set/cat/again")).unwrap();
+        let skips = SkipLog::new();
+        let f = ImageFolder::open(&d.path("set"), &skips).unwrap();
+        assert_eq!(f.classes, vec!["cat", "dog", "hound"]);
+        let got: Vec<(&str, Option<usize>)> = f.records.iter().map(|r| (r.rel_path.as_str(), r.label)).collect();
+        assert_eq!(got, vec![("cat/b.png", Some(0)), ("dog/a.png", Some(1)), ("hound/a.png", Some(2))]);
+        assert_eq!(skips.count(), 0);
     }
 
     #[test]
