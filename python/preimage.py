@@ -241,7 +241,8 @@ def load_encoder(path):
 
 def image_transform(net):
     """The torchvision transform giving the pixels preimage feeds `net` (an `Encoder`, or a
-    decoder's info): shorter side resized (PIL bilinear), centre crop, `[0, 1]` tensor. The
+    decoder's info): resized (PIL bilinear; the shorter side, or `[h, w]` exactly, as the spec's
+    `resize` says), centre crop, `[0, 1]` tensor. The
     encoder normalizes them itself, as in preimage. Needs torchvision."""
     from torchvision import transforms
 

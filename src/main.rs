@@ -410,11 +410,13 @@ struct EncoderArgs {
     /// Input side in pixels (default: the encoder's own, 224 for torchvision nets).
     #[arg(long)]
     input_size: Option<usize>,
-    /// Shorter side images are resized to before the centre crop to the input size (default:
-    /// torchvision's 256 for a 224 input, in proportion for others; posenet: the input size).
-    /// `--resize 224` for `Resize(224)` + `CenterCrop(224)` pipelines.
+    /// Resize before the centre crop to the input size: the shorter side (`224` for
+    /// torchvision's `Resize(224)` + `CenterCrop(224)`), or HxW, the aspect not kept (`224x224`
+    /// for `Resize((224, 224))`; `256x256` with a 227 input for Caffe's warped ImageNet).
+    /// Default: torchvision's 256 for a 224 input, in proportion for others; posenet: the
+    /// input size.
     #[arg(long)]
-    resize: Option<usize>,
+    resize: Option<encoder::Resize>,
     /// Seed for random weights when neither --weights nor --run is given (and, in the
     /// optimization commands, for the initial noise and the random transforms).
     #[arg(long, default_value_t = 0)]
@@ -428,7 +430,6 @@ impl EncoderArgs {
     fn load<B: burn::tensor::backend::Backend>(&self, dev: &B::Device) -> Result<encoder::Loaded<B>> {
         let mut loaded = encoder::load::<B>(&self.encoder, &self.source()?, self.input_size, dev)?;
         if let Some(r) = self.resize {
-            anyhow::ensure!(r > 0, "--resize must be a positive number of pixels");
             loaded.net.spec.resize = r;
         }
         Ok(loaded)
@@ -582,7 +583,7 @@ fn run(cli: Cli) -> Result<()> {
             type B = preimage::device::Cpu;
             let loaded = enc.load::<B>(&Default::default())?;
             let spec = &loaded.net.spec;
-            println!("{} (input {}×{} after resizing the shorter side to {}, {} classes)", spec.arch, spec.input_size[0], spec.input_size[1], spec.resize, spec.classes.len());
+            println!("{} (input {}×{}: {}, then centre crop; {} classes)", spec.arch, spec.input_size[0], spec.input_size[1], spec.resize.describe(), spec.classes.len());
             let shapes = spec.tap_shapes()?;
             // Our own network's module names mean nothing in torchvision.
             let torch = if spec.arch == "posenet" { Default::default() } else { spec.torch_modules() };

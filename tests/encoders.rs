@@ -236,15 +236,21 @@ fn posenet_files_run_in_pytorch() {
     let photo = dir.path().join("photo.png");
     image::RgbImage::from_fn(75, 53, |x, y| image::Rgb([(x * 3) as u8, (y * 5 + x) as u8, ((x * y) % 251) as u8])).save(&photo).unwrap();
     let ours = preimage::data::folder::load_rgb(&photo, &preimage::data::batch::preprocess_for(&net.spec)).unwrap();
+    // And resized to an exact size (torchvision's `Resize((60, 40))`), narrower than the crop.
+    let exact = preimage::data::folder::Preprocess { resize: preimage::encoder::Resize::Exact([60, 40]), crop_h: 48, crop_w: 48 };
+    let squashed = preimage::data::folder::load_rgb(&photo, &exact).unwrap();
     let pixels = dir.path().join("pixels.safetensors");
-    tensorfile::write(&pixels, &[("x".to_string(), Array::F32 { shape: vec![3, 48, 48], data: ours })], &Default::default()).unwrap();
+    let arrays = [("x".to_string(), Array::F32 { shape: vec![3, 48, 48], data: ours }), ("exact".to_string(), Array::F32 { shape: vec![3, 48, 48], data: squashed })];
+    tensorfile::write(&pixels, &arrays, &Default::default()).unwrap();
     let text = common::run_python(
         &python,
         &format!(
             "import torch, preimage, PIL.Image; from safetensors.torch import load_file\n\
-             enc = preimage.load_encoder({path:?})\n\
-             x = preimage.image_transform(enc)(PIL.Image.open({photo:?}).convert('RGB'))\n\
-             d = (x - load_file({pixels:?})['x']).abs().max().item(); print('pixels differ by', d); assert d < 1e-6, d\n",
+             enc = preimage.load_encoder({path:?}); img = PIL.Image.open({photo:?}).convert('RGB'); ref = load_file({pixels:?})\n\
+             x = preimage.image_transform(enc)(img)\n\
+             d = (x - ref['x']).abs().max().item(); print('pixels differ by', d); assert d < 1e-6, d\n\
+             x = preimage.image_transform({{'preprocessing': {{'resize': [60, 40], 'crop': [48, 48]}}}})(img)\n\
+             d = (x - ref['exact']).abs().max().item(); print('exact resize: pixels differ by', d); assert d < 1e-6, d\n",
             path = path.display().to_string(),
             photo = photo.display().to_string(),
             pixels = pixels.display().to_string(),

@@ -1,5 +1,6 @@
 //! End-to-end CLI tests of the spine: render → train-encoder → extract, with bad input.
 use preimage::data::codes::CodeFile;
+use preimage::encoder::Resize;
 use std::path::Path;
 
 mod common;
@@ -329,7 +330,7 @@ fn train_encoder_validates_on_a_folder_of_its_own() {
 /// `CenterCrop(S)`): with R = S a 96×64 image is only cropped, so its codes are those of its
 /// centre 64×64 pixels; the code file records it.
 #[test]
-fn resize_sets_the_shorter_side_before_the_crop() {
+fn resize_shorter_side_or_exact_size_before_the_crop() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     let wide = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 5 + y * 3) as u8, ((x * y) % 251) as u8, (x ^ y) as u8 * 4]));
@@ -349,12 +350,27 @@ fn resize_sets_the_shorter_side_before_the_crop() {
     let (a, b, c) = (cropped.tap("conv2").unwrap().to_f32(), centre.tap("conv2").unwrap().to_f32(), resized.tap("conv2").unwrap().to_f32());
     assert!(a.iter().zip(&b).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs())), "cropping alone gives the centre's codes");
     assert!(a.iter().zip(&c).any(|(x, y)| (x - y).abs() > 1e-3), "the default resizes first (to 73)");
-    assert_eq!(cropped.provenance.unwrap().preprocessing.resize, 64);
-    assert_eq!(resized.provenance.unwrap().preprocessing.resize, 73);
+    assert_eq!(cropped.provenance.unwrap().preprocessing.resize, Resize::Short(64));
+    assert_eq!(resized.provenance.unwrap().preprocessing.resize, Resize::Short(73));
     let text = ok(&["taps", "--encoder", "alexnet", "--input-size", "64", "--resize", "64"]);
-    assert!(text.contains("input 64×64 after resizing the shorter side to 64"), "{text}");
-    let (success, text) = preimage(&["taps", "--encoder", "alexnet", "--resize", "0"]);
-    assert!(!success && text.contains("--resize"), "{text}");
+    assert!(text.contains("input 64×64: shorter side resized to 64, then centre crop"), "{text}");
+
+    // HxW resizes to exactly that, the aspect not kept (torchvision's `Resize((64, 64))`): the
+    // codes of the image squashed to 64×64 beforehand.
+    preimage::data::resize::pil_bilinear(&wide, 64, 64).save(p("squashed.png")).unwrap();
+    let (exact, squashed) = (extract("wide.png", "d.safetensors", Some("64x64")), extract("squashed.png", "e.safetensors", Some("64")));
+    let (d, e) = (exact.tap("conv2").unwrap().to_f32(), squashed.tap("conv2").unwrap().to_f32());
+    assert!(d.iter().zip(&e).all(|(x, y)| (x - y).abs() <= 1e-5 * (1.0 + y.abs())), "64x64 squashes the whole image");
+    assert!(d.iter().zip(&a).any(|(x, y)| (x - y).abs() > 1e-3), "squashing differs from cropping");
+    let recorded = exact.provenance.unwrap();
+    assert_eq!(recorded.preprocessing.resize, Resize::Exact([64, 64]));
+    assert!(recorded.preprocessing.pixel_range.contains("resized to 64×64, aspect not kept"), "{}", recorded.preprocessing.pixel_range);
+    let text = ok(&["taps", "--encoder", "alexnet", "--input-size", "64", "--resize", "72x96"]);
+    assert!(text.contains("input 64×64: resized to 72×96, aspect not kept, then centre crop"), "{text}");
+    for bad in ["0", "64x0", "x64", "64x64x3", "big"] {
+        let (success, text) = preimage(&["taps", "--encoder", "alexnet", "--resize", bad]);
+        assert!(!success && text.contains("--resize") && text.contains(&format!("'{bad}'")), "{bad}: {text}");
+    }
 }
 
 /// Annotations beside the images in every class folder (Tiny ImageNet's `*_boxes.txt`): the

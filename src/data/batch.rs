@@ -52,5 +52,5 @@ pub fn load<B: Backend>(folder: &ImageFolder, idx: &[usize], pre: &Preprocess, a
 
 /// The preprocessing an encoder declares.
 pub fn preprocess_for(spec: &crate::encoder::EncoderSpec) -> Preprocess {
-    Preprocess { resize: spec.resize as u32, crop_h: spec.input_size[0] as u32, crop_w: spec.input_size[1] as u32 }
+    Preprocess { resize: spec.resize, crop_h: spec.input_size[0] as u32, crop_w: spec.input_size[1] as u32 }
 }

@@ -44,7 +44,7 @@ pub struct Provenance {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Preprocessing {
-    pub resize: usize,
+    pub resize: crate::encoder::Resize,
     pub crop: [usize; 2],
     pub mean: [f32; 3],
     pub std: [f32; 3],
@@ -59,7 +59,7 @@ impl Preprocessing {
             crop: spec.input_size,
             mean: spec.mean,
             std: spec.std,
-            pixel_range: "RGB in [0,1], resize shorter side (PIL bilinear, antialiased), centre crop, then (x-mean)/std".into(),
+            pixel_range: format!("RGB in [0,1], {} (PIL bilinear, antialiased), centre crop, then (x-mean)/std", spec.resize.describe()),
         }
     }
 }

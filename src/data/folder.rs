@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use anyhow::{anyhow, bail, Context, Result};
 use image::{DynamicImage, ImageFormat, ImageReader, RgbImage};
 
+use crate::encoder::Resize;
+
 /// Name of the optional pose manifest in the dataset root.
 pub const MANIFEST_FILE: &str = "manifest.csv";
 /// Name of the optional per-class symmetry table in the dataset root.
@@ -159,18 +161,18 @@ impl fmt::Debug for SkipLog {
 // Decoding and preprocessing
 // ---------------------------------------------------------------------------
 
-/// Geometry of the encoder input: resize the shorter side to `resize`, then crop
-/// `crop_h` × `crop_w`.
+/// Geometry of the encoder input: resize (the shorter side, or to an exact size), then crop
+/// `crop_h` × `crop_w` at the centre.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Preprocess {
-    pub resize: u32,
+    pub resize: Resize,
     pub crop_h: u32,
     pub crop_w: u32,
 }
 
 impl Preprocess {
     fn validate(&self) -> Result<()> {
-        if self.resize == 0 || self.crop_h == 0 || self.crop_w == 0 {
+        if !self.resize.is_valid() || self.crop_h == 0 || self.crop_w == 0 {
             bail!("invalid preprocessing {self:?}: sizes must be positive");
         }
         Ok(())
@@ -220,15 +222,21 @@ pub fn to_rgb8(img: &DynamicImage) -> RgbImage {
     }
 }
 
-/// Resizes so that the shorter side equals `short` (aspect kept, longer side
-/// truncated like torchvision's `int(short * long / short_side)`), with PIL's antialiased
-/// bilinear filter ([`super::resize::pil_bilinear`]).
-fn resize_short_side(img: &RgbImage, short: u32) -> RgbImage {
+/// Resizes as torchvision's `Resize` does, with PIL's antialiased bilinear filter
+/// ([`super::resize::pil_bilinear`]): the shorter side to `Short(s)` (aspect kept, the longer
+/// side truncated like torchvision's `int(s * long / short)`), or to `Exact([h, w])`.
+fn resize_image(img: &RgbImage, resize: Resize) -> RgbImage {
     let (w, h) = img.dimensions();
-    let (nw, nh) = if w <= h {
-        (short, ((short as u64 * h as u64) / w as u64).max(1) as u32)
-    } else {
-        (((short as u64 * w as u64) / h as u64).max(1) as u32, short)
+    let (nw, nh) = match resize {
+        Resize::Short(short) => {
+            let short = short.max(1) as u64;
+            if w <= h {
+                (short as u32, ((short * h as u64) / w as u64).max(1) as u32)
+            } else {
+                (((short * w as u64) / h as u64).max(1) as u32, short as u32)
+            }
+        }
+        Resize::Exact([rh, rw]) => (rw.max(1) as u32, rh.max(1) as u32),
     };
     super::resize::pil_bilinear(img, nw, nh)
 }
@@ -294,7 +302,7 @@ fn crop_to_chw(
 /// Deterministic preprocessing of a decoded image: RGB, resize shorter side, centre
 /// crop (zero padding if too small). Returns `3 * crop_h * crop_w` floats, CHW, `[0, 1]`.
 pub fn preprocess_image(img: &DynamicImage, pre: &Preprocess) -> Vec<f32> {
-    let resized = resize_short_side(&to_rgb8(img), pre.resize.max(1));
+    let resized = resize_image(&to_rgb8(img), pre.resize);
     let (w, h) = resized.dimensions();
     let top = center_offset(h, pre.crop_h);
     let left = center_offset(w, pre.crop_w);
@@ -349,15 +357,14 @@ impl SplitMix64 {
     }
 }
 
-/// Augmented preprocessing of a decoded image: shorter side resized to
-/// `resize * s` (`s` uniform in `[1, 1 + AUG_SCALE_JITTER]`), crop at a uniformly
+/// Augmented preprocessing of a decoded image: resized as `resize` says, scaled by `s`
+/// (`s` uniform in `[1, 1 + AUG_SCALE_JITTER]`), crop at a uniformly
 /// random position (zero padding at a random place if the image is smaller than the
 /// crop), then a horizontal flip with probability 1/2. Deterministic for a seed.
 pub fn augment_image(img: &DynamicImage, pre: &Preprocess, rng_seed: u64) -> Vec<f32> {
     let mut rng = SplitMix64(rng_seed);
     let scale = 1.0 + AUG_SCALE_JITTER * rng.next_f64();
-    let short = ((pre.resize.max(1) as f64 * scale).round() as u32).max(1);
-    let resized = resize_short_side(&to_rgb8(img), short);
+    let resized = resize_image(&to_rgb8(img), pre.resize.scaled(scale));
     let (w, h) = resized.dimensions();
     let mut random_offset = |size: u32, crop: u32| {
         if crop > size {
@@ -1204,7 +1211,7 @@ mod tests {
     }
 
     const PRE4: Preprocess = Preprocess {
-        resize: 4,
+        resize: Resize::Short(4),
         crop_h: 4,
         crop_w: 4,
     };
@@ -1500,7 +1507,7 @@ mod tests {
             Rgb([v, v / 2, 255 - v])
         });
         let pre = Preprocess {
-            resize: 2,
+            resize: Resize::Short(2),
             crop_h: 2,
             crop_w: 2,
         };
@@ -1534,7 +1541,7 @@ mod tests {
         // Shapes for a non-square photo-like size (portrait): 30 wide x 45 high,
         // resize 16 → 16 x 24, crop 12 x 14.
         let pre = Preprocess {
-            resize: 16,
+            resize: Resize::Short(16),
             crop_h: 12,
             crop_w: 14,
         };
@@ -1542,7 +1549,7 @@ mod tests {
         assert_eq!(out.len(), 3 * 12 * 14);
         assert_constant(&out, [3, 4, 5], 1e-6, "constant stays constant");
         assert_eq!(
-            resize_short_side(&solid(500, 375, [0; 3]), 256).dimensions(),
+            resize_image(&solid(500, 375, [0; 3]), Resize::Short(256)).dimensions(),
             (341, 256)
         );
     }
@@ -1553,7 +1560,7 @@ mod tests {
         // pad top (5-3)//2 = 1, left (4-2)//2 = 1.
         let img = solid(2, 3, [255, 255, 255]);
         let pre = Preprocess {
-            resize: 2,
+            resize: Resize::Short(2),
             crop_h: 5,
             crop_w: 4,
         };
@@ -1744,7 +1751,7 @@ mod tests {
         save_rgb(&p, &with_outliers, h, w).unwrap();
         assert!(!d.0.join("out/sub/img.png.tmp").exists());
         let pre = Preprocess {
-            resize: h,
+            resize: Resize::Short(h as usize),
             crop_h: h,
             crop_w: w,
         };
@@ -1767,7 +1774,7 @@ mod tests {
         });
         let p = save_png(&d, "a.png", &img);
         let pre = Preprocess {
-            resize: 24,
+            resize: Resize::Short(24),
             crop_h: 20,
             crop_w: 20,
         };

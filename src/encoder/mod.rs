@@ -13,7 +13,7 @@ use anyhow::{bail, Result};
 use burn::tensor::backend::Backend;
 use std::path::{Path, PathBuf};
 
-pub use net::{Act, ConvNet, EncoderSpec, Layer};
+pub use net::{Act, ConvNet, EncoderSpec, Layer, Resize};
 
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
@@ -24,8 +24,8 @@ pub const ARCHS: &[&str] = &[
 ];
 
 /// torchvision's evaluation transform resizes to 256 before a 224 crop; keep that ratio.
-pub fn torchvision_resize(input: usize) -> usize {
-    (input as f64 * 256.0 / 224.0).round() as usize
+pub fn torchvision_resize(input: usize) -> Resize {
+    Resize::Short((input as f64 * 256.0 / 224.0).round() as usize)
 }
 
 /// Generic class names when a weight file carries none.
@@ -148,7 +148,7 @@ fn load_file<B: Backend>(arch: &str, path: &Path, input: Option<usize>, device: 
             let mut spec = spec.clone();
             if let Some(s) = input {
                 spec.input_size = [s, s];
-                spec.resize = if arch == "posenet" { s } else { torchvision_resize(s) };
+                spec.resize = if arch == "posenet" { Resize::Short(s) } else { torchvision_resize(s) };
             }
             spec
         }

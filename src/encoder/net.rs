@@ -42,6 +42,73 @@ impl Layer {
     }
 }
 
+/// How an image is resized before the centre crop to the network's input.
+///
+/// In JSON (spec, code files) a number is [`Resize::Short`], `[h, w]` [`Resize::Exact`], as
+/// torchvision's `Resize(256)` and `Resize((256, 256))` take them; on the command line `256`
+/// and `256x256`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Resize {
+    /// The shorter side to this many pixels, the aspect kept (torchvision's `Resize(S)`).
+    Short(usize),
+    /// Exactly `[height, width]`, the aspect not kept (torchvision's `Resize((H, W))`,
+    /// Caffe's ImageNet images warped to 256×256 before the 227 crop).
+    Exact([usize; 2]),
+}
+
+impl Resize {
+    /// Scaled by `f` (rounded, at least 1 pixel), for scale jitter.
+    pub fn scaled(self, f: f64) -> Resize {
+        let s = |v: usize| ((v as f64 * f).round() as usize).max(1);
+        match self {
+            Resize::Short(v) => Resize::Short(s(v)),
+            Resize::Exact([h, w]) => Resize::Exact([s(h), s(w)]),
+        }
+    }
+    pub fn is_valid(self) -> bool {
+        match self {
+            Resize::Short(v) => v > 0,
+            Resize::Exact([h, w]) => h > 0 && w > 0,
+        }
+    }
+    /// In words, for messages and `taps`.
+    pub fn describe(self) -> String {
+        match self {
+            Resize::Short(v) => format!("shorter side resized to {v}"),
+            Resize::Exact([h, w]) => format!("resized to {h}×{w}, aspect not kept"),
+        }
+    }
+}
+
+impl std::fmt::Display for Resize {
+    /// As `--resize` takes it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resize::Short(v) => write!(f, "{v}"),
+            Resize::Exact([h, w]) => write!(f, "{h}x{w}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Resize {
+    type Err = String;
+    /// `256` (shorter side) or `256x256` / `256,256` (height × width).
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        let num = |t: &str| {
+            t.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|&v| v > 0)
+                .ok_or_else(|| format!("'{s}' is not a resize: give the shorter side (256) or height x width (256x256), positive whole pixels"))
+        };
+        match s.split_once(['x', 'X', ',', '×']) {
+            Some((h, w)) => Ok(Resize::Exact([num(h)?, num(w)?])),
+            None => Ok(Resize::Short(num(s)?)),
+        }
+    }
+}
+
 /// Everything that defines an encoder besides its weights; saved with checkpoints and code
 /// files so that a file says what produced it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -51,8 +118,8 @@ pub struct EncoderSpec {
     pub layers: Vec<Layer>,
     /// Network input (height, width) after resize and centre crop.
     pub input_size: [usize; 2],
-    /// Shorter side the image is resized to before the centre crop.
-    pub resize: usize,
+    /// How the image is resized before the centre crop.
+    pub resize: Resize,
     /// Per-channel normalization applied to `[0,1]` RGB inside [`ConvNet::encode`].
     pub mean: [f32; 3],
     pub std: [f32; 3],

@@ -86,7 +86,7 @@ pub fn spec(cfg: &PoseNetConfig, classes: Vec<String>) -> EncoderSpec {
             Layer::Fc { out: POSE_DIM, relu: false, key: "pose".into(), tap: "pose".into(), from: Some("fc7".into()) },
         ],
         input_size: [cfg.input_size, cfg.input_size],
-        resize: cfg.input_size,
+        resize: super::Resize::Short(cfg.input_size),
         mean: [0.5, 0.5, 0.5],
         std: [0.25, 0.25, 0.25],
         classes,

@@ -412,7 +412,7 @@ fn mask_of_the_wrong_size_is_an_error_naming_the_sizes() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m.png");
     image::RgbImage::new(10, 7).save(&p).unwrap();
-    let pre = crate::data::folder::Preprocess { resize: 16, crop_h: 16, crop_w: 16 };
+    let pre = crate::data::folder::Preprocess { resize: crate::encoder::Resize::Short(16), crop_h: 16, crop_w: 16 };
     let err = super::transform::load_mask(&p, Some([40, 30]), [16, 16], &pre).unwrap_err().to_string();
     assert!(err.contains("10×7") && err.contains("40×30") && err.contains("16×16"), "{err}");
     image::RgbImage::from_pixel(40, 30, image::Rgb([255, 255, 255])).save(&p).unwrap();

@@ -97,7 +97,7 @@ pub fn load_mask(path: &Path, image_size: Option<[u32; 2]>, input: [usize; 2], p
     let (w, h) = (img.width(), img.height());
     let native = [input[1] as u32, input[0] as u32];
     let rgb = if [w, h] == native {
-        crate::data::folder::preprocess_image(&img, &crate::data::folder::Preprocess { resize: input[0].min(input[1]) as u32, crop_h: input[0] as u32, crop_w: input[1] as u32 })
+        crate::data::folder::preprocess_image(&img, &crate::data::folder::Preprocess { resize: crate::encoder::Resize::Short(input[0].min(input[1])), crop_h: input[0] as u32, crop_w: input[1] as u32 })
     } else if Some([w, h]) == image_size {
         crate::data::folder::preprocess_image(&img, pre)
     } else {
