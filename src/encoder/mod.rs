@@ -154,6 +154,6 @@ fn load_file<B: Backend>(arch: &str, path: &Path, input: Option<usize>, device: 
         }
         None => weights::infer_spec(default_spec(arch, 1000, input)?, &state.tensors),
     };
-    let net = weights::build(&spec, &state.tensors, path, device)?;
+    let net = weights::build(&spec, state.tensors, path, device)?;
     Ok(Loaded { net, weights_sha256: crate::util::sha256_file(path)?, weights_path: Some(path.to_path_buf()) })
 }

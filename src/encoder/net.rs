@@ -314,6 +314,12 @@ impl<B: Backend> ConvNet<B> {
     /// A freshly initialised network (He-uniform weights, zero biases) drawn from `seed`,
     /// so that the same seed gives the same network on every backend.
     pub fn init(spec: &EncoderSpec, seed: u64, device: &B::Device) -> Result<Self> {
+        Ok(Self::uninit(spec, device)?.map(&mut SeededInit::new(seed, device.clone())).with_fc_layout())
+    }
+
+    /// The network with parameters not yet drawn (Burn draws them when first read), for
+    /// loading weights into; read before they are set, they are Burn's defaults, not seeded.
+    pub(crate) fn uninit(spec: &EncoderSpec, device: &B::Device) -> Result<Self> {
         let walk = spec.walk()?;
         let (mut convs, mut norms, mut fcs) = (Vec::new(), Vec::new(), Vec::new());
         for layer in &spec.layers {
@@ -334,7 +340,7 @@ impl<B: Backend> ConvNet<B> {
                 _ => {}
             }
         }
-        Ok(ConvNet { convs, norms, fcs, spec: spec.clone() }.map(&mut SeededInit::new(seed, device.clone())).with_fc_layout())
+        Ok(ConvNet { convs, norms, fcs, spec: spec.clone() })
     }
 
     /// Fully connected weights stored as [`fc_weight`] lays them out. (Training keeps it for one
