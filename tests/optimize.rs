@@ -293,7 +293,7 @@ fn visualize_dream_caricature_and_transform_write_their_images() {
     std::fs::create_dir_all(&masks).unwrap();
     let mut names: Vec<String> = std::fs::read_dir(&mug).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
     names.sort();
-    let top_free = |k: usize| k % 2 == 0;
+    let top_free = |k: usize| k.is_multiple_of(2);
     for (k, name) in names.iter().enumerate() {
         let m = image::GrayImage::from_fn(32, 32, |_, y| image::Luma([if (y < 16) == top_free(k) { 255 } else { 0 }]));
         m.save(masks.join(name.replace(".png", if k == 1 { ".bmp" } else { ".png" }))).unwrap();

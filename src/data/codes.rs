@@ -110,7 +110,7 @@ impl CodeFile {
 
     /// What is written beside the codes: the `label` and `pose` tensors (when known) and the
     /// metadata. Public to the crate for extraction, which streams the codes themselves.
-    pub(crate) fn labels_poses_and_metadata(&self) -> Result<(Vec<(String, Array)>, HashMap<String, String>)> {
+    pub(crate) fn labels_poses_and_metadata(&self) -> Result<(Vec<(String, Array)>, tensorfile::Metadata)> {
         let n = self.len();
         let mut tensors = Vec::new();
         if let Some(l) = &self.labels {

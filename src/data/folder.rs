@@ -1308,10 +1308,10 @@ mod tests {
         assert_eq!(read, vec![d.0.join("imgs/cat/a.png"), d.0.join("imgs/dog/a.png"), d.0.join("imgs/b c.png"), abs.clone()]);
         // As command-line images: named below the list's folder (two a.png stay apart).
         let skips = SkipLog::new();
-        let names: Vec<String> = image_list(&[list.clone()], &skips).unwrap().into_iter().map(|n| n.name).collect();
+        let names: Vec<String> = image_list(std::slice::from_ref(&list), &skips).unwrap().into_iter().map(|n| n.name).collect();
         assert_eq!(names, ["cat/a.png", "dog/a.png", "b c.png", "z.png"]);
         // As a data set: ids below the folder holding them all.
-        let set = ImageFolder::from_paths(&[list.clone()], &skips).unwrap();
+        let set = ImageFolder::from_paths(std::slice::from_ref(&list), &skips).unwrap();
         let common = fs::canonicalize(std::env::temp_dir()).unwrap();
         assert!(fs::canonicalize(&set.root).unwrap().starts_with(&common) && set.len() == 4);
         assert!(set.records[0].rel_path.ends_with("imgs/cat/a.png"), "{:?}", set.records);

@@ -19,9 +19,16 @@ pub const KEEP: f32 = 10.0;
 /// Adam's step as a fraction of the original codes' RMS value.
 pub const LR_FRACTION: f64 = 0.05;
 
-/// Target pose for one code: `(sin k·az, cos k·az, sin el, cos el)` and which of the four
-/// entries count (azimuth is free for classes with continuous symmetry, `k = 0`).
-pub fn target_row(azimuth: f32, elevation: f32, symmetry: u32) -> ([f32; 4], [f32; 4]) {
+/// Target pose for one code: the pose head's `(sin k·az, cos k·az, sin el, cos el)` and which of
+/// the four entries count.
+pub type PoseTarget = ([f32; 4], [f32; 4]);
+
+/// What the encoder reads from images: a pose row each and, when it classifies, the class.
+pub type PoseReading = (Vec<Vec<f32>>, Option<Vec<usize>>);
+
+/// [`PoseTarget`] for an azimuth and elevation (azimuth is free for classes with continuous
+/// symmetry, `k = 0`).
+pub fn target_row(azimuth: f32, elevation: f32, symmetry: u32) -> PoseTarget {
     let k = symmetry as f32;
     let (a, e) = ((azimuth * k).to_radians(), elevation.to_radians());
     let m = if symmetry == 0 { 0.0 } else { 1.0 };
@@ -40,7 +47,7 @@ pub fn read_pose<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>) -> Result<T
 }
 
 /// Pose rows and, when the encoder classifies, the class index per image.
-pub fn read_pose_and_class<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>) -> Result<(Vec<Vec<f32>>, Option<Vec<usize>>)> {
+pub fn read_pose_and_class<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>) -> Result<PoseReading> {
     let has_fc8 = net.spec.num_classes() > 0 && net.spec.taps().iter().any(|t| t == "fc8");
     let taps: &[&str] = if has_fc8 { &["pose", "fc8"] } else { &["pose"] };
     let mut acts = net.encode(images, taps, false)?;
@@ -91,13 +98,13 @@ impl<B: AutodiffBackend> Problem<B::InnerBackend> for PoseProblem<'_, B> {
 
 /// Optimize codes `z0` (`[n, d]`) toward the target pose rows (`[n, 4]` with masks); returns
 /// the edited codes.
-pub fn edit_codes<B: AutodiffBackend>(decoder: &Decoder<B>, net: &ConvNet<B>, z0: Tensor<B::InnerBackend, 2>, targets: &[([f32; 4], [f32; 4])], steps: usize, keep: f32) -> Result<Tensor<B::InnerBackend, 2>> {
+pub fn edit_codes<B: AutodiffBackend>(decoder: &Decoder<B>, net: &ConvNet<B>, z0: Tensor<B::InnerBackend, 2>, targets: &[PoseTarget], steps: usize, keep: f32) -> Result<Tensor<B::InnerBackend, 2>> {
     let [n, _] = z0.dims();
     if targets.len() != n {
         bail!("{} pose targets for {n} codes", targets.len());
     }
     let device = z0.device();
-    let rows = |f: fn(&([f32; 4], [f32; 4])) -> [f32; 4]| Tensor::from_data(TensorData::new(targets.iter().flat_map(f).collect::<Vec<f32>>(), [n, 4]), &device);
+    let rows = |f: fn(&PoseTarget) -> [f32; 4]| Tensor::from_data(TensorData::new(targets.iter().flat_map(f).collect::<Vec<f32>>(), [n, 4]), &device);
     let z0_norm2 = z0.clone().powf_scalar(2.0).sum_dim(1).clamp_min(1e-12);
     let rms = (z0_norm2.clone().sum().into_scalar().elem::<f64>() / z0.dims().iter().product::<usize>() as f64).sqrt().max(1e-3);
     let decoder = decoder.clone().no_grad();

@@ -297,7 +297,7 @@ pub struct InvertArgs {
 /// What `invert` inverts: named codes from images or from a code file.
 enum Targets {
     Images(Vec<crate::data::folder::NamedImage>),
-    Codes { file: CodeFile, rows: Vec<usize> },
+    Codes { file: Box<CodeFile>, rows: Vec<usize> },
 }
 
 impl Targets {
@@ -321,7 +321,7 @@ impl Targets {
                     let n = file.ids.len();
                     bail!("--index {bad} is out of range: {} holds {n} codes (0..={})", path.display(), n.saturating_sub(1));
                 }
-                Ok(Targets::Codes { file, rows })
+                Ok(Targets::Codes { file: Box::new(file), rows })
             }
             ([], None) => bail!("give the codes to invert with --image FILE|FOLDER... or --codes FILE [--index I,J | --ids | --range A:B]"),
             (images, None) => {

@@ -229,14 +229,14 @@ impl<B: AutodiffBackend> Engine<B> {
 
     /// Loss and gradient with respect to an image `[N,3,h,w]` (pixel solvers that change the
     /// image size, i.e. DeepDream's octaves).
-    pub fn eval_image(&self, img: Tensor<B::InnerBackend, 4>, step: usize, stochastic: bool) -> Result<(f64, Tensor<B::InnerBackend, 4>, Vec<(String, f64)>)> {
+    pub fn eval_image(&self, img: Tensor<B::InnerBackend, 4>, step: usize, stochastic: bool) -> Result<Eval<B::InnerBackend, 4>> {
         let x = Tensor::<B, 4>::from_inner(img).require_grad();
         let ev = self.loss(x.clone(), step, stochastic)?;
         let (loss, terms) = finish(&ev, step)?;
         let grads = ev.loss.backward();
         let grad = x.grad(&grads).context("the image received no gradient")?;
         check_finite_grad(&grad, step)?;
-        Ok((loss, grad, terms))
+        Ok(Eval { loss, grad, terms })
     }
 
     /// Per-item values of every weighted term for parameter `p`, without transforms
@@ -675,7 +675,7 @@ pub fn dream<B: AutodiffBackend>(net: ConvNet<B>, layer: &str, image: Tensor<B::
         };
         for t in 0..per_octave {
             let (lr, jitter) = s.phase(t);
-            let (loss, g, terms) = engine.eval_image(x.clone(), step, jitter)?;
+            let Eval { loss, grad: g, terms } = engine.eval_image(x.clone(), step, jitter)?;
             x = (x - solver::normalized(g) * lr).clamp(0.0, 1.0);
             monitor.log(step, loss, &terms);
             step += 1;

@@ -87,9 +87,11 @@ impl SolverConfig {
 
 /// One evaluation of the objective: the loss summed over the batch, its gradient with
 /// respect to the parameter, and the weighted terms (mean over items) for logs.
-pub struct Eval<B: Backend> {
+/// `D` is the rank of what the gradient is taken against: the solvers' flat parameter `[N, P]`,
+/// or an image `[N, 3, H, W]` ([`super::Engine::eval_image`]).
+pub struct Eval<B: Backend, const D: usize = 2> {
     pub loss: f64,
-    pub grad: Tensor<B, 2>,
+    pub grad: Tensor<B, D>,
     pub terms: Vec<(String, f64)>,
 }
 

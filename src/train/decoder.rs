@@ -383,17 +383,17 @@ fn images_json(paths: &[PathBuf], folder: &ImageFolder) -> serde_json::Value {
 
 /// Validation over `items` without gradients: the weighted loss (selects the best epoch),
 /// the pixel MSE and the reconstruction metrics (feature error, class and pose agreement
-/// when the encoder is known).
+/// when the encoder is known). The loss weights and the seed of the metrics' image pairs come
+/// from `cfg`; batches are at least 64 (no gradients to keep).
 fn validate<B: AutodiffBackend>(
     dec: &Decoder<B::InnerBackend>,
     data: &Data<B>,
     comparator: Option<&Comparator<B::InnerBackend>>,
-    loss: &LossConfig,
+    cfg: &DecoderTrainConfig,
     items: &[usize],
-    batch_size: usize,
-    seed: u64,
     device: &B::Device,
 ) -> Result<(f64, f64, Metrics)> {
+    let (loss, batch_size, seed) = (&cfg.loss, cfg.train.batch_size.max(64), cfg.train.seed);
     let encoder = data.encoder.as_ref().map(|e| e.valid());
     let mut eval = Evaluator::new(encoder.as_ref(), &data.tap);
     let (mut total, mut pix, mut n) = (0.0, 0.0, 0usize);
@@ -636,7 +636,7 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
         }
         bar.finish_and_clear();
         let valid = dec.valid();
-        let (val_loss, val_pix, metrics) = validate(&valid, val_data, comparator_valid.as_ref(), l, &val_items, t.batch_size.max(64), t.seed, device)?;
+        let (val_loss, val_pix, metrics) = validate(&valid, val_data, comparator_valid.as_ref(), cfg, &val_items, device)?;
         log_grid(&mut tb, &valid, val_data, &preview, state.step, device)?;
         let m = DecoderEpoch { epoch: epoch + 1, step: state.step, train_loss: run_loss / run_n.max(1) as f64, val_loss, val_pixel_mse: val_pix, val: metrics, seconds: start.elapsed().as_secs_f64() };
         tb.scalar("val/loss", val_loss as f32, state.step);

@@ -126,8 +126,16 @@ pub fn median(mut v: Vec<f64>) -> Option<f64> {
     Some(if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) })
 }
 
-/// Loss terms of a batch: (total, cross-entropy, pose).
-fn losses<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>, labels: &[i64], pose: &PoseTargets, pose_weight: f64, train: bool) -> Result<(Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 2>, Tensor<B, 2>)> {
+/// Loss terms of a batch and the outputs they came from.
+struct Losses<B: Backend> {
+    total: Tensor<B, 1>,
+    ce: Tensor<B, 1>,
+    pose: Tensor<B, 1>,
+    logits: Tensor<B, 2>,
+    pose_out: Tensor<B, 2>,
+}
+
+fn losses<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>, labels: &[i64], pose: &PoseTargets, pose_weight: f64, train: bool) -> Result<Losses<B>> {
     let device = images.device();
     let n = labels.len();
     let mut acts = net.encode(images, &["fc8", "pose"], train)?;
@@ -140,7 +148,7 @@ fn losses<B: Backend>(net: &ConvNet<B>, images: Tensor<B, 4>, labels: &[i64], po
     let count = pose.mask.iter().sum::<f32>().max(1.0);
     let pl = ((pose_out.clone() - target).powf_scalar(2.0) * mask).sum() / count;
     let total = ce.clone() + pl.clone() * pose_weight;
-    Ok((total, ce, pl, logits, pose_out))
+    Ok(Losses { total, ce, pose: pl, logits, pose_out })
 }
 
 fn labels_of(folder: &ImageFolder, idx: &[usize]) -> Vec<i64> {
@@ -156,7 +164,7 @@ pub fn evaluate<B: Backend>(net: &ConvNet<B>, folder: &ImageFolder, val: &[usize
         let Some(b) = batch::load::<B>(folder, chunk, &pre, None, device) else { continue };
         let labels = labels_of(folder, &b.indices);
         let pose = pose_targets(folder, &b.indices);
-        let (total, _, _, logits, pose_out) = losses(net, b.images, &labels, &pose, pose_weight, false)?;
+        let Losses { total, logits, pose_out, .. } = losses(net, b.images, &labels, &pose, pose_weight, false)?;
         let n = labels.len();
         loss_sum += total.into_scalar().elem::<f64>() * n as f64;
         let pred: Vec<i64> = logits.argmax(1).into_data().convert::<i64>().to_vec::<i64>().unwrap();
@@ -261,7 +269,7 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
             let Some(b) = batch::load::<B>(&folder, chunk, &pre, None, device) else { continue };
             let labels = labels_of(&folder, &b.indices);
             let pose = pose_targets(&folder, &b.indices);
-            let (total, ce, pl, _, _) = losses(&net, b.images, &labels, &pose, t.pose_weight, true)?;
+            let Losses { total, ce, pose: pl, .. } = losses(&net, b.images, &labels, &pose, t.pose_weight, true)?;
             let loss_value = total.clone().into_scalar().elem::<f64>();
             check_finite(loss_value, epoch, state.step)?;
             let lr = lr_at(t.schedule, t.lr, state.step, total_steps);
