@@ -96,7 +96,7 @@ pub fn describe(path: &Path) -> Result<String> {
         )?,
         None => writeln!(out, "  loads as: none of our encoders ({})", crate::encoder::ARCHS.join(", "))?,
     }
-    // In module order (features.2 before features.10), as PyTorch lists a state_dict.
+    // Numeric parts in numeric order (features.2 before features.10).
     let mut sorted: Vec<&(String, String, Vec<usize>)> = shapes.iter().collect();
     sorted.sort_by_cached_key(|(k, _, _)| k.split('.').map(|p| p.parse::<u64>().map_or_else(|_| (1, 0, p.to_string()), |n| (0, n, String::new()))).collect::<Vec<_>>());
     for (k, d, s) in sorted.iter().take(24) {

@@ -107,6 +107,15 @@ enum Command {
         /// Tap to invert (overrides train.layer).
         #[arg(long)]
         layer: Option<String>,
+        /// Input side of the encoder, for images encoded on the fly and codes written elsewhere
+        /// (default: the encoder's own; a file from `extract` records it).
+        #[arg(long)]
+        input_size: Option<usize>,
+        /// Resize before the centre crop, as for `extract`: the shorter side (224) or HxW
+        /// (224x224, the aspect not kept), for images encoded on the fly and codes written
+        /// elsewhere (default: torchvision's 256 for 224, in proportion).
+        #[arg(long)]
+        resize: Option<encoder::Resize>,
         /// Run folder: checkpoints, decoder weights, TensorBoard logs.
         #[arg(long)]
         out: PathBuf,
@@ -428,11 +437,7 @@ impl EncoderArgs {
         WeightSource::from_args(self.weights.as_deref(), self.run.as_deref(), self.seed)
     }
     fn load<B: burn::tensor::backend::Backend>(&self, dev: &B::Device) -> Result<encoder::Loaded<B>> {
-        let mut loaded = encoder::load::<B>(&self.encoder, &self.source()?, self.input_size, dev)?;
-        if let Some(r) = self.resize {
-            loaded.net.spec.resize = r;
-        }
-        Ok(loaded)
+        encoder::load::<B>(&self.encoder, &self.source()?, encoder::Input { size: self.input_size, resize: self.resize }, dev)
     }
 }
 
@@ -468,7 +473,7 @@ fn run(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
-        Command::TrainDecoder { config, codes, data, val_data, encoder, weights, run, layer, out, over, max_images, resume, device } => {
+        Command::TrainDecoder { config, codes, data, val_data, encoder, weights, run, layer, input_size, resize, out, over, max_images, resume, device } => {
             use preimage::train::decoder::{DecoderRun, DecoderTrainConfig};
             let mut cfg: DecoderTrainConfig = preimage::config::load(&config)?;
             let t = &mut cfg.train;
@@ -484,7 +489,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             let layer = layer.or(t.layer.clone()).with_context(|| format!("no tap to invert: pass --layer or set train.layer in {}", config.display()))?;
             let weights = WeightSource::given(weights.as_deref(), run.as_deref())?;
-            let source = preimage::train::decoder::CodeSource::from_args(t.codes.clone(), t.data.clone(), encoder, weights)?;
+            let source = preimage::train::decoder::CodeSource::from_args(t.codes.clone(), t.data.clone(), encoder, weights, preimage::encoder::Input { size: input_size, resize })?;
             let run = DecoderRun { config: cfg, source, layer, out, resume };
             with_backend!(device, |B, dev, devs| {
                 preimage::train::decoder::train_on::<B>(&run, &devs)?;

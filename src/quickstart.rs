@@ -146,7 +146,7 @@ pub fn quickstart<B: AutodiffBackend>(opts: &QuickstartOptions, device: &B::Devi
         let dir = out.join(format!("decoder-{tap}"));
         st.run(&format!("decoder-{tap}"), &format!("train the {tap} decoder"), || {
             let resume = crate::train::Checkpoint::new(&dir).exists();
-            let run = DecoderRun { config: cfg, source: CodeSource::File { codes: codes.clone(), data: None, encoder: None, arch: None }, layer: tap.into(), out: dir.clone(), resume };
+            let run = DecoderRun { config: cfg, source: CodeSource::File { codes: codes.clone(), data: None, encoder: None, arch: None, input: Default::default() }, layer: tap.into(), out: dir.clone(), resume };
             crate::train::decoder::train::<B>(&run, device).map(|_| ())
         })?;
     }

@@ -286,7 +286,7 @@ fn data_parallel_over_two_devices_takes_the_steps_of_one() {
     cfg.train.batch_size = 7;
     let run = |name: &str| DecoderRun {
         config: cfg.clone(),
-        source: CodeSource::from_args(None, vec![data.clone()], Some("posenet".into()), Some(WeightSource::Random(4))).unwrap(),
+        source: CodeSource::from_args(None, vec![data.clone()], Some("posenet".into()), Some(WeightSource::Random(4)), Default::default()).unwrap(),
         layer: "conv5".into(),
         out: dir.path().join(name),
         resume: false,
@@ -394,4 +394,55 @@ fn validates_on_images_of_their_own() {
     // Without the encoder's weights the validation images cannot be encoded.
     let (success, text) = preimage(&["train-decoder", "--config", s(&cfg), "--codes", s(&weights_moved(&codes)), "--layer", "fc7", "--val-data", s(&val), "--out", s(&dir.path().join("x"))]);
     assert!(!success && text.contains("--val-data") && text.contains("--weights"), "{text}");
+}
+
+/// `--input-size` and `--resize` feed images encoded on the fly as `extract` does: with
+/// `--resize 32x32` wide images are squashed, not cropped, so training from them takes the
+/// steps of training from copies squashed beforehand; the decoder records it, and `compare`
+/// feeds its images the same way. A file from `extract` records its own, so the flags are an
+/// error there.
+#[test]
+fn on_the_fly_input_size_and_exact_resize_are_recorded_and_used() {
+    use preimage::encoder::Resize;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    for i in 0..6u32 {
+        let wide = image::RgbImage::from_fn(48, 32, |x, y| image::Rgb([(x * 5 + i * 30) as u8, (y * 7 + x * i) as u8, ((x ^ y) * 4 + i) as u8]));
+        std::fs::create_dir_all(p("wide")).unwrap();
+        std::fs::create_dir_all(p("squashed")).unwrap();
+        wide.save(p(&format!("wide/{i}.png"))).unwrap();
+        preimage::data::resize::pil_bilinear(&wide, 32, 32).save(p(&format!("squashed/{i}.png"))).unwrap();
+    }
+    let cfg = config(dir.path(), "tiny.toml", "", "val_fraction = 0.34\n");
+    let train = |data: &str, out: &str, resize: &[&str]| {
+        let (data, out) = (p(data), p(out));
+        let mut args = vec!["train-decoder", "--config", s(&cfg), "--data", s(&data), "--encoder", "posenet", "--seed", "3", "--layer", "conv5", "--out", s(&out)];
+        args.extend(resize);
+        ok(&args);
+        history(&out)
+    };
+    let (a, b) = (train("wide", "a", &["--input-size", "32", "--resize", "32x32"]), train("squashed", "b", &["--input-size", "32"]));
+    for (x, y) in a.iter().zip(&b) {
+        for k in ["train_loss", "val_loss"] {
+            let (x, y) = (x[k].as_f64().unwrap(), y[k].as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-5 * y.abs(), "{k}: squashed on the fly {x} vs beforehand {y}");
+        }
+    }
+    let info = preimage::decoder::read_info(&p("a")).unwrap();
+    assert_eq!(info.encoder_spec.resize, Resize::Exact([32, 32]));
+    let net = info.load_encoder::<preimage::device::Cpu>(None, &Default::default()).unwrap();
+    assert_eq!(net.spec.resize, Resize::Exact([32, 32]), "the encoder is fed as the decoder's images were");
+    // compare: the wide images give the numbers of the squashed ones.
+    let compare = |data: &str, out: &str| {
+        let (dec, data, out) = (p("a"), p(data), p(out));
+        ok(&["compare", "--decoder", s(&dec), "--data", s(&data), "--count", "3", "--methods", "decoder", "--out", s(&out)]);
+        preimage::compare::read_rows(&out.join("compare.json")).unwrap()[0].metrics.psnr_db.unwrap()
+    };
+    let (wide, squashed) = (compare("wide", "cmp-wide"), compare("squashed", "cmp-squashed"));
+    assert!((wide - squashed).abs() < 1e-4, "compare fed the wide images {wide} dB, squashed {squashed} dB");
+    // Our own code file records its preprocessing.
+    let codes = p("codes.safetensors");
+    ok(&["extract", "--encoder", "posenet", "--input-size", "32", "--seed", "3", "--layer", "conv5", "--data", s(&p("squashed")), "--out", s(&codes)]);
+    let (success, text) = preimage(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "conv5", "--resize", "32x32", "--out", s(&p("c"))]);
+    assert!(!success && text.contains("records how its images were fed") && text.contains("--resize"), "{text}");
 }

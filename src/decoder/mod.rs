@@ -132,7 +132,9 @@ impl DecoderInfo {
                 self.weights_path.as_deref().unwrap_or("none recorded")
             ),
         };
-        let loaded = crate::encoder::load::<B>(&self.encoder, &source, Some(self.image_size[0]), device)?;
+        // Fed as the decoder's images were (their recorded resize, not the network's default).
+        let input = crate::encoder::Input { size: Some(self.encoder_spec.input_size[0]), resize: Some(self.encoder_spec.resize) };
+        let loaded = crate::encoder::load::<B>(&self.encoder, &source, input, device)?;
         if loaded.weights_sha256 != self.weights_sha256 {
             bail!(
                 "the {} weights given (sha256 {}) are not those this decoder was trained on ({})",

@@ -119,8 +119,38 @@ pub struct Loaded<B: Backend> {
     pub weights_path: Option<PathBuf>,
 }
 
-/// Build `arch` and load its weights. `input` overrides the input size (square).
-pub fn load<B: Backend>(arch: &str, source: &WeightSource, input: Option<usize>, device: &B::Device) -> Result<Loaded<B>> {
+/// What the network is fed, where not its own: the input side (square) and the resize before
+/// the centre crop (`--input-size`, `--resize`). `Some(s)` / `None` convert to it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Input {
+    pub size: Option<usize>,
+    pub resize: Option<Resize>,
+}
+
+impl From<Option<usize>> for Input {
+    fn from(size: Option<usize>) -> Self {
+        Input { size, resize: None }
+    }
+}
+
+impl Input {
+    pub fn is_default(&self) -> bool {
+        *self == Input::default()
+    }
+}
+
+/// Build `arch` and load its weights. `input` overrides the input size (square, the resize
+/// following it in proportion) and the resize.
+pub fn load<B: Backend>(arch: &str, source: &WeightSource, input: impl Into<Input>, device: &B::Device) -> Result<Loaded<B>> {
+    let input = input.into();
+    let mut loaded = load_sized(arch, source, input.size, device)?;
+    if let Some(r) = input.resize {
+        loaded.net.spec.resize = r;
+    }
+    Ok(loaded)
+}
+
+fn load_sized<B: Backend>(arch: &str, source: &WeightSource, input: Option<usize>, device: &B::Device) -> Result<Loaded<B>> {
     match source {
         WeightSource::Random(seed) => {
             let spec = default_spec(arch, if arch == "posenet" { 10 } else { 1000 }, input)?;

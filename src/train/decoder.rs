@@ -10,7 +10,7 @@ use crate::data::codes::{CodeFile, Preprocessing, Provenance};
 use crate::data::folder::{ImageFolder, Preprocess, SkipLog};
 use crate::decoder::deepsim::{self, Comparator, Discriminator, DiscriminatorConfig};
 use crate::decoder::{self, Decoder, DecoderArch, DecoderInfo, Plan};
-use crate::encoder::{self, ConvNet, EncoderSpec, WeightSource};
+use crate::encoder::{self, ConvNet, EncoderSpec, Input, WeightSource};
 use crate::evaluate::Evaluator;
 use crate::metrics::Metrics;
 use crate::report::tensorboard::TbWriter;
@@ -115,27 +115,29 @@ pub enum CodeSource {
     /// recorded in it (needed for a feature loss with the encoder as comparator, and for
     /// feature error / class agreement in validation). A file written elsewhere (PyTorch,
     /// NumPy: no provenance) needs `arch` and `encoder`, the network its codes came from, and
-    /// `data`, the folder its ids are paths below.
-    File { codes: PathBuf, data: Option<PathBuf>, encoder: Option<WeightSource>, arch: Option<String> },
+    /// `data`, the folder its ids are paths below, and `input` how its images were fed where
+    /// that is not the network's default (ours record it; giving it for them is an error).
+    File { codes: PathBuf, data: Option<PathBuf>, encoder: Option<WeightSource>, arch: Option<String>, input: Input },
     /// Images encoded on the fly: a folder (its class folders give labels), or image files and
-    /// folders as one unlabelled set ([`ImageFolder::from_paths`]).
-    Images { data: Vec<PathBuf>, encoder: String, weights: WeightSource },
+    /// folders as one unlabelled set ([`ImageFolder::from_paths`]), fed to the encoder at its
+    /// default size and resize unless `input` says otherwise.
+    Images { data: Vec<PathBuf>, encoder: String, weights: WeightSource, input: Input },
 }
 
 impl CodeSource {
     /// From command-line style arguments: a code file (with optional image folder and
     /// encoder weights), or images (a folder, or files and folders) with an encoder.
-    pub fn from_args(codes: Option<PathBuf>, data: Vec<PathBuf>, encoder: Option<String>, weights: Option<WeightSource>) -> Result<Self> {
+    pub fn from_args(codes: Option<PathBuf>, data: Vec<PathBuf>, encoder: Option<String>, weights: Option<WeightSource>, input: Input) -> Result<Self> {
         match (codes, data.as_slice(), encoder) {
-            (Some(codes), [], arch) => Ok(CodeSource::File { codes, data: None, encoder: weights, arch }),
-            (Some(codes), [one], arch) => Ok(CodeSource::File { codes, data: Some(one.clone()), encoder: weights, arch }),
+            (Some(codes), [], arch) => Ok(CodeSource::File { codes, data: None, encoder: weights, arch, input }),
+            (Some(codes), [one], arch) => Ok(CodeSource::File { codes, data: Some(one.clone()), encoder: weights, arch, input }),
             (Some(codes), _, _) => bail!(
                 "with --codes, --data is the one folder the images of {} are in (their ids are paths below it); {} paths were given",
                 codes.display(),
                 data.len()
             ),
             (None, [], _) => bail!("no training data: pass --codes FILE (from `preimage extract`) or --data DIR|FILES with --encoder"),
-            (None, _, Some(encoder)) => Ok(CodeSource::Images { data, encoder, weights: weights.unwrap_or(WeightSource::Random(0)) }),
+            (None, _, Some(encoder)) => Ok(CodeSource::Images { data, encoder, weights: weights.unwrap_or(WeightSource::Random(0)), input }),
             (None, _, None) => bail!("codes computed on the fly need --encoder NAME (and --weights FILE or --run DIR)"),
         }
     }
@@ -242,13 +244,19 @@ struct Setup<B: AutodiffBackend> {
 fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Device) -> Result<Setup<B>> {
     let tap = run.layer.clone();
     match &run.source {
-        CodeSource::File { codes, data, encoder: enc_source, arch } => {
+        CodeSource::File { codes, data, encoder: enc_source, arch, input } => {
             let mut file = CodeFile::read_tap(codes, &tap)?;
             let arr = file.codes.remove(&tap).expect("read_tap keeps its tap");
             let code_shape = arr.shape()[1..].to_vec();
             // Codes written elsewhere: what `extract` would have recorded, from the encoder named.
             let (pv, preloaded) = match (&file.provenance, arch) {
                 (Some(pv), Some(arch)) if *arch != pv.encoder => bail!("{} holds {} codes, not {arch} codes", codes.display(), pv.encoder),
+                (Some(pv), _) if !input.is_default() => bail!(
+                    "{} records how its images were fed to the encoder (input {:?}, resize {}); --input-size and --resize are for codes written elsewhere and images encoded on the fly",
+                    codes.display(),
+                    pv.input_size,
+                    pv.preprocessing.resize
+                ),
                 (Some(pv), _) => (pv.clone(), None),
                 (None, None) => {
                     let why = "training (the images the codes came from are the targets); give the network they came from (--encoder NAME --weights FILE) and their images (--data DIR, the folder their ids are paths below)";
@@ -259,7 +267,7 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                         (Some(s), Some(d)) => (s, d),
                         _ => bail!("{} was written elsewhere: training from it needs the weights its codes came from (--weights FILE or --run DIR) and its images (--data DIR, the folder its ids are paths below)", codes.display()),
                     };
-                    let loaded = encoder::load::<B>(arch, source, None, device)?;
+                    let loaded = encoder::load::<B>(arch, source, *input, device)?;
                     let spec = loaded.net.spec.clone();
                     spec.check_tap(&tap)?;
                     let want = &spec.tap_shapes()?[&tap];
@@ -344,8 +352,8 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                 provenance,
             })
         }
-        CodeSource::Images { data, encoder: arch, weights } => {
-            let loaded = encoder::load::<B>(arch, weights, None, device)?;
+        CodeSource::Images { data, encoder: arch, weights, input } => {
+            let loaded = encoder::load::<B>(arch, weights, *input, device)?;
             let spec = loaded.net.spec.clone();
             spec.check_tap(&tap)?;
             let code_shape = spec.tap_shapes()?[&tap].clone();
