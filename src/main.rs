@@ -107,10 +107,10 @@ enum Command {
         /// Tap to invert (overrides train.layer).
         #[arg(long)]
         layer: Option<String>,
-        /// Input side of the encoder, for images encoded on the fly and codes written elsewhere
-        /// (default: the encoder's own; a file from `extract` records it).
-        #[arg(long)]
-        input_size: Option<usize>,
+        /// Input size of the encoder (224, or HxW), for images encoded on the fly and codes
+        /// written elsewhere (default: the encoder's own; a file from `extract` records it).
+        #[arg(long, value_parser = encoder::parse_input_size)]
+        input_size: Option<[usize; 2]>,
         /// Resize before the centre crop, as for `extract`: the shorter side (224) or HxW
         /// (224x224, the aspect not kept), for images encoded on the fly and codes written
         /// elsewhere (default: torchvision's 256 for 224, in proportion).
@@ -416,9 +416,10 @@ struct EncoderArgs {
     /// A train-encoder run folder (uses its encoder.safetensors).
     #[arg(long)]
     run: Option<PathBuf>,
-    /// Input side in pixels (default: the encoder's own, 224 for torchvision nets).
-    #[arg(long)]
-    input_size: Option<usize>,
+    /// Input size in pixels: the side (224) or HxW (240x320; torchvision networks take any size)
+    /// (default: the encoder's own, 224 for torchvision nets).
+    #[arg(long, value_parser = encoder::parse_input_size)]
+    input_size: Option<[usize; 2]>,
     /// Resize before the centre crop to the input size: the shorter side (`224` for
     /// torchvision's `Resize(224)` + `CenterCrop(224)`), or HxW, the aspect not kept (`224x224`
     /// for `Resize((224, 224))`; `256x256` with a 227 input for Caffe's warped ImageNet).

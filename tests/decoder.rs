@@ -446,3 +446,45 @@ fn on_the_fly_input_size_and_exact_resize_are_recorded_and_used() {
     let (success, text) = preimage(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "conv5", "--resize", "32x32", "--out", s(&p("c"))]);
     assert!(!success && text.contains("records how its images were fed") && text.contains("--resize"), "{text}");
 }
+
+/// `--input-size HxW` feeds torchvision networks non-square images, as their adaptive pooling
+/// allows (checked against torchvision by hand: AlexNet 240×320 conv5 and fc6 within 3e-7):
+/// the codes are the network's activations of the whole image, a decoder trained on them
+/// gives images of that size, and posenet, which has no adaptive pooling, refuses it.
+#[test]
+fn non_square_input_codes_and_decoders() {
+    use burn::tensor::{Tensor, TensorData};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    std::fs::create_dir_all(p("wide")).unwrap();
+    let mut pixels = Vec::new();
+    for i in 0..4u32 {
+        let img = image::RgbImage::from_fn(96, 64, |x, y| image::Rgb([(x * 2 + i * 40) as u8, (y * 3 + x) as u8, ((x * y + i) % 251) as u8]));
+        img.save(p(&format!("wide/{i}.png"))).unwrap();
+        pixels.extend(img.pixels().flat_map(|px| px.0).map(|v| v as f32 / 255.0));
+    }
+    let codes = p("codes.safetensors");
+    // Shorter side 64 already: the whole 64×96 image is the input.
+    ok(&["extract", "--encoder", "alexnet", "--input-size", "64x96", "--resize", "64", "--seed", "2", "--layer", "conv5", "--data", s(&p("wide")), "--out", s(&codes)]);
+    let file = CodeFile::read(&codes).unwrap();
+    let got = file.tap("conv5").unwrap();
+    assert_eq!(got.shape(), &[4, 256, 3, 5]);
+    assert_eq!(file.provenance.as_ref().unwrap().input_size, [64, 96]);
+    let dev = Default::default();
+    let mut net = preimage::encoder::load::<preimage::device::Cpu>("alexnet", &preimage::encoder::WeightSource::Random(2), None, &dev).unwrap().net;
+    net.spec.set_input_size([64, 96]).unwrap();
+    let hwc = Tensor::<preimage::device::Cpu, 4>::from_data(TensorData::new(pixels, [4, 64, 96, 3]), &dev);
+    let want = net.encode(hwc.permute([0, 3, 1, 2]), &["conv5"], false).unwrap().remove("conv5").unwrap().flat().into_data().to_vec::<f32>().unwrap();
+    let diff = got.to_f32().iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(diff < 1e-4, "codes differ from the network's activations of the whole image by {diff}");
+
+    let cfg = config(dir.path(), "tiny.toml", "", "val_fraction = 0.25\n");
+    ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "conv5", "--out", s(&p("dec"))]);
+    ok(&["reconstruct", "--decoder", s(&p("dec")), "--codes", s(&codes), "--out", s(&p("recon"))]);
+    assert_eq!(image::image_dimensions(p("recon/0.png")).unwrap(), (96, 64));
+
+    let (success, text) = preimage(&["taps", "--encoder", "posenet", "--input-size", "32x48"]);
+    assert!(!success && text.contains("posenet cannot take a 32×48 input"), "{text}");
+    let (success, text) = preimage(&["taps", "--encoder", "alexnet", "--input-size", "64x"]);
+    assert!(!success && text.contains("'64x' is not an input size"), "{text}");
+}

@@ -133,7 +133,7 @@ impl DecoderInfo {
             ),
         };
         // Fed as the decoder's images were (their recorded resize, not the network's default).
-        let input = crate::encoder::Input { size: Some(self.encoder_spec.input_size[0]), resize: Some(self.encoder_spec.resize) };
+        let input = crate::encoder::Input { size: Some(self.encoder_spec.input_size), resize: Some(self.encoder_spec.resize) };
         let loaded = crate::encoder::load::<B>(&self.encoder, &source, input, device)?;
         if loaded.weights_sha256 != self.weights_sha256 {
             bail!(

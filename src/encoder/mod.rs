@@ -119,17 +119,17 @@ pub struct Loaded<B: Backend> {
     pub weights_path: Option<PathBuf>,
 }
 
-/// What the network is fed, where not its own: the input side (square) and the resize before
-/// the centre crop (`--input-size`, `--resize`). `Some(s)` / `None` convert to it.
+/// What the network is fed, where not its own: the input `[height, width]` and the resize
+/// before the centre crop (`--input-size`, `--resize`). `Some(s)` / `None` convert to it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Input {
-    pub size: Option<usize>,
+    pub size: Option<[usize; 2]>,
     pub resize: Option<Resize>,
 }
 
 impl From<Option<usize>> for Input {
     fn from(size: Option<usize>) -> Self {
-        Input { size, resize: None }
+        Input { size: size.map(|s| [s, s]), resize: None }
     }
 }
 
@@ -139,11 +139,24 @@ impl Input {
     }
 }
 
-/// Build `arch` and load its weights. `input` overrides the input size (square, the resize
-/// following it in proportion) and the resize.
+/// `--input-size`: `224`, or `HxW` (`240x320`) for networks whose adaptive pooling takes any
+/// size (torchvision's).
+pub fn parse_input_size(s: &str) -> std::result::Result<[usize; 2], String> {
+    match s.parse::<Resize>() {
+        Ok(Resize::Short(v)) => Ok([v, v]),
+        Ok(Resize::Exact(hw)) => Ok(hw),
+        Err(_) => Err(format!("'{s}' is not an input size: give the side (224) or height x width (240x320), positive whole pixels")),
+    }
+}
+
+/// Build `arch` and load its weights. `input` overrides the input size (the resize following
+/// its shorter side in proportion) and the resize.
 pub fn load<B: Backend>(arch: &str, source: &WeightSource, input: impl Into<Input>, device: &B::Device) -> Result<Loaded<B>> {
     let input = input.into();
-    let mut loaded = load_sized(arch, source, input.size, device)?;
+    let mut loaded = load_sized(arch, source, input.size.map(|[h, w]| h.min(w)), device)?;
+    if let Some([h, w]) = input.size.filter(|[h, w]| h != w) {
+        loaded.net.spec.set_input_size([h, w])?;
+    }
     if let Some(r) = input.resize {
         loaded.net.spec.resize = r;
     }

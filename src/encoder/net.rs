@@ -218,6 +218,28 @@ impl EncoderSpec {
         Ok(Walk { taps, conv_in, fc_in })
     }
 
+    /// Feed `[h, w]` images instead: torchvision's networks take any size, their adaptive
+    /// pooling evening it out before the classifier; a network whose fully connected layers
+    /// would then get another number of inputs than their weights (posenet) is an error.
+    pub fn set_input_size(&mut self, size: [usize; 2]) -> Result<()> {
+        let before = self.walk()?.fc_in;
+        let resized = EncoderSpec { input_size: size, ..self.clone() };
+        let after = resized.walk()?.fc_in;
+        if let Some((i, (a, b))) = before.iter().zip(&after).enumerate().find(|(_, (a, b))| a != b) {
+            bail!(
+                "{} cannot take a {}×{} input: its fully connected layer {} reads {a} values at {}×{} and would get {b} (no adaptive pooling evens the size out)",
+                self.arch,
+                size[0],
+                size[1],
+                i + 1,
+                self.input_size[0],
+                self.input_size[1]
+            );
+        }
+        *self = resized;
+        Ok(())
+    }
+
     /// Shape (without batch) of the code at each tap for this input size.
     pub fn tap_shapes(&self) -> Result<BTreeMap<String, Vec<usize>>> {
         Ok(self.walk()?.taps)

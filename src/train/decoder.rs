@@ -227,8 +227,8 @@ impl<B: AutodiffBackend> Data<B> {
 }
 
 /// Load the encoder named by a spec and weights onto the autodiff backend, frozen.
-fn load_encoder<B: AutodiffBackend>(arch: &str, source: &WeightSource, input: usize, device: &B::Device) -> Result<(ConvNet<B>, String)> {
-    let loaded = encoder::load::<B>(arch, source, Some(input), device)?;
+fn load_encoder<B: AutodiffBackend>(arch: &str, source: &WeightSource, input: Input, device: &B::Device) -> Result<(ConvNet<B>, String)> {
+    let loaded = encoder::load::<B>(arch, source, input, device)?;
     Ok((loaded.net.no_grad(), loaded.weights_sha256))
 }
 
@@ -324,7 +324,7 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
             let encoder = match source {
                 _ if preloaded.is_some() => preloaded,
                 Some(s) => {
-                    let (net, sha) = load_encoder::<B>(&spec.arch, &s, spec.input_size[0], device)?;
+                    let (net, sha) = load_encoder::<B>(&spec.arch, &s, Input { size: Some(spec.input_size), resize: Some(spec.resize) }, device)?;
                     if sha != pv.weights_sha256 {
                         bail!("the encoder weights ({sha}) are not those the codes in {} came from ({})", codes.display(), pv.weights_sha256);
                     }
@@ -477,7 +477,7 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
             (None, None) => bail!("the feature loss compares at the encoder's tap '{tap}', but the encoder weights are unknown: pass --weights or --run"),
             (Some(arch), _) => {
                 let source = l.comparator_weights.clone().map(WeightSource::File).unwrap_or(WeightSource::Random(t.seed));
-                load_encoder::<B>(arch, &source, image_size[0], device)?.0
+                load_encoder::<B>(arch, &source, Input { size: Some(image_size), resize: None }, device)?.0
             }
         };
         Some(Comparator::new(net, &tap)?)
