@@ -124,6 +124,10 @@ enum Command {
         /// Train on at most this many images.
         #[arg(long)]
         max_images: Option<usize>,
+        /// Also checkpoint every N steps within an epoch (overrides train.checkpoint_every;
+        /// 0 = after each epoch only), so a run killed in a long epoch resumes where it was.
+        #[arg(long)]
+        checkpoint_every: Option<usize>,
         /// Continue the run in --out from its last checkpoint.
         #[arg(long)]
         resume: bool,
@@ -474,12 +478,13 @@ fn run(cli: Cli) -> Result<()> {
             });
             Ok(())
         }
-        Command::TrainDecoder { config, codes, data, val_data, encoder, weights, run, layer, input_size, resize, out, over, max_images, resume, device } => {
+        Command::TrainDecoder { config, codes, data, val_data, encoder, weights, run, layer, input_size, resize, out, over, max_images, checkpoint_every, resume, device } => {
             use preimage::train::decoder::{DecoderRun, DecoderTrainConfig};
             let mut cfg: DecoderTrainConfig = preimage::config::load(&config)?;
             let t = &mut cfg.train;
             over.apply(&mut t.epochs, &mut t.batch_size, &mut t.lr, &mut t.seed);
             t.max_images = max_images.or(t.max_images);
+            t.checkpoint_every = checkpoint_every.unwrap_or(t.checkpoint_every);
             // --encoder without --codes asks for codes on the fly, whatever file the config names.
             t.codes = if codes.is_none() && encoder.is_some() { None } else { codes.or(t.codes.take()) };
             if !data.is_empty() {

@@ -488,3 +488,49 @@ fn non_square_input_codes_and_decoders() {
     let (success, text) = preimage(&["taps", "--encoder", "alexnet", "--input-size", "64x"]);
     assert!(!success && text.contains("'64x' is not an input size"), "{text}");
 }
+
+/// With `checkpoint_every`, a run killed within an epoch resumes at the batch it had reached:
+/// the run is killed (SIGKILL, no chance to tidy up) once a checkpoint inside the first epoch
+/// is on disk, and the resumed run ends with the losses of one never interrupted.
+#[test]
+fn a_run_killed_within_an_epoch_resumes_at_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, codes) = fixture(dir.path());
+    let cfg = config(dir.path(), "ck.toml", "", "checkpoint_every = 1\n");
+    let args = |out: &Path| -> Vec<String> {
+        ["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--batch-size", "1", "--out", s(out)].map(String::from).to_vec()
+    };
+    let straight = dir.path().join("straight");
+    ok(&args(&straight).iter().map(String::as_str).collect::<Vec<_>>());
+
+    let run = dir.path().join("killed");
+    let bin = std::env::var_os("PREIMAGE_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_preimage").into());
+    let mut child = std::process::Command::new(bin).args(args(&run)).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let state = run.join("checkpoint/state.json");
+    let started = std::time::Instant::now();
+    let caught = loop {
+        let within = std::fs::read_to_string(&state).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok()).map(|v| (v["epoch"].as_u64(), v["epoch_batches"].as_u64()));
+        if let Some((Some(0), Some(b))) = within.filter(|w| w.1.unwrap_or(0) > 0) {
+            break b;
+        }
+        assert!(child.try_wait().unwrap().is_none() && started.elapsed().as_secs() < 120, "no checkpoint within the first epoch");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    let mut resume = args(&run);
+    resume.push("--resume".into());
+    let text = ok(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+    if at_kill["epoch_batches"].as_u64().unwrap_or(0) > 0 {
+        assert!(text.contains(&format!("and {} batches of epoch", at_kill["epoch_batches"])), "{at_kill}: {text}");
+    }
+    let (a, b) = (history(&run), history(&straight));
+    assert_eq!(a.len(), 2);
+    for (x, y) in a.iter().zip(&b) {
+        for k in ["train_loss", "val_loss"] {
+            let (x, y) = (x[k].as_f64().unwrap(), y[k].as_f64().unwrap());
+            assert!((x - y).abs() <= 1e-6 * y.abs(), "{k}: resumed {x} vs straight {y} (killed after batch {caught} or later)");
+        }
+    }
+}

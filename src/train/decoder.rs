@@ -102,6 +102,10 @@ pub struct DecoderTrainSection {
     /// Stop when validation loss has not improved for this many epochs (0 = never).
     #[serde(default)]
     pub early_stop_patience: usize,
+    /// Also checkpoint every this many steps within an epoch (0 = after each epoch only), so
+    /// a run killed in a long epoch (ImageNet's) resumes where it was.
+    #[serde(default)]
+    pub checkpoint_every: usize,
 }
 
 fn default_image_every() -> usize {
@@ -525,7 +529,8 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
             disc_optim = ckpt.load_optim::<B, _, _>("disc_optim", disc_optim, device)?;
         }
         state = ckpt.state()?;
-        println!("resuming {} after epoch {} (step {})", run.out.display(), state.epoch, state.step);
+        let within = if state.epoch_batches > 0 { format!(" and {} batches of epoch {}", state.epoch_batches, state.epoch + 1) } else { String::new() };
+        println!("resuming {} after epoch {}{within} (step {})", run.out.display(), state.epoch, state.step);
     } else if ckpt.exists() {
         bail!("{} already holds a training run; pass --resume to continue it or choose another --out", run.out.display());
     }
@@ -564,8 +569,11 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
         let start = Instant::now();
         let order = epoch_order(&train_items, t.seed, epoch);
         let bar = crate::util::progress(steps_per_epoch as u64, &format!("epoch {}/{}", epoch + 1, t.epochs));
-        let (mut run_loss, mut run_n) = (0.0, 0usize);
-        for (k, chunk) in order.chunks(t.batch_size).enumerate() {
+        // Resumed within this epoch: skip the batches done (the order is the seeded one).
+        let done = std::mem::take(&mut state.epoch_batches);
+        let (mut run_loss, mut run_n) = (std::mem::take(&mut state.epoch_loss), std::mem::take(&mut state.epoch_steps));
+        bar.inc(done as u64);
+        for (k, chunk) in order.chunks(t.batch_size).enumerate().skip(done) {
             let augment = t.augment.then(|| crate::rng::Rng::derive(t.seed, 0xa06 + (epoch * steps_per_epoch + k) as u64).next_u64());
             let Some(b) = data.batch(chunk, augment, device)? else { continue };
             let n = b.records.len();
@@ -641,6 +649,11 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
                 log_grid(&mut tb, &dec.valid(), val_data, &preview, state.step, device)?;
             }
             bar.inc(1);
+            if t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0 && k + 1 < steps_per_epoch {
+                let within = RunState { epoch_batches: k + 1, epoch_loss: run_loss, epoch_steps: run_n, ..state.clone() };
+                save_checkpoint(&ckpt, &dec, &optim, disc.as_ref().map(|d| (d, &disc_optim)), &within)?;
+                tb.flush();
+            }
         }
         bar.finish_and_clear();
         let valid = dec.valid();
@@ -674,14 +687,7 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
             };
             decoder::save_run(&run.out, &valid, &info)?;
         }
-        let mut w = ckpt.writer()?;
-        w.module("model", &dec)?;
-        w.optim::<B, _, _>("optim", &optim)?;
-        if let Some(d) = &disc {
-            w.module("disc", d)?;
-            w.optim::<B, _, _>("disc_optim", &disc_optim)?;
-        }
-        w.commit(&state)?;
+        save_checkpoint(&ckpt, &dec, &optim, disc.as_ref().map(|d| (d, &disc_optim)), &state)?;
         crate::util::write_atomic(&run.out.join("metrics.json"), serde_json::to_string_pretty(&history)?.as_bytes())?;
         if state.early_stop(t.early_stop_patience) {
             break;
@@ -692,6 +698,24 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
         println!("best epoch {e}; decoder in {}", run.out.display());
     }
     Ok(history)
+}
+
+/// Write the checkpoint (models, optimizer states, progress) beside the old one and swap it in.
+fn save_checkpoint<B: AutodiffBackend, O: Optimizer<Decoder<B>, B>, P: Optimizer<Discriminator<B>, B>>(
+    ckpt: &Checkpoint,
+    dec: &Decoder<B>,
+    optim: &O,
+    disc: Option<(&Discriminator<B>, &P)>,
+    state: &RunState,
+) -> Result<()> {
+    let mut w = ckpt.writer()?;
+    w.module("model", dec)?;
+    w.optim::<B, _, _>("optim", optim)?;
+    if let Some((d, o)) = disc {
+        w.module("disc", d)?;
+        w.optim::<B, _, _>("disc_optim", o)?;
+    }
+    w.commit(state)
 }
 
 /// One device's share of a training step: forks of the models, its rows of the batch.

@@ -19,9 +19,18 @@ use std::path::{Path, PathBuf};
 
 use crate::rng::Rng;
 
-/// Progress of a run, saved after each epoch beside the checkpoint.
+/// Progress of a run, saved after each epoch beside the checkpoint (and, for decoders with
+/// `checkpoint_every`, within an epoch).
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct RunState {
+    /// Within the epoch after `epoch`: batches done and their summed loss, so that a run
+    /// resumed there takes the same remaining steps and reports the same epoch loss.
+    #[serde(default)]
+    pub epoch_batches: usize,
+    #[serde(default)]
+    pub epoch_loss: f64,
+    #[serde(default)]
+    pub epoch_steps: usize,
     /// Epochs completed.
     pub epoch: usize,
     /// Optimizer steps taken.
