@@ -299,9 +299,11 @@ fn data_parallel_over_two_devices_takes_the_steps_of_one() {
     // differences: with all three losses on this fixture, ~1e-5 (relative) after the first
     // epoch and ~2e-4 after the second, decoder outputs 4e-3 apart (each loss alone: 1e-7).
     // Weighting the two slices equally instead of 4/7 and 3/7 moves the first epoch's train
-    // loss by 1.7 % and the outputs by 0.05.
+    // loss by 1.7 % and the outputs by 0.05. The rounding itself varies with how the CPU pool
+    // splits work while other tests run (once in CI: 1e-3 after the first epoch), hence
+    // tolerances well above the usual differences and well below the weighting error.
     for (epoch, (a, b)) in one.iter().zip(&two).enumerate() {
-        let tol = [1e-4, 1e-3][epoch];
+        let tol = [3e-3, 1e-2][epoch];
         for (x, y) in [(a.train_loss, b.train_loss), (a.val_loss, b.val_loss), (a.val_pixel_mse, b.val_pixel_mse)] {
             assert!((x - y).abs() <= tol * x.abs().max(1e-3), "epoch {}: one device {x} vs two {y}", epoch + 1);
         }
