@@ -1,5 +1,6 @@
 //! `preimage reconstruct` and `preimage edit` on a tiny trained pipeline: ids and order kept,
 //! images equal to the library's decoding, wrong codes refused, each op's effect on the codes.
+use preimage::tensorfile::Array;
 use preimage::data::codes::CodeFile;
 use preimage::edit::{apply_row, Codes, EditOp, EditOutput};
 use preimage::reconstruct::{Reconstructor, Selection};
@@ -206,6 +207,33 @@ fn reconstruct_and_edit() {
     assert!(!success && text.contains("posenet"), "{text}");
     let (success, text) = train(&codes, "x", &["--encoder", "alexnet"]);
     assert!(!success && text.contains("holds posenet codes, not alexnet codes"), "{text}");
+    // Spatial codes saved flattened (`torch.flatten(feats, 1)`: [N, 64] for conv5's [4, 4, 4])
+    // are the maps they were: a conv5 decoder trains on them with the steps of our own file,
+    // decodes them to the same images, and optimization inverts them.
+    let flat = p("flat.safetensors");
+    let Array::F32 { shape, data } = &file.codes["conv5"] else { panic!("f32 codes") };
+    let flat_codes = Array::F32 { shape: vec![shape[0], shape[1..].iter().product()], data: data.clone() };
+    preimage::tensorfile::write(&flat, &[("conv5".to_string(), flat_codes)], &meta).unwrap();
+    let conv5 = |codes: &Path, out: &str, extra: &[&str]| {
+        let (cfg, out) = (p("dec.toml"), p(out));
+        let mut args = vec!["train-decoder", "--config", s(&cfg), "--codes", s(codes), "--layer", "conv5", "--epochs", "1", "--out", s(&out)];
+        args.extend(extra);
+        ok(&args)
+    };
+    let text = conv5(&flat, "conv5-flat", &["--encoder", "posenet", "--run", s(&p("enc")), "--data", s(&p("data"))]);
+    assert!(text.contains("codes of shape [64] are read as [4, 4, 4]"), "{text}");
+    conv5(&codes, "conv5-ours", &[]);
+    assert_eq!(losses("conv5-flat"), losses("conv5-ours"));
+    assert_eq!(preimage::decoder::read_info(&p("conv5-flat")).unwrap().code_shape, vec![4, 4, 4]);
+    let (flat_out, ours_out) = (p("recon-flat"), p("recon-ours"));
+    ok(&["reconstruct", "--decoder", s(&p("conv5-ours")), "--codes", s(&flat), "--range", "0:2", "--out", s(&flat_out)]);
+    ok(&["reconstruct", "--decoder", s(&p("conv5-ours")), "--codes", s(&codes), "--range", "0:2", "--out", s(&ours_out)]);
+    for id in &file.ids[..2] {
+        let ours = image::open(preimage::reconstruct::output_path(&ours_out, id)).unwrap().to_rgb8();
+        assert_eq!(image::open(preimage::reconstruct::output_path(&flat_out, id)).unwrap().to_rgb8(), ours, "{id}");
+    }
+    let text = ok(&["invert", "--encoder", "posenet", "--run", s(&p("enc")), "--layer", "conv5", "--codes", s(&flat), "--index", "1", "--steps", "2", "--final-steps", "0", "--out", s(&p("inv-flat.png"))]);
+    assert!(text.contains("feature error at conv5"), "{text}");
 
     // --- edit: ops from flags and from a TOML file.
     std::fs::write(p("ops.toml"), "ops = [\"random --count 3 --seed 4\", \"binarize\"]\n").unwrap();

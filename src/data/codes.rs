@@ -64,6 +64,19 @@ impl Preprocessing {
     }
 }
 
+/// [`CodeFile::fits_shape`] for codes of per-item shape `have`.
+pub fn fits_shape(tap: &str, have: &[usize], want: &[usize]) -> bool {
+    if have == want {
+        return true;
+    }
+    let same_values = have.iter().product::<usize>() == want.iter().product::<usize>();
+    let fits = same_values && (have.len() == 1 || want.len() == 1);
+    if fits {
+        eprintln!("note: the file's {tap} codes of shape {have:?} are read as {want:?} (row-major, as torch.flatten lays them out)");
+    }
+    fits
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct CodeFile {
     /// Tap name → `[N, ...]` codes.
@@ -93,6 +106,14 @@ impl CodeFile {
                 path.display()
             )
         })
+    }
+
+    /// Whether the codes at `tap` of a file written elsewhere are codes of shape `want` (per
+    /// item): the same shape, or flattened (`torch.flatten(feats, 1)`, `feats.reshape(N, -1)`:
+    /// [9216] for [256, 6, 6], row-major as ours), or the reverse ([4096, 1, 1] for [4096]).
+    /// Codes are used as flat rows, so a flattened file needs no copy; a note says how it is read.
+    pub fn fits_shape(&self, tap: &str, want: &[usize]) -> Result<bool> {
+        Ok(fits_shape(tap, &self.tap(tap)?.shape()[1..], want))
     }
 
     /// The codes at `tap`; an unknown tap is an error listing those in the file.

@@ -108,7 +108,7 @@ impl DecoderInfo {
             Some(pv) => self.check_codes(&pv.encoder, &self.tap, &arr.shape()[1..], &pv.weights_sha256)?,
             None => {
                 // Written elsewhere: only the shape can be checked (the reader said so).
-                if arr.shape()[1..] != self.code_shape[..] {
+                if !file.fits_shape(&self.tap, &self.code_shape)? {
                     bail!("this decoder inverts {} {} codes of shape {:?}, but the file's '{}' codes have shape {:?}", self.encoder, self.tap, self.code_shape, self.tap, &arr.shape()[1..]);
                 }
             }

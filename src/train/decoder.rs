@@ -251,7 +251,7 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
         CodeSource::File { codes, data, encoder: enc_source, arch, input } => {
             let mut file = CodeFile::read_tap(codes, &tap)?;
             let arr = file.codes.remove(&tap).expect("read_tap keeps its tap");
-            let code_shape = arr.shape()[1..].to_vec();
+            let mut code_shape = arr.shape()[1..].to_vec();
             // Codes written elsewhere: what `extract` would have recorded, from the encoder named.
             let (pv, preloaded) = match (&file.provenance, arch) {
                 (Some(pv), Some(arch)) if *arch != pv.encoder => bail!("{} holds {} codes, not {arch} codes", codes.display(), pv.encoder),
@@ -274,10 +274,12 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                     let loaded = encoder::load::<B>(arch, source, *input, device)?;
                     let spec = loaded.net.spec.clone();
                     spec.check_tap(&tap)?;
-                    let want = &spec.tap_shapes()?[&tap];
-                    if *want != code_shape {
+                    let want = spec.tap_shapes()?.remove(&tap).expect("checked tap");
+                    if !crate::data::codes::fits_shape(&tap, &code_shape, &want) {
                         bail!("{arch}'s {tap} codes at input {}×{} have shape {want:?}, but those in {} have shape {code_shape:?}", spec.input_size[0], spec.input_size[1], codes.display());
                     }
+                    // Flattened codes decode as the maps they are.
+                    code_shape = want;
                     let pv = Provenance {
                         encoder: arch.clone(),
                         weights_sha256: loaded.weights_sha256.clone(),
