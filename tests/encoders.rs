@@ -88,6 +88,10 @@ fn unknown_encoder_and_tap_are_errors_listing_valid_ones() {
     let enc = encoder::load::<B>("posenet", &WeightSource::Random(0), None, &Default::default()).unwrap();
     let err = enc.net.spec.check_tap("conv9").unwrap_err().to_string();
     assert!(err.contains("conv9") && err.contains("fc7") && err.contains("pose"), "{err}");
+    // torchvision's module name for a tap points to the tap.
+    let vgg = encoder::load::<B>("vgg11", &WeightSource::Random(0), Some(32), &Default::default()).unwrap();
+    let err = vgg.net.spec.check_tap("features.2").unwrap_err().to_string();
+    assert!(err.contains("'features.2' is torchvision's module for tap 'pool1'") && err.contains("pass pool1"), "{err}");
 }
 
 /// Training scripts' checkpoints load as they are: the state_dict nested beside optimizer state

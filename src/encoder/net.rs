@@ -166,10 +166,13 @@ impl EncoderSpec {
     /// Error listing the valid taps when `name` is not one of them.
     pub fn check_tap(&self, name: &str) -> Result<()> {
         if self.taps().iter().any(|t| t == name) {
-            Ok(())
-        } else {
-            bail!("unknown tap '{name}' for encoder {}; valid taps: {}", self.arch, self.taps().join(", "))
+            return Ok(());
         }
+        // A PyTorch user may name the module a forward hook would sit on.
+        if let Some((tap, _)) = self.torch_modules().into_iter().find(|(_, m)| m == name) {
+            bail!("'{name}' is torchvision's module for tap '{tap}' of {}: pass {tap} (`preimage taps` lists each tap's module)", self.arch);
+        }
+        bail!("unknown tap '{name}' for encoder {}; valid taps: {}", self.arch, self.taps().join(", "))
     }
 
     /// Shapes (without batch) of the input to every layer and at every tap, walking the plan
