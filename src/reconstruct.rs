@@ -177,7 +177,8 @@ impl Input {
     pub fn code_file<B: Backend>(&self, rec: &Reconstructor<B>, decoder: &Path) -> Result<CodeFile> {
         let file = match self {
             Input::Codes(path) => {
-                let file = CodeFile::read_tap(path, &rec.info.tap).with_context(|| format!("{} inverts {} {} codes", decoder.display(), rec.info.encoder, rec.info.tap))?;
+                let module = rec.info.encoder_spec.torch_modules().remove(&rec.info.tap);
+                let file = CodeFile::read_tap_as(path, &rec.info.tap, module.as_deref()).with_context(|| format!("{} inverts {} {} codes", decoder.display(), rec.info.encoder, rec.info.tap))?;
                 rec.info.codes_from(&file).with_context(|| format!("{} cannot decode {}", decoder.display(), path.display()))?;
                 file
             }

@@ -201,6 +201,18 @@ fn reconstruct_and_edit() {
     assert_eq!(losses("from-named"), losses("from-ours"));
     let info = preimage::decoder::read_info(&p("from-named")).unwrap();
     assert_eq!((info.encoder.as_str(), info.weights_sha256.as_str()), ("posenet", file.provenance.as_ref().unwrap().weights_sha256.as_str()));
+    // Named by the torchvision module of the tap (`create_feature_extractor(m, [module])`).
+    let module = file.provenance.as_ref().map(|pv| serde_json::from_str::<preimage::encoder::EncoderSpec>(&pv.spec).unwrap().torch_modules()["fc7"].clone()).unwrap();
+    let by_module = p("by-module.safetensors");
+    preimage::tensorfile::write(&by_module, &[(module.clone(), file.codes["fc7"].clone())], &meta).unwrap();
+    let text = ok(&["reconstruct", "--decoder", s(&dec), "--codes", s(&by_module), "--range", "1:3", "--out", s(&p("by-module"))]);
+    assert!(text.contains(&format!("'{module}' codes are read as tap fc7")), "{text}");
+    for (row, id) in [(1, &file.ids[1]), (2, &file.ids[2])] {
+        assert!(png_diff(&preimage::reconstruct::output_path(&p("by-module"), id), &direct_of(&rec, &file, row)) <= 0.5 / 255.0 + 1e-6);
+    }
+    let (success, text) = train(&by_module, "from-module", &["--encoder", "posenet", "--run", s(&p("enc")), "--data", s(&p("data"))]);
+    assert!(success, "{text}");
+    assert_eq!(losses("from-module"), losses("from-ours"));
     let (success, text) = train(&named, "x", &["--encoder", "posenet", "--run", s(&p("enc"))]);
     assert!(!success && text.contains("--data DIR"), "{text}");
     let (success, text) = train(&named, "x", &["--encoder", "alexnet", "--data", s(&p("data")), "--weights", s(&p("enc/encoder.safetensors"))]);

@@ -173,13 +173,30 @@ impl CodeFile {
     /// An array without a name of its own (a `.npy` file's, or `np.savez(F, x)`'s `arr_0`) is
     /// read as the codes at `tap` when it is the file's only one.
     pub fn read_tap(path: &Path, tap: &str) -> Result<Self> {
+        Self::read_tap_as(path, tap, None)
+    }
+
+    /// [`CodeFile::read_tap`] where the codes may also be named by `module`, the torchvision
+    /// module whose output the tap is (`features.11` for AlexNet's `conv5`), as
+    /// `create_feature_extractor(model, ["features.11"])` names them.
+    pub fn read_tap_as(path: &Path, tap: &str, module: Option<&str>) -> Result<Self> {
         let mut taps = Vec::new();
         let mut read = read_tensors(path, |name| {
             if !matches!(name, "label" | "pose") {
                 taps.push(name.to_string());
             }
-            name == tap || matches!(name, "label" | "pose") || name == npy::UNNAMED
+            name == tap || Some(name) == module || matches!(name, "label" | "pose") || name == npy::UNNAMED
         })?;
+        if let Some(m) = module.filter(|m| !taps.iter().any(|t| t == tap) && taps.iter().any(|t| t == m)) {
+            let arr = read.0.remove(m).expect("read above");
+            eprintln!("note: {}'s '{m}' codes are read as tap {tap} (torchvision's module for it)", path.display());
+            read.0.insert(tap.to_string(), arr);
+            read.0.remove(npy::UNNAMED);
+            return Self::read_from(path, read);
+        }
+        if let Some(m) = module {
+            read.0.remove(m);
+        }
         if !taps.iter().any(|t| t == tap) {
             if let ([only], Some(arr)) = (taps.as_slice(), read.0.remove(npy::UNNAMED)) {
                 debug_assert_eq!(only, npy::UNNAMED);

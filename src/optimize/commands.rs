@@ -304,7 +304,8 @@ impl Targets {
     fn from_args(a: &InvertArgs, enc: &Loaded<impl Backend>, skips: &crate::data::folder::SkipLog) -> Result<Targets> {
         match (&a.image[..], &a.codes) {
             ([], Some(path)) => {
-                let mut file = CodeFile::read_tap(path, &a.layer)?;
+                let module = enc.net.spec.torch_modules().remove(&a.layer);
+                let mut file = CodeFile::read_tap_as(path, &a.layer, module.as_deref())?;
                 check_codes(&file, path, &a.layer, enc)?;
                 // Other float types (PyTorch's f64 codes) become f32 once here, not per batch.
                 if let Some(arr) = file.codes.get_mut(&a.layer).filter(|arr| !matches!(arr, Array::F32 { .. })) {

@@ -249,7 +249,12 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
     let tap = run.layer.clone();
     match &run.source {
         CodeSource::File { codes, data, encoder: enc_source, arch, input } => {
-            let mut file = CodeFile::read_tap(codes, &tap)?;
+            // Codes written elsewhere may be named by the torchvision module of the tap.
+            let module = match arch {
+                Some(a) => encoder::default_spec(a, 1000, None)?.torch_modules().remove(&tap),
+                None => None,
+            };
+            let mut file = CodeFile::read_tap_as(codes, &tap, module.as_deref())?;
             let arr = file.codes.remove(&tap).expect("read_tap keeps its tap");
             let mut code_shape = arr.shape()[1..].to_vec();
             // Codes written elsewhere: what `extract` would have recorded, from the encoder named.
