@@ -38,6 +38,18 @@ fn history(run: &Path) -> Vec<serde_json::Value> {
     serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap()
 }
 
+/// Two runs' histories have the same epochs and, within `tol` (relative), the same train and
+/// validation losses; `what` names the two in the message.
+fn assert_same_losses(a: &[serde_json::Value], b: &[serde_json::Value], tol: f64, what: &str) {
+    assert_eq!(a.len(), b.len(), "{what}: epochs");
+    for (x, y) in a.iter().zip(b) {
+        for key in ["train_loss", "val_loss"] {
+            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!((x - y).abs() <= tol * y.abs(), "{key}: {what}: {x} vs {y}");
+        }
+    }
+}
+
 #[test]
 fn trains_from_a_code_file_resumes_and_records_what_it_inverts() {
     let dir = tempfile::tempdir().unwrap();
@@ -350,12 +362,7 @@ fn trains_on_the_fly_from_files_and_folders() {
     // The same images, codes and order: the same losses.
     let (a, b) = (history(&from_file), history(&on_the_fly));
     assert_eq!(a.len(), 2);
-    for (x, y) in a.iter().zip(&b) {
-        for key in ["train_loss", "val_loss"] {
-            let (x, y) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
-            assert!((x - y).abs() <= 1e-4 * x.abs(), "{key}: code file {x} vs on the fly {y}");
-        }
-    }
+    assert_same_losses(&a, &b, 1e-4, "code file vs on the fly");
 
     // With a code file, --data is the one folder of its images.
     let mut bad = vec!["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--out", "unused"];
@@ -424,12 +431,7 @@ fn on_the_fly_input_size_and_exact_resize_are_recorded_and_used() {
         history(&out)
     };
     let (a, b) = (train("wide", "a", &["--input-size", "32", "--resize", "32x32"]), train("squashed", "b", &["--input-size", "32"]));
-    for (x, y) in a.iter().zip(&b) {
-        for k in ["train_loss", "val_loss"] {
-            let (x, y) = (x[k].as_f64().unwrap(), y[k].as_f64().unwrap());
-            assert!((x - y).abs() <= 1e-5 * y.abs(), "{k}: squashed on the fly {x} vs beforehand {y}");
-        }
-    }
+    assert_same_losses(&a, &b, 1e-5, "squashed on the fly vs beforehand");
     let info = preimage::decoder::read_info(&p("a")).unwrap();
     assert_eq!(info.encoder_spec.resize, Resize::Exact([32, 32]));
     let net = info.load_encoder::<preimage::device::Cpu>(None, &Default::default()).unwrap();
@@ -529,10 +531,5 @@ fn a_run_killed_within_an_epoch_resumes_at_its_batch() {
     }
     let (a, b) = (history(&run), history(&straight));
     assert_eq!(a.len(), 2);
-    for (x, y) in a.iter().zip(&b) {
-        for k in ["train_loss", "val_loss"] {
-            let (x, y) = (x[k].as_f64().unwrap(), y[k].as_f64().unwrap());
-            assert!((x - y).abs() <= 1e-6 * y.abs(), "{k}: resumed {x} vs straight {y} (killed after batch {caught} or later)");
-        }
-    }
+    assert_same_losses(&a, &b, 1e-6, &format!("resumed (killed after batch {caught} or later) vs straight"));
 }
