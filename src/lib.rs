@@ -41,6 +41,7 @@
 //! ```
 
 pub mod bench;
+pub mod classify;
 pub mod compare;
 pub mod config;
 pub mod data;

@@ -286,6 +286,28 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
     },
+    /// The encoder's top classes for images, and its accuracy on a class-folder set: check a
+    /// weights file before inverting its codes.
+    Classify {
+        #[command(flatten)]
+        enc: EncoderArgs,
+        /// Images: a class-folder set (accuracy where its classes are the network's, by name or,
+        /// for ImageNet's n01440764-style folders, by position), or image files, folders and lists.
+        #[arg(long, num_args = 1.., required = true)]
+        data: Vec<PathBuf>,
+        /// Classes listed per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// Also write every image's top classes as CSV (id,label,class_1,p_1,...).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Images encoded at once.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// cpu, or cuda[:N] in a build with --features cuda.
+        #[arg(long, default_value = "cpu")]
+        device: DeviceSpec,
+    },
     /// Time the standard workloads (median of --runs after warm-up); compare with PyTorch.
     Bench {
         /// cpu, or cuda[:N] in a build with --features cuda.
@@ -551,6 +573,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Extract { enc, layer, data, out, batch, device } => {
             with_backend!(device, |B, dev| extract::<B>(&enc, &layer, &data, &out, batch, &dev))
         }
+        Command::Classify { enc, data, top, out, batch, device } => {
+            with_backend!(device, |B, dev| classify::<B>(&enc, &data, top, out.as_deref(), batch, &dev))
+        }
         Command::Bench { device, json, pytorch, runs, warmup, quick, data, only, table } => {
             let opts = preimage::bench::BenchOptions { runs, warmup, quick, data, only };
             let reference = (!pytorch.is_empty()).then(|| preimage::bench::read_rounds(&pytorch)).transpose()?;
@@ -608,6 +633,36 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
     }
+}
+
+fn classify<B: AutodiffBackend>(enc: &EncoderArgs, data: &[PathBuf], top: usize, out: Option<&Path>, batch: usize, dev: &B::Device) -> Result<()> {
+    use preimage::classify;
+    let loaded = enc.load::<B::InnerBackend>(dev)?;
+    let skips = SkipLog::new();
+    let folder = ImageFolder::from_paths(data, &skips)?;
+    let (predictions, note) = classify::classify(&loaded, &folder, top, batch, dev)?;
+    let classes = &loaded.net.spec.classes;
+    const SHOWN: usize = 20;
+    for p in predictions.iter().take(SHOWN) {
+        let tops: Vec<String> = p.top.iter().map(|&(c, prob)| format!("{} {:.1} %", classes[c], 100.0 * prob)).collect();
+        let label = p.label.map(|l| format!(" [{}]", classes[l])).unwrap_or_default();
+        println!("{}{label}: {}", p.id, tops.join(", "));
+    }
+    if predictions.len() > SHOWN {
+        println!("… and {} more images{}", predictions.len() - SHOWN, out.map(|o| format!(" (all in {})", o.display())).unwrap_or_default());
+    }
+    if let Some(note) = note {
+        println!("note: {note}");
+    }
+    if let Some(a) = classify::accuracy(&predictions) {
+        println!("accuracy on {} images: top-1 {:.2} %, top-{} {:.2} %", a.count, 100.0 * a.top1, a.k, 100.0 * a.topk);
+    }
+    if let Some(path) = out {
+        preimage::util::write_atomic(path, classify::csv(&predictions, classes).as_bytes())?;
+        println!("wrote {}", path.display());
+    }
+    skips.report();
+    Ok(())
 }
 
 fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &[PathBuf], out: &Path, batch: usize, dev: &B::Device) -> Result<()> {

@@ -262,3 +262,50 @@ fn posenet_files_run_in_pytorch() {
     );
     eprintln!("{}", text.trim());
 }
+
+/// `classify`: each image's top classes are the softmax of the encoder's fc8 logits (as
+/// `extract` writes them), best first; a folder whose classes are the network's (by name) gets
+/// top-1 / top-k accuracy; one whose classes are not says so.
+#[test]
+fn classify_lists_top_classes_and_accuracy() {
+    use common::{ok, s};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    // Folder names match the network's classes in any case.
+    for (folder, k) in [("class_3", 0u32), ("class_3", 1), ("Class_7", 2), ("Class_7", 3), ("Class_7", 4)] {
+        std::fs::create_dir_all(p(&format!("set/{folder}"))).unwrap();
+        image::RgbImage::from_fn(70, 64, |x, y| image::Rgb([(x * 3 + k * 50) as u8, (y * 4 * (k + 1)) as u8, ((x * y + 7 * k) % 251) as u8])).save(p(&format!("set/{folder}/{k}.png"))).unwrap();
+    }
+    let weights = fixtures().join("vgg11_mini.safetensors");
+    let csv = p("preds.csv");
+    let text = ok(&["classify", "--encoder", "vgg11", "--weights", s(&weights), "--input-size", "64", "--data", s(&p("set")), "--top", "3", "--out", s(&csv)]);
+    ok(&["extract", "--encoder", "vgg11", "--weights", s(&weights), "--input-size", "64", "--layer", "fc8", "--data", s(&p("set")), "--out", s(&p("c.safetensors"))]);
+    let codes = preimage::data::codes::CodeFile::read(&p("c.safetensors")).unwrap();
+    let logits = codes.codes["fc8"].to_f32();
+    let rows: Vec<Vec<String>> = std::fs::read_to_string(&csv).unwrap().lines().skip(1).map(|l| l.split(',').map(String::from).collect()).collect();
+    assert_eq!(rows.len(), 5);
+    let (mut hits1, mut hits3) = (0, 0);
+    for (i, row) in rows.iter().enumerate() {
+        let l = &logits[i * 10..(i + 1) * 10];
+        let mut order: Vec<usize> = (0..10).collect();
+        order.sort_by(|&a, &b| l[b].total_cmp(&l[a]));
+        let sum: f64 = l.iter().map(|&v| (v as f64).exp()).sum();
+        assert_eq!(row[0], codes.ids[i]);
+        let label = if row[0].starts_with("class_3") { 3 } else { 7 };
+        assert_eq!(row[1], format!("class_{label}"));
+        for j in 0..3 {
+            assert_eq!(row[2 + 2 * j], format!("class_{}", order[j]), "image {i}, rank {j}");
+            let prob: f64 = row[3 + 2 * j].parse().unwrap();
+            assert!((prob - (l[order[j]] as f64).exp() / sum).abs() < 2e-6, "image {i}, rank {j}");
+        }
+        hits1 += (order[0] == label) as usize;
+        hits3 += order[..3].contains(&label) as usize;
+    }
+    let want = format!("accuracy on 5 images: top-1 {:.2} %, top-3 {:.2} %", 20.0 * hits1 as f64, 20.0 * hits3 as f64);
+    assert!(text.contains(&want) && text.contains("Class_7/2.png [class_7]: class_"), "{want}\n{text}");
+    // Classes that are not the network's: predictions, no accuracy, and why.
+    std::fs::rename(p("set/Class_7"), p("set/cat")).unwrap();
+    let text = ok(&["classify", "--encoder", "vgg11", "--weights", s(&weights), "--input-size", "64", "--data", s(&p("set"))]);
+    assert!(text.contains("not the network's") && text.contains("cat") && !text.contains("accuracy on"), "{text}");
+    assert!(text.contains("class_3/0.png: class_"), "{text}");
+}
