@@ -110,7 +110,7 @@ impl CodeFile {
 
     /// Whether the codes at `tap` of a file written elsewhere are codes of shape `want` (per
     /// item): the same shape, or flattened (`torch.flatten(feats, 1)`, `feats.reshape(N, -1)`:
-    /// [9216] for [256, 6, 6], row-major as ours), or the reverse ([4096, 1, 1] for [4096]).
+    /// `[9216]` for `[256, 6, 6]`, row-major as ours), or the reverse (`[4096, 1, 1]` for `[4096]`).
     /// Codes are used as flat rows, so a flattened file needs no copy; a note says how it is read.
     pub fn fits_shape(&self, tap: &str, want: &[usize]) -> Result<bool> {
         Ok(fits_shape(tap, &self.tap(tap)?.shape()[1..], want))
