@@ -29,11 +29,15 @@ pub fn extract<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String
     Ok(file)
 }
 
-/// [`extract`] straight into the code file `out`, batch by batch: memory stays that of a batch
+/// [`extract`] straight into the code file `out` (safetensors, or NumPy's `.npz` when it ends so),
+/// batch by batch: memory stays that of a batch
 /// however many images there are (conv1 codes of AlexNet are 0.8 MB an image). The codes wait in
 /// part files beside `out` until the last batch, so the folder needs twice their size for a
 /// moment; `out` is replaced only once complete. Returns the number of images encoded.
 pub fn extract_to_file<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String], batch_size: usize, device: &B::Device, out: &Path) -> Result<usize> {
+    if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
+        bail!("{}: a .npy file holds one array; write a .npz (NumPy's np.load gives every tap, the labels and ids) or a .safetensors", out.display());
+    }
     let mut writer = RowWriter::new(out);
     let file = encode_folder(enc, folder, taps, batch_size, device, |tap, shape, values| writer.append(tap, shape, values))?;
     let (extra, meta) = file.labels_poses_and_metadata()?;

@@ -276,7 +276,7 @@ enum Command {
         /// them all.
         #[arg(long, num_args = 1.., required = true)]
         data: Vec<PathBuf>,
-        /// Output .safetensors code file.
+        /// Output code file: .safetensors, or .npz (NumPy: np.load gives each tap, label, pose, ids).
         #[arg(long)]
         out: PathBuf,
         /// Images encoded at once.

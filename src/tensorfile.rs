@@ -163,6 +163,9 @@ enum Bytes<'a> {
 /// the format's own writer orders them, so that every tensor is aligned to its element size
 /// (readers that map the file in place need it).
 fn write_items(path: &Path, mut items: Vec<(Entry, Bytes)>, metadata: &HashMap<String, String>) -> Result<()> {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz")) {
+        return write_npz(path, &items, metadata);
+    }
     items.sort_by_key(|(e, _)| std::cmp::Reverse(e.dtype.size()));
     let entries: Vec<&Entry> = items.iter().map(|(e, _)| e).collect();
     let head = header(&entries, metadata).with_context(|| format!("building {}", path.display()))?;
@@ -177,6 +180,46 @@ fn write_items(path: &Path, mut items: Vec<(Entry, Bytes)>, metadata: &HashMap<S
                 }
             }
         }
+        Ok(())
+    })
+}
+
+/// The same items as NumPy's `.npz` (stored, not compressed; zip64 past 4 GB): a `NAME.npy`
+/// per tensor, the row ids as a string array `ids`, the rest of the metadata as JSON in
+/// [`npy::METADATA`]. `np.load(F)["fc7"]`, `np.load(F)["ids"]` read them.
+fn write_npz(path: &Path, items: &[(Entry, Bytes)], metadata: &HashMap<String, String>) -> Result<()> {
+    use crate::data::npy;
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true);
+    crate::util::write_atomic_with(path, |w| {
+        let mut zip = zip::ZipWriter::new(w);
+        let io = |e: zip::result::ZipError| std::io::Error::other(e.to_string());
+        for (e, bytes) in items {
+            let descr = match e.dtype {
+                Dtype::F32 => "<f4",
+                Dtype::I64 => "<i8",
+                other => return Err(std::io::Error::other(format!("cannot write {other:?} to .npz"))),
+            };
+            zip.start_file(format!("{}.npy", e.name), opts).map_err(io)?;
+            zip.write_all(&npy::header(descr, &e.shape))?;
+            match bytes {
+                Bytes::Memory(Array::F32 { data, .. }) => write_le(&mut zip, data, |v| v.to_le_bytes())?,
+                Bytes::Memory(Array::I64 { data, .. }) => write_le(&mut zip, data, |v| v.to_le_bytes())?,
+                Bytes::Part(p) => {
+                    std::io::copy(&mut File::open(p)?, &mut zip)?;
+                }
+            }
+        }
+        if let Some(ids) = metadata.get("ids") {
+            let ids: Vec<String> = serde_json::from_str(ids).map_err(std::io::Error::other)?;
+            zip.start_file("ids.npy", opts).map_err(io)?;
+            zip.write_all(&npy::strings(&ids, &[ids.len()]))?;
+        }
+        let rest: BTreeMap<&String, &String> = metadata.iter().filter(|(k, _)| k.as_str() != "ids").collect();
+        if !rest.is_empty() {
+            zip.start_file(format!("{}.npy", npy::METADATA), opts).map_err(io)?;
+            zip.write_all(&npy::strings(&[serde_json::to_string(&rest).map_err(std::io::Error::other)?], &[]))?;
+        }
+        zip.finish().map_err(io)?;
         Ok(())
     })
 }

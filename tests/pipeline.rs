@@ -393,3 +393,41 @@ fn files_that_are_not_images_are_named_ten_times_then_counted() {
     assert!(text.contains("broken.png") && text.contains("skipped 16 files: 15 not images, 1 unreadable"), "{text}");
     assert_eq!(CodeFile::read(&out).unwrap().len(), 15);
 }
+
+/// `extract --out F.npz` writes NumPy's format: the same code file as the safetensors one when
+/// read back (codes, labels, poses, ids, provenance), so decoders train from it; NumPy reads
+/// each tap, the labels and the ids (checked where a Python with NumPy is at hand). A `.npy`
+/// (one array) is refused with the reason.
+#[test]
+fn extract_writes_npz_code_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    ok(&["render", "--out", s(&p("data")), "--count", "10", "--size", "32", "--seed", "3", "--classes", "chair,mug"]);
+    for out in ["c.npz", "c.safetensors"] {
+        ok(&["extract", "--encoder", "posenet", "--input-size", "32", "--layer", "conv5,fc7", "--data", s(&p("data")), "--out", s(&p(out))]);
+    }
+    let (npz, st) = (CodeFile::read(&p("c.npz")).unwrap(), CodeFile::read(&p("c.safetensors")).unwrap());
+    assert!(npz.provenance.is_some() && npz.poses.is_some() && npz.labels.is_some());
+    assert_eq!(npz, st);
+    let cfg = p("dec.toml");
+    std::fs::write(&cfg, "[model]\nfc = [16]\nbase_channels = 8\nup_channels = [8, 4, 4]\n[train]\nepochs = 1\nbatch_size = 4\nlr = 0.001\n").unwrap();
+    let text = ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&p("c.npz")), "--layer", "fc7", "--out", s(&p("dec"))]);
+    assert!(text.contains("posenet fc7"), "{text}");
+    let (success, text) = preimage(&["extract", "--encoder", "posenet", "--input-size", "32", "--layer", "fc7", "--data", s(&p("data")), "--out", s(&p("c.npy"))]);
+    assert!(!success && text.contains("c.npy") && text.contains(".npz"), "{text}");
+    let python = std::path::PathBuf::from(std::env::var_os("PREIMAGE_PYTHON").unwrap_or_else(|| "python3".into()));
+    if !common::python_has(&python, "numpy") {
+        eprintln!("skipped the NumPy read-back: no Python with numpy (set PREIMAGE_PYTHON)");
+        return;
+    }
+    let labels: Vec<String> = st.labels.as_ref().unwrap().iter().map(i64::to_string).collect();
+    let script = format!(
+        "import numpy as np, json\nf = np.load({:?})\nprint(f['conv5'].shape, f['conv5'].dtype, ' '.join(repr(float(v)) for v in f['fc7'][2, :3]), '|', ' '.join(map(str, f['label'])), [str(i) for i in f['ids'][:2]], json.loads(str(f['__metadata__']))['encoder'])\n",
+        s(&p("c.npz"))
+    );
+    let text = common::run_python(&python, &script);
+    let fc7 = st.codes["fc7"].to_f32();
+    assert!(text.contains("(10, 64, 4, 4) float32") && text.contains(&labels.join(" ")) && text.contains(&format!("['{}', '{}']", st.ids[0], st.ids[1])) && text.contains("posenet"), "{text}");
+    let row: Vec<String> = fc7[2 * 512..2 * 512 + 3].iter().map(|&v| format!("{:?}", v as f64)).collect();
+    assert!(text.contains(&format!("float32 {} |", row.join(" "))), "{row:?}: {text}");
+}

@@ -39,6 +39,40 @@ pub fn is_npz(path: &Path) -> Result<bool> {
 /// named so too. Such an array stands for whichever tap is asked for (see `CodeFile::read_tap`).
 pub const UNNAMED: &str = "arr_0";
 
+/// The member of a `.npz` written here that holds the metadata a safetensors code file keeps
+/// in its header (encoder, weights, preprocessing...), as JSON in a 0-d string array
+/// (`json.loads(str(np.load(F)["__metadata__"]))`), so a `.npz` from `extract` is a code file
+/// in full.
+pub const METADATA: &str = "__metadata__";
+
+/// The header of a `.npy` stream (format 1.0): magic, version, the dict padded so that the
+/// data starts 64-byte aligned, as `np.save` writes it.
+pub fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
+    let dims = match shape {
+        [one] => format!("({one},)"),
+        _ => format!("({})", shape.iter().map(usize::to_string).collect::<Vec<_>>().join(", ")),
+    };
+    let mut dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {dims}, }}");
+    let unpadded = 10 + dict.len() + 1;
+    dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
+    dict.push('\n');
+    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    out.extend((dict.len() as u16).to_le_bytes());
+    out.extend(dict.as_bytes());
+    out
+}
+
+/// A whole `.npy` stream of strings (`<U`, UTF-32, each padded to the longest), shape `shape`.
+pub fn strings(values: &[String], shape: &[usize]) -> Vec<u8> {
+    let width = values.iter().map(|v| v.chars().count()).max().unwrap_or(0).max(1);
+    let mut out = header(&format!("<U{width}"), shape);
+    for v in values {
+        let n = v.chars().count();
+        out.extend(v.chars().chain(std::iter::repeat_n('\0', width - n)).flat_map(|c| (c as u32).to_le_bytes()));
+    }
+    out
+}
+
 /// Every array `keep` accepts (by name: [`UNNAMED`] for a `.npy` file, the member's name
 /// without `.npy` in a `.npz`) as tensors; a string array named `ids` goes into the metadata as
 /// JSON, as a safetensors code file keeps it.
@@ -56,7 +90,7 @@ pub fn read(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap
         for i in 0..zip.len() {
             let mut member = zip.by_index(i).with_context(|| format!("reading {}", path.display()))?;
             let name = member.name().trim_end_matches(".npy").to_string();
-            if name == "ids" || keep(&name) {
+            if name == "ids" || name == METADATA || keep(&name) {
                 let arr = parse(&mut member).with_context(|| format!("reading '{name}' of {}", path.display()))?;
                 arrays.push((name, arr));
             }
@@ -70,6 +104,11 @@ pub fn read(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap
             }
             NpyArray::Strings { data, .. } if name == "ids" => {
                 meta.insert("ids".to_string(), serde_json::to_string(&data)?);
+            }
+            NpyArray::Strings { data, .. } if name == METADATA => {
+                let json = data.first().map(String::as_str).unwrap_or("{}");
+                let fields: HashMap<String, String> = serde_json::from_str(json).with_context(|| format!("{}: '{METADATA}' is not our metadata", path.display()))?;
+                meta.extend(fields.into_iter().filter(|(k, _)| k != "ids"));
             }
             NpyArray::Strings { .. } => bail!("{}: array '{name}' holds strings; only 'ids' may", path.display()),
         }
@@ -223,6 +262,34 @@ fn to_c_order(arr: NpyArray, shape: &[usize]) -> NpyArray {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What we write reads back, with the data 64-byte aligned as `np.save` aligns it.
+    #[test]
+    fn written_headers_and_strings_read_back() {
+        for shape in [vec![], vec![3], vec![2, 64, 4, 4]] {
+            let h = header("<f4", &shape);
+            assert_eq!(h.len() % 64, 0, "{shape:?}");
+            let n: usize = shape.iter().product();
+            let mut bytes = h;
+            bytes.extend((0..n).flat_map(|i| (i as f32 * 0.5).to_le_bytes()));
+            match parse(&mut bytes.as_slice()).unwrap() {
+                NpyArray::Numbers(Array::F32 { shape: s, data }) => {
+                    assert_eq!(s, shape);
+                    assert_eq!(data, (0..n).map(|i| i as f32 * 0.5).collect::<Vec<_>>());
+                }
+                _ => panic!("f32 expected"),
+            }
+        }
+        let ids = vec!["chair/0.png".to_string(), "ü".to_string(), String::new()];
+        match parse(&mut strings(&ids, &[3]).as_slice()).unwrap() {
+            NpyArray::Strings { shape, data } => assert_eq!((shape, data), (vec![3], ids)),
+            _ => panic!("strings expected"),
+        }
+        match parse(&mut strings(&["{\"a\": 1}".to_string()], &[]).as_slice()).unwrap() {
+            NpyArray::Strings { shape, data } => assert_eq!((shape, data), (vec![], vec!["{\"a\": 1}".to_string()])),
+            _ => panic!("strings expected"),
+        }
+    }
 
     fn npy(version: u8, header: &str, data: &[u8]) -> Vec<u8> {
         let mut v = MAGIC.to_vec();
