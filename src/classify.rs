@@ -58,7 +58,8 @@ pub fn top_k(logits: &[f32], k: usize) -> Vec<(usize, f32)> {
 }
 
 /// The `k` top classes of every readable image of `folder` (`fc8`, the logits), with its label
-/// where the folder's classes map to the network's; the reason when they do not.
+/// where the folder's classes map to the network's, or where a list gives class numbers (they
+/// index the network's classes); the reason when they do not.
 pub fn classify<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, k: usize, batch_size: usize, device: &B::Device) -> Result<(Vec<Prediction>, Option<String>)> {
     let spec = &enc.net.spec;
     if !spec.taps().iter().any(|t| t == "fc8") {
@@ -72,6 +73,15 @@ pub fn classify<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, k: usize, bat
             Ok(m) => (Some(m), None),
             Err(why) => (None, Some(why)),
         },
+        // A list's class numbers (Caffe's `val.txt`) are the network's class indices.
+        (Some(labels), true) => {
+            let outside = labels.iter().filter(|&&l| l >= n_classes as i64).count();
+            let note = (outside > 0).then(|| {
+                let (s, have) = if outside == 1 { ("", "has") } else { ("s", "have") };
+                format!("{outside} image{s} {have} class numbers beyond the network's {n_classes} classes; left out of the accuracy")
+            });
+            (Some((0..n_classes).collect()), note)
+        }
         _ => (None, None),
     };
     let predictions = file

@@ -82,7 +82,9 @@ fn encode_folder<B: Backend>(
     if kept.is_empty() {
         bail!("no readable image in {}", folder.root.display());
     }
-    let labels = (!folder.classes.is_empty()).then(|| kept.iter().map(|&i| folder.records[i].label.map_or(-1, |l| l as i64)).collect());
+    // Class folders' labels index `label_classes`; a list's class numbers index the encoder's.
+    let labelled = !folder.classes.is_empty() || kept.iter().any(|&i| folder.records[i].label.is_some());
+    let labels = labelled.then(|| kept.iter().map(|&i| folder.records[i].label.map_or(-1, |l| l as i64)).collect());
     let poses = kept
         .iter()
         .any(|&i| folder.records[i].pose.is_some())

@@ -303,6 +303,18 @@ fn classify_lists_top_classes_and_accuracy() {
     }
     let want = format!("accuracy on 5 images: top-1 {:.2} %, top-3 {:.2} %", 20.0 * hits1 as f64, 20.0 * hits3 as f64);
     assert!(text.contains(&want) && text.contains("Class_7/2.png [class_7]: class_"), "{want}\n{text}");
+    // A Caffe-style list (`path class`, ImageNet's val.txt) gives the same labels as numbers.
+    let list = p("set/val.txt");
+    std::fs::write(&list, "class_3/0.png 3\nclass_3/1.png 3\nClass_7/2.png 7\nClass_7/3.png 7\nClass_7/4.png 7\n").unwrap();
+    let from_list = ok(&["classify", "--encoder", "vgg11", "--weights", s(&weights), "--input-size", "64", "--data", s(&list), "--top", "3"]);
+    assert!(from_list.contains(&want), "{want}\n{from_list}");
+    ok(&["extract", "--encoder", "vgg11", "--weights", s(&weights), "--input-size", "64", "--layer", "fc8", "--data", s(&list), "--out", s(&p("l.safetensors"))]);
+    let listed = preimage::data::codes::CodeFile::read(&p("l.safetensors")).unwrap();
+    assert_eq!(listed.labels.as_deref(), Some([3, 3, 7, 7, 7].as_slice()));
+    assert_eq!(listed.provenance.unwrap().label_classes, None, "the labels index the encoder's classes");
+    std::fs::write(&list, "class_3/0.png 3\nClass_7/2.png 12\n").unwrap();
+    let text = ok(&["classify", "--encoder", "vgg11", "--weights", s(&weights), "--input-size", "64", "--data", s(&list)]);
+    assert!(text.contains("1 image has class numbers beyond the network's 10 classes") && text.contains("accuracy on 1 images"), "{text}");
     // Classes that are not the network's: predictions, no accuracy, and why.
     std::fs::rename(p("set/Class_7"), p("set/cat")).unwrap();
     let text = ok(&["classify", "--encoder", "vgg11", "--weights", s(&weights), "--input-size", "64", "--data", s(&p("set"))]);

@@ -667,6 +667,8 @@ pub struct NamedImage {
     pub path: PathBuf,
     /// Found in a folder: a broken file is skipped, while one named by the user is an error.
     pub from_folder: bool,
+    /// The class number a list gives it (Caffe's `path label`).
+    pub label: Option<usize>,
 }
 
 impl NamedImage {
@@ -694,11 +696,12 @@ pub fn is_image_list(path: &Path) -> bool {
     path.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("txt") || e.eq_ignore_ascii_case("lst")) && path.is_file()
 }
 
-/// The images a list file names, one per line: relative paths are below the list's folder (or,
-/// where nothing is there, the current one); empty lines and `#` comments are skipped, and a
-/// trailing class number (Caffe's `path label` lists) is dropped. More paths than a command
-/// line holds (ImageNet's 50 000 validation images) go through a list.
-pub fn read_image_list(list: &Path) -> Result<Vec<PathBuf>> {
+/// The images a list file names, one per line, each with the class number that follows it in
+/// Caffe's `path label` lists (ImageNet's `val.txt`: indices in torchvision's class order):
+/// relative paths are below the list's folder (or, where nothing is there, the current one);
+/// empty lines and `#` comments are skipped. More paths than a command line holds (ImageNet's
+/// 50 000 validation images) go through a list.
+pub fn read_image_list(list: &Path) -> Result<Vec<(PathBuf, Option<usize>)>> {
     let text = fs::read_to_string(list).with_context(|| format!("reading image list {}", list.display()))?;
     let base = list.parent().unwrap_or(Path::new(""));
     let resolve = |p: &str| {
@@ -712,18 +715,21 @@ pub fn read_image_list(list: &Path) -> Result<Vec<PathBuf>> {
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let mut path = resolve(line);
+        let (mut path, mut label) = (resolve(line), None);
         if !path.exists() {
             if let Some((head, last)) = line.rsplit_once(char::is_whitespace) {
-                if last.parse::<i64>().is_ok() && resolve(head.trim_end()).exists() {
-                    path = resolve(head.trim_end());
+                if resolve(head.trim_end()).exists() {
+                    if let Ok(n) = last.parse::<i64>() {
+                        path = resolve(head.trim_end());
+                        label = Some(usize::try_from(n).with_context(|| format!("{}:{}: class number {n} is negative", list.display(), i + 1))?);
+                    }
                 }
             }
         }
         if !path.is_file() {
             bail!("{}:{}: image {} does not exist", list.display(), i + 1, path.display());
         }
-        out.push(path);
+        out.push((path, label));
     }
     if out.is_empty() {
         bail!("image list {} names no images", list.display());
@@ -741,16 +747,16 @@ fn image_files(paths: &[PathBuf], skips: &SkipLog) -> Result<Vec<NamedImage>> {
         if is_image_list(p) {
             // Named by their path below the list's folder (keeping class folders), else by file name.
             let base = p.parent().unwrap_or(Path::new(""));
-            items.extend(read_image_list(p)?.into_iter().map(|path| {
+            items.extend(read_image_list(p)?.into_iter().map(|(path, label)| {
                 let below = path.strip_prefix(base).ok().filter(|_| !base.as_os_str().is_empty() || path.is_relative());
                 let name = below.and_then(|r| r.to_str()).map(|r| r.replace('\\', "/")).unwrap_or_else(|| file_name(&path));
-                NamedImage { name, path, from_folder: true }
+                NamedImage { name, path, from_folder: true, label }
             }));
         } else if p.is_dir() {
             let folder = ImageFolder::open(p, skips)?;
-            items.extend(folder.records.iter().enumerate().map(|(i, r)| NamedImage { name: r.rel_path.clone(), path: folder.path(i), from_folder: true }));
+            items.extend(folder.records.iter().enumerate().map(|(i, r)| NamedImage { name: r.rel_path.clone(), path: folder.path(i), from_folder: true, label: None }));
         } else {
-            items.push(NamedImage { name: file_name(p), path: p.clone(), from_folder: false });
+            items.push(NamedImage { name: file_name(p), path: p.clone(), from_folder: false, label: None });
         }
     }
     Ok(items)
@@ -1025,7 +1031,9 @@ impl ImageFolder {
     /// One folder as [`ImageFolder::open`] reads it; several paths (image files and folders,
     /// as a shell glob gives them) as one unlabelled set whose root is the deepest folder
     /// holding them all, so each id is the image's path below it: `a.jpg` for `photos/a.jpg`,
-    /// `val/x.png` for a folder `val` beside `photos`. A file given twice is kept once.
+    /// `val/x.png` for a folder `val` beside `photos`. A file given twice is kept once. Class
+    /// numbers from lists ([`read_image_list`]) become labels that index the network's classes
+    /// (`classes` stays empty: the list names none).
     pub fn from_paths(paths: &[PathBuf], skips: &SkipLog) -> Result<Self> {
         match paths {
             [] => bail!("no image or folder given"),
@@ -1033,7 +1041,9 @@ impl ImageFolder {
             _ => {}
         }
         let mut files = Vec::new();
+        let mut labels = Vec::new();
         for it in image_files(paths, skips)? {
+            labels.push(it.label);
             // The folder made absolute, the name kept: a symlinked file keeps its own name.
             if !it.path.is_file() {
                 bail!("image {} does not exist", it.path.display());
@@ -1062,7 +1072,14 @@ impl ImageFolder {
                     .map(|parts| parts.join("/"))
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Self::of_files(&root, rels, skips))
+        let mut set = Self::of_files(&root, rels.iter().cloned(), skips);
+        if labels.iter().any(Option::is_some) {
+            let by_rel: HashMap<&str, Option<usize>> = rels.iter().map(String::as_str).zip(labels.iter().copied()).rev().collect();
+            for r in &mut set.records {
+                r.label = by_rel[r.rel_path.as_str()];
+            }
+        }
+        Ok(set)
     }
 
     /// The files `rels` ('/'-separated paths below `root`) as an unlabelled set, in the order
@@ -1305,7 +1322,8 @@ mod tests {
         let list = d.0.join("imgs/val.txt");
         assert!(is_image_list(&list) && !is_image_list(&d.0.join("imgs/cat/a.png")));
         let read = read_image_list(&list).unwrap();
-        assert_eq!(read, vec![d.0.join("imgs/cat/a.png"), d.0.join("imgs/dog/a.png"), d.0.join("imgs/b c.png"), abs.clone()]);
+        let want = [(d.0.join("imgs/cat/a.png"), Some(3)), (d.0.join("imgs/dog/a.png"), None), (d.0.join("imgs/b c.png"), Some(7)), (abs.clone(), None)];
+        assert_eq!(read, want);
         // As command-line images: named below the list's folder (two a.png stay apart).
         let skips = SkipLog::new();
         let names: Vec<String> = image_list(std::slice::from_ref(&list), &skips).unwrap().into_iter().map(|n| n.name).collect();
@@ -1315,10 +1333,16 @@ mod tests {
         let common = fs::canonicalize(std::env::temp_dir()).unwrap();
         assert!(fs::canonicalize(&set.root).unwrap().starts_with(&common) && set.len() == 4);
         assert!(set.records[0].rel_path.ends_with("imgs/cat/a.png"), "{:?}", set.records);
+        // The class numbers are the records' labels (indices into the network's classes).
+        assert_eq!(set.records.iter().map(|r| r.label).collect::<Vec<_>>(), [Some(3), None, Some(7), None]);
+        assert!(set.classes.is_empty());
         // A missing image is an error naming the line.
         fs::write(d.path("imgs/bad.txt"), "cat/a.png\ncat/nope.png\n").unwrap();
         let err = format!("{:#}", read_image_list(&d.0.join("imgs/bad.txt")).unwrap_err());
         assert!(err.contains("bad.txt:2") && err.contains("nope.png"), "{err}");
+        fs::write(d.path("imgs/neg.txt"), "cat/a.png -1\n").unwrap();
+        let err = format!("{:#}", read_image_list(&d.0.join("imgs/neg.txt")).unwrap_err());
+        assert!(err.contains("neg.txt:1") && err.contains("negative"), "{err}");
         fs::write(d.path("imgs/empty.txt"), "# nothing\n").unwrap();
         assert!(format!("{:#}", read_image_list(&d.0.join("imgs/empty.txt")).unwrap_err()).contains("names no images"));
     }
