@@ -70,7 +70,8 @@ pub fn classify<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, k: usize, bat
     let n_classes = spec.classes.len();
     let (map, note) = match (&file.labels, folder.classes.is_empty()) {
         (Some(_), false) => match label_map(&folder.classes, &spec.classes) {
-            Ok(m) => (Some(m), None),
+            Ok(m) if folder.classes.iter().any(|c| spec.classes.iter().any(|n| n.eq_ignore_ascii_case(c))) => (Some(m), None),
+            Ok(m) => (Some(m), Some(format!("no class folder is named as one of the network's classes; the {} folders are taken in order as its classes (ImageNet's n01440764-style folders)", folder.classes.len()))),
             Err(why) => (None, Some(why)),
         },
         // A list's class numbers (Caffe's `val.txt`) are the network's class indices.

@@ -315,6 +315,13 @@ fn classify_lists_top_classes_and_accuracy() {
     std::fs::write(&list, "class_3/0.png 3\nClass_7/2.png 12\n").unwrap();
     let text = ok(&["classify", "--encoder", "vgg11", "--weights", s(&weights), "--input-size", "64", "--data", s(&list)]);
     assert!(text.contains("1 image has class numbers beyond the network's 10 classes") && text.contains("accuracy on 1 images"), "{text}");
+    // As many folders as classes, none named as one (ImageNet's wnids): taken in order, said so.
+    for c in 0..10u32 {
+        std::fs::create_dir_all(p(&format!("wnids/n{c:08}"))).unwrap();
+        image::RgbImage::from_fn(64, 64, |x, y| image::Rgb([(x * c) as u8, y as u8, 9])).save(p(&format!("wnids/n{c:08}/a.png"))).unwrap();
+    }
+    let text = ok(&["classify", "--encoder", "vgg11", "--weights", s(&weights), "--input-size", "64", "--data", s(&p("wnids"))]);
+    assert!(text.contains("taken in order as its classes") && text.contains("accuracy on 10 images") && text.contains("n00000003/a.png [class_3]"), "{text}");
     // Classes that are not the network's: predictions, no accuracy, and why.
     std::fs::rename(p("set/Class_7"), p("set/cat")).unwrap();
     let text = ok(&["classify", "--encoder", "vgg11", "--weights", s(&weights), "--input-size", "64", "--data", s(&p("set"))]);

@@ -56,7 +56,8 @@ pub fn header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let unpadded = 10 + dict.len() + 1;
     dict.push_str(&" ".repeat(unpadded.next_multiple_of(64) - unpadded));
     dict.push('\n');
-    let mut out = b"\x93NUMPY\x01\x00".to_vec();
+    let mut out = MAGIC.to_vec();
+    out.extend([1, 0]);
     out.extend((dict.len() as u16).to_le_bytes());
     out.extend(dict.as_bytes());
     out
