@@ -238,7 +238,8 @@ fn reconstruct_and_edit() {
     assert_eq!(losses("conv5-flat"), losses("conv5-ours"));
     assert_eq!(preimage::decoder::read_info(&p("conv5-flat")).unwrap().code_shape, vec![4, 4, 4]);
     let (flat_out, ours_out) = (p("recon-flat"), p("recon-ours"));
-    ok(&["reconstruct", "--decoder", s(&p("conv5-ours")), "--codes", s(&flat), "--range", "0:2", "--out", s(&flat_out)]);
+    let text = ok(&["reconstruct", "--decoder", s(&p("conv5-ours")), "--codes", s(&flat), "--range", "0:2", "--out", s(&flat_out)]);
+    assert_eq!(text.matches("codes of shape [64] are read as [4, 4, 4]").count(), 1, "said once: {text}");
     ok(&["reconstruct", "--decoder", s(&p("conv5-ours")), "--codes", s(&codes), "--range", "0:2", "--out", s(&ours_out)]);
     for id in &file.ids[..2] {
         let ours = image::open(preimage::reconstruct::output_path(&ours_out, id)).unwrap().to_rgb8();

@@ -71,8 +71,13 @@ pub fn fits_shape(tap: &str, have: &[usize], want: &[usize]) -> bool {
     }
     let same_values = have.iter().product::<usize>() == want.iter().product::<usize>();
     let fits = same_values && (have.len() == 1 || want.len() == 1);
-    if fits {
-        eprintln!("note: the file's {tap} codes of shape {have:?} are read as {want:?} (row-major, as torch.flatten lays them out)");
+    // Said once, not at every batch that checks it.
+    static SAID: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let note = format!("note: the file's {tap} codes of shape {have:?} are read as {want:?} (row-major, as torch.flatten lays them out)");
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if fits && !said.contains(&note) {
+        eprintln!("{note}");
+        said.push(note);
     }
     fits
 }
