@@ -70,3 +70,10 @@ else
   run_bench target/release/preimage plain "${PL_S:-240}" ""
 fi
 cp $b/pytorch.json "$out/" 2>/dev/null
+# Image decoding one batch ahead on its own thread (`batch::prefetched`) against decoding in turn
+# (PREIMAGE_PREFETCH=0), on extraction, alternated twice; PREFETCH_AB=0 skips it.
+if [ "${PREFETCH_AB:-1}" = 1 ]; then
+  for i in 1 2; do for p in 1 0; do
+    PREIMAGE_PREFETCH=$p timeout 60 target/release/preimage bench --device cuda --data $b/render-1024 --only extract --runs 9 2>&1 | grep '^extract_' | sed "s/^/prefetch=$p /"
+  done; done | tee "$out/prefetch.log"
+fi

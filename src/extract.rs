@@ -66,18 +66,24 @@ fn encode_folder<B: Backend>(
     let tap_refs: Vec<&str> = taps.iter().map(String::as_str).collect();
     let mut kept = Vec::new();
     let all: Vec<usize> = (0..folder.len()).collect();
+    let batches: Vec<Vec<usize>> = all.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
     let bar = crate::util::progress(folder.len() as u64, "extract");
-    for chunk in all.chunks(batch_size.max(1)) {
-        bar.inc(chunk.len() as u64);
-        let Some(b) = batch::load::<B>(folder, chunk, &pre, None, device) else { continue };
-        let acts = enc.net.encode(b.images, &tap_refs, false)?;
-        for (tap, act) in acts {
-            let shape = act.item_shape();
-            let values = act.flat().into_data().convert::<f32>().to_vec::<f32>().expect("float codes");
-            sink(&tap, &shape, &values)?;
+    let decode = |k: usize| (batches[k].len(), batch::decode(folder, &batches[k], &pre, None));
+    batch::prefetched(batches.len(), decode, |loaded| -> Result<()> {
+        for (count, b) in loaded {
+            bar.inc(count as u64);
+            let Some(b) = b else { continue };
+            let b = b.to_device::<B>(device);
+            let acts = enc.net.encode(b.images, &tap_refs, false)?;
+            for (tap, act) in acts {
+                let shape = act.item_shape();
+                let values = act.flat().into_data().convert::<f32>().to_vec::<f32>().expect("float codes");
+                sink(&tap, &shape, &values)?;
+            }
+            kept.extend(b.indices);
         }
-        kept.extend(b.indices);
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     if kept.is_empty() {
         bail!("no readable image in {}", folder.root.display());

@@ -5,9 +5,15 @@
 use std::path::PathBuf;
 
 fn check(name: &str) {
+    check_file(&format!("{name}.jpg"), &format!("{name}.pil.png"));
+}
+
+/// `file` (under tests/data/pil) decodes to the bytes of PIL's decode saved as `pil`.
+fn check_file(file: &str, pil: &str) {
+    let name = file;
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/pil");
-    let ours = preimage::data::folder::to_rgb8(&preimage::data::folder::decode(&dir.join(format!("{name}.jpg"))).unwrap());
-    let pil = image::open(dir.join(format!("{name}.pil.png"))).unwrap().to_rgb8();
+    let ours = preimage::data::folder::to_rgb8(&preimage::data::folder::decode(&dir.join(file)).unwrap());
+    let pil = image::open(dir.join(pil)).unwrap().to_rgb8();
     assert_eq!(ours.dimensions(), pil.dimensions(), "{name}: size");
     let w = ours.width() as usize;
     let differ: Vec<(usize, usize, i32)> = ours
@@ -19,6 +25,23 @@ fn check(name: &str) {
         .map(|(i, (a, b))| ((i / 3) % w, (i / 3) / w, *a as i32 - *b as i32))
         .collect();
     assert!(differ.is_empty(), "{name}: {} of {} values differ from PIL's, first (x, y, ours - PIL): {:?}", differ.len(), ours.as_raw().len(), &differ[..differ.len().min(8)]);
+}
+
+#[test]
+fn other_formats_decode_like_pil() {
+    // CMYK JPEG and TIFF, LZW and RGBA TIFF, a palette with a transparent entry, gray + alpha,
+    // 1-bit, lossy and lossless RGBA WebP, an animated GIF, BMP, PPM, PGM (make.py).
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/pil/formats");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.ends_with(".pil.png"))
+        .collect();
+    files.sort();
+    assert_eq!(files.len(), 13, "{files:?}");
+    for f in files {
+        check_file(&format!("formats/{f}"), &format!("formats/{f}.pil.png"));
+    }
 }
 
 #[test]

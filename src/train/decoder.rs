@@ -5,7 +5,7 @@
 //! encoding). Losses: pixel L2, feature L2 at a comparator tap, adversarial with a
 //! discriminator; the comparator and discriminator are only built when their weight is > 0.
 use super::{check_finite, epoch_order, lr_at, split, Checkpoint, RunState, Schedule};
-use crate::data::batch;
+use crate::data::batch::{self, HostBatch};
 use crate::data::codes::{CodeFile, Preprocessing, Provenance};
 use crate::data::folder::{ImageFolder, Preprocess, SkipLog};
 use crate::decoder::deepsim::{self, Comparator, Discriminator, DiscriminatorConfig};
@@ -208,8 +208,18 @@ impl<B: AutodiffBackend> Data<B> {
     }
 
     fn batch(&self, items: &[usize], augment: Option<u64>, device: &B::Device) -> Result<Option<Batch<B>>> {
+        self.decode(items, augment).map(|b| self.with_codes(b, device)).transpose()
+    }
+
+    /// The images of `items` decoded on the host (the part a prefetching thread can do).
+    fn decode(&self, items: &[usize], augment: Option<u64>) -> Option<HostBatch> {
         let recs: Vec<usize> = items.iter().map(|&i| self.records[i]).collect();
-        let Some(b) = batch::load::<B>(&self.folder, &recs, &self.pre, augment, device) else { return Ok(None) };
+        batch::decode(&self.folder, &recs, &self.pre, augment)
+    }
+
+    /// Decoded images on the device, with their codes (from the file, or encoded now).
+    fn with_codes(&self, b: HostBatch, device: &B::Device) -> Result<Batch<B>> {
+        let b = b.to_device::<B>(device);
         let n = b.indices.len();
         let codes = match &self.codes {
             Some(all) => {
@@ -226,7 +236,7 @@ impl<B: AutodiffBackend> Data<B> {
                 Tensor::from_inner(enc.tap_flat(b.images.clone().inner(), &self.tap, false)?)
             }
         };
-        Ok(Some(Batch { images: b.images, codes, records: b.indices }))
+        Ok(Batch { images: b.images, codes, records: b.indices })
     }
 }
 
@@ -580,88 +590,99 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
         let done = std::mem::take(&mut state.epoch_batches);
         let (mut run_loss, mut run_n) = (std::mem::take(&mut state.epoch_loss), std::mem::take(&mut state.epoch_steps));
         bar.inc(done as u64);
-        for (k, chunk) in order.chunks(t.batch_size).enumerate().skip(done) {
+        let chunks: Vec<&[usize]> = order.chunks(t.batch_size).collect();
+        let decode = |j: usize| {
+            let k = done + j;
             let augment = t.augment.then(|| crate::rng::Rng::derive(t.seed, 0xa06 + (epoch * steps_per_epoch + k) as u64).next_u64());
-            let Some(b) = data.batch(chunk, augment, device)? else { continue };
-            let n = b.records.len();
-            let replicas: Vec<Replica<B>> = parallel::shards(n, devices.len())
-                .into_iter()
-                .map(|shard| {
-                    let dev = &devices[shard.device];
-                    Replica {
-                        dec: shard.replica(&dec, dev),
-                        disc: disc.as_ref().map(|d| shard.replica(d, dev)),
-                        comparator: comparators[shard.device].clone(),
-                        images: shard.rows(b.images.clone(), dev),
-                        codes: shard.rows(b.codes.clone(), dev),
-                        shard,
+            (k, data.decode(chunks[k], augment))
+        };
+        // The decoder moves through each optimizer step, so the loop takes it and gives it back.
+        dec = batch::prefetched(chunks.len().saturating_sub(done), decode, |decoded| -> Result<Decoder<B>> {
+            let mut dec = dec;
+            for (k, b) in decoded {
+                let Some(b) = b else { continue };
+                let b = data.with_codes(b, device)?;
+                let n = b.records.len();
+                let replicas: Vec<Replica<B>> = parallel::shards(n, devices.len())
+                    .into_iter()
+                    .map(|shard| {
+                        let dev = &devices[shard.device];
+                        Replica {
+                            dec: shard.replica(&dec, dev),
+                            disc: disc.as_ref().map(|d| shard.replica(d, dev)),
+                            comparator: comparators[shard.device].clone(),
+                            images: shard.rows(b.images.clone(), dev),
+                            codes: shard.rows(b.codes.clone(), dev),
+                            shard,
+                        }
+                    })
+                    .collect();
+                let outs = parallel::each(replicas, |r| shard_step(r, l, device))?;
+                let loss_value: f64 = outs.iter().map(|o| o.loss).sum();
+                check_finite(loss_value, epoch, state.step)?;
+                let lr = lr_at(t.schedule, t.lr, state.step, total_steps);
+                let mut grads = Vec::with_capacity(outs.len());
+                let mut terms: Vec<(&str, f64, Tensor<B, 1>)> = Vec::new();
+                let mut disc_parts = Vec::new();
+                let (mut dv, mut gv) = (0.0, 0.0);
+                for o in outs {
+                    grads.push(o.dec_grads);
+                    terms.extend(o.terms);
+                    if let Some(d) = o.disc {
+                        dv += d.dv;
+                        gv += d.gv;
+                        disc_parts.push(d);
                     }
-                })
-                .collect();
-            let outs = parallel::each(replicas, |r| shard_step(r, l, device))?;
-            let loss_value: f64 = outs.iter().map(|o| o.loss).sum();
-            check_finite(loss_value, epoch, state.step)?;
-            let lr = lr_at(t.schedule, t.lr, state.step, total_steps);
-            let mut grads = Vec::with_capacity(outs.len());
-            let mut terms: Vec<(&str, f64, Tensor<B, 1>)> = Vec::new();
-            let mut disc_parts = Vec::new();
-            let (mut dv, mut gv) = (0.0, 0.0);
-            for o in outs {
-                grads.push(o.dec_grads);
-                terms.extend(o.terms);
-                if let Some(d) = o.disc {
-                    dv += d.dv;
-                    gv += d.gv;
-                    disc_parts.push(d);
                 }
-            }
-            let g = parallel::sum_grads(&dec, grads);
-            dec = optim.step(lr, dec, g);
-            let mut paused = false;
-            if let Some(d) = disc.take() {
-                paused = deepsim::discriminator_paused(dv, gv, dc.pause_ratio);
-                disc = Some(if paused {
-                    d
-                } else {
-                    let parts = disc_parts.into_iter().map(|p| parallel::shard_grads(p.loss, &p.shard, &p.model, device)).collect();
-                    let g = parallel::sum_grads(&d, parts);
-                    disc_optim.step(lr_at(t.schedule, dc.lr, state.step, total_steps), d, g)
-                });
+                let g = parallel::sum_grads(&dec, grads);
+                dec = optim.step(lr, dec, g);
+                let mut paused = false;
+                if let Some(d) = disc.take() {
+                    paused = deepsim::discriminator_paused(dv, gv, dc.pause_ratio);
+                    disc = Some(if paused {
+                        d
+                    } else {
+                        let parts = disc_parts.into_iter().map(|p| parallel::shard_grads(p.loss, &p.shard, &p.model, device)).collect();
+                        let g = parallel::sum_grads(&d, parts);
+                        disc_optim.step(lr_at(t.schedule, dc.lr, state.step, total_steps), d, g)
+                    });
+                    if state.step % t.log_every.max(1) == 0 {
+                        tb.scalar("train/discriminator", dv as f32, state.step + 1);
+                    }
+                }
+                state.step += 1;
+                run_loss += loss_value;
+                run_n += 1;
                 if state.step % t.log_every.max(1) == 0 {
-                    tb.scalar("train/discriminator", dv as f32, state.step + 1);
-                }
-            }
-            state.step += 1;
-            run_loss += loss_value;
-            run_n += 1;
-            if state.step % t.log_every.max(1) == 0 {
-                tb.scalar("train/loss", loss_value as f32, state.step);
-                let mut by_name: Vec<(&str, f64)> = Vec::new();
-                for (name, w, v) in terms {
-                    let v = w * v.into_scalar().elem::<f64>();
-                    match by_name.iter_mut().find(|(k, _)| *k == name) {
-                        Some((_, sum)) => *sum += v,
-                        None => by_name.push((name, v)),
+                    tb.scalar("train/loss", loss_value as f32, state.step);
+                    let mut by_name: Vec<(&str, f64)> = Vec::new();
+                    for (name, w, v) in terms {
+                        let v = w * v.into_scalar().elem::<f64>();
+                        match by_name.iter_mut().find(|(k, _)| *k == name) {
+                            Some((_, sum)) => *sum += v,
+                            None => by_name.push((name, v)),
+                        }
+                    }
+                    for (name, v) in by_name {
+                        tb.scalar(&format!("train/{name}"), v as f32, state.step);
+                    }
+                    tb.scalar("train/lr", lr as f32, state.step);
+                    if adversarial {
+                        tb.scalar("train/discriminator_paused", paused as u8 as f32, state.step);
                     }
                 }
-                for (name, v) in by_name {
-                    tb.scalar(&format!("train/{name}"), v as f32, state.step);
+                if state.step % t.image_every.max(1) == 0 {
+                    log_grid(&mut tb, &dec.valid(), val_data, &preview, state.step, device)?;
                 }
-                tb.scalar("train/lr", lr as f32, state.step);
-                if adversarial {
-                    tb.scalar("train/discriminator_paused", paused as u8 as f32, state.step);
+                bar.inc(1);
+                if t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0 && k + 1 < steps_per_epoch {
+                    let within = RunState { epoch_batches: k + 1, epoch_loss: run_loss, epoch_steps: run_n, ..state.clone() };
+                    save_checkpoint(&ckpt, &dec, &optim, disc.as_ref().map(|d| (d, &disc_optim)), &within)?;
+                    tb.flush();
                 }
             }
-            if state.step % t.image_every.max(1) == 0 {
-                log_grid(&mut tb, &dec.valid(), val_data, &preview, state.step, device)?;
-            }
-            bar.inc(1);
-            if t.checkpoint_every > 0 && state.step % t.checkpoint_every == 0 && k + 1 < steps_per_epoch {
-                let within = RunState { epoch_batches: k + 1, epoch_loss: run_loss, epoch_steps: run_n, ..state.clone() };
-                save_checkpoint(&ckpt, &dec, &optim, disc.as_ref().map(|d| (d, &disc_optim)), &within)?;
-                tb.flush();
-            }
-        }
+            Ok(dec)
+        })?;
         bar.finish_and_clear();
         let valid = dec.valid();
         let (val_loss, val_pix, metrics) = validate(&valid, val_data, comparator_valid.as_ref(), cfg, &val_items, device)?;

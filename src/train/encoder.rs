@@ -265,27 +265,35 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
         let order = epoch_order(&train_idx, t.seed, epoch);
         let bar = crate::util::progress(steps_per_epoch as u64, &format!("epoch {}/{}", epoch + 1, t.epochs));
         let (mut run_loss, mut run_n) = (0.0, 0usize);
-        for chunk in order.chunks(t.batch_size) {
-            let Some(b) = batch::load::<B>(&folder, chunk, &pre, None, device) else { continue };
-            let labels = labels_of(&folder, &b.indices);
-            let pose = pose_targets(&folder, &b.indices);
-            let Losses { total, ce, pose: pl, .. } = losses(&net, b.images, &labels, &pose, t.pose_weight, true)?;
-            let loss_value = total.clone().into_scalar().elem::<f64>();
-            check_finite(loss_value, epoch, state.step)?;
-            let lr = lr_at(t.schedule, t.lr, state.step, total_steps);
-            let grads = GradientsParams::from_grads(total.backward(), &net);
-            net = optim.step(lr, net, grads);
-            state.step += 1;
-            run_loss += loss_value;
-            run_n += 1;
-            if state.step % t.log_every.max(1) == 0 {
-                tb.scalar("train/loss", loss_value as f32, state.step);
-                tb.scalar("train/cross_entropy", ce.into_scalar().elem::<f32>(), state.step);
-                tb.scalar("train/pose_loss", pl.into_scalar().elem::<f32>(), state.step);
-                tb.scalar("train/lr", lr as f32, state.step);
+        let chunks: Vec<&[usize]> = order.chunks(t.batch_size).collect();
+        let decode = |k: usize| batch::decode(&folder, chunks[k], &pre, None);
+        // The network moves through each optimizer step, so the loop takes it and gives it back.
+        net = batch::prefetched(chunks.len(), decode, |decoded| -> Result<ConvNet<B>> {
+            let mut net = net;
+            for b in decoded {
+                let Some(b) = b else { continue };
+                let b = b.to_device::<B>(device);
+                let labels = labels_of(&folder, &b.indices);
+                let pose = pose_targets(&folder, &b.indices);
+                let Losses { total, ce, pose: pl, .. } = losses(&net, b.images, &labels, &pose, t.pose_weight, true)?;
+                let loss_value = total.clone().into_scalar().elem::<f64>();
+                check_finite(loss_value, epoch, state.step)?;
+                let lr = lr_at(t.schedule, t.lr, state.step, total_steps);
+                let grads = GradientsParams::from_grads(total.backward(), &net);
+                net = optim.step(lr, net, grads);
+                state.step += 1;
+                run_loss += loss_value;
+                run_n += 1;
+                if state.step % t.log_every.max(1) == 0 {
+                    tb.scalar("train/loss", loss_value as f32, state.step);
+                    tb.scalar("train/cross_entropy", ce.into_scalar().elem::<f32>(), state.step);
+                    tb.scalar("train/pose_loss", pl.into_scalar().elem::<f32>(), state.step);
+                    tb.scalar("train/lr", lr as f32, state.step);
+                }
+                bar.inc(1);
             }
-            bar.inc(1);
-        }
+            Ok(net)
+        })?;
         bar.finish_and_clear();
         let valid = net.valid();
         let (val_loss, acc, az) = evaluate(&valid, val_folder, &val_idx, t.batch_size.max(64), t.pose_weight, device)?;

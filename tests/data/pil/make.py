@@ -18,3 +18,29 @@ for name, (w, h), opts in cases:
     Image.open(f"{name}.jpg").convert("RGB").save(f"{name}.pil.png")
 content(30, 18).convert("L").save("gray_30x18.jpg", quality=80)
 Image.open("gray_30x18.jpg").convert("RGB").save("gray_30x18.pil.png")
+
+# Other formats photos come in, decoded as PIL's `Image.open(f).convert("RGB")` (torchvision's
+# loader) decodes them: CMYK (Adobe JPEG, TIFF), compressed and RGBA TIFF, palettes with a
+# transparent entry, gray + alpha, 1-bit, WebP (lossy; lossless RGBA), an animated GIF (its
+# first frame), BMP, PPM, PGM. Alpha is dropped, not composited, in both.
+img = content(53, 37)
+rgba = img.convert("RGBA")
+rgba.putalpha(Image.fromarray(np.tile(np.arange(53, dtype=np.uint8) * 4, (37, 1))))
+formats = [
+    ("cmyk.jpg", img.convert("CMYK"), dict(quality=95)),
+    ("cmyk.tif", img.convert("CMYK"), {}),
+    ("lzw.tif", img, dict(compression="tiff_lzw")),
+    ("rgba.tif", rgba, {}),
+    ("palette_trns.png", img.quantize(64), dict(transparency=3)),
+    ("gray_alpha.png", rgba.convert("LA"), {}),
+    ("bilevel.png", img.convert("1"), {}),
+    ("lossy.webp", img, dict(quality=80)),
+    ("rgba_lossless.webp", rgba, dict(lossless=True)),
+    ("animated.gif", img, dict(save_all=True, append_images=[img.rotate(90)])),
+    ("plain.bmp", img, {}),
+    ("plain.ppm", img, {}),
+    ("gray.pgm", img.convert("L"), {}),
+]
+for name, im, opts in formats:
+    im.save(f"formats/{name}", **opts)
+    Image.open(f"formats/{name}").convert("RGB").save(f"formats/{name}.pil.png")
