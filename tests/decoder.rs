@@ -280,6 +280,18 @@ fn shipped_decoder_configs_parse() {
         let cfg: preimage::train::decoder::DecoderTrainConfig = preimage::config::load(&path).unwrap();
         assert_eq!(cfg.train.layer.as_deref(), Some(layer));
     }
+    // D&B's AlexNet fc6 decoder: 4096 → 4096 → 4096 → 4×4×256, six up-convolutions to 256,
+    // cropped to 227 (or to 224 for torchvision's crop).
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/decoder-alexnet-fc6.toml");
+    let cfg: preimage::train::decoder::DecoderTrainConfig = preimage::config::load(&path).unwrap();
+    assert_eq!(cfg.train.layer.as_deref(), Some("fc6"));
+    for (size, stages) in [(227, &[256, 256, 128, 64, 32, 16][..]), (224, &[256, 256, 128, 64, 32, 16]), (64, &[128, 64, 32, 16])] {
+        let plan = preimage::decoder::Plan::new(&[4096], [size, size], &cfg.model).unwrap();
+        let side = 4 << stages.len();
+        assert_eq!((plan.base, plan.stages.as_slice(), plan.uncropped()), ([256, 4, 4], stages, [side, side]), "{size}×{size}");
+    }
+    let dec = preimage::decoder::Decoder::<preimage::device::Cpu>::init(&preimage::decoder::Plan::new(&[4096], [227, 227], &cfg.model).unwrap(), 0, &Default::default());
+    assert_eq!(burn::module::Module::num_params(&dec), 54_514_835);
 }
 
 /// Data-parallel training (the `--device cuda:0,cuda:1` path) with the CPU listed twice:

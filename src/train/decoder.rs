@@ -517,7 +517,7 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
         None => split(n_all, t.val_fraction, t.seed),
     };
     if val_items.is_empty() {
-        bail!("validation split is empty: {n_all} images with val_fraction {}", t.val_fraction);
+        bail!("validation split is empty: {n_all} images with train.val_fraction = {}; hold some out (a positive val_fraction, 2 images or more) or give validation images with --val-data", t.val_fraction);
     }
     let val_data = own_val.as_ref().unwrap_or(data);
     if let Some(m) = t.max_images {

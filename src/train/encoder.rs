@@ -223,7 +223,7 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
         None => split(folder.len(), t.val_fraction, t.seed),
     };
     if val_idx.is_empty() {
-        bail!("validation split is empty: {} images with val_fraction {}", folder.len(), t.val_fraction);
+        bail!("validation split is empty: {} images with train.val_fraction = {}; hold some out (a positive val_fraction, 2 images or more) or give a validation folder with --val-data", folder.len(), t.val_fraction);
     }
     let val_folder = own_val.as_ref().unwrap_or(&folder);
     std::fs::create_dir_all(&run.out).with_context(|| format!("creating run folder {}", run.out.display()))?;

@@ -78,11 +78,14 @@ pub(crate) fn default_log_every() -> usize {
     20
 }
 
-/// Deterministic train/validation split: a seeded shuffle, the first `fraction` held out.
+/// Deterministic train/validation split: a seeded shuffle, the first `fraction` held out (at
+/// least one image when `fraction` is positive, so that a fraction sized for a large set still
+/// validates on a small one; never all of them).
 pub fn split(n: usize, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
     let mut idx: Vec<usize> = (0..n).collect();
     Rng::derive(seed, 0x5317).shuffle(&mut idx);
-    let n_val = ((n as f64 * fraction).round() as usize).min(n.saturating_sub(1));
+    let at_least = usize::from(fraction > 0.0);
+    let n_val = ((n as f64 * fraction).round() as usize).max(at_least).min(n.saturating_sub(1));
     let mut val = idx[..n_val].to_vec();
     let mut train = idx[n_val..].to_vec();
     val.sort_unstable();
@@ -256,4 +259,26 @@ pub fn check_finite(loss: f64, epoch: usize, step: usize) -> Result<()> {
         bail!("loss became {loss} at epoch {} step {step}; stopping. The last good checkpoint is kept; lower the learning rate and run again with --resume", epoch + 1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split;
+
+    #[test]
+    fn split_holds_out_a_seeded_share_and_at_least_one() {
+        let (train, val) = split(100, 0.1, 3);
+        assert_eq!((train.len(), val.len()), (90, 10));
+        let mut all = [train.clone(), val.clone()].concat();
+        all.sort_unstable();
+        assert_eq!(all, (0..100).collect::<Vec<_>>());
+        assert_eq!(split(100, 0.1, 3), (train, val.clone()), "same seed, same split");
+        assert_ne!(split(100, 0.1, 4).1, val, "another seed, another split");
+        // A fraction sized for ImageNet on a small set still validates on one image.
+        assert_eq!(split(24, 0.01, 0).1.len(), 1);
+        assert_eq!(split(24, 0.0, 0).1.len(), 0);
+        // Never all of them, nor one of one.
+        assert_eq!(split(3, 0.9, 0).1.len(), 2);
+        assert_eq!(split(1, 0.5, 0).1.len(), 0);
+    }
 }
