@@ -26,16 +26,35 @@ pub struct Accuracy {
     pub k: usize,
 }
 
+/// The network's class of each folder class, and how it was found.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LabelMap {
+    /// Each folder named as one of the network's classes (any case).
+    ByName(Vec<usize>),
+    /// No folder named as a class, but as many folders as classes: taken in order.
+    ByPosition(usize),
+}
+
+impl LabelMap {
+    /// The network's class of folder class `i`.
+    pub fn get(&self, i: usize) -> Option<usize> {
+        match self {
+            LabelMap::ByName(m) => m.get(i).copied(),
+            LabelMap::ByPosition(n) => (i < *n).then_some(i),
+        }
+    }
+}
+
 /// How the folder's classes map to the network's: each by name (any case), or, when none
 /// matches by name but there are as many (ImageNet's `n01440764`-style folders, whose sorted
-/// order is torchvision's class order), by position; `None` (with the reason) otherwise.
-pub fn label_map(folder_classes: &[String], net_classes: &[String]) -> std::result::Result<Vec<usize>, String> {
+/// order is torchvision's class order), by position; the reason otherwise.
+pub fn label_map(folder_classes: &[String], net_classes: &[String]) -> std::result::Result<LabelMap, String> {
     let by_name: Vec<Option<usize>> = folder_classes.iter().map(|c| net_classes.iter().position(|n| n.eq_ignore_ascii_case(c))).collect();
     if by_name.iter().all(Option::is_some) {
-        return Ok(by_name.into_iter().flatten().collect());
+        return Ok(LabelMap::ByName(by_name.into_iter().flatten().collect()));
     }
     if by_name.iter().all(Option::is_none) && folder_classes.len() == net_classes.len() {
-        return Ok((0..folder_classes.len()).collect());
+        return Ok(LabelMap::ByPosition(folder_classes.len()));
     }
     let unknown: Vec<&str> = folder_classes.iter().zip(&by_name).filter(|(_, m)| m.is_none()).map(|(c, _)| c.as_str()).take(5).collect();
     Err(format!(
@@ -70,8 +89,8 @@ pub fn classify<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, k: usize, bat
     let n_classes = spec.classes.len();
     let (map, note) = match (&file.labels, folder.classes.is_empty()) {
         (Some(_), false) => match label_map(&folder.classes, &spec.classes) {
-            Ok(m) if folder.classes.iter().any(|c| spec.classes.iter().any(|n| n.eq_ignore_ascii_case(c))) => (Some(m), None),
-            Ok(m) => (Some(m), Some(format!("no class folder is named as one of the network's classes; the {} folders are taken in order as its classes (ImageNet's n01440764-style folders)", folder.classes.len()))),
+            Ok(m @ LabelMap::ByName(_)) => (Some(m), None),
+            Ok(m @ LabelMap::ByPosition(n)) => (Some(m), Some(format!("no class folder is named as one of the network's classes; the {n} folders are taken in order as its classes (ImageNet's n01440764-style folders)"))),
             Err(why) => (None, Some(why)),
         },
         // A list's class numbers (Caffe's `val.txt`) are the network's class indices.
@@ -81,7 +100,7 @@ pub fn classify<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, k: usize, bat
                 let (s, have) = if outside == 1 { ("", "has") } else { ("s", "have") };
                 format!("{outside} image{s} {have} class numbers beyond the network's {n_classes} classes; left out of the accuracy")
             });
-            (Some((0..n_classes).collect()), note)
+            (Some(LabelMap::ByPosition(n_classes)), note)
         }
         _ => (None, None),
     };
@@ -91,7 +110,7 @@ pub fn classify<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, k: usize, bat
         .enumerate()
         .map(|(i, id)| Prediction {
             id: id.clone(),
-            label: map.as_ref().zip(file.labels.as_ref()).and_then(|(m, l)| usize::try_from(l[i]).ok().and_then(|l| m.get(l).copied())),
+            label: map.as_ref().zip(file.labels.as_ref()).and_then(|(m, l)| usize::try_from(l[i]).ok().and_then(|l| m.get(l))),
             top: top_k(&logits[i * n_classes..(i + 1) * n_classes], k.max(1)),
         })
         .collect();
@@ -153,8 +172,10 @@ mod tests {
     #[test]
     fn folder_classes_map_by_name_or_by_position() {
         let net = names(&["tench", "goldfish", "great white shark"]);
-        assert_eq!(label_map(&names(&["Goldfish", "tench"]), &net), Ok(vec![1, 0]));
-        assert_eq!(label_map(&names(&["n01440764", "n01443537", "n01484850"]), &net), Ok(vec![0, 1, 2]));
+        assert_eq!(label_map(&names(&["Goldfish", "tench"]), &net), Ok(LabelMap::ByName(vec![1, 0])));
+        let wnids = label_map(&names(&["n01440764", "n01443537", "n01484850"]), &net).unwrap();
+        assert_eq!(wnids, LabelMap::ByPosition(3));
+        assert_eq!((wnids.get(2), wnids.get(3)), (Some(2), None));
         let err = label_map(&names(&["goldfish", "cat"]), &net).unwrap_err();
         assert!(err.contains("1 of 2") && err.contains("cat"), "{err}");
         assert!(label_map(&names(&["a", "b"]), &net).is_err(), "neither names nor the count match");
