@@ -280,7 +280,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Images encoded at once.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, visible_alias = "batch-size", default_value_t = 64)]
         batch: usize,
         /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
@@ -302,7 +302,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Images encoded at once.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, visible_alias = "batch-size", default_value_t = 64)]
         batch: usize,
         /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
@@ -411,7 +411,7 @@ struct TrainOverrides {
     #[arg(long)]
     epochs: Option<usize>,
     /// Batch size (overrides train.batch_size).
-    #[arg(long)]
+    #[arg(long, visible_alias = "batch")]
     batch_size: Option<usize>,
     /// Learning rate (overrides train.lr).
     #[arg(long)]

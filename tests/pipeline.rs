@@ -78,9 +78,10 @@ fn train_extract_and_resume() {
     };
     assert_eq!(metrics(&run), metrics(&straight));
 
-    // Extract two taps; unreadable files are skipped without shifting labels.
+    // Extract two taps; unreadable files are skipped without shifting labels. (`--batch-size`
+    // is `--batch`'s alias, as `--batch` is train-decoder's `--batch-size`'s, below.)
     let codes = dir.path().join("codes.safetensors");
-    let text = ok(&["extract", "--encoder", "posenet", "--run", s(&run), "--layer", "conv5,fc7", "--data", s(&data), "--out", s(&codes), "--batch", "7"]);
+    let text = ok(&["extract", "--encoder", "posenet", "--run", s(&run), "--layer", "conv5,fc7", "--data", s(&data), "--out", s(&codes), "--batch-size", "7"]);
     assert!(text.contains("skipped 3"), "{text}");
     let cf = CodeFile::read(&codes).unwrap();
     assert_eq!(cf.len(), 60);
@@ -171,7 +172,7 @@ fn extract_from_files_and_folders() {
     // A decoder trains from them: its targets are found by those ids (p0.png lies beside the
     // folder `more`, which a scan of `photos` would take for a class), the random encoder by its seed.
     let run = dir.path().join("dec");
-    let text = ok(&["train-decoder", "--config", "configs/decoder-fc7.toml", "--codes", s(&picked_codes), "--out", s(&run), "--epochs", "1", "--batch-size", "2"]);
+    let text = ok(&["train-decoder", "--config", "configs/decoder-fc7.toml", "--codes", s(&picked_codes), "--out", s(&run), "--epochs", "1", "--batch", "2"]);
     assert!(text.contains("best epoch 1"), "{text}");
     // A file that is not there is named.
     let (success, text) = preimage(&[&enc[..], &["--data", s(&p0), "nothere.png", "--out", s(&picked_codes)]].concat());

@@ -285,7 +285,7 @@ pub struct InvertArgs {
     /// Codes optimized together; more is faster per code and uses more memory. With the mv
     /// and adam solvers a code's result does not depend on it (every code starts from the
     /// same noise); lbfgs's line search treats the batch as one problem.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, visible_alias = "batch-size", default_value_t = 8)]
     pub batch: usize,
     /// Also tile the results into one PNG.
     #[arg(long)]
@@ -483,7 +483,7 @@ pub struct VisualizeArgs {
     pub out: PathBuf,
     /// Targets optimized together; more is faster per target and uses more memory. A
     /// target's image does not depend on it (every target starts from the same noise).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, visible_alias = "batch-size", default_value_t = 16)]
     pub batch: usize,
     #[command(flatten)]
     pub opt: OptFlags,
@@ -639,7 +639,7 @@ pub struct CaricatureArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Images optimized together; more is faster per image and uses more memory.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, visible_alias = "batch-size", default_value_t = 8)]
     pub batch: usize,
     /// Also tile the results into one PNG.
     #[arg(long)]
@@ -712,7 +712,7 @@ pub struct TransformArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Images optimized together; more is faster per image and uses more memory.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, visible_alias = "batch-size", default_value_t = 8)]
     pub batch: usize,
     /// Also tile the results into one PNG.
     #[arg(long)]
