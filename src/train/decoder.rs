@@ -426,22 +426,27 @@ fn validate<B: AutodiffBackend>(
     let encoder = data.encoder.as_ref().map(|e| e.valid());
     let mut eval = Evaluator::new(encoder.as_ref(), &data.tap);
     let (mut total, mut pix, mut n) = (0.0, 0.0, 0usize);
-    for chunk in items.chunks(batch_size) {
-        let Some(b) = data.batch(chunk, None, device)? else { continue };
-        let (images, codes) = (b.images.inner(), b.codes.inner());
-        let k = images.dims()[0];
-        let recon = dec.forward(codes);
-        let p = (recon.clone() - images.clone()).powf_scalar(2.0).mean().into_scalar().elem::<f64>();
-        let mut t = loss.pixel * p;
-        if let Some(c) = comparator {
-            t += loss.feature * c.loss(recon.clone(), c.features(images.clone())).into_scalar().elem::<f64>();
+    let chunks: Vec<&[usize]> = items.chunks(batch_size).collect();
+    batch::prefetched(chunks.len(), |k| data.decode(chunks[k], None), |decoded| -> Result<()> {
+        for b in decoded {
+            let Some(b) = b else { continue };
+            let b = data.with_codes(b, device)?;
+            let (images, codes) = (b.images.inner(), b.codes.inner());
+            let k = images.dims()[0];
+            let recon = dec.forward(codes);
+            let p = (recon.clone() - images.clone()).powf_scalar(2.0).mean().into_scalar().elem::<f64>();
+            let mut t = loss.pixel * p;
+            if let Some(c) = comparator {
+                t += loss.feature * c.loss(recon.clone(), c.features(images.clone())).into_scalar().elem::<f64>();
+            }
+            let symmetry: Vec<u32> = b.records.iter().map(|&r| data.folder.symmetry_of(r)).collect();
+            eval.add(recon, images, &symmetry)?;
+            total += t * k as f64;
+            pix += p * k as f64;
+            n += k;
         }
-        let symmetry: Vec<u32> = b.records.iter().map(|&r| data.folder.symmetry_of(r)).collect();
-        eval.add(recon, images, &symmetry)?;
-        total += t * k as f64;
-        pix += p * k as f64;
-        n += k;
-    }
+        Ok(())
+    })?;
     if n == 0 {
         bail!("no readable validation image");
     }

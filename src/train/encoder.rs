@@ -160,25 +160,30 @@ pub fn evaluate<B: Backend>(net: &ConvNet<B>, folder: &ImageFolder, val: &[usize
     let pre = batch::preprocess_for(&net.spec);
     let (mut loss_sum, mut correct, mut count) = (0.0, 0usize, 0usize);
     let mut az_errors = Vec::new();
-    for chunk in val.chunks(batch_size) {
-        let Some(b) = batch::load::<B>(folder, chunk, &pre, None, device) else { continue };
-        let labels = labels_of(folder, &b.indices);
-        let pose = pose_targets(folder, &b.indices);
-        let Losses { total, logits, pose_out, .. } = losses(net, b.images, &labels, &pose, pose_weight, false)?;
-        let n = labels.len();
-        loss_sum += total.into_scalar().elem::<f64>() * n as f64;
-        let pred: Vec<i64> = logits.argmax(1).into_data().convert::<i64>().to_vec::<i64>().unwrap();
-        correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
-        count += n;
-        let rows = pose_out.into_data().convert::<f32>().to_vec::<f32>().unwrap();
-        for (j, &i) in b.indices.iter().enumerate() {
-            let sym = folder.symmetry_of(i);
-            if let (Some([az, _]), true) = (folder.records[i].pose, sym != 0) {
-                let pred = predicted_azimuth(&rows[j * 4..j * 4 + 4], sym);
-                az_errors.push(azimuth_error(pred, az, sym) as f64);
+    let chunks: Vec<&[usize]> = val.chunks(batch_size).collect();
+    batch::prefetched(chunks.len(), |k| batch::decode(folder, chunks[k], &pre, None), |decoded| -> Result<()> {
+        for b in decoded {
+            let Some(b) = b else { continue };
+            let b = b.to_device::<B>(device);
+            let labels = labels_of(folder, &b.indices);
+            let pose = pose_targets(folder, &b.indices);
+            let Losses { total, logits, pose_out, .. } = losses(net, b.images, &labels, &pose, pose_weight, false)?;
+            let n = labels.len();
+            loss_sum += total.into_scalar().elem::<f64>() * n as f64;
+            let pred: Vec<i64> = logits.argmax(1).into_data().convert::<i64>().to_vec::<i64>().unwrap();
+            correct += pred.iter().zip(&labels).filter(|(p, l)| p == l).count();
+            count += n;
+            let rows = pose_out.into_data().convert::<f32>().to_vec::<f32>().unwrap();
+            for (j, &i) in b.indices.iter().enumerate() {
+                let sym = folder.symmetry_of(i);
+                if let (Some([az, _]), true) = (folder.records[i].pose, sym != 0) {
+                    let pred = predicted_azimuth(&rows[j * 4..j * 4 + 4], sym);
+                    az_errors.push(azimuth_error(pred, az, sym) as f64);
+                }
             }
         }
-    }
+        Ok(())
+    })?;
     if count == 0 {
         bail!("no readable validation images");
     }
