@@ -213,6 +213,13 @@ fn visualize_dream_caricature_and_transform_write_their_images() {
         let diff = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| (*x as i32 - *y as i32).abs()).max().unwrap();
         assert!(diff <= 2, "{f}: batch of 2 vs 3 differ by {diff}/255");
     }
+    // A weighted sum of units is one target, one image, named by it.
+    let text = ok(&with_enc("visualize", &["--target", "conv5:1+0.5*conv5:2", "--target", "-fc8:class_1", "--out", s(&vis), "--steps", "4", "--quiet"]));
+    assert!(text.contains("conv5:1+0.5*conv5:2") && text.contains("-fc8:class_1"), "{text}");
+    for f in ["conv5_1+0_5_conv5_2.png", "-fc8_class_1.png"] {
+        assert_eq!(png(&vis.join(f)).dimensions(), (32, 32), "{f}");
+    }
+    assert!(fails(&with_enc("visualize", &["--target", "conv5:1+conv5:64", "--out", s(&vis)])).contains("in target 'conv5:1+conv5:64'"));
     assert!(fails(&with_enc("visualize", &["--target", "conv5:3-1", "--out", s(&vis)])).contains("range 3-1 is empty"));
     let out = dir.path().join("x.png");
     assert!(fails(&with_enc("visualize", &["--target", "conv5:64", "--out", s(&vis)])).contains("valid 0..=63"));

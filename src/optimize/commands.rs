@@ -1,7 +1,7 @@
 //! The optimization subcommands (`invert`, `visualize`, `dream`, `caricature`, `transform`):
 //! their flags, and the glue from files to the drivers in [`super`]. `main.rs` loads the
 //! encoder and calls these.
-use super::objective::{class_index, Unit};
+use super::objective::{class_index, Target};
 use super::param::ParamKind;
 use super::solver::SolverKind;
 use super::{Init, OptimizeConfig, Outcome, RunOptions};
@@ -475,8 +475,9 @@ fn short(sha: &str) -> &str {
 pub struct VisualizeArgs {
     /// Units to maximize, comma-separated: TAP:INDEX (fc units, class logits by index or
     /// name: fc8:chair), TAP:CHANNEL (a conv channel's mean), TAP:CHANNEL@Y:X (one neuron);
-    /// TAP:A-B is every index from A to B, TAP:all every unit of the tap.
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// TAP:A-B is every index from A to B, TAP:all every unit of the tap. A target may be a
+    /// weighted sum of units: conv5:12+conv5:30, fc8:chair-0.5*fc8:table, -conv5:3.
+    #[arg(long, value_delimiter = ',', required = true, allow_hyphen_values = true)]
     pub target: Vec<String>,
     /// Output folder: one PNG per target and grid.png.
     #[arg(long)]
@@ -523,14 +524,14 @@ fn expand_targets(targets: &[String], spec: &crate::encoder::EncoderSpec) -> Res
 pub fn visualize<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &VisualizeArgs, device: &B::Device) -> Result<Outcome> {
     let spec = enc.net.spec.clone();
     let targets = expand_targets(&a.target, &spec)?;
-    let units: Vec<Unit> = targets.iter().map(|t| Unit::parse(t, &spec)).collect::<Result<_>>()?;
+    let units: Vec<Target> = targets.iter().map(|t| Target::parse(t, &spec)).collect::<Result<_>>()?;
     if a.batch == 0 {
         bail!("--batch must be at least 1");
     }
     let cfg = a.opt.config("visualize", spec.input_size[0].min(spec.input_size[1]))?;
     let net_inner = enc.net.valid();
-    let file_name = |u: &Unit| -> String { u.label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect() };
-    let chunks: Vec<&[Unit]> = units.chunks(a.batch).collect();
+    let file_name = |u: &Target| -> String { u.label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '+' { c } else { '_' }).collect() };
+    let chunks: Vec<&[Target]> = units.chunks(a.batch).collect();
     let mut all: Option<Outcome> = None;
     for (k, chunk) in chunks.iter().enumerate() {
         if chunks.len() > 1 {

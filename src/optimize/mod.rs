@@ -24,7 +24,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::interpolate;
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use burn::tensor::{Tensor, TensorData};
-use objective::{Natural, Objective, Unit};
+use objective::{Natural, Objective, Target};
 use param::{ParamConfig, ParamKind, Parameterization};
 use serde::{Deserialize, Serialize};
 use solver::{Eval, Problem, SolverConfig, SolverKind};
@@ -572,52 +572,55 @@ pub fn feature_error<B: Backend>(net: &ConvNet<B>, layer: &str, images: Tensor<B
     Ok(to_vec((num / (code.powf_scalar(2.0).sum_dim(1) + 1e-12)).reshape([n])))
 }
 
-/// Activation maximization: one image per target unit, all in one batch.
-pub fn visualize<B: AutodiffBackend>(net: ConvNet<B>, units: &[Unit], cfg: &OptimizeConfig, opts: &RunOptions, device: &B::Device) -> Result<Outcome> {
-    if units.is_empty() {
+/// Activation maximization: one image per target (a unit or a weighted sum of units), all in
+/// one batch.
+pub fn visualize<B: AutodiffBackend>(net: ConvNet<B>, targets: &[Target], cfg: &OptimizeConfig, opts: &RunOptions, device: &B::Device) -> Result<Outcome> {
+    if targets.is_empty() {
         bail!("no target given (e.g. --target fc8:3,conv5:12)");
     }
-    let n = units.len();
+    let n = targets.len();
     let shapes = net.spec.tap_shapes()?;
     let w = &cfg.weights;
     let aw = if w.activation == 0.0 { 1.0 } else { w.activation };
     let mut obj = regularizers::<B>(&net.spec, w);
-    // One activation term per tap; rows of items targeting other taps are zero.
-    let mut taps: Vec<&str> = units.iter().map(|u| u.tap.as_str()).collect();
-    taps.dedup();
-    let mut seen: Vec<&str> = Vec::new();
-    for tap in taps {
-        if seen.contains(&tap) {
-            continue;
-        }
-        seen.push(tap);
+    // One activation term per tap; rows of items whose target does not read it are zero.
+    for tap in targets_taps(targets) {
         let shape = &shapes[tap];
         let d: usize = shape.iter().product();
-        let mut sel = vec![0f32; n * d];
-        let mut labels = Vec::new();
-        for (i, u) in units.iter().enumerate().filter(|(_, u)| u.tap == tap) {
-            sel[i * d..(i + 1) * d].copy_from_slice(&u.select_row(shape));
-            labels.push(u.label.clone());
-        }
+        let sel: Vec<f32> = targets.iter().flat_map(|t| t.select_row(tap, shape)).collect();
+        let labels: Vec<&str> = targets.iter().filter(|t| t.taps().contains(&tap)).map(|t| t.label.as_str()).collect();
         let select = Tensor::<B, 2>::from_data(TensorData::new(sel, [n, d]), device);
         obj = obj + aw * objective::activation(tap, select, &labels.join(","));
     }
     render(net, obj, n, None, cfg, opts, device)
 }
 
-/// The activation each unit reaches on `images` (item i → `units[i]`), without transforms.
-pub fn unit_values<B: Backend>(net: &ConvNet<B>, units: &[Unit], images: Tensor<B, 4>) -> Result<Vec<f32>> {
-    let mut taps: Vec<&str> = units.iter().map(|u| u.tap.as_str()).collect();
-    taps.sort();
-    taps.dedup();
+/// The taps read by any of `targets`, in order, once each.
+fn targets_taps(targets: &[Target]) -> Vec<&str> {
+    let mut taps: Vec<&str> = Vec::new();
+    for tap in targets.iter().flat_map(Target::taps) {
+        if !taps.contains(&tap) {
+            taps.push(tap);
+        }
+    }
+    taps
+}
+
+/// The value each target reaches on `images` (item i → `targets[i]`), without transforms.
+pub fn unit_values<B: Backend>(net: &ConvNet<B>, targets: &[Target], images: Tensor<B, 4>) -> Result<Vec<f32>> {
+    let taps = targets_taps(targets);
     let shapes = net.spec.tap_shapes()?;
     let acts = net.encode(images, &taps, false)?;
+    let rows: std::collections::BTreeMap<&str, Vec<f32>> = taps.iter().map(|&t| (t, to_vec(acts[t].clone().flat()))).collect();
     let mut out = Vec::new();
-    for (i, u) in units.iter().enumerate() {
-        let row = to_vec(acts[&u.tap].clone().flat());
-        let d: usize = shapes[&u.tap].iter().product();
-        let sel = u.select_row(&shapes[&u.tap]);
-        out.push(row[i * d..(i + 1) * d].iter().zip(&sel).map(|(a, s)| a * s).sum());
+    for (i, target) in targets.iter().enumerate() {
+        let mut v = 0.0;
+        for tap in target.taps() {
+            let d: usize = shapes[tap].iter().product();
+            let sel = target.select_row(tap, &shapes[tap]);
+            v += rows[tap][i * d..(i + 1) * d].iter().zip(&sel).map(|(a, s)| a * s).sum::<f32>();
+        }
+        out.push(v);
     }
     Ok(out)
 }

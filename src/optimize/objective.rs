@@ -6,7 +6,7 @@
 //! "Maximize" terms (activations, layer L2, caricature) are written as their negatives, so
 //! the solver always minimizes.
 use crate::encoder::Act;
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::tensor::activation::{log_softmax, relu};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
@@ -349,6 +349,87 @@ impl Unit {
             }
         } else {
             row[self.index] = 1.0;
+        }
+        row
+    }
+}
+
+/// A `visualize` target: one unit, or a weighted sum of units (Lucid's objective algebra, as
+/// its neuron-interaction pictures: `conv5:12+conv5:30`, `fc8:chair-0.5*fc8:table`, and
+/// `-conv5:3` to minimize). Each term is `[±][W*]UNIT`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Target {
+    pub terms: Vec<(f32, Unit)>,
+    /// As written by the user (for file names and logs).
+    pub label: String,
+}
+
+impl Target {
+    /// Parse a target; a `+` or `-` starts a term only where a tap of the encoder follows
+    /// (after an optional `W*`), so class names with dashes (`fc8:jack-o'-lantern`) and index
+    /// ranges stay whole.
+    pub fn parse(text: &str, spec: &crate::encoder::EncoderSpec) -> Result<Target> {
+        let unweighted = |t: &str| -> (f32, String) {
+            match t.split_once('*') {
+                Some((w, rest)) if w.trim().parse::<f32>().is_ok() => (w.trim().parse().unwrap(), rest.trim().to_string()),
+                _ => (1.0, t.trim().to_string()),
+            }
+        };
+        let starts_term = |rest: &str| unweighted(rest).1.split_once(':').is_some_and(|(tap, _)| spec.check_tap(tap.trim()).is_ok());
+        let mut pieces: Vec<(f32, &str)> = Vec::new();
+        let (mut start, mut sign) = (0, 1.0f32);
+        // A sign after a digit and `e` is an exponent's (`1e-3*conv5:1`).
+        let exponent = |i: usize| text[..i].ends_with(['e', 'E']) && text[..i - 1].ends_with(|c: char| c.is_ascii_digit() || c == '.');
+        for (i, c) in text.char_indices() {
+            if (c == '+' || c == '-') && !exponent(i) && starts_term(&text[i + 1..]) {
+                // A sign in front of the first term leaves nothing before it.
+                if !(pieces.is_empty() && text[..i].trim().is_empty()) {
+                    pieces.push((sign, &text[start..i]));
+                }
+                sign = if c == '-' { -1.0 } else { 1.0 };
+                start = i + 1;
+            }
+        }
+        pieces.push((sign, &text[start..]));
+        let mut terms = Vec::new();
+        for (sign, piece) in pieces {
+            if piece.trim().is_empty() {
+                bail!("target '{text}': an empty term (write TAP:INDEX+TAP:INDEX, W*TAP:INDEX)");
+            }
+            let (w, unit) = unweighted(piece);
+            if !w.is_finite() {
+                bail!("target '{text}': the weight of '{}' is not a finite number", piece.trim());
+            }
+            let unit = Unit::parse(&unit, spec).with_context(|| format!("in target '{text}'"))?;
+            terms.push((sign * w, unit));
+        }
+        Ok(Target { terms, label: text.trim().to_string() })
+    }
+
+    /// One unit, weight 1.
+    pub fn unit(unit: Unit) -> Self {
+        Target { label: unit.label.clone(), terms: vec![(1.0, unit)] }
+    }
+
+    /// The taps its terms read, in order, once each.
+    pub fn taps(&self) -> Vec<&str> {
+        let mut taps: Vec<&str> = Vec::new();
+        for (_, u) in &self.terms {
+            if !taps.contains(&u.tap.as_str()) {
+                taps.push(&u.tap);
+            }
+        }
+        taps
+    }
+
+    /// The selection row at `tap` (`shape`: its code shape): the weighted sum of its terms'
+    /// rows there, zeros where none reads it.
+    pub fn select_row(&self, tap: &str, shape: &[usize]) -> Vec<f32> {
+        let mut row = vec![0.0f32; shape.iter().product()];
+        for (w, u) in self.terms.iter().filter(|(_, u)| u.tap == tap) {
+            for (r, s) in row.iter_mut().zip(u.select_row(shape)) {
+                *r += w * s;
+            }
         }
         row
     }

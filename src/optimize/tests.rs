@@ -1,7 +1,7 @@
 //! Unit tests of the engine: every objective term's gradient against central finite
 //! differences on a tiny random posenet (16×16 input), the parameterizations and transforms,
 //! the solvers, determinism and error messages.
-use super::objective::{self as o, Natural, Objective, Unit};
+use super::objective::{self as o, Natural, Objective, Target, Unit};
 use super::param::{ParamConfig, ParamKind, Parameterization};
 use super::solver::{SolverConfig, SolverKind};
 use super::*;
@@ -304,21 +304,27 @@ fn same_seed_same_result() {
 #[test]
 fn visualize_raises_each_target_and_dream_raises_the_layer_norm() {
     let n = net(16);
-    let units: Vec<Unit> = ["fc8:2", "conv5:4", "conv4:1@0:1"].iter().map(|t| Unit::parse(t, &n.spec).unwrap()).collect();
+    // The last target is a weighted sum over two taps (Lucid's `a - 0.5 * b`).
+    let units: Vec<Target> = ["fc8:2", "conv5:4", "conv4:1@0:1", "conv5:1-0.5*fc8:3"].iter().map(|t| Target::parse(t, &n.spec).unwrap()).collect();
     let mut cfg = preset("visualize").unwrap();
     cfg.solver.steps = 15;
     // A random 16-px net's units are not shift-invariant: the transforms would make this a
     // test of robustness, not of the ascent.
     cfg.transforms = Transforms::default();
     let inner = n.valid();
-    let grey = Tensor::<I, 4>::full([3, 3, 16, 16], 0.5, &Default::default());
+    let grey = Tensor::<I, 4>::full([4, 3, 16, 16], 0.5, &Default::default());
     let before = unit_values(&inner, &units, grey).unwrap();
     let out = visualize::<A>(n.clone(), &units, &cfg, &RunOptions::default(), &dev()).unwrap();
-    let imgs = Tensor::<I, 4>::from_data(TensorData::new(out.images.concat(), [3, 3, 16, 16]), &Default::default());
-    let after = unit_values(&inner, &units, imgs).unwrap();
-    for i in 0..3 {
+    let imgs = Tensor::<I, 4>::from_data(TensorData::new(out.images.concat(), [4, 3, 16, 16]), &Default::default());
+    let after = unit_values(&inner, &units, imgs.clone()).unwrap();
+    for i in 0..4 {
         assert!(after[i] > before[i] + 0.1, "{}: {} → {}", units[i].label, before[i], after[i]);
     }
+    // The sum's value is the weighted sum of its units' values on the same image.
+    let parts: Vec<Target> = ["conv5:1", "fc8:3"].iter().map(|t| Target::parse(t, &n.spec).unwrap()).collect();
+    let last = imgs.narrow(0, 3, 1);
+    let v: Vec<f32> = parts.iter().map(|p| unit_values(&inner, std::slice::from_ref(p), last.clone()).unwrap()[0]).collect();
+    assert!((after[3] - (v[0] - 0.5 * v[1])).abs() < 1e-4 * (1.0 + after[3].abs()), "{} vs {} - 0.5 * {}", after[3], v[0], v[1]);
     // DeepDream on a 32-px net: two octaves, layer L2 goes up.
     let n32 = net(32);
     let x = rand::<I, 4>([1, 3, 32, 32], 25, 0.2, 0.8);
@@ -387,6 +393,33 @@ fn unit_and_class_errors_name_the_valid_range() {
     assert!(c.contains("great white shark (2), tiger shark (3)"), "{c}");
     let c = o::class_index("tabby cat", &alex.classes).unwrap_err().to_string();
     assert!(c.contains("tabby (281)") && c.contains("Persian cat (283)"), "{c}");
+}
+
+#[test]
+fn targets_are_units_or_weighted_sums_of_units() {
+    let spec = net(16).spec;
+    let terms = |t: &str| Target::parse(t, &spec).unwrap().terms.into_iter().map(|(w, u)| (w, u.tap, u.index, u.pos)).collect::<Vec<_>>();
+    let c = |w: f32, tap: &str, i: usize| (w, tap.to_string(), i, None);
+    assert_eq!(terms("conv5:12"), [c(1.0, "conv5", 12)]);
+    assert_eq!(terms("conv5:12+conv5:30"), [c(1.0, "conv5", 12), c(1.0, "conv5", 30)]);
+    assert_eq!(terms(" -conv5:3 + 2*fc8:1 - 0.25 * conv4:2"), [c(-1.0, "conv5", 3), c(2.0, "fc8", 1), c(-0.25, "conv4", 2)]);
+    assert_eq!(terms("1e-3*conv5:1"), [c(1e-3, "conv5", 1)]);
+    assert_eq!(terms("conv5:2@1:0-conv5:2")[0].3, Some((1, 0)));
+    // Class names with dashes stay whole; a dash starts a term only before a tap.
+    let alex = crate::encoder::default_spec("alexnet", 1000, Some(64)).unwrap();
+    let t = Target::parse("fc8:jack-o'-lantern-0.5*fc8:goldfish", &alex).unwrap();
+    assert_eq!(t.terms.iter().map(|(w, u)| (*w, u.index)).collect::<Vec<_>>(), [(1.0, 607), (-0.5, 1)]);
+    // Selection rows: each term's row, weighted, at its tap; zeros at a tap it does not read.
+    let shapes = spec.tap_shapes().unwrap();
+    let t = Target::parse("fc8:2-0.5*fc8:3+conv5:0", &spec).unwrap();
+    assert_eq!(t.taps(), ["fc8", "conv5"]);
+    assert_eq!(&t.select_row("fc8", &shapes["fc8"])[..5], [0.0, 0.0, 1.0, -0.5, 0.0]);
+    assert!(t.select_row("conv4", &shapes["conv4"]).iter().all(|&v| v == 0.0));
+    // Errors name the target and the term at fault.
+    let e = |t: &str| format!("{:#}", Target::parse(t, &spec).unwrap_err());
+    assert!(e("conv5:1+").contains("in target 'conv5:1+'"), "{}", e("conv5:1+"));
+    assert!(e("conv5:1+conv5:99").contains("channel 99 is out of range"), "{}", e("conv5:1+conv5:99"));
+    assert!(e("inf*conv5:1").contains("not a finite number"), "{}", e("inf*conv5:1"));
 }
 
 #[test]
