@@ -66,9 +66,9 @@ fn encode_folder<B: Backend>(
     let tap_refs: Vec<&str> = taps.iter().map(String::as_str).collect();
     let mut kept = Vec::new();
     let all: Vec<usize> = (0..folder.len()).collect();
-    let batches: Vec<Vec<usize>> = all.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
+    let batches: Vec<&[usize]> = all.chunks(batch_size.max(1)).collect();
     let bar = crate::util::progress(folder.len() as u64, "extract");
-    let decode = |k: usize| (batches[k].len(), batch::decode(folder, &batches[k], &pre, None));
+    let decode = |k: usize| (batches[k].len(), batch::decode(folder, batches[k], &pre, None));
     batch::prefetched(batches.len(), decode, |loaded| -> Result<()> {
         for (count, b) in loaded {
             bar.inc(count as u64);

@@ -141,4 +141,12 @@ mod tests {
         let made = made.load(Ordering::SeqCst);
         assert!((4..=6).contains(&made), "{made} batches made for 4 consumed");
     }
+
+    #[test]
+    fn a_panic_while_making_a_batch_is_not_a_short_epoch() {
+        // The consumer sees the channel end after batch 0, but the panic reaches the caller
+        // rather than a result over fewer batches.
+        let run = std::panic::catch_unwind(|| prefetched(3, |k| if k == 1 { panic!("unreadable batch") } else { k }, |it| it.count()));
+        assert!(run.is_err(), "got {run:?}");
+    }
 }
