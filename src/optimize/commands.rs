@@ -532,6 +532,7 @@ pub fn visualize<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &VisualizeArg
     let net_inner = enc.net.valid();
     let file_name = |u: &Target| -> String { u.label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '+' { c } else { '_' }).collect() };
     let chunks: Vec<&[Target]> = units.chunks(a.batch).collect();
+    let width = units.iter().map(|u| u.label.chars().count()).max().unwrap_or(0).max(20);
     let mut all: Option<Outcome> = None;
     for (k, chunk) in chunks.iter().enumerate() {
         if chunks.len() > 1 {
@@ -550,7 +551,7 @@ pub fn visualize<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &VisualizeArg
         for (i, u) in chunk.iter().enumerate() {
             let path = a.out.join(format!("{}.png", file_name(u)));
             out.save(i, &path)?;
-            println!("{:<20} activation {:>10.4}  → {}", u.label, values[i], path.display());
+            println!("{:<width$} activation {:>10.4}  → {}", u.label, values[i], path.display());
         }
         all = Some(match all {
             None => out,
