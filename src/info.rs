@@ -108,20 +108,10 @@ pub fn describe(path: &Path) -> Result<String> {
     Ok(out)
 }
 
-/// The torchvision network whose state_dict `path` holds, told by its convolutions (AlexNet 5,
-/// VGG 8/10/13/16, BatchNorm for `_bn`) and confirmed by building it from the file.
+/// The torchvision network whose state_dict `path` holds, and its spec.
 fn torchvision_arch(path: &Path) -> Option<(String, EncoderSpec)> {
     let state = weights::read_state_dict(path).ok()?;
-    let convs = state.tensors.iter().filter(|(k, a)| k.starts_with("features.") && k.ends_with(".weight") && a.shape().len() == 4).count();
-    let bn = state.tensors.keys().any(|k| k.ends_with(".running_mean"));
-    let arch = match (convs, bn) {
-        (5, false) => "alexnet".to_string(),
-        (8 | 10 | 13 | 16, _) => format!("vgg{}{}", convs + 3, if bn { "_bn" } else { "" }),
-        _ => return None,
-    };
-    let spec = weights::infer_spec(crate::encoder::default_spec(&arch, 1000, None).ok()?, &state.tensors);
-    weights::check(&spec, &state.tensors, path).ok()?;
-    Some((arch, spec))
+    weights::torchvision_arch(&state.tensors, path).map(|spec| (spec.arch.clone(), spec))
 }
 
 fn decoder_run(dir: &Path) -> Result<String> {

@@ -79,6 +79,11 @@ fn wrong_architecture_lists_missing_unexpected_and_mismatch() {
     assert!(err.contains("missing keys"), "{err}");
     assert!(err.contains("unexpected keys") && err.contains("running_mean"), "{err}");
     assert!(err.contains("first shape mismatch"), "{err}");
+    // And says which network the weights are.
+    assert!(err.contains("the file holds vgg16_bn's weights: use --encoder vgg16_bn"), "{err}");
+    let src = WeightSource::File(fixtures().join("alexnet_mini.safetensors"));
+    let err = encoder::load::<B>("vgg11", &src, Some(64), &Default::default()).err().expect("must fail").to_string();
+    assert!(err.contains("use --encoder alexnet"), "{err}");
 }
 
 #[test]

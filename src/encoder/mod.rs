@@ -197,6 +197,13 @@ fn load_file<B: Backend>(arch: &str, path: &Path, input: Option<usize>, device: 
         }
         None => weights::infer_spec(default_spec(arch, 1000, input)?, &state.tensors),
     };
+    if let Err(e) = weights::check(&spec, &state.tensors, path) {
+        // Another torchvision network's weights (vgg19's given as vgg16): say which.
+        return Err(match weights::torchvision_arch(&state.tensors, path) {
+            Some(other) if other.arch != arch => anyhow::anyhow!("{e:#}\n  the file holds {}'s weights: use --encoder {}", other.arch, other.arch),
+            _ => e,
+        });
+    }
     let net = weights::build(&spec, state.tensors, path, device)?;
     Ok(Loaded { net, weights_sha256: crate::util::sha256_file(path)?, weights_path: Some(path.to_path_buf()) })
 }

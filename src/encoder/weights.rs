@@ -206,6 +206,21 @@ pub fn check(spec: &EncoderSpec, tensors: &BTreeMap<String, Array>, path: &Path)
     Ok(())
 }
 
+/// The torchvision network whose state_dict `tensors` is, told by its convolutions (AlexNet 5,
+/// VGG 8/10/13/16, BatchNorm for `_bn`) and confirmed by checking every key and shape.
+pub fn torchvision_arch(tensors: &BTreeMap<String, Array>, path: &Path) -> Option<EncoderSpec> {
+    let convs = tensors.iter().filter(|(k, a)| k.starts_with("features.") && k.ends_with(".weight") && a.shape().len() == 4).count();
+    let bn = tensors.keys().any(|k| k.ends_with(".running_mean"));
+    let arch = match (convs, bn) {
+        (5, false) => "alexnet".to_string(),
+        (8 | 10 | 13 | 16, _) => format!("vgg{}{}", convs + 3, if bn { "_bn" } else { "" }),
+        _ => return None,
+    };
+    let spec = infer_spec(super::default_spec(&arch, 1000, None).ok()?, tensors);
+    check(&spec, tensors, path).ok()?;
+    Some(spec)
+}
+
 /// The network's state_dict in PyTorch layout.
 pub fn state_dict<B: Backend>(net: &ConvNet<B>) -> Vec<(String, Array)> {
     fn arr<B: Backend, const D: usize>(t: Tensor<B, D>) -> Array {
