@@ -433,8 +433,9 @@ impl TrainOverrides {
 /// Which encoder and weights.
 #[derive(clap::Args)]
 struct EncoderArgs {
-    /// posenet, alexnet, vgg11, vgg13, vgg16, vgg19 or a _bn variant.
-    #[arg(long)]
+    /// posenet, alexnet, vgg11, vgg13, vgg16, vgg19 or a _bn variant; auto: the network
+    /// --weights or --run holds (random weights need the name).
+    #[arg(long, default_value = encoder::AUTO)]
     encoder: String,
     /// torchvision state_dict (.pth/.safetensors) or a preimage encoder checkpoint.
     #[arg(long)]

@@ -71,6 +71,28 @@ fn vgg16_bn_mini_safetensors() {
     check("vgg16_bn", "vgg16_bn_mini", "safetensors");
 }
 
+/// `--encoder auto`: the network a file holds, at every tap as if named.
+#[test]
+fn auto_encoder_is_the_network_the_file_holds() {
+    check(encoder::AUTO, "vgg16_bn_mini", "pth");
+    check(encoder::AUTO, "alexnet_mini", "safetensors");
+    check(encoder::AUTO, "vgg11_mini", "safetensors");
+    let load = |src: &WeightSource| encoder::load::<B>(encoder::AUTO, src, None, &Default::default());
+    assert_eq!(load(&WeightSource::File(fixtures().join("vgg11_mini.pth"))).unwrap().net.spec.arch, "vgg11");
+    // Our own checkpoints carry their network.
+    let dir = tempfile::tempdir().unwrap();
+    let ours = dir.path().join("posenet.safetensors");
+    let posenet = encoder::load::<B>("posenet", &WeightSource::Random(3), None, &Default::default()).unwrap();
+    encoder::weights::save(&posenet.net, &ours).unwrap();
+    assert_eq!(load(&WeightSource::File(ours)).unwrap().net.spec.arch, "posenet");
+    // Random weights need a name; a file that is no network says so.
+    let err = load(&WeightSource::Random(0)).err().unwrap().to_string();
+    assert!(err.contains("random weights need --encoder") && err.contains("vgg16_bn"), "{err}");
+    let taps = fixtures().join("vgg11_mini_taps.safetensors");
+    let err = format!("{:#}", load(&WeightSource::File(taps)).err().unwrap());
+    assert!(err.contains("cannot tell which network") && err.contains("vgg11_mini_taps.safetensors") && err.contains("pass --encoder"), "{err}");
+}
+
 #[test]
 fn wrong_architecture_lists_missing_unexpected_and_mismatch() {
     let src = WeightSource::File(fixtures().join("vgg16_bn_mini.pth"));
@@ -318,7 +340,8 @@ fn classify_lists_top_classes_and_accuracy() {
     assert_eq!(listed.labels.as_deref(), Some([3, 3, 7, 7, 7].as_slice()));
     assert_eq!(listed.provenance.unwrap().label_classes, None, "the labels index the encoder's classes");
     std::fs::write(&list, "class_3/0.png 3\nClass_7/2.png 12\n").unwrap();
-    let text = ok(&["classify", "--encoder", "vgg11", "--weights", s(&weights), "--input-size", "64", "--data", s(&list)]);
+    // (Without --encoder: the network the weights file holds.)
+    let text = ok(&["classify", "--weights", s(&weights), "--input-size", "64", "--data", s(&list)]);
     assert!(text.contains("1 image has class numbers beyond the network's 10 classes") && text.contains("accuracy on 1 images"), "{text}");
     // As many folders as classes, none named as one (ImageNet's wnids): taken in order, said so.
     for c in 0..10u32 {

@@ -9,7 +9,7 @@ pub mod posenet;
 pub mod vgg;
 pub mod weights;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::tensor::backend::Backend;
 use std::path::{Path, PathBuf};
 
@@ -163,8 +163,15 @@ pub fn load<B: Backend>(arch: &str, source: &WeightSource, input: impl Into<Inpu
     Ok(loaded)
 }
 
+/// `--encoder auto`: the network a weights file holds (our checkpoint's, or the torchvision
+/// network its keys and shapes fit).
+pub const AUTO: &str = "auto";
+
 fn load_sized<B: Backend>(arch: &str, source: &WeightSource, input: Option<usize>, device: &B::Device) -> Result<Loaded<B>> {
     match source {
+        WeightSource::Random(_) if arch == AUTO => {
+            bail!("which network? random weights need --encoder (one of {}); `auto` takes it from --weights or --run", ARCHS.join(", "))
+        }
         WeightSource::Random(seed) => {
             let spec = default_spec(arch, if arch == "posenet" { 10 } else { 1000 }, input)?;
             Ok(Loaded { net: ConvNet::init(&spec, *seed, device)?, weights_sha256: format!("random:{seed}"), weights_path: None })
@@ -182,6 +189,17 @@ fn load_sized<B: Backend>(arch: &str, source: &WeightSource, input: Option<usize
 
 fn load_file<B: Backend>(arch: &str, path: &Path, input: Option<usize>, device: &B::Device) -> Result<Loaded<B>> {
     let state = weights::read_state_dict(path)?;
+    let detected;
+    let arch = match (arch, &state.spec) {
+        (AUTO, Some(spec)) => spec.arch.as_str(),
+        (AUTO, None) => {
+            detected = weights::torchvision_arch(&state.tensors, path)
+                .with_context(|| format!("cannot tell which network {} holds (not AlexNet or VGG in torchvision's layout): pass --encoder", path.display()))?
+                .arch;
+            detected.as_str()
+        }
+        (arch, _) => arch,
+    };
     let spec = match &state.spec {
         // Our own checkpoints carry their spec.
         Some(spec) => {
