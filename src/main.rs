@@ -94,8 +94,10 @@ enum Command {
         /// training data is held out.
         #[arg(long, num_args = 1..)]
         val_data: Vec<PathBuf>,
-        /// Encoder for on-the-fly codes (posenet, alexnet, vgg16, ...), or the one codes
-        /// written elsewhere came from (with --codes, --weights and --data).
+        /// Encoder for on-the-fly codes (posenet, alexnet, vgg16, ..., or auto: the network
+        /// --weights or --run holds; given, it computes codes even where the config names a
+        /// code file), or the one codes written elsewhere came from (with --codes, --weights
+        /// and --data).
         #[arg(long)]
         encoder: Option<String>,
         /// Encoder weights (default with --codes: the file recorded in the code file).

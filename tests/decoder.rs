@@ -274,6 +274,21 @@ fn decoder_weights_load_in_pytorch() {
 }
 
 #[test]
+fn on_the_fly_codes_take_the_network_the_weights_hold() {
+    use preimage::encoder::WeightSource;
+    use preimage::train::decoder::CodeSource;
+    let file = WeightSource::File("vgg19.pth".into());
+    match CodeSource::from_args(None, vec!["imgs".into()], None, Some(file), Default::default()).unwrap() {
+        CodeSource::Images { encoder, .. } => assert_eq!(encoder, preimage::encoder::AUTO),
+        _ => panic!("images with an encoder"),
+    }
+    for weights in [None, Some(WeightSource::Random(0))] {
+        let err = CodeSource::from_args(None, vec!["imgs".into()], None, weights, Default::default()).err().unwrap().to_string();
+        assert!(err.contains("need --weights FILE or --run DIR"), "{err}");
+    }
+}
+
+#[test]
 fn shipped_decoder_configs_parse() {
     for layer in ["conv5", "fc6", "fc7", "fc8"] {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("configs/decoder-{layer}.toml"));

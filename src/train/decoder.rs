@@ -142,7 +142,11 @@ impl CodeSource {
             ),
             (None, [], _) => bail!("no training data: pass --codes FILE (from `preimage extract`) or --data DIR|FILES with --encoder"),
             (None, _, Some(encoder)) => Ok(CodeSource::Images { data, encoder, weights: weights.unwrap_or(WeightSource::Random(0)), input }),
-            (None, _, None) => bail!("codes computed on the fly need --encoder NAME (and --weights FILE or --run DIR)"),
+            // Without a name, the network the weights hold (`--encoder auto`).
+            (None, _, None) => match weights {
+                Some(w @ (WeightSource::File(_) | WeightSource::Run(_))) => Ok(CodeSource::Images { data, encoder: encoder::AUTO.to_string(), weights: w, input }),
+                _ => bail!("codes computed on the fly need --weights FILE or --run DIR (and --encoder NAME for random weights)"),
+            },
         }
     }
 }
@@ -384,7 +388,7 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
             let provenance = serde_json::json!({
                 "images": images_json(data, &folder),
                 "tap": tap,
-                "encoder": arch,
+                "encoder": spec.arch,
                 "weights_sha256": loaded.weights_sha256,
                 "weights_path": loaded.weights_path,
                 "codes": "computed on the fly",
