@@ -85,7 +85,7 @@ enum Command {
         #[arg(long)]
         codes: Option<PathBuf>,
         /// Image folder: the targets of --codes (default: the folder recorded in the code
-        /// file), or, without --codes, the images to encode on the fly (needs --encoder): a
+        /// file), or, without --codes, the images to encode on the fly (with --weights, --run or --encoder): a
         /// folder, or image files and folders as one unlabelled set.
         #[arg(long, num_args = 1..)]
         data: Vec<PathBuf>,

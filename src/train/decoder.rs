@@ -140,7 +140,7 @@ impl CodeSource {
                 codes.display(),
                 data.len()
             ),
-            (None, [], _) => bail!("no training data: pass --codes FILE (from `preimage extract`) or --data DIR|FILES with --encoder"),
+            (None, [], _) => bail!("no training data: pass --codes FILE (from `preimage extract`) or --data DIR|FILES with --weights FILE or --run DIR"),
             (None, _, Some(encoder)) => Ok(CodeSource::Images { data, encoder, weights: weights.unwrap_or(WeightSource::Random(0)), input }),
             // Without a name, the network the weights hold (`--encoder auto`).
             (None, _, None) => match weights {
