@@ -173,6 +173,15 @@ fn invert_many_codes_writes_one_image_per_id_independent_of_the_batch() {
     for id in &file.ids[1..4] {
         assert!(rows_dir.join(id).with_extension("png").is_file(), "{id}");
     }
+    // Without --encoder and weights, the encoder is the one the code file records (posenet,
+    // random seed 4, 32 px): the same image as with them named (`--seed` is then the noise's).
+    let from_file = dir.path().join("from_file.png");
+    let mut args = vec!["invert", "--seed", "4", "--codes", s(&codes), "--index", "1", "--out", s(&from_file)];
+    args.extend(common);
+    ok(&args);
+    let (a, b) = (png(&from_file), png(&rows_dir.join(&file.ids[1]).with_extension("png")));
+    let diff = a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| (*x as i32 - *y as i32).abs()).max().unwrap();
+    assert!(diff <= 2, "recorded encoder vs named differ by {diff}/255");
     let id = file.ids[5].trim_end_matches(".png").to_string();
     let mut args = with_enc("invert", &common);
     args.extend(["--codes", s(&codes), "--ids", &id, "--index", "1", "--out", s(&x)]);

@@ -181,6 +181,16 @@ impl CodeFile {
         Self::read_tap_as(path, tap, None)
     }
 
+    /// Where a code file's codes came from, without reading them; `None` for a file written
+    /// elsewhere (no encoder in its metadata).
+    pub fn read_provenance(path: &Path) -> Result<Option<Provenance>> {
+        let (tensors, meta) = read_tensors(path, |_| false)?;
+        if !meta.contains_key("encoder") {
+            return Ok(None);
+        }
+        Ok(Self::read_from(path, (tensors, meta))?.provenance)
+    }
+
     /// [`CodeFile::read_tap`] where the codes may also be named by `module`, the torchvision
     /// module whose output the tap is (`features.11` for AlexNet's `conv5`), as
     /// `create_feature_extractor(model, ["features.11"])` names them.
