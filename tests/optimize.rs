@@ -97,8 +97,11 @@ fn invert_from_image_and_code_file_is_deterministic_with_snapshots_and_tensorboa
     args.extend(["--codes", s(&codes), "--index", "24", "--out", s(&c)]);
     let err = fails(&args);
     assert!(err.contains("out of range") && err.contains("0..=23"), "{err}");
-    let mut args = vec!["invert", "--encoder", "posenet", "--input-size", "32", "--seed", "5"];
-    args.extend(["--layer", "conv3", "--codes", s(&codes), "--out", s(&c)]);
+    // Codes of other weights are refused, naming them (without weights, the file's are taken).
+    let other = dir.path().join("other.safetensors");
+    let net = preimage::encoder::load::<preimage::device::Cpu>("posenet", &preimage::encoder::WeightSource::Random(5), Some(32), &Default::default()).unwrap().net;
+    preimage::encoder::weights::save(&net, &other).unwrap();
+    let args = vec!["invert", "--weights", s(&other), "--layer", "conv3", "--codes", s(&codes), "--out", s(&c)];
     assert!(fails(&args).contains("random:4"), "codes of other weights are refused, naming them");
     let mut args = with_enc("invert", &["--layer", "conv9", "--image", s(&img), "--out", s(&c)]);
     assert!(fails(&args).contains("valid taps: conv1"));
