@@ -470,21 +470,10 @@ impl EncoderArgs {
         encoder::load::<B>(&self.encoder, &self.source()?, encoder::Input { size: self.input_size, resize: self.resize }, dev)
     }
 
-    /// [`EncoderArgs::load`], where neither --weights nor --run is given and `codes` records
-    /// where its codes came from: that encoder (its weights file where it still exists, or
-    /// its random seed), fed as its images were, as `train-decoder --codes` takes it.
+    /// [`EncoderArgs::load`], or the encoder `codes` records where no weights are given.
     fn load_for_codes<B: burn::tensor::backend::Backend>(&self, codes: Option<&Path>, dev: &B::Device) -> Result<encoder::Loaded<B>> {
-        let recorded = match codes {
-            Some(path) if self.weights.is_none() && self.run.is_none() => preimage::data::codes::CodeFile::read_provenance(path)?,
-            _ => None,
-        };
-        let Some(pv) = recorded else { return self.load(dev) };
-        let Some(source) = WeightSource::recorded(pv.weights_path.as_deref(), &pv.weights_sha256) else {
-            anyhow::bail!("the weights {} came from ({}) are not where it says; pass them with --weights FILE", codes.unwrap().display(), pv.weights_path.as_deref().unwrap_or("unknown"));
-        };
-        let arch = if self.encoder == encoder::AUTO { pv.encoder.as_str() } else { self.encoder.as_str() };
-        let input = encoder::Input { size: self.input_size.or(Some(pv.input_size)), resize: self.resize.or(Some(pv.preprocessing.resize)) };
-        encoder::load::<B>(arch, &source, input, dev)
+        let given = WeightSource::given(self.weights.as_deref(), self.run.as_deref())?;
+        encoder::load_for_codes::<B>(&self.encoder, given, self.seed, encoder::Input { size: self.input_size, resize: self.resize }, codes, dev)
     }
 }
 

@@ -163,6 +163,24 @@ pub fn load<B: Backend>(arch: &str, source: &WeightSource, input: impl Into<Inpu
     Ok(loaded)
 }
 
+/// The encoder for the codes in `codes`: with weights `given`, those; without, the encoder the
+/// file records (its weights file where it still exists, or its random seed; `arch` may be
+/// [`AUTO`]), fed as its images were (unless `input` says otherwise), as `train-decoder
+/// --codes` takes it; for a file written elsewhere, or no file, random weights from `seed`.
+pub fn load_for_codes<B: Backend>(arch: &str, given: Option<WeightSource>, seed: u64, input: Input, codes: Option<&Path>, device: &B::Device) -> Result<Loaded<B>> {
+    let recorded = match (&given, codes) {
+        (None, Some(path)) => crate::data::codes::CodeFile::read_provenance(path)?.map(|pv| (path, pv)),
+        _ => None,
+    };
+    let Some((path, pv)) = recorded else { return load(arch, &given.unwrap_or(WeightSource::Random(seed)), input, device) };
+    let Some(source) = WeightSource::recorded(pv.weights_path.as_deref(), &pv.weights_sha256) else {
+        bail!("the weights {} came from ({}) are not where it says; pass them with --weights FILE", path.display(), pv.weights_path.as_deref().unwrap_or("unknown"));
+    };
+    let arch = if arch == AUTO { pv.encoder.as_str() } else { arch };
+    let input = Input { size: input.size.or(Some(pv.input_size)), resize: input.resize.or(Some(pv.preprocessing.resize)) };
+    load(arch, &source, input, device)
+}
+
 /// `--encoder auto`: the network a weights file holds (our checkpoint's, or the torchvision
 /// network its keys and shapes fit).
 pub const AUTO: &str = "auto";
