@@ -584,7 +584,7 @@ pub fn visualize<B: AutodiffBackend>(net: ConvNet<B>, targets: &[Target], cfg: &
     let aw = if w.activation == 0.0 { 1.0 } else { w.activation };
     let mut obj = regularizers::<B>(&net.spec, w);
     // One activation term per tap; rows of items whose target does not read it are zero.
-    for tap in targets_taps(targets) {
+    for tap in Target::taps_of(targets) {
         let shape = &shapes[tap];
         let d: usize = shape.iter().product();
         let sel: Vec<f32> = targets.iter().flat_map(|t| t.select_row(tap, shape)).collect();
@@ -595,20 +595,9 @@ pub fn visualize<B: AutodiffBackend>(net: ConvNet<B>, targets: &[Target], cfg: &
     render(net, obj, n, None, cfg, opts, device)
 }
 
-/// The taps read by any of `targets`, in order, once each.
-fn targets_taps(targets: &[Target]) -> Vec<&str> {
-    let mut taps: Vec<&str> = Vec::new();
-    for tap in targets.iter().flat_map(Target::taps) {
-        if !taps.contains(&tap) {
-            taps.push(tap);
-        }
-    }
-    taps
-}
-
 /// The value each target reaches on `images` (item i → `targets[i]`), without transforms.
 pub fn unit_values<B: Backend>(net: &ConvNet<B>, targets: &[Target], images: Tensor<B, 4>) -> Result<Vec<f32>> {
-    let taps = targets_taps(targets);
+    let taps = Target::taps_of(targets);
     let shapes = net.spec.tap_shapes()?;
     let acts = net.encode(images, &taps, false)?;
     let rows: std::collections::BTreeMap<&str, Vec<f32>> = taps.iter().map(|&t| (t, to_vec(acts[t].clone().flat()))).collect();

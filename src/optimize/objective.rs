@@ -413,8 +413,13 @@ impl Target {
 
     /// The taps its terms read, in order, once each.
     pub fn taps(&self) -> Vec<&str> {
+        Target::taps_of(std::slice::from_ref(self))
+    }
+
+    /// The taps any of `targets` reads, in order, once each.
+    pub fn taps_of(targets: &[Target]) -> Vec<&str> {
         let mut taps: Vec<&str> = Vec::new();
-        for (_, u) in &self.terms {
+        for (_, u) in targets.iter().flat_map(|t| &t.terms) {
             if !taps.contains(&u.tap.as_str()) {
                 taps.push(&u.tap);
             }
