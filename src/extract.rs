@@ -3,18 +3,21 @@ use crate::data::batch;
 use crate::data::codes::{CodeFile, Preprocessing, Provenance};
 use crate::data::folder::ImageFolder;
 use crate::encoder::Loaded;
-use crate::tensorfile::{Array, RowWriter};
-use anyhow::{bail, Result};
+use crate::tensorfile::{Array, PartRows, RowWriter};
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
 use burn::tensor::backend::Backend;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Encode every readable image of `folder` at `taps`, in record order, into a code file in
 /// memory.
 pub fn extract<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String], batch_size: usize, device: &B::Device) -> Result<CodeFile> {
     let mut data: BTreeMap<String, (Vec<usize>, Vec<f32>)> = BTreeMap::new();
-    let mut file = encode_folder(enc, folder, taps, batch_size, device, |tap, shape, values| {
-        data.entry(tap.to_string()).or_insert_with(|| (shape.to_vec(), Vec::new())).1.extend_from_slice(values);
+    let mut file = encode_folder(enc, folder, taps, batch_size, device, Done::default(), |codes, _| {
+        for (tap, shape, values) in codes {
+            data.entry(tap.to_string()).or_insert_with(|| (shape.to_vec(), Vec::new())).1.extend_from_slice(values);
+        }
         Ok(())
     })?;
     let n = file.len();
@@ -34,26 +37,181 @@ pub fn extract<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String
 /// however many images there are (conv1 codes of AlexNet are 0.8 MB an image). The codes wait in
 /// part files beside `out` until the last batch, so the folder needs twice their size for a
 /// moment; `out` is replaced only once complete. Returns the number of images encoded.
-pub fn extract_to_file<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String], batch_size: usize, device: &B::Device, out: &Path) -> Result<usize> {
+///
+/// A run that stops (killed, or an error) leaves its parts and `<out>.progress.json`, which
+/// says how far it got (written every few seconds); with `resume` the same extraction goes on
+/// from there (any batch size), otherwise their presence is an error, so that hours of
+/// encoding are not overwritten by accident. `resume` with nothing to go on from starts afresh.
+pub fn extract_to_file<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String], batch_size: usize, device: &B::Device, out: &Path, resume: bool) -> Result<usize> {
+    write_codes(enc, folder, taps, batch_size, device, out, resume, JOURNAL_EVERY, |_| Ok(()))
+}
+
+/// [`extract_to_file`] recording progress every `every`, with `after_batch` called after each
+/// batch (tests stop a run there, as a crash would).
+#[allow(clippy::too_many_arguments)]
+fn write_codes<B: Backend>(
+    enc: &Loaded<B>,
+    folder: &ImageFolder,
+    taps: &[String],
+    batch_size: usize,
+    device: &B::Device,
+    out: &Path,
+    resume: bool,
+    every: std::time::Duration,
+    mut after_batch: impl FnMut(&Done) -> Result<()>,
+) -> Result<usize> {
     if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         bail!("{}: a .npy file holds one array; write a .npz (NumPy's np.load gives every tap, the labels and ids) or a .safetensors", out.display());
     }
-    let mut writer = RowWriter::new(out);
-    let file = encode_folder(enc, folder, taps, batch_size, device, |tap, shape, values| writer.append(tap, shape, values))?;
+    let journal = progress_path(out);
+    let mut progress = Progress::new(enc, folder, taps);
+    let mut writer = if journal.exists() {
+        let text = std::fs::read_to_string(&journal).with_context(|| format!("reading {}", journal.display()))?;
+        let stopped: Progress = serde_json::from_str(&text).with_context(|| format!("{}: not a progress file of `preimage extract`", journal.display()))?;
+        if !resume {
+            bail!(
+                "{}: an extraction into {} stopped after {} of {} images; pass --resume to go on with it, or delete {} and its part files ({}.*.part) to start over",
+                journal.display(),
+                out.display(),
+                stopped.done.records,
+                stopped.images,
+                journal.display(),
+                out.display()
+            );
+        }
+        if let Some(diff) = stopped.differs_from(&progress) {
+            bail!("{}: cannot resume: the stopped extraction had {diff}; rerun it as it was, or delete {} and its part files to start over", journal.display(), journal.display());
+        }
+        let w = RowWriter::reopen(out, &stopped.parts).with_context(|| format!("resuming from {}", journal.display()))?;
+        eprintln!("resuming {}: {} of {} images done ({} unreadable)", out.display(), stopped.done.records, stopped.images, stopped.done.skipped.len());
+        progress.done = stopped.done;
+        progress.parts = stopped.parts;
+        w
+    } else {
+        RowWriter::new(out)
+    };
+    writer.keep_parts(true);
+    let mut saved = std::time::Instant::now();
+    let start = progress.done.clone();
+    let encoded = encode_folder(
+        enc,
+        folder,
+        taps,
+        batch_size,
+        device,
+        start,
+        |codes, done| {
+            for (tap, shape, values) in codes {
+                writer.append(tap, shape, values)?;
+            }
+            // Every few seconds: a journal entry costs a flush and a rename, not worth each batch.
+            if saved.elapsed() >= every {
+                progress.done = done.clone();
+                progress.parts = writer.flush()?;
+                crate::util::write_atomic(&journal, serde_json::to_string(&progress)?.as_bytes())?;
+                saved = std::time::Instant::now();
+            }
+            after_batch(done)
+        },
+    );
+    let file = match encoded {
+        Ok(file) => file,
+        Err(e) if journal.exists() => {
+            return Err(e.context(format!("extraction stopped; its progress is kept in {}: the same command with --resume goes on from there", journal.display())));
+        }
+        Err(e) => {
+            // Nothing was journalled: nothing to go on from.
+            writer.keep_parts(false);
+            return Err(e);
+        }
+    };
     let (extra, meta) = file.labels_poses_and_metadata()?;
     writer.finish(&extra, &meta)?;
+    if journal.exists() {
+        std::fs::remove_file(&journal).with_context(|| format!("removing {}", journal.display()))?;
+    }
     Ok(file.len())
 }
 
-/// The one encoding loop: hands each batch's codes to `sink` (tap, shape of one code, values of
-/// the batch) and returns the code file without codes (ids, labels, poses, provenance).
+/// How often a running extraction records its progress.
+const JOURNAL_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// `<out>.progress.json`: a stopped extraction's progress.
+pub fn progress_path(out: &Path) -> PathBuf {
+    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".progress.json");
+    out.with_file_name(name)
+}
+
+/// Records the folder's images up to `records` went through the encoder, and which of them
+/// could not be read (in order).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Done {
+    pub records: usize,
+    pub skipped: Vec<usize>,
+}
+
+/// What an extraction is (it must be the same to go on with it) and how far it got.
+#[derive(Debug, Serialize, Deserialize)]
+struct Progress {
+    encoder: String,
+    weights_sha256: String,
+    /// The encoder's spec as JSON: its layers, input size and preprocessing.
+    spec: String,
+    taps: Vec<String>,
+    images: usize,
+    /// SHA-256 of the images' ids in order: the same files in the same order.
+    ids_sha256: String,
+    done: Done,
+    parts: Vec<PartRows>,
+}
+
+impl Progress {
+    fn new<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String]) -> Self {
+        let ids: Vec<&str> = folder.records.iter().map(|r| r.rel_path.as_str()).collect();
+        Progress {
+            encoder: enc.net.spec.arch.clone(),
+            weights_sha256: enc.weights_sha256.clone(),
+            spec: serde_json::to_string(&enc.net.spec).expect("specs serialize"),
+            taps: taps.to_vec(),
+            images: folder.len(),
+            ids_sha256: crate::util::sha256_hex(ids.join("\n").as_bytes()),
+            done: Done::default(),
+            parts: Vec::new(),
+        }
+    }
+
+    /// What of the extraction itself differs from `now`'s, in words; `None` when it can go on.
+    fn differs_from(&self, now: &Progress) -> Option<String> {
+        if self.encoder != now.encoder {
+            Some(format!("encoder {} (now {})", self.encoder, now.encoder))
+        } else if self.weights_sha256 != now.weights_sha256 {
+            Some(format!("weights {} (now {})", self.weights_sha256, now.weights_sha256))
+        } else if self.spec != now.spec {
+            Some("another input size or preprocessing".into())
+        } else if self.taps != now.taps {
+            Some(format!("taps {} (now {})", self.taps.join(","), now.taps.join(",")))
+        } else if self.images != now.images {
+            Some(format!("{} images (now {})", self.images, now.images))
+        } else if self.ids_sha256 != now.ids_sha256 {
+            Some("other image files, or the same in another order".into())
+        } else {
+            None
+        }
+    }
+}
+
+/// The one encoding loop, from record `start.records` on: hands each batch's codes to `sink`
+/// (tap, shape of one code, values of the batch), with the records done after it, and returns
+/// the code file without codes (ids, labels, poses, provenance) of every record done.
 fn encode_folder<B: Backend>(
     enc: &Loaded<B>,
     folder: &ImageFolder,
     taps: &[String],
     batch_size: usize,
     device: &B::Device,
-    mut sink: impl FnMut(&str, &[usize], &[f32]) -> Result<()>,
+    start: Done,
+    mut sink: impl FnMut(&[(String, Vec<usize>, Vec<f32>)], &Done) -> Result<()>,
 ) -> Result<CodeFile> {
     let spec = &enc.net.spec;
     for t in taps {
@@ -64,27 +222,36 @@ fn encode_folder<B: Backend>(
     }
     let pre = batch::preprocess_for(spec);
     let tap_refs: Vec<&str> = taps.iter().map(String::as_str).collect();
-    let mut kept = Vec::new();
-    let all: Vec<usize> = (0..folder.len()).collect();
+    let all: Vec<usize> = (start.records.min(folder.len())..folder.len()).collect();
     let batches: Vec<&[usize]> = all.chunks(batch_size.max(1)).collect();
     let bar = crate::util::progress(folder.len() as u64, "extract");
-    let decode = |k: usize| (batches[k].len(), batch::decode(folder, batches[k], &pre, None));
+    bar.inc(start.records as u64);
+    let mut done = start;
+    let decode = |k: usize| (batches[k], batch::decode(folder, batches[k], &pre, None));
     batch::prefetched(batches.len(), decode, |loaded| -> Result<()> {
-        for (count, b) in loaded {
-            bar.inc(count as u64);
-            let Some(b) = b else { continue };
-            let b = b.to_device::<B>(device);
-            let acts = enc.net.encode(b.images, &tap_refs, false)?;
-            for (tap, act) in acts {
-                let shape = act.item_shape();
-                let values = act.flat().into_data().convert::<f32>().to_vec::<f32>().expect("float codes");
-                sink(&tap, &shape, &values)?;
+        for (records, b) in loaded {
+            bar.inc(records.len() as u64);
+            let mut codes = Vec::with_capacity(taps.len());
+            let kept = b.as_ref().map_or(&[][..], |b| &b.indices[..]);
+            done.skipped.extend(records.iter().filter(|i| !kept.contains(i)));
+            done.records = records.last().map_or(done.records, |&i| i + 1);
+            if let Some(b) = b {
+                let b = b.to_device::<B>(device);
+                for (tap, act) in enc.net.encode(b.images, &tap_refs, false)? {
+                    let shape = act.item_shape();
+                    let values = act.flat().into_data().convert::<f32>().to_vec::<f32>().expect("float codes");
+                    codes.push((tap, shape, values));
+                }
             }
-            kept.extend(b.indices);
+            sink(&codes, &done)?;
         }
         Ok(())
     })?;
     bar.finish_and_clear();
+    let kept: Vec<usize> = {
+        let skipped: std::collections::HashSet<usize> = done.skipped.iter().copied().collect();
+        (0..done.records).filter(|i| !skipped.contains(i)).collect()
+    };
     if kept.is_empty() {
         bail!("no readable image in {}", folder.root.display());
     }
@@ -118,4 +285,86 @@ fn encode_folder<B: Backend>(
 /// `p` made absolute (canonical when it exists), as recorded in metadata.
 pub fn absolute(p: &std::path::Path) -> String {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::folder::SkipLog;
+    use crate::encoder::{self, WeightSource};
+    use crate::device::Cpu;
+    use std::io::Write;
+    use std::time::Duration;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("preimage-extract-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    /// A rendered folder of 11 images, the third of them broken, and a small random posenet.
+    fn setup(dir: &Path) -> (Loaded<Cpu>, ImageFolder) {
+        let data = dir.join("data");
+        crate::data::render::render_dataset(&data, &crate::data::render::RenderOptions { count: 11, size: 32, seed: 5, ..Default::default() }).unwrap();
+        let folder = ImageFolder::open(&data, &SkipLog::new()).unwrap();
+        std::fs::write(data.join(&folder.records[2].rel_path), b"not an image").unwrap();
+        let enc = encoder::load::<Cpu>("posenet", &WeightSource::Random(3), Some(32), &Default::default()).unwrap();
+        (enc, folder)
+    }
+
+    fn leftovers(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("codes")).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_stopped_extraction_resumes_to_the_same_file() {
+        let dir = scratch("resume");
+        let (enc, folder) = setup(&dir);
+        let taps = vec!["conv5".to_string(), "fc7".to_string()];
+        let dev = Default::default();
+        let whole = dir.join("whole.safetensors");
+        assert_eq!(extract_to_file(&enc, &folder, &taps, 4, &dev, &whole, false).unwrap(), 10);
+        let out = dir.join("codes.safetensors");
+        let stop = |records: usize| move |d: &Done| if d.records >= records { bail!("stopped at {}", d.records) } else { Ok(()) };
+        // Stopped after the second batch of 3 (records 0..6 done, record 2 unreadable).
+        let err = write_codes(&enc, &folder, &taps, 3, &dev, &out, false, Duration::ZERO, stop(6)).unwrap_err();
+        assert!(format!("{err:#}").contains("--resume"), "{err:#}");
+        assert_eq!(leftovers(&dir), ["codes.safetensors.0.part", "codes.safetensors.1.part", "codes.safetensors.progress.json"]);
+        // A kill between writing rows and recording them leaves rows the journal does not count.
+        std::fs::OpenOptions::new().append(true).open(dir.join("codes.safetensors.0.part")).unwrap().write_all(&[7u8; 20]).unwrap();
+        // Without --resume the stopped run is not overwritten; with other taps it cannot go on.
+        let err = extract_to_file(&enc, &folder, &taps, 3, &dev, &out, false).unwrap_err().to_string();
+        assert!(err.contains("stopped after 6 of 11 images") && err.contains("--resume"), "{err}");
+        let err = extract_to_file(&enc, &folder, &taps[1..], 3, &dev, &out, true).unwrap_err().to_string();
+        assert!(err.contains("taps conv5,fc7 (now fc7)"), "{err}");
+        let other = encoder::load::<Cpu>("posenet", &WeightSource::Random(4), Some(32), &dev).unwrap();
+        let err = extract_to_file(&other, &folder, &taps, 3, &dev, &out, true).unwrap_err().to_string();
+        assert!(err.contains("weights random:3 (now random:4)"), "{err}");
+        // Stopped once more, then finished with another batch size.
+        write_codes(&enc, &folder, &taps, 2, &dev, &out, true, Duration::ZERO, stop(8)).unwrap_err();
+        assert_eq!(extract_to_file(&enc, &folder, &taps, 5, &dev, &out, true).unwrap(), 10);
+        assert_eq!(leftovers(&dir), ["codes.safetensors"], "parts and journal are gone");
+        let (a, b) = (CodeFile::read(&whole).unwrap(), CodeFile::read(&out).unwrap());
+        assert_eq!(a.codes, b.codes);
+        assert_eq!((a.ids.len(), &a.ids, &a.labels, &a.poses), (10, &b.ids, &b.labels, &b.poses));
+        assert!(!b.ids.contains(&folder.records[2].rel_path));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn an_error_before_progress_is_recorded_leaves_nothing() {
+        let dir = scratch("early");
+        let (enc, folder) = setup(&dir);
+        let out = dir.join("codes.npz");
+        let err = write_codes(&enc, &folder, &["fc7".into()], 3, &Default::default(), &out, false, Duration::from_secs(3600), |_| bail!("boom")).unwrap_err();
+        assert_eq!(err.to_string(), "boom");
+        assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
+        // --resume with nothing to go on from starts afresh.
+        assert_eq!(extract_to_file(&enc, &folder, &["fc7".into()], 4, &Default::default(), &out, true).unwrap(), 10);
+        assert_eq!(leftovers(&dir), ["codes.npz"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

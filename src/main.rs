@@ -284,6 +284,10 @@ enum Command {
         /// Images encoded at once.
         #[arg(long, visible_alias = "batch-size", default_value_t = 64)]
         batch: usize,
+        /// Go on with an extraction into --out that stopped (killed, or an error): it keeps its
+        /// progress in <out>.progress.json. Starts afresh when there is none.
+        #[arg(long)]
+        resume: bool,
         /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
@@ -579,8 +583,8 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {}/edits.json", out.display());
             Ok(())
         }
-        Command::Extract { enc, layer, data, out, batch, device } => {
-            with_backend!(device, |B, dev| extract::<B>(&enc, &layer, &data, &out, batch, &dev))
+        Command::Extract { enc, layer, data, out, batch, resume, device } => {
+            with_backend!(device, |B, dev| extract::<B>(&enc, &layer, &data, &out, batch, resume, &dev))
         }
         Command::Classify { enc, data, top, out, batch, device } => {
             with_backend!(device, |B, dev| classify::<B>(&enc, &data, top, out.as_deref(), batch, &dev))
@@ -674,14 +678,14 @@ fn classify<B: AutodiffBackend>(enc: &EncoderArgs, data: &[PathBuf], top: usize,
     Ok(())
 }
 
-fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &[PathBuf], out: &Path, batch: usize, dev: &B::Device) -> Result<()> {
+fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &[PathBuf], out: &Path, batch: usize, resume: bool, dev: &B::Device) -> Result<()> {
     let loaded = enc.load::<B::InnerBackend>(dev)?;
     let skips = SkipLog::new();
     let folder = ImageFolder::from_paths(data, &skips)?;
     let mut layer = layer.to_vec();
     let mut seen = std::collections::HashSet::new();
     layer.retain(|t| seen.insert(t.clone()));
-    let n = preimage::extract::extract_to_file(&loaded, &folder, &layer, batch, dev, out)?;
+    let n = preimage::extract::extract_to_file(&loaded, &folder, &layer, batch, dev, out, resume)?;
     println!("wrote {n} codes at {} to {}", layer.join(", "), out.display());
     skips.report();
     Ok(())

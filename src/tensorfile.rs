@@ -4,7 +4,7 @@ use safetensors::tensor::{Dtype, Metadata as StHeader, TensorInfo};
 use std::borrow::Borrow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 /// A file's metadata (safetensors' `__metadata__`: string keys and values).
@@ -227,10 +227,21 @@ fn write_npz(path: &Path, items: &[(Entry, Bytes)], metadata: &HashMap<String, S
 /// Writes a safetensors file whose f32 tensors arrive a few rows at a time (code extraction),
 /// without holding them: the rows of each tensor go to a part file beside `path`
 /// (`<name>.<i>.part`), and [`RowWriter::finish`] writes the file from them (temp file +
-/// rename), then removes the parts. Dropped unfinished, it removes the parts and writes nothing.
+/// rename), then removes the parts. Dropped unfinished, it removes the parts and writes nothing,
+/// unless told to keep them ([`RowWriter::keep_parts`]) for a run that [`RowWriter::reopen`]
+/// continues.
 pub struct RowWriter {
     path: PathBuf,
     parts: Vec<Part>,
+    keep: bool,
+}
+
+/// How many rows of which tensor a part file holds: the state [`RowWriter::reopen`] goes on from.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PartRows {
+    pub name: String,
+    pub item_shape: Vec<usize>,
+    pub rows: usize,
 }
 
 struct Part {
@@ -244,7 +255,52 @@ struct Part {
 
 impl RowWriter {
     pub fn new(path: &Path) -> Self {
-        RowWriter { path: path.to_path_buf(), parts: Vec::new() }
+        RowWriter { path: path.to_path_buf(), parts: Vec::new(), keep: false }
+    }
+
+    /// A writer going on from the parts a stopped one left (`state`, from its
+    /// [`RowWriter::flush`]): each part file is cut back to the rows `state` counts (rows written
+    /// after it was taken are dropped), then appended to.
+    pub fn reopen(path: &Path, state: &[PartRows]) -> Result<Self> {
+        let mut w = RowWriter::new(path);
+        for (i, s) in state.iter().enumerate() {
+            let part = w.part_path(i);
+            let bytes = (s.rows * s.item_shape.iter().product::<usize>() * 4) as u64;
+            let file = std::fs::OpenOptions::new().write(true).open(&part).with_context(|| format!("opening {} to go on with '{}'", part.display(), s.name))?;
+            let have = file.metadata().with_context(|| format!("reading {}", part.display()))?.len();
+            if have < bytes {
+                bail!("{}: holds {have} bytes, fewer than the {bytes} of the {} rows of '{}' it had", part.display(), s.rows, s.name);
+            }
+            file.set_len(bytes).with_context(|| format!("cutting {} back to {} rows", part.display(), s.rows))?;
+            let mut file = BufWriter::new(file);
+            file.seek(std::io::SeekFrom::End(0)).with_context(|| format!("opening {}", part.display()))?;
+            w.parts.push(Part { name: s.name.clone(), item_shape: s.item_shape.clone(), rows: s.rows, path: part, file: Some(file) });
+        }
+        Ok(w)
+    }
+
+    /// Whether to keep the part files when dropped unfinished (by an error), so that
+    /// [`RowWriter::reopen`] can go on from them.
+    pub fn keep_parts(&mut self, keep: bool) {
+        self.keep = keep;
+    }
+
+    /// Write out what is buffered and say how many rows each part holds now.
+    pub fn flush(&mut self) -> Result<Vec<PartRows>> {
+        self.parts
+            .iter_mut()
+            .map(|p| {
+                p.file.as_mut().expect("open until finish").flush().with_context(|| format!("writing {}", p.path.display()))?;
+                Ok(PartRows { name: p.name.clone(), item_shape: p.item_shape.clone(), rows: p.rows })
+            })
+            .collect()
+    }
+
+    /// The `i`th part file: `<name>.<i>.part` beside the file.
+    fn part_path(&self, i: usize) -> PathBuf {
+        let mut file_name = self.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+        file_name.push(format!(".{i}.part"));
+        self.path.with_file_name(file_name)
     }
 
     /// Append rows (`values.len()` a multiple of the row size) to tensor `name`, whose rows have
@@ -257,9 +313,7 @@ impl RowWriter {
         let i = match self.parts.iter().position(|p| p.name == name) {
             Some(i) => i,
             None => {
-                let mut file_name = self.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-                file_name.push(format!(".{}.part", self.parts.len()));
-                let path = self.path.with_file_name(file_name);
+                let path = self.part_path(self.parts.len());
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
                 }
@@ -295,7 +349,10 @@ impl RowWriter {
             let entry = Entry::of(name, a.borrow()).with_context(|| format!("building {}", self.path.display()))?;
             items.push((entry, Bytes::Memory(a.borrow())));
         }
-        write_items(&self.path, items, metadata)
+        write_items(&self.path, items, metadata)?;
+        // Written: the parts have served even in a resumable run.
+        self.keep = false;
+        Ok(())
     }
 }
 
@@ -303,7 +360,9 @@ impl Drop for RowWriter {
     fn drop(&mut self) {
         for p in &mut self.parts {
             drop(p.file.take());
-            let _ = std::fs::remove_file(&p.path);
+            if !self.keep {
+                let _ = std::fs::remove_file(&p.path);
+            }
         }
     }
 }

@@ -125,6 +125,13 @@ fn train_extract_and_resume() {
     assert_eq!(in_memory, CodeFile { codes: Default::default(), ..cf.clone() });
     let parts: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".part")).collect();
     assert!(parts.is_empty(), "part files left: {parts:?}");
+    // `--resume` with no stopped extraction to go on with starts afresh (what it continues is
+    // tested in src/extract.rs).
+    let resumed = dir.path().join("resumed.safetensors");
+    let text = ok(&["extract", "--run", s(&run), "--layer", "conv5,fc7", "--data", s(&data), "--out", s(&resumed), "--batch", "16", "--resume"]);
+    assert!(text.contains("wrote 60 codes") && !text.contains("resuming"), "{text}");
+    assert_eq!(CodeFile::read(&resumed).unwrap().ids, cf.ids);
+    assert!(!dir.path().join("resumed.safetensors.progress.json").exists());
 
     // Unknown tap: error listing valid ones.
     let (success, text) = preimage(&["extract", "--encoder", "posenet", "--run", s(&run), "--layer", "fc9", "--data", s(&data), "--out", s(&codes)]);
