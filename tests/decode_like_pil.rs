@@ -30,7 +30,8 @@ fn check_file(file: &str, pil: &str) {
 #[test]
 fn other_formats_decode_like_pil() {
     // CMYK JPEG and TIFF, LZW and RGBA TIFF, a palette with a transparent entry, gray + alpha,
-    // 1-bit, lossy and lossless RGBA WebP, an animated GIF, BMP, PPM, PGM (make.py).
+    // 1-bit, lossy and lossless RGBA WebP, an animated GIF, BMP, PPM, PGM, a JPEG with an EXIF
+    // orientation and one with an ICC profile, neither applied (make.py).
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/pil/formats");
     let mut files: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -38,7 +39,7 @@ fn other_formats_decode_like_pil() {
         .filter(|n| !n.ends_with(".pil.png"))
         .collect();
     files.sort();
-    assert_eq!(files.len(), 13, "{files:?}");
+    assert_eq!(files.len(), 15, "{files:?}");
     for f in files {
         check_file(&format!("formats/{f}"), &format!("formats/{f}.pil.png"));
     }

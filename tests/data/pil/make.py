@@ -1,7 +1,7 @@
 # JPEGs and what PIL (libjpeg-turbo) decodes them to, for tests/decode_like_pil.rs.
 # Made with Pillow 13 (libjpeg-turbo 3.x); kept to document the files, tests do not run it.
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageCms
 rng = np.random.default_rng(5)
 def content(w, h):
     y, x = np.mgrid[0:h, 0:w]
@@ -26,6 +26,8 @@ Image.open("gray_30x18.jpg").convert("RGB").save("gray_30x18.pil.png")
 img = content(53, 37)
 rgba = img.convert("RGBA")
 rgba.putalpha(Image.fromarray(np.tile(np.arange(53, dtype=np.uint8) * 4, (37, 1))))
+exif_rotated = Image.Exif()
+exif_rotated[0x0112] = 6
 formats = [
     ("cmyk.jpg", img.convert("CMYK"), dict(quality=95)),
     ("cmyk.tif", img.convert("CMYK"), {}),
@@ -40,6 +42,11 @@ formats = [
     ("plain.bmp", img, {}),
     ("plain.ppm", img, {}),
     ("gray.pgm", img.convert("L"), {}),
+    # A phone photo's EXIF orientation (6: rotate 90° to view) is not applied by PIL's open,
+    # nor by torchvision's loader: the pixels as stored, 53 wide.
+    ("exif_rotated.jpg", img, dict(quality=90, exif=exif_rotated)),
+    # An embedded ICC profile is not applied either.
+    ("icc.jpg", img, dict(quality=90, icc_profile=ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes())),
 ]
 for name, im, opts in formats:
     im.save(f"formats/{name}", **opts)
