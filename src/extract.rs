@@ -63,6 +63,9 @@ fn write_codes<B: Backend>(
     if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
         bail!("{}: a .npy file holds one array; write a .npz (NumPy's np.load gives every tap, the labels and ids) or a .safetensors", out.display());
     }
+    if out.is_dir() {
+        bail!("--out {} is a folder; name the code file, e.g. {}", out.display(), out.join("codes.safetensors").display());
+    }
     let journal = progress_path(out);
     let mut progress = Progress::new(enc, folder, taps);
     let mut writer = if journal.exists() {

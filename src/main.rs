@@ -282,7 +282,7 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// Images encoded at once.
-        #[arg(long, visible_alias = "batch-size", default_value_t = 64)]
+        #[arg(long, visible_alias = "batch-size", default_value_t = 64, value_parser = preimage::util::at_least_one)]
         batch: usize,
         /// Go on with an extraction into --out that stopped (killed, or an error): it keeps its
         /// progress in <out>.progress.json. Starts afresh when there is none.
@@ -308,7 +308,7 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
         /// Images encoded at once.
-        #[arg(long, visible_alias = "batch-size", default_value_t = 64)]
+        #[arg(long, visible_alias = "batch-size", default_value_t = 64, value_parser = preimage::util::at_least_one)]
         batch: usize,
         /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
@@ -417,7 +417,7 @@ struct TrainOverrides {
     #[arg(long)]
     epochs: Option<usize>,
     /// Batch size (overrides train.batch_size).
-    #[arg(long, visible_alias = "batch")]
+    #[arg(long, visible_alias = "batch", value_parser = preimage::util::at_least_one)]
     batch_size: Option<usize>,
     /// Learning rate (overrides train.lr).
     #[arg(long)]

@@ -13,6 +13,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 /// replaces `path` only when it succeeded (a failed one is removed; `path` keeps its old content).
 pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>) -> Result<()> {
     use std::io::Write;
+    if path.is_dir() {
+        anyhow::bail!("{} is a folder, not a file name to write", path.display());
+    }
     let tmp = tmp_path(path);
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating folder {}", dir.display()))?;
@@ -27,6 +30,15 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut std::io::BufWriter<
         return Err(e).with_context(|| format!("writing {}", tmp.display()));
     }
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// Parses a count that must be at least 1 (`--batch`): 0 is refused, not taken as 1.
+pub fn at_least_one(s: &str) -> std::result::Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{e}")),
+    }
 }
 
 /// The temp name used by [`write_atomic`]: `<name>.tmp` beside the target.
@@ -128,6 +140,17 @@ mod tests {
         assert!(format!("{err:#}").contains("out.bin.tmp") && format!("{err:#}").contains("disk full"), "{err:#}");
         assert_eq!(std::fs::read(&p).unwrap(), b"good");
         assert!(!super::tmp_path(&p).exists());
+        // A folder in the way is named before anything is written.
+        let err = super::write_atomic(dir.path(), b"x").unwrap_err().to_string();
+        assert!(err.contains("is a folder"), "{err}");
+        assert!(!super::tmp_path(dir.path()).exists());
+    }
+
+    #[test]
+    fn counts_of_zero_are_refused() {
+        assert_eq!(super::at_least_one(" 64"), Ok(64));
+        assert_eq!(super::at_least_one("0"), Err("must be at least 1".into()));
+        assert!(super::at_least_one("-3").is_err());
     }
 
     #[test]

@@ -133,6 +133,12 @@ fn train_extract_and_resume() {
     assert_eq!(CodeFile::read(&resumed).unwrap().ids, cf.ids);
     assert!(!dir.path().join("resumed.safetensors.progress.json").exists());
 
+    // A folder as --out is refused before any encoding, and so is a batch of 0.
+    let (success, text) = preimage(&["extract", "--run", s(&run), "--layer", "fc7", "--data", s(&data), "--out", s(dir.path())]);
+    assert!(!success && text.contains("is a folder; name the code file"), "{text}");
+    let (success, text) = preimage(&["extract", "--run", s(&run), "--layer", "fc7", "--data", s(&data), "--out", s(&codes), "--batch", "0"]);
+    assert!(!success && text.contains("'0' for '--batch <BATCH>': must be at least 1"), "{text}");
+
     // Unknown tap: error listing valid ones.
     let (success, text) = preimage(&["extract", "--encoder", "posenet", "--run", s(&run), "--layer", "fc9", "--data", s(&data), "--out", s(&codes)]);
     assert!(!success && text.contains("fc9") && text.contains("conv1") && text.contains("pose"), "{text}");

@@ -285,7 +285,7 @@ pub struct InvertArgs {
     /// Codes optimized together; more is faster per code and uses more memory. With the mv
     /// and adam solvers a code's result does not depend on it (every code starts from the
     /// same noise); lbfgs's line search treats the batch as one problem.
-    #[arg(long, visible_alias = "batch-size", default_value_t = 8)]
+    #[arg(long, visible_alias = "batch-size", default_value_t = 8, value_parser = crate::util::at_least_one)]
     pub batch: usize,
     /// Also tile the results into one PNG.
     #[arg(long)]
@@ -484,7 +484,7 @@ pub struct VisualizeArgs {
     pub out: PathBuf,
     /// Targets optimized together; more is faster per target and uses more memory. A
     /// target's image does not depend on it (every target starts from the same noise).
-    #[arg(long, visible_alias = "batch-size", default_value_t = 16)]
+    #[arg(long, visible_alias = "batch-size", default_value_t = 16, value_parser = crate::util::at_least_one)]
     pub batch: usize,
     #[command(flatten)]
     pub opt: OptFlags,
@@ -641,7 +641,7 @@ pub struct CaricatureArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Images optimized together; more is faster per image and uses more memory.
-    #[arg(long, visible_alias = "batch-size", default_value_t = 8)]
+    #[arg(long, visible_alias = "batch-size", default_value_t = 8, value_parser = crate::util::at_least_one)]
     pub batch: usize,
     /// Also tile the results into one PNG.
     #[arg(long)]
@@ -714,7 +714,7 @@ pub struct TransformArgs {
     #[arg(long)]
     pub out: PathBuf,
     /// Images optimized together; more is faster per image and uses more memory.
-    #[arg(long, visible_alias = "batch-size", default_value_t = 8)]
+    #[arg(long, visible_alias = "batch-size", default_value_t = 8, value_parser = crate::util::at_least_one)]
     pub batch: usize,
     /// Also tile the results into one PNG.
     #[arg(long)]
