@@ -130,6 +130,57 @@ pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BT
     Ok((out, meta.metadata().clone().unwrap_or_default()))
 }
 
+/// A float tensor left in its safetensors file, whose rows are read when asked: codes larger
+/// than memory (a conv tap of ImageNet) can still train a decoder, the OS's page cache holding
+/// what fits instead of our heap.
+pub struct FileRows {
+    path: PathBuf,
+    file: std::sync::Mutex<File>,
+    /// Byte offset of row 0.
+    start: u64,
+    dtype: Dtype,
+    pub shape: Vec<usize>,
+}
+
+impl FileRows {
+    /// Tensor `name` of the safetensors file `path`, checked as [`read`] checks it; `None` when
+    /// the file has no such tensor or it is not of floats.
+    pub fn open(path: &Path, name: &str) -> Result<Option<Self>> {
+        let (mut f, meta) = open_checked(path)?;
+        let Some(info) = meta.tensors().get(name).cloned() else { return Ok(None) };
+        if !matches!(info.dtype, Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16) || info.shape.is_empty() {
+            return Ok(None);
+        }
+        let data = f.stream_position().with_context(|| format!("reading {}", path.display()))?;
+        Ok(Some(FileRows { path: path.to_path_buf(), file: std::sync::Mutex::new(f.into_inner()), start: data + info.data_offsets.0 as u64, dtype: info.dtype, shape: info.shape.clone() }))
+    }
+
+    /// Values in a row.
+    pub fn row_len(&self) -> usize {
+        self.shape[1..].iter().product()
+    }
+
+    /// Rows `idx` (each below `shape[0]`), in that order, as f32, appended to `out`.
+    pub fn read_rows(&self, idx: &[usize], out: &mut Vec<f32>) -> Result<()> {
+        let width = self.dtype.size();
+        let row_bytes = self.row_len() * width;
+        let mut buf = vec![0u8; row_bytes];
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        out.reserve(idx.len() * self.row_len());
+        for &i in idx {
+            assert!(i < self.shape[0], "row {i} of {}", self.shape[0]);
+            file.seek(std::io::SeekFrom::Start(self.start + (i * row_bytes) as u64)).and_then(|_| file.read_exact(&mut buf)).with_context(|| format!("reading row {i} of {}", self.path.display()))?;
+            match self.dtype {
+                Dtype::F32 => out.extend(buf.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()))),
+                Dtype::F64 => out.extend(buf.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)),
+                Dtype::F16 => out.extend(buf.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))),
+                _ => out.extend(buf.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))),
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `n` little-endian elements of `W` bytes from `f`, each converted by `one`, read a megabyte
 /// at a time (no second copy of the tensor).
 pub(crate) fn read_elements<T, const W: usize>(f: &mut impl Read, n: usize, one: impl Fn([u8; W]) -> T) -> std::io::Result<Vec<T>> {
@@ -471,6 +522,36 @@ mod tests {
         assert_eq!(f16_to_f32(0x3c00), 1.0);
         assert_eq!(f16_to_f32(0xc000), -2.0);
         assert!((f16_to_f32(0x0001) - 5.96e-8).abs() < 1e-9);
+    }
+
+    #[test]
+    fn rows_read_from_the_file_are_those_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.safetensors");
+        let a = Array::F32 { shape: vec![5, 2, 3], data: (0..30).map(|v| v as f32 * 0.5 - 3.0).collect() };
+        write(&p, &[("label".to_string(), Array::I64 { shape: vec![5], data: vec![0; 5] }), ("codes".to_string(), a.clone())], &HashMap::new()).unwrap();
+        let rows = FileRows::open(&p, "codes").unwrap().expect("f32 codes");
+        assert_eq!((rows.shape.as_slice(), rows.row_len()), (&[5, 2, 3][..], 6));
+        let mut got = Vec::new();
+        rows.read_rows(&[4, 0, 4, 2], &mut got).unwrap();
+        let whole = a.to_f32();
+        let want: Vec<f32> = [4, 0, 4, 2].iter().flat_map(|&i| whole[i * 6..(i + 1) * 6].to_vec()).collect();
+        assert_eq!(got, want);
+        assert!(FileRows::open(&p, "label").unwrap().is_none(), "integers are read whole");
+        assert!(FileRows::open(&p, "fc7").unwrap().is_none());
+        // Half precision (as `torch.save(codes.half())` converted, or `safetensors.torch`).
+        let halves: Vec<u8> = [0x3c00u16, 0xc000, 0x3800, 0x0000].iter().flat_map(|h| h.to_le_bytes()).collect();
+        let bf: Vec<u8> = [1.5f32, -2.0, 0.25, 8.0].iter().flat_map(|f| ((f.to_bits() >> 16) as u16).to_le_bytes()).collect();
+        let views = [
+            ("h", safetensors::tensor::TensorView::new(Dtype::F16, vec![2, 2], &halves).unwrap()),
+            ("b", safetensors::tensor::TensorView::new(Dtype::BF16, vec![2, 2], &bf).unwrap()),
+        ];
+        let q = dir.path().join("half.safetensors");
+        safetensors::serialize_to_file(views, &None, &q).unwrap();
+        let (mut h, mut b) = (Vec::new(), Vec::new());
+        FileRows::open(&q, "h").unwrap().unwrap().read_rows(&[1, 0], &mut h).unwrap();
+        FileRows::open(&q, "b").unwrap().unwrap().read_rows(&[1], &mut b).unwrap();
+        assert_eq!((h, b), (vec![0.5, 0.0, 1.0, -2.0], vec![0.25, 8.0]));
     }
 
     #[test]

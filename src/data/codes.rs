@@ -82,6 +82,33 @@ pub fn fits_shape(tap: &str, have: &[usize], want: &[usize]) -> bool {
     fits
 }
 
+/// One tap's codes `[N, ...]`: in memory, or left in their file and read by rows.
+pub enum TapCodes {
+    Memory(Array),
+    File(tensorfile::FileRows),
+}
+
+impl TapCodes {
+    pub fn shape(&self) -> &[usize] {
+        match self {
+            TapCodes::Memory(a) => a.shape(),
+            TapCodes::File(f) => &f.shape,
+        }
+    }
+
+    /// Rows `idx`, in that order, flattened, as f32.
+    pub fn rows(&self, idx: &[usize]) -> Result<Vec<f32>> {
+        let d: usize = self.shape()[1..].iter().product();
+        let mut out = Vec::with_capacity(idx.len() * d);
+        match self {
+            TapCodes::Memory(Array::F32 { data, .. }) => idx.iter().for_each(|&i| out.extend_from_slice(&data[i * d..(i + 1) * d])),
+            TapCodes::Memory(Array::I64 { data, .. }) => idx.iter().for_each(|&i| out.extend(data[i * d..(i + 1) * d].iter().map(|&v| v as f32))),
+            TapCodes::File(f) => f.read_rows(idx, &mut out)?,
+        }
+        Ok(out)
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct CodeFile {
     /// Tap name → `[N, ...]` codes.
@@ -225,6 +252,24 @@ impl CodeFile {
         Self::read_from(path, read)
     }
 
+    /// [`CodeFile::read_tap_as`] whose codes at `tap` stay in a file written by `extract`
+    /// (safetensors with provenance), read by rows when asked ([`TapCodes::File`]): a decoder
+    /// can train on codes larger than memory. Other files are read into memory.
+    pub fn open_tap_as(path: &Path, tap: &str, module: Option<&str>) -> Result<(Self, TapCodes)> {
+        if crate::encoder::weights::is_safetensors(path).with_context(|| format!("opening code file {}", path.display()))? && Self::read_provenance(path)?.is_some() {
+            if let Some(rows) = tensorfile::FileRows::open(path, tap)? {
+                let file = Self::read_from(path, read_tensors(path, |n| matches!(n, "label" | "pose"))?)?;
+                if rows.shape[0] != file.len() {
+                    bail!("{}: tap '{tap}' has {} rows but the file lists {} ids", path.display(), rows.shape[0], file.len());
+                }
+                return Ok((file, TapCodes::File(rows)));
+            }
+        }
+        let mut file = Self::read_tap_as(path, tap, module)?;
+        let codes = file.codes.remove(tap).expect("read_tap keeps its tap");
+        Ok((file, TapCodes::Memory(codes)))
+    }
+
     fn read_from(path: &Path, (mut tensors, meta): (BTreeMap<String, Array>, HashMap<String, String>)) -> Result<Self> {
         let field = |k: &str| -> Result<&String> {
             meta.get(k).with_context(|| format!("{} is not a preimage code file: metadata '{k}' is missing", path.display()))
@@ -345,5 +390,39 @@ mod tests {
         tensorfile::write(&path, &[("fc6".to_string(), rows(3, 2))], &meta).unwrap();
         let err = CodeFile::read(&path).unwrap_err().to_string();
         assert!(err.contains("metadata 'ids' is missing"), "{err}");
+    }
+
+    #[test]
+    fn a_tap_of_an_extracted_file_stays_on_disk_and_reads_as_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("codes.safetensors");
+        let spec = crate::encoder::default_spec("alexnet", 1000, None).unwrap();
+        let provenance = Provenance {
+            encoder: "alexnet".into(),
+            weights_sha256: "random:0".into(),
+            input_size: spec.input_size,
+            preprocessing: Preprocessing::of(&spec),
+            classes: spec.classes.clone(),
+            label_classes: None,
+            spec: serde_json::to_string(&spec).unwrap(),
+            data_root: None,
+            weights_path: None,
+        };
+        let ids: Vec<String> = ["a.jpg", "b.jpg", "c.jpg", "d.jpg"].map(String::from).to_vec();
+        let file = CodeFile { codes: BTreeMap::from([("fc6".into(), rows(4, 3)), ("fc7".into(), rows(4, 2))]), labels: Some(vec![1, 2, 3, -1]), poses: None, ids, provenance: Some(provenance) };
+        file.write(&path).unwrap();
+        let (opened, codes) = CodeFile::open_tap_as(&path, "fc6", None).unwrap();
+        assert!(matches!(codes, TapCodes::File(_)), "left in the file");
+        assert_eq!(codes.shape(), [4, 3]);
+        assert_eq!(codes.rows(&[3, 0]).unwrap(), [9.0, 10.0, 11.0, 0.0, 1.0, 2.0]);
+        assert_eq!(opened, CodeFile { codes: BTreeMap::new(), ..file.clone() });
+        let err = CodeFile::open_tap_as(&path, "conv5", None).err().unwrap().to_string();
+        assert!(err.contains("no tap 'conv5'; it holds: fc6, fc7"), "{err}");
+        // A file written elsewhere is read into memory, as before (its names may be modules').
+        let foreign = dir.path().join("foreign.safetensors");
+        tensorfile::write(&foreign, &[("classifier.1".to_string(), rows(4, 3))], &HashMap::new()).unwrap();
+        let (_, codes) = CodeFile::open_tap_as(&foreign, "fc6", Some("classifier.1")).unwrap();
+        assert!(matches!(codes, TapCodes::Memory(_)));
+        assert_eq!(codes.rows(&[3, 0]).unwrap(), [9.0, 10.0, 11.0, 0.0, 1.0, 2.0]);
     }
 }

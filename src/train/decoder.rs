@@ -6,7 +6,7 @@
 //! discriminator; the comparator and discriminator are only built when their weight is > 0.
 use super::{check_finite, epoch_order, lr_at, split, Checkpoint, RunState, Schedule};
 use crate::data::batch::{self, HostBatch};
-use crate::data::codes::{CodeFile, Preprocessing, Provenance};
+use crate::data::codes::{CodeFile, Preprocessing, Provenance, TapCodes};
 use crate::data::folder::{ImageFolder, Preprocess, SkipLog};
 use crate::decoder::deepsim::{self, Comparator, Discriminator, DiscriminatorConfig};
 use crate::decoder::{self, Decoder, DecoderArch, DecoderInfo, Plan};
@@ -182,8 +182,8 @@ struct Data<B: AutodiffBackend> {
     records: Vec<usize>,
     /// Item of each folder record.
     item_of: HashMap<usize, usize>,
-    /// Flat code rows of each item (code-file source).
-    codes: Option<Vec<f32>>,
+    /// Codes of each item, by item (code-file source).
+    codes: Option<TapCodes>,
     code_dim: usize,
     /// The frozen encoder when known (on-the-fly codes, feature loss, validation metrics).
     encoder: Option<ConvNet<B>>,
@@ -227,13 +227,8 @@ impl<B: AutodiffBackend> Data<B> {
         let n = b.indices.len();
         let codes = match &self.codes {
             Some(all) => {
-                let d = self.code_dim;
-                let mut rows = Vec::with_capacity(n * d);
-                for r in &b.indices {
-                    let i = self.item_of[r];
-                    rows.extend_from_slice(&all[i * d..(i + 1) * d]);
-                }
-                Tensor::from_data(TensorData::new(rows, [n, d]), device)
+                let items: Vec<usize> = b.indices.iter().map(|r| self.item_of[r]).collect();
+                Tensor::from_data(TensorData::new(all.rows(&items)?, [n, self.code_dim]), device)
             }
             None => {
                 let enc = self.encoder.as_ref().expect("on-the-fly codes need the encoder").valid();
@@ -268,8 +263,7 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                 Some(a) => encoder::default_spec(a, 1000, None)?.torch_modules().remove(&tap),
                 None => None,
             };
-            let mut file = CodeFile::read_tap_as(codes, &tap, module.as_deref())?;
-            let arr = file.codes.remove(&tap).expect("read_tap keeps its tap");
+            let (file, arr) = CodeFile::open_tap_as(codes, &tap, module.as_deref())?;
             let mut code_shape = arr.shape()[1..].to_vec();
             // Codes written elsewhere: what `extract` would have recorded, from the encoder named.
             let (pv, preloaded) = match (&file.provenance, arch) {
@@ -367,9 +361,8 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                 "weights_sha256": pv.weights_sha256,
                 "weights_path": pv.weights_path,
             });
-            let codes_vec = arr.into_f32();
             Ok(Setup {
-                data: Data { pre: batch::preprocess_for(&spec), folder, records, item_of, code_dim: code_shape.iter().product(), codes: Some(codes_vec), encoder, tap },
+                data: Data { pre: batch::preprocess_for(&spec), folder, records, item_of, code_dim: code_shape.iter().product(), codes: Some(arr), encoder, tap },
                 weights_sha256: pv.weights_sha256.clone(),
                 weights_path,
                 spec,
