@@ -190,6 +190,12 @@ struct Data<B: AutodiffBackend> {
     tap: String,
 }
 
+/// A batch made on the host: decoded images and, from a code file, their codes' rows.
+struct HostItems {
+    images: HostBatch,
+    codes: Option<Vec<f32>>,
+}
+
 /// A batch: target images `[n, 3, h, w]`, codes `[n, D]`, the items kept.
 struct Batch<B: Backend> {
     images: Tensor<B, 4>,
@@ -212,24 +218,28 @@ impl<B: AutodiffBackend> Data<B> {
     }
 
     fn batch(&self, items: &[usize], augment: Option<u64>, device: &B::Device) -> Result<Option<Batch<B>>> {
-        self.decode(items, augment).map(|b| self.with_codes(b, device)).transpose()
+        self.decode(items, augment)?.map(|b| self.with_codes(b, device)).transpose()
     }
 
-    /// The images of `items` decoded on the host (the part a prefetching thread can do).
-    fn decode(&self, items: &[usize], augment: Option<u64>) -> Option<HostBatch> {
+    /// The images of `items` decoded on the host with their codes from the file, if any (the
+    /// part a prefetching thread can do: reading codes from disk overlaps the step too).
+    fn decode(&self, items: &[usize], augment: Option<u64>) -> Result<Option<HostItems>> {
         let recs: Vec<usize> = items.iter().map(|&i| self.records[i]).collect();
-        batch::decode(&self.folder, &recs, &self.pre, augment)
+        let Some(images) = batch::decode(&self.folder, &recs, &self.pre, augment) else { return Ok(None) };
+        let codes = match &self.codes {
+            Some(all) => Some(all.rows(&images.indices.iter().map(|r| self.item_of[r]).collect::<Vec<_>>())?),
+            None => None,
+        };
+        Ok(Some(HostItems { images, codes }))
     }
 
-    /// Decoded images on the device, with their codes (from the file, or encoded now).
-    fn with_codes(&self, b: HostBatch, device: &B::Device) -> Result<Batch<B>> {
-        let b = b.to_device::<B>(device);
+    /// A host batch on the device, with its codes (from the file, or encoded now).
+    fn with_codes(&self, b: HostItems, device: &B::Device) -> Result<Batch<B>> {
+        let HostItems { images, codes } = b;
+        let b = images.to_device::<B>(device);
         let n = b.indices.len();
-        let codes = match &self.codes {
-            Some(all) => {
-                let items: Vec<usize> = b.indices.iter().map(|r| self.item_of[r]).collect();
-                Tensor::from_data(TensorData::new(all.rows(&items)?, [n, self.code_dim]), device)
-            }
+        let codes = match codes {
+            Some(rows) => Tensor::from_data(TensorData::new(rows, [n, self.code_dim]), device),
             None => {
                 let enc = self.encoder.as_ref().expect("on-the-fly codes need the encoder").valid();
                 Tensor::from_inner(enc.tap_flat(b.images.clone().inner(), &self.tap, false)?)
@@ -426,7 +436,7 @@ fn validate<B: AutodiffBackend>(
     let chunks: Vec<&[usize]> = items.chunks(batch_size).collect();
     batch::prefetched(chunks.len(), |k| data.decode(chunks[k], None), |decoded| -> Result<()> {
         for b in decoded {
-            let Some(b) = b else { continue };
+            let Some(b) = b? else { continue };
             let b = data.with_codes(b, device)?;
             let (images, codes) = (b.images.inner(), b.codes.inner());
             let k = images.dims()[0];
@@ -602,7 +612,7 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
         dec = batch::prefetched(chunks.len().saturating_sub(done), decode, |decoded| -> Result<Decoder<B>> {
             let mut dec = dec;
             for (k, b) in decoded {
-                let Some(b) = b else { continue };
+                let Some(b) = b? else { continue };
                 let b = data.with_codes(b, device)?;
                 let n = b.records.len();
                 let replicas: Vec<Replica<B>> = parallel::shards(n, devices.len())
