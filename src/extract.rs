@@ -4,6 +4,7 @@ use crate::data::codes::{CodeFile, Preprocessing, Provenance};
 use crate::data::folder::ImageFolder;
 use crate::encoder::Loaded;
 use crate::tensorfile::{Array, PartRows, RowWriter};
+use safetensors::Dtype;
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use burn::tensor::backend::Backend;
@@ -42,8 +43,26 @@ pub fn extract<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String
 /// says how far it got (written every few seconds); with `resume` the same extraction goes on
 /// from there (any batch size), otherwise their presence is an error, so that hours of
 /// encoding are not overwritten by accident. `resume` with nothing to go on from starts afresh.
-pub fn extract_to_file<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String], batch_size: usize, device: &B::Device, out: &Path, resume: bool) -> Result<usize> {
-    write_codes(enc, folder, taps, batch_size, device, out, resume, JOURNAL_EVERY, |_| Ok(()))
+pub fn extract_to_file<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String], out: &Path, opts: &ToFile, device: &B::Device) -> Result<usize> {
+    write_codes(enc, folder, taps, out, opts, device, JOURNAL_EVERY, |_| Ok(()))
+}
+
+/// How [`extract_to_file`] writes.
+#[derive(Clone, Debug)]
+pub struct ToFile {
+    /// Images encoded at once.
+    pub batch_size: usize,
+    /// Go on with a stopped extraction into the same file.
+    pub resume: bool,
+    /// What the codes are stored as: f32, or f16 / bf16 for half the size (rounded to nearest;
+    /// every reader here takes them back as f32).
+    pub dtype: Dtype,
+}
+
+impl Default for ToFile {
+    fn default() -> Self {
+        ToFile { batch_size: 64, resume: false, dtype: Dtype::F32 }
+    }
 }
 
 /// [`extract_to_file`] recording progress every `every`, with `after_batch` called after each
@@ -53,10 +72,9 @@ fn write_codes<B: Backend>(
     enc: &Loaded<B>,
     folder: &ImageFolder,
     taps: &[String],
-    batch_size: usize,
-    device: &B::Device,
     out: &Path,
-    resume: bool,
+    opts: &ToFile,
+    device: &B::Device,
     every: std::time::Duration,
     mut after_batch: impl FnMut(&Done) -> Result<()>,
 ) -> Result<usize> {
@@ -67,11 +85,11 @@ fn write_codes<B: Backend>(
         bail!("--out {} is a folder; name the code file, e.g. {}", out.display(), out.join("codes.safetensors").display());
     }
     let journal = progress_path(out);
-    let mut progress = Progress::new(enc, folder, taps);
+    let mut progress = Progress::new(enc, folder, taps, opts.dtype);
     let mut writer = if journal.exists() {
         let text = std::fs::read_to_string(&journal).with_context(|| format!("reading {}", journal.display()))?;
         let stopped: Progress = serde_json::from_str(&text).with_context(|| format!("{}: not a progress file of `preimage extract`", journal.display()))?;
-        if !resume {
+        if !opts.resume {
             bail!(
                 "{}: an extraction into {} stopped after {} of {} images; pass --resume to go on with it, or delete {} and its part files ({}.*.part) to start over",
                 journal.display(),
@@ -85,13 +103,13 @@ fn write_codes<B: Backend>(
         if let Some(diff) = stopped.differs_from(&progress) {
             bail!("{}: cannot resume: the stopped extraction had {diff}; rerun it as it was, or delete {} and its part files to start over", journal.display(), journal.display());
         }
-        let w = RowWriter::reopen(out, &stopped.parts).with_context(|| format!("resuming from {}", journal.display()))?;
+        let w = RowWriter::reopen(out, opts.dtype, &stopped.parts).with_context(|| format!("resuming from {}", journal.display()))?;
         eprintln!("resuming {}: {} of {} images done ({} unreadable)", out.display(), stopped.done.records, stopped.images, stopped.done.skipped.len());
         progress.done = stopped.done;
         progress.parts = stopped.parts;
         w
     } else {
-        RowWriter::new(out)
+        RowWriter::with_dtype(out, opts.dtype)?
     };
     writer.keep_parts(true);
     let mut saved = std::time::Instant::now();
@@ -100,7 +118,7 @@ fn write_codes<B: Backend>(
         enc,
         folder,
         taps,
-        batch_size,
+        opts.batch_size,
         device,
         start,
         |codes, done| {
@@ -162,6 +180,7 @@ struct Progress {
     /// The encoder's spec as JSON: its layers, input size and preprocessing.
     spec: String,
     taps: Vec<String>,
+    dtype: Dtype,
     images: usize,
     /// SHA-256 of the images' ids in order: the same files in the same order.
     ids_sha256: String,
@@ -170,13 +189,14 @@ struct Progress {
 }
 
 impl Progress {
-    fn new<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String]) -> Self {
+    fn new<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String], dtype: Dtype) -> Self {
         let ids: Vec<&str> = folder.records.iter().map(|r| r.rel_path.as_str()).collect();
         Progress {
             encoder: enc.net.spec.arch.clone(),
             weights_sha256: enc.weights_sha256.clone(),
             spec: serde_json::to_string(&enc.net.spec).expect("specs serialize"),
             taps: taps.to_vec(),
+            dtype,
             images: folder.len(),
             ids_sha256: crate::util::sha256_hex(ids.join("\n").as_bytes()),
             done: Done::default(),
@@ -194,6 +214,8 @@ impl Progress {
             Some("another input size or preprocessing".into())
         } else if self.taps != now.taps {
             Some(format!("taps {} (now {})", self.taps.join(","), now.taps.join(",")))
+        } else if self.dtype != now.dtype {
+            Some(format!("codes stored as {:?} (now {:?})", self.dtype, now.dtype))
         } else if self.images != now.images {
             Some(format!("{} images (now {})", self.images, now.images))
         } else if self.ids_sha256 != now.ids_sha256 {
@@ -316,6 +338,10 @@ mod tests {
         (enc, folder)
     }
 
+    fn opts(batch_size: usize, resume: bool) -> ToFile {
+        ToFile { batch_size, resume, ..ToFile::default() }
+    }
+
     fn leftovers(dir: &Path) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("codes")).collect();
         v.sort();
@@ -329,26 +355,26 @@ mod tests {
         let taps = vec!["conv5".to_string(), "fc7".to_string()];
         let dev = Default::default();
         let whole = dir.join("whole.safetensors");
-        assert_eq!(extract_to_file(&enc, &folder, &taps, 4, &dev, &whole, false).unwrap(), 10);
+        assert_eq!(extract_to_file(&enc, &folder, &taps, &whole, &opts(4, false), &dev).unwrap(), 10);
         let out = dir.join("codes.safetensors");
         let stop = |records: usize| move |d: &Done| if d.records >= records { bail!("stopped at {}", d.records) } else { Ok(()) };
         // Stopped after the second batch of 3 (records 0..6 done, record 2 unreadable).
-        let err = write_codes(&enc, &folder, &taps, 3, &dev, &out, false, Duration::ZERO, stop(6)).unwrap_err();
+        let err = write_codes(&enc, &folder, &taps, &out, &opts(3, false), &dev, Duration::ZERO, stop(6)).unwrap_err();
         assert!(format!("{err:#}").contains("--resume"), "{err:#}");
         assert_eq!(leftovers(&dir), ["codes.safetensors.0.part", "codes.safetensors.1.part", "codes.safetensors.progress.json"]);
         // A kill between writing rows and recording them leaves rows the journal does not count.
         std::fs::OpenOptions::new().append(true).open(dir.join("codes.safetensors.0.part")).unwrap().write_all(&[7u8; 20]).unwrap();
         // Without --resume the stopped run is not overwritten; with other taps it cannot go on.
-        let err = extract_to_file(&enc, &folder, &taps, 3, &dev, &out, false).unwrap_err().to_string();
+        let err = extract_to_file(&enc, &folder, &taps, &out, &opts(3, false), &dev).unwrap_err().to_string();
         assert!(err.contains("stopped after 6 of 11 images") && err.contains("--resume"), "{err}");
-        let err = extract_to_file(&enc, &folder, &taps[1..], 3, &dev, &out, true).unwrap_err().to_string();
+        let err = extract_to_file(&enc, &folder, &taps[1..], &out, &opts(3, true), &dev).unwrap_err().to_string();
         assert!(err.contains("taps conv5,fc7 (now fc7)"), "{err}");
         let other = encoder::load::<Cpu>("posenet", &WeightSource::Random(4), Some(32), &dev).unwrap();
-        let err = extract_to_file(&other, &folder, &taps, 3, &dev, &out, true).unwrap_err().to_string();
+        let err = extract_to_file(&other, &folder, &taps, &out, &opts(3, true), &dev).unwrap_err().to_string();
         assert!(err.contains("weights random:3 (now random:4)"), "{err}");
         // Stopped once more, then finished with another batch size.
-        write_codes(&enc, &folder, &taps, 2, &dev, &out, true, Duration::ZERO, stop(8)).unwrap_err();
-        assert_eq!(extract_to_file(&enc, &folder, &taps, 5, &dev, &out, true).unwrap(), 10);
+        write_codes(&enc, &folder, &taps, &out, &opts(2, true), &dev, Duration::ZERO, stop(8)).unwrap_err();
+        assert_eq!(extract_to_file(&enc, &folder, &taps, &out, &opts(5, true), &dev).unwrap(), 10);
         assert_eq!(leftovers(&dir), ["codes.safetensors"], "parts and journal are gone");
         let (a, b) = (CodeFile::read(&whole).unwrap(), CodeFile::read(&out).unwrap());
         assert_eq!(a.codes, b.codes);
@@ -358,15 +384,61 @@ mod tests {
     }
 
     #[test]
+    fn codes_stored_as_halves_read_back_as_the_rounded_f32_codes() {
+        let dir = scratch("dtype");
+        let (enc, folder) = setup(&dir);
+        let (taps, dev) = (vec!["conv5".to_string(), "fc7".to_string()], Default::default());
+        let whole = CodeFile::read(&{
+            let p = dir.join("f32.safetensors");
+            extract_to_file(&enc, &folder, &taps, &p, &opts(4, false), &dev).unwrap();
+            p
+        })
+        .unwrap();
+        let round: [(Dtype, fn(f32) -> f32); 2] = [(Dtype::F16, |v| half::f16::from_f32(v).to_f32()), (Dtype::BF16, |v| half::bf16::from_f32(v).to_f32())];
+        for (dtype, round) in round {
+            for name in ["codes.safetensors", "codes.npz"] {
+                let out = dir.join(format!("{dtype:?}-{name}"));
+                let written = extract_to_file(&enc, &folder, &taps, &out, &ToFile { dtype, ..opts(3, false) }, &dev);
+                if dtype == Dtype::BF16 && name.ends_with("npz") {
+                    assert!(written.unwrap_err().to_string().contains("NumPy has no bfloat16"));
+                    continue;
+                }
+                written.unwrap();
+                let half = CodeFile::read(&out).unwrap();
+                for tap in &taps {
+                    let want: Vec<f32> = whole.codes[tap].to_f32().iter().map(|&v| round(v)).collect();
+                    assert_eq!(half.codes[tap].to_f32(), want, "{dtype:?} {name} {tap}");
+                    assert!(want.iter().zip(whole.codes[tap].to_f32()).any(|(a, b)| *a != b), "rounded");
+                }
+                assert_eq!((&half.ids, &half.labels, &half.provenance), (&whole.ids, &whole.labels, &whole.provenance));
+                if name.ends_with("safetensors") {
+                    let (_, rows) = CodeFile::open_tap_as(&out, "fc7", None).unwrap();
+                    let (all, d) = (half.codes["fc7"].to_f32(), half.codes["fc7"].shape()[1]);
+                    assert!(rows.rows(&[9, 0]).unwrap() == [&all[9 * d..10 * d], &all[..d]].concat(), "rows of the {dtype:?} file");
+                }
+            }
+        }
+        // A stopped run goes on only in the type it began with.
+        let out = dir.join("codes.safetensors");
+        let stop = |d: &Done| if d.records >= 4 { bail!("stopped") } else { Ok(()) };
+        write_codes(&enc, &folder, &taps, &out, &ToFile { dtype: Dtype::F16, ..opts(2, false) }, &dev, Duration::ZERO, stop).unwrap_err();
+        let err = extract_to_file(&enc, &folder, &taps, &out, &opts(2, true), &dev).unwrap_err().to_string();
+        assert!(err.contains("codes stored as F16 (now F32)"), "{err}");
+        extract_to_file(&enc, &folder, &taps, &out, &ToFile { dtype: Dtype::F16, ..opts(5, true) }, &dev).unwrap();
+        assert_eq!(CodeFile::read(&out).unwrap(), CodeFile::read(&dir.join("F16-codes.safetensors")).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn an_error_before_progress_is_recorded_leaves_nothing() {
         let dir = scratch("early");
         let (enc, folder) = setup(&dir);
         let out = dir.join("codes.npz");
-        let err = write_codes(&enc, &folder, &["fc7".into()], 3, &Default::default(), &out, false, Duration::from_secs(3600), |_| bail!("boom")).unwrap_err();
+        let err = write_codes(&enc, &folder, &["fc7".into()], &out, &opts(3, false), &Default::default(), Duration::from_secs(3600), |_| bail!("boom")).unwrap_err();
         assert_eq!(err.to_string(), "boom");
         assert!(leftovers(&dir).is_empty(), "{:?}", leftovers(&dir));
         // --resume with nothing to go on from starts afresh.
-        assert_eq!(extract_to_file(&enc, &folder, &["fc7".into()], 4, &Default::default(), &out, true).unwrap(), 10);
+        assert_eq!(extract_to_file(&enc, &folder, &["fc7".into()], &out, &opts(4, true), &Default::default()).unwrap(), 10);
         assert_eq!(leftovers(&dir), ["codes.npz"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }

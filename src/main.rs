@@ -288,6 +288,10 @@ enum Command {
         /// progress in <out>.progress.json. Starts afresh when there is none.
         #[arg(long)]
         resume: bool,
+        /// Store the codes as f32, or f16 / bf16 (half the file; PyTorch's .half()). Every
+        /// command reads them back as f32.
+        #[arg(long, default_value = "f32", value_parser = preimage::tensorfile::parse_float_dtype)]
+        dtype: safetensors::Dtype,
         /// cpu, or cuda[:N] in a build with --features cuda.
         #[arg(long, default_value = "cpu")]
         device: DeviceSpec,
@@ -583,8 +587,9 @@ fn run(cli: Cli) -> Result<()> {
             println!("wrote {}/edits.json", out.display());
             Ok(())
         }
-        Command::Extract { enc, layer, data, out, batch, resume, device } => {
-            with_backend!(device, |B, dev| extract::<B>(&enc, &layer, &data, &out, batch, resume, &dev))
+        Command::Extract { enc, layer, data, out, batch, resume, dtype, device } => {
+            let opts = preimage::extract::ToFile { batch_size: batch, resume, dtype };
+            with_backend!(device, |B, dev| extract::<B>(&enc, &layer, &data, &out, &opts, &dev))
         }
         Command::Classify { enc, data, top, out, batch, device } => {
             with_backend!(device, |B, dev| classify::<B>(&enc, &data, top, out.as_deref(), batch, &dev))
@@ -678,14 +683,14 @@ fn classify<B: AutodiffBackend>(enc: &EncoderArgs, data: &[PathBuf], top: usize,
     Ok(())
 }
 
-fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &[PathBuf], out: &Path, batch: usize, resume: bool, dev: &B::Device) -> Result<()> {
+fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &[PathBuf], out: &Path, opts: &preimage::extract::ToFile, dev: &B::Device) -> Result<()> {
     let loaded = enc.load::<B::InnerBackend>(dev)?;
     let skips = SkipLog::new();
     let folder = ImageFolder::from_paths(data, &skips)?;
     let mut layer = layer.to_vec();
     let mut seen = std::collections::HashSet::new();
     layer.retain(|t| seen.insert(t.clone()));
-    let n = preimage::extract::extract_to_file(&loaded, &folder, &layer, batch, dev, out, resume)?;
+    let n = preimage::extract::extract_to_file(&loaded, &folder, &layer, out, opts, dev)?;
     println!("wrote {n} codes at {} to {}", layer.join(", "), out.display());
     skips.report();
     Ok(())

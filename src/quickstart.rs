@@ -138,7 +138,7 @@ pub fn quickstart<B: AutodiffBackend>(opts: &QuickstartOptions, device: &B::Devi
         let loaded = encoder::load::<B::InnerBackend>("posenet", &WeightSource::Run(enc_run.clone()), None, device)?;
         let folder = ImageFolder::open(&data, &SkipLog::new())?;
         let taps: Vec<String> = TAPS.iter().map(|t| t.to_string()).collect();
-        crate::extract::extract_to_file(&loaded, &folder, &taps, 64, device, &codes, true).map(|_| ())
+        crate::extract::extract_to_file(&loaded, &folder, &taps, &codes, &crate::extract::ToFile { resume: true, ..Default::default() }, device).map(|_| ())
     })?;
     for tap in TAPS {
         let cfg = decoder_config(tap, p, &codes, opts.seed)?;

@@ -206,15 +206,19 @@ pub fn write<A: Borrow<Array>>(path: &Path, tensors: &[(String, A)], metadata: &
 /// Where a tensor's bytes come from when the file is written.
 enum Bytes<'a> {
     Memory(&'a Array),
-    /// A [`RowWriter`] part file, already little-endian f32.
+    /// A [`RowWriter`] part file, already in its entry's dtype, little-endian.
     Part(&'a Path),
 }
 
 /// Write the header and the tensors' bytes (temp file + rename). Wider types come first, as
 /// the format's own writer orders them, so that every tensor is aligned to its element size
 /// (readers that map the file in place need it).
+fn is_npz(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
+}
+
 fn write_items(path: &Path, mut items: Vec<(Entry, Bytes)>, metadata: &HashMap<String, String>) -> Result<()> {
-    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz")) {
+    if is_npz(path) {
         return write_npz(path, &items, metadata);
     }
     items.sort_by_key(|(e, _)| std::cmp::Reverse(e.dtype.size()));
@@ -247,6 +251,7 @@ fn write_npz(path: &Path, items: &[(Entry, Bytes)], metadata: &HashMap<String, S
         for (e, bytes) in items {
             let descr = match e.dtype {
                 Dtype::F32 => "<f4",
+                Dtype::F16 => "<f2",
                 Dtype::I64 => "<i8",
                 other => return Err(std::io::Error::other(format!("cannot write {other:?} to .npz"))),
             };
@@ -285,6 +290,19 @@ pub struct RowWriter {
     path: PathBuf,
     parts: Vec<Part>,
     keep: bool,
+    /// How the appended tensors are stored (from f32).
+    dtype: Dtype,
+}
+
+/// A float type that codes can be stored in (`extract --dtype`): `f32`, `f16` (half the size;
+/// PyTorch's `.half()`) or `bf16`.
+pub fn parse_float_dtype(s: &str) -> std::result::Result<Dtype, String> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "f32" | "float32" | "float" => Ok(Dtype::F32),
+        "f16" | "float16" | "half" => Ok(Dtype::F16),
+        "bf16" | "bfloat16" => Ok(Dtype::BF16),
+        other => Err(format!("'{other}' is not a float type to store codes in: f32, f16 or bf16")),
+    }
 }
 
 /// How many rows of which tensor a part file holds: the state [`RowWriter::reopen`] goes on from.
@@ -306,17 +324,28 @@ struct Part {
 
 impl RowWriter {
     pub fn new(path: &Path) -> Self {
-        RowWriter { path: path.to_path_buf(), parts: Vec::new(), keep: false }
+        RowWriter { path: path.to_path_buf(), parts: Vec::new(), keep: false, dtype: Dtype::F32 }
+    }
+
+    /// A writer storing the appended tensors as `dtype` (F32, F16 or BF16), rounded to nearest.
+    pub fn with_dtype(path: &Path, dtype: Dtype) -> Result<Self> {
+        if !matches!(dtype, Dtype::F32 | Dtype::F16 | Dtype::BF16) {
+            bail!("{}: codes are stored as f32, f16 or bf16, not {dtype:?}", path.display());
+        }
+        if dtype == Dtype::BF16 && is_npz(path) {
+            bail!("{}: NumPy has no bfloat16; write f16 to a .npz, or bf16 to a .safetensors", path.display());
+        }
+        Ok(RowWriter { path: path.to_path_buf(), parts: Vec::new(), keep: false, dtype })
     }
 
     /// A writer going on from the parts a stopped one left (`state`, from its
     /// [`RowWriter::flush`]): each part file is cut back to the rows `state` counts (rows written
     /// after it was taken are dropped), then appended to.
-    pub fn reopen(path: &Path, state: &[PartRows]) -> Result<Self> {
-        let mut w = RowWriter::new(path);
+    pub fn reopen(path: &Path, dtype: Dtype, state: &[PartRows]) -> Result<Self> {
+        let mut w = RowWriter::with_dtype(path, dtype)?;
         for (i, s) in state.iter().enumerate() {
             let part = w.part_path(i);
-            let bytes = (s.rows * s.item_shape.iter().product::<usize>() * 4) as u64;
+            let bytes = (s.rows * s.item_shape.iter().product::<usize>() * dtype.size()) as u64;
             let file = std::fs::OpenOptions::new().write(true).open(&part).with_context(|| format!("opening {} to go on with '{}'", part.display(), s.name))?;
             let have = file.metadata().with_context(|| format!("reading {}", part.display()))?.len();
             if have < bytes {
@@ -378,7 +407,12 @@ impl RowWriter {
             bail!("{}: rows of '{name}' changed shape from {:?} to {item_shape:?}", self.path.display(), part.item_shape);
         }
         let file = part.file.as_mut().expect("open until finish");
-        write_le(file, values, |v| v.to_le_bytes()).with_context(|| format!("writing {}", part.path.display()))?;
+        match self.dtype {
+            Dtype::F16 => write_le(file, values, |v| half::f16::from_f32(v).to_bits().to_le_bytes()),
+            Dtype::BF16 => write_le(file, values, |v| half::bf16::from_f32(v).to_bits().to_le_bytes()),
+            _ => write_le(file, values, |v| v.to_le_bytes()),
+        }
+        .with_context(|| format!("writing {}", part.path.display()))?;
         part.rows += values.len() / row;
         Ok(())
     }
@@ -394,7 +428,7 @@ impl RowWriter {
         for p in &self.parts {
             let mut shape = vec![p.rows];
             shape.extend(&p.item_shape);
-            items.push((Entry { name: p.name.clone(), dtype: Dtype::F32, shape }, Bytes::Part(&p.path)));
+            items.push((Entry { name: p.name.clone(), dtype: self.dtype, shape }, Bytes::Part(&p.path)));
         }
         for (name, a) in extra {
             let entry = Entry::of(name, a.borrow()).with_context(|| format!("building {}", self.path.display()))?;
@@ -453,7 +487,12 @@ fn header(entries: &[&Entry], metadata: &HashMap<String, String>) -> Result<Vec<
         if json.contains_key(&e.name) {
             bail!("tensor '{}' appears twice", e.name);
         }
-        let dtype = if e.dtype == Dtype::I64 { "I64" } else { "F32" };
+        let dtype = match e.dtype {
+            Dtype::I64 => "I64",
+            Dtype::F16 => "F16",
+            Dtype::BF16 => "BF16",
+            _ => "F32",
+        };
         json.insert(e.name.clone(), serde_json::json!({ "dtype": dtype, "shape": e.shape, "data_offsets": [offset, offset + bytes] }));
         offset += bytes;
     }

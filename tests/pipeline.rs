@@ -126,11 +126,19 @@ fn train_extract_and_resume() {
     let parts: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().ends_with(".part")).collect();
     assert!(parts.is_empty(), "part files left: {parts:?}");
     // `--resume` with no stopped extraction to go on with starts afresh (what it continues is
-    // tested in src/extract.rs).
+    // tested in src/extract.rs); `--dtype float16` stores halves, read back as f32.
     let resumed = dir.path().join("resumed.safetensors");
-    let text = ok(&["extract", "--run", s(&run), "--layer", "conv5,fc7", "--data", s(&data), "--out", s(&resumed), "--batch", "16", "--resume"]);
+    let text = ok(&["extract", "--run", s(&run), "--layer", "conv5,fc7", "--data", s(&data), "--out", s(&resumed), "--batch", "16", "--resume", "--dtype", "float16"]);
     assert!(text.contains("wrote 60 codes") && !text.contains("resuming"), "{text}");
-    assert_eq!(CodeFile::read(&resumed).unwrap().ids, cf.ids);
+    let halves = CodeFile::read(&resumed).unwrap();
+    assert_eq!(halves.ids, cf.ids);
+    let (x, y) = (halves.tap("fc7").unwrap().to_f32(), cf.tap("fc7").unwrap().to_f32());
+    assert!(x.iter().zip(&y).all(|(x, y)| (x - y).abs() <= 1e-3 * y.abs() + 1e-6), "halves round to nearest");
+    let (header, _) = preimage::tensorfile::read_header(&resumed).unwrap();
+    let dtypes: Vec<String> = header.iter().map(|(name, dtype, _)| format!("{name} {dtype:?}")).collect();
+    assert!(dtypes.contains(&"conv5 F16".into()) && dtypes.contains(&"fc7 F16".into()), "{dtypes:?}");
+    let (success, text) = preimage(&["extract", "--run", s(&run), "--layer", "fc7", "--data", s(&data), "--out", s(&resumed), "--dtype", "int8"]);
+    assert!(!success && text.contains("'int8' is not a float type to store codes in: f32, f16 or bf16"), "{text}");
     assert!(!dir.path().join("resumed.safetensors.progress.json").exists());
 
     // A folder as --out is refused before any encoding, and so is a batch of 0.
