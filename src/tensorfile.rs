@@ -365,12 +365,14 @@ impl RowWriter {
         self.keep = keep;
     }
 
-    /// Write out what is buffered and say how many rows each part holds now.
+    /// Write out what is buffered, to the disk itself (so that a record of these rows made
+    /// next survives a machine's crash with them), and say how many rows each part holds now.
     pub fn flush(&mut self) -> Result<Vec<PartRows>> {
         self.parts
             .iter_mut()
             .map(|p| {
-                p.file.as_mut().expect("open until finish").flush().with_context(|| format!("writing {}", p.path.display()))?;
+                let file = p.file.as_mut().expect("open until finish");
+                file.flush().and_then(|_| file.get_ref().sync_data()).with_context(|| format!("writing {}", p.path.display()))?;
                 Ok(PartRows { name: p.name.clone(), item_shape: p.item_shape.clone(), rows: p.rows })
             })
             .collect()
