@@ -2,22 +2,23 @@
 //! (`preimage reconstruct`).
 //!
 //! [`Reconstructor`] is the library entry point: load a decoder run folder once, then decode
-//! any rows of a code file; [`encode_images`] gives images' codes as a code file in memory.
+//! any rows of a code file (read from the file by rows: a few rows of a large file are a few
+//! reads); [`encode_images`] gives images' codes as a code file in memory.
 //! Codes of another encoder, tap or shape are refused by [`DecoderInfo::codes_from`], naming
 //! both sides.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
-//! use preimage::data::codes::CodeFile;
-//! use preimage::reconstruct::{Reconstructor, Selection};
+//! use preimage::reconstruct::{Input, Reconstructor, Selection};
 //! let device = Default::default();
-//! let rec = Reconstructor::<preimage::device::Cpu>::load("runs/decoder-fc7".as_ref(), &device)?;
-//! let codes = CodeFile::read("runs/codes.safetensors".as_ref())?;
-//! let rows = Selection::Range(0, 8).rows(&codes.ids)?;
+//! let decoder = std::path::Path::new("runs/decoder-fc7");
+//! let rec = Reconstructor::<preimage::device::Cpu>::load(decoder, &device)?;
+//! let (file, codes) = Input::Codes("runs/codes.safetensors".into()).tap_codes(&rec, decoder)?;
+//! let rows = Selection::Range(0, 8).rows(&file.ids)?;
 //! let images = rec.decode_rows(&codes, &rows)?; // one [3, H, W] image in `[0,1]` per row
 //! # Ok(()) }
 //! ```
-use crate::data::codes::CodeFile;
+use crate::data::codes::{CodeFile, TapCodes};
 use crate::decoder::{self, Decoder, DecoderInfo};
 use crate::encoder::WeightSource;
 use crate::report::tensorboard::grid;
@@ -66,15 +67,10 @@ impl<B: Backend> Reconstructor<B> {
         Ok(out)
     }
 
-    /// Decode rows `rows` of a code file (checked against what this decoder inverts).
-    pub fn decode_rows(&self, file: &CodeFile, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
-        let data = self.info.codes_from(file)?;
-        let d = self.code_dim();
-        let mut codes = Vec::with_capacity(rows.len() * d);
-        for &r in rows {
-            codes.extend_from_slice(&data[r * d..(r + 1) * d]);
-        }
-        self.decode(&codes)
+    /// Decode rows `rows` of a tap's codes (from [`Input::tap_codes`]: checked against what
+    /// this decoder inverts).
+    pub fn decode_rows(&self, codes: &TapCodes, rows: &[usize]) -> Result<Vec<Vec<f32>>> {
+        self.decode(&codes.rows(rows)?)
     }
 }
 
@@ -186,6 +182,33 @@ impl Input {
         };
         Ok(file)
     }
+
+    /// The codes at the decoder's tap, checked against what it inverts, beside the file's ids
+    /// and provenance: those of a file from `extract` stay in the file, read by rows when
+    /// decoded (a few rows of a file larger than memory are a few reads).
+    pub fn tap_codes<B: Backend>(&self, rec: &Reconstructor<B>, decoder: &Path) -> Result<(CodeFile, TapCodes)> {
+        let Input::Codes(path) = self else {
+            let mut file = self.code_file(rec, decoder)?;
+            let codes = file.codes.remove(&rec.info.tap).expect("encoded at the decoder's tap");
+            return Ok((file, TapCodes::Memory(codes)));
+        };
+        let (tap, cannot) = (&rec.info.tap, || format!("{} cannot decode {}", decoder.display(), path.display()));
+        let module = rec.info.encoder_spec.torch_modules().remove(tap);
+        let (mut file, codes) = CodeFile::open_tap_as(path, tap, module.as_deref()).with_context(|| format!("{} inverts {} {} codes", decoder.display(), rec.info.encoder, tap))?;
+        match codes {
+            TapCodes::File(rows) => {
+                let pv = file.provenance.as_ref().expect("left in files from extract, which record it");
+                rec.info.check_codes(&pv.encoder, tap, &rows.shape[1..], &pv.weights_sha256).with_context(cannot)?;
+                Ok((file, TapCodes::File(rows)))
+            }
+            TapCodes::Memory(arr) => {
+                file.codes.insert(tap.clone(), arr);
+                rec.info.codes_from(&file).with_context(cannot)?;
+                let arr = file.codes.remove(tap).expect("inserted above");
+                Ok((file, TapCodes::Memory(arr)))
+            }
+        }
+    }
 }
 
 /// The encoder the decoder was trained on (`weights`, or the file `decoder.json` records).
@@ -289,14 +312,14 @@ pub fn reconstruct<B: Backend>(opts: &ReconstructOptions, device: &B::Device) ->
 }
 
 fn reconstruct_codes<B: Backend>(rec: &Reconstructor<B>, opts: &ReconstructOptions) -> Result<Vec<PathBuf>> {
-    let file = opts.input.code_file(rec, &opts.decoder)?;
+    let (file, codes) = opts.input.tap_codes(rec, &opts.decoder)?;
     let rows = opts.selection.rows(&file.ids)?;
     let [h, w] = rec.info.image_size;
     let bar = crate::util::progress(rows.len() as u64, "decoding");
     let mut written = Vec::with_capacity(rows.len());
     let mut all = Vec::new();
     for chunk in rows.chunks(BATCH) {
-        let images = rec.decode_rows(&file, chunk)?;
+        let images = rec.decode_rows(&codes, chunk)?;
         for (&r, img) in chunk.iter().zip(&images) {
             let path = output_path(&opts.out, &file.ids[r]);
             crate::data::folder::save_rgb(&path, img, h as u32, w as u32)?;

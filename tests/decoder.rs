@@ -1,6 +1,6 @@
 //! Decoder training from the CLI: code files and on-the-fly codes, loss terms, resume
 //! continuity, NaN stop keeping the last good checkpoint, checkpoint/code mismatch errors.
-use preimage::data::codes::CodeFile;
+use preimage::data::codes::{CodeFile, TapCodes};
 use std::path::{Path, PathBuf};
 
 mod common;
@@ -196,7 +196,7 @@ fn decoder_weights_load_in_pytorch() {
         assert_eq!(info, preimage::decoder::read_info(&run).unwrap(), "the file describes its decoder");
         let rec = preimage::reconstruct::Reconstructor::<preimage::device::Cpu>::load(&run, &Default::default()).unwrap();
         let rows: Vec<usize> = (0..5).collect();
-        let images: Vec<f32> = rec.decode_rows(&cf, &rows).unwrap().concat();
+        let images: Vec<f32> = rec.decode_rows(&TapCodes::Memory(cf.tap(tap).unwrap().clone()), &rows).unwrap().concat();
         let d: usize = info.code_shape.iter().product();
         let code = cf.tap(tap).unwrap().to_f32()[..5 * d].to_vec();
         cases.push((run, info, tensors, code, images));
@@ -219,7 +219,7 @@ fn decoder_weights_load_in_pytorch() {
     let (dec, _) = preimage::decoder::load_run::<preimage::device::Cpu>(run, &Default::default()).unwrap();
     preimage::train::save_module(&legacy.join("decoder.mpk"), &dec).unwrap();
     let old = preimage::reconstruct::Reconstructor::<preimage::device::Cpu>::load(&legacy, &Default::default()).unwrap();
-    assert_eq!(&old.decode_rows(&cf, &(0..5).collect::<Vec<_>>()).unwrap().concat(), images);
+    assert_eq!(&old.decode_rows(&TapCodes::Memory(cf.tap(&cases[0].1.tap).unwrap().clone()), &(0..5).collect::<Vec<_>>()).unwrap().concat(), images);
     // A file of another decoder names the keys that do not fit.
     std::fs::copy(cases[1].0.join("decoder.safetensors"), legacy.join("decoder.safetensors")).unwrap();
     let err = format!("{:#}", preimage::decoder::load_run::<preimage::device::Cpu>(&legacy, &Default::default()).err().expect("another decoder's weights"));

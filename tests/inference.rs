@@ -50,13 +50,17 @@ fn reconstruct_and_edit() {
     let file = CodeFile::read(&codes).unwrap();
     let dev = Default::default();
     let rec = Reconstructor::<B>::load(&dec, &dev).unwrap();
+    // The library's decoding reads the rows from the file (ours), as `reconstruct` does.
+    let (opened, rows) = preimage::reconstruct::Input::Codes(codes.clone()).tap_codes(&rec, &dec).unwrap();
+    assert!(matches!(rows, preimage::data::codes::TapCodes::File(_)));
+    assert_eq!(opened.ids, file.ids);
 
     // --- reconstruct: the ids asked for, in that order, equal to the library's decoding.
     let want = [file.ids[7].clone(), file.ids[2].clone(), file.ids[30].clone()];
     let out = p("rec");
     let text = ok(&["reconstruct", "--decoder", s(&dec), "--codes", s(&codes), "--ids", &want.join(","), "--out", s(&out), "--grid", s(&p("rec.png"))]);
     assert!(text.contains("wrote 3 images"), "{text}");
-    let direct = rec.decode_rows(&file, &[7, 2, 30]).unwrap();
+    let direct = rec.decode_rows(&rows, &[7, 2, 30]).unwrap();
     for (id, img) in want.iter().zip(&direct) {
         let path = preimage::reconstruct::output_path(&out, id);
         assert!(png_diff(&path, img) <= 0.5 / 255.0 + 1e-6, "{} differs from the library's decoding", path.display());
@@ -80,7 +84,7 @@ fn reconstruct_and_edit() {
     let text = ok(&["reconstruct", "--decoder", s(&dec), "--image", s(&mug), "--out", s(&p("from_images")), "--grid", s(&p("pairs.png"))]);
     let mug_rows: Vec<usize> = (0..file.ids.len()).filter(|&r| file.ids[r].starts_with("mug/")).collect();
     assert!(text.contains(&format!("{} images through posenet fc7", mug_rows.len())) && text.contains("mean PSNR"), "{text}");
-    let from_codes = rec.decode_rows(&file, &mug_rows).unwrap();
+    let from_codes = rec.decode_rows(&rows, &mug_rows).unwrap();
     let csv = std::fs::read_to_string(p("from_images").join("reconstruct.csv")).unwrap();
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines[0], "id,psnr_db,ssim,feature_error");
@@ -317,7 +321,8 @@ fn write_bare_f64(path: &Path, name: &str, codes: &preimage::tensorfile::Array) 
 }
 
 fn direct_of(rec: &Reconstructor<B>, file: &CodeFile, row: usize) -> Vec<f32> {
-    rec.decode_rows(file, &[row]).unwrap().remove(0)
+    let codes = preimage::data::codes::TapCodes::Memory(file.tap(&rec.info.tap).unwrap().clone());
+    rec.decode_rows(&codes, &[row]).unwrap().remove(0)
 }
 
 /// `info` says what each kind of file holds: our code files and runs, NumPy's and PyTorch's

@@ -119,7 +119,7 @@ pub fn edit<B: AutodiffBackend>(opts: &EditOptions, device: &B::Device) -> Resul
             }
             _ => apply(op, &codes, &selected, &file.ids, &id_of)?,
         };
-        let unedited = rec.decode_rows(&file, &sources)?;
+        let unedited = rec.decode(&sources.iter().flat_map(|&r| codes.row(r).iter().copied()).collect::<Vec<f32>>())?;
         let flat: Vec<f32> = edited.iter().flat_map(|e| e.code.iter().copied()).collect();
         let images = rec.decode(&flat)?;
         let mut files = Vec::new();
