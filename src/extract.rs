@@ -164,6 +164,28 @@ pub fn progress_path(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
+/// A stopped extraction into `out`, in words (how far it got, what it was), or `None`.
+pub fn stopped(out: &Path) -> Result<Option<String>> {
+    let journal = progress_path(out);
+    if !journal.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&journal).with_context(|| format!("reading {}", journal.display()))?;
+    let p: Progress = serde_json::from_str(&text).with_context(|| format!("{}: not a progress file of `preimage extract`", journal.display()))?;
+    Ok(Some(format!(
+        "{}: a stopped extraction into {}: {} of {} images done ({} unreadable), taps {}, {} (weights {}), codes as {:?}; the same `preimage extract` command with --resume goes on with it\n",
+        journal.display(),
+        out.display(),
+        p.done.records,
+        p.images,
+        p.done.skipped.len(),
+        p.taps.join(","),
+        p.encoder,
+        p.weights_sha256,
+        p.dtype
+    )))
+}
+
 /// Records the folder's images up to `records` went through the encoder, and which of them
 /// could not be read (in order).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -362,6 +384,9 @@ mod tests {
         let err = write_codes(&enc, &folder, &taps, &out, &opts(3, false), &dev, Duration::ZERO, stop(6)).unwrap_err();
         assert!(format!("{err:#}").contains("--resume"), "{err:#}");
         assert_eq!(leftovers(&dir), ["codes.safetensors.0.part", "codes.safetensors.1.part", "codes.safetensors.progress.json"]);
+        let said = stopped(&out).unwrap().expect("a stopped extraction");
+        assert!(said.contains("6 of 11 images done (1 unreadable), taps conv5,fc7, posenet (weights random:3), codes as F32"), "{said}");
+        assert_eq!(crate::info::describe(&out).unwrap(), said, "`info` on the file to be");
         // A kill between writing rows and recording them leaves rows the journal does not count.
         std::fs::OpenOptions::new().append(true).open(dir.join("codes.safetensors.0.part")).unwrap().write_all(&[7u8; 20]).unwrap();
         // Without --resume the stopped run is not overwritten; with other taps it cannot go on.

@@ -10,8 +10,18 @@ use std::collections::HashMap;
 use std::fmt::Write;
 use std::path::Path;
 
-/// A description of `path`, one fact per line.
+/// A description of `path`, one fact per line; a code file's stopped extraction (`extract
+/// --resume` goes on with it) is described too, also before the file exists.
 pub fn describe(path: &Path) -> Result<String> {
+    let stopped = crate::extract::stopped(path)?;
+    match stopped {
+        Some(s) if !path.exists() => Ok(s),
+        Some(s) => Ok(describe_path(path)? + &s),
+        None => describe_path(path),
+    }
+}
+
+fn describe_path(path: &Path) -> Result<String> {
     if path.is_dir() {
         if path.join(decoder::INFO_FILE).is_file() {
             return decoder_run(path);
