@@ -115,10 +115,7 @@ pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BT
         let f32s = |data| Array::F32 { shape: shape.clone(), data };
         let i64s = |data| Array::I64 { shape: shape.clone(), data };
         let arr = match info.dtype {
-            Dtype::F32 => read_elements(&mut f, n, |c: [u8; 4]| f32::from_le_bytes(c)).map(f32s),
-            Dtype::F64 => read_elements(&mut f, n, |c: [u8; 8]| f64::from_le_bytes(c) as f32).map(f32s),
-            Dtype::F16 => read_elements(&mut f, n, |c: [u8; 2]| f16_to_f32(u16::from_le_bytes(c))).map(f32s),
-            Dtype::BF16 => read_elements(&mut f, n, |c: [u8; 2]| f32::from_bits((u16::from_le_bytes(c) as u32) << 16)).map(f32s),
+            Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16 => read_floats(&mut f, n, info.dtype).map(f32s),
             Dtype::I64 => read_elements(&mut f, n, i64::from_le_bytes).map(i64s),
             Dtype::I32 => read_elements(&mut f, n, |c: [u8; 4]| i32::from_le_bytes(c) as i64).map(i64s),
             Dtype::U8 | Dtype::BOOL => read_elements(&mut f, n, |c: [u8; 1]| c[0] as i64).map(i64s),
@@ -170,30 +167,50 @@ impl FileRows {
         for &i in idx {
             assert!(i < self.shape[0], "row {i} of {}", self.shape[0]);
             file.seek(std::io::SeekFrom::Start(self.start + (i * row_bytes) as u64)).and_then(|_| file.read_exact(&mut buf)).with_context(|| format!("reading row {i} of {}", self.path.display()))?;
-            match self.dtype {
-                Dtype::F32 => out.extend(buf.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()))),
-                Dtype::F64 => out.extend(buf.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)),
-                Dtype::F16 => out.extend(buf.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))),
-                _ => out.extend(buf.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))),
-            }
+            push_floats(self.dtype, &buf, out);
         }
         Ok(())
     }
 }
 
-/// `n` little-endian elements of `W` bytes from `f`, each converted by `one`, read a megabyte
-/// at a time (no second copy of the tensor).
+/// `bytes`, little-endian floats of `dtype` (F32, F64, F16, BF16), as f32 appended to `out`.
+fn push_floats(dtype: Dtype, bytes: &[u8], out: &mut Vec<f32>) {
+    match dtype {
+        Dtype::F32 => out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()))),
+        Dtype::F64 => out.extend(bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32)),
+        Dtype::F16 => out.extend(bytes.chunks_exact(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))),
+        Dtype::BF16 => out.extend(bytes.chunks_exact(2).map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))),
+        other => unreachable!("{other:?} is not a float type"),
+    }
+}
+
+/// `n` floats of `dtype` from `f` as f32.
+fn read_floats(f: &mut impl Read, n: usize, dtype: Dtype) -> std::io::Result<Vec<f32>> {
+    let mut out = Vec::with_capacity(n);
+    read_in_chunks(f, n, dtype.size(), |c| push_floats(dtype, c, &mut out))?;
+    Ok(out)
+}
+
+/// `n` little-endian elements of `W` bytes from `f`, each converted by `one`.
 pub(crate) fn read_elements<T, const W: usize>(f: &mut impl Read, n: usize, one: impl Fn([u8; W]) -> T) -> std::io::Result<Vec<T>> {
     let mut out = Vec::with_capacity(n);
-    let mut buf = vec![0u8; (1 << 20) / W * W];
-    let mut left = n * W;
+    read_in_chunks(f, n, W, |c| out.extend(c.chunks_exact(W).map(|c| one(c.try_into().unwrap()))))?;
+    Ok(out)
+}
+
+/// The next `n` elements of `width` bytes of `f`, handed to `each` a megabyte (of whole
+/// elements) at a time: no second copy of a tensor.
+fn read_in_chunks(f: &mut impl Read, n: usize, width: usize, mut each: impl FnMut(&[u8])) -> std::io::Result<()> {
+    let step = (1 << 20) / width * width;
+    let mut buf = vec![0u8; step.min(n * width)];
+    let mut left = n * width;
     while left > 0 {
-        let chunk = &mut buf[..left.min((1 << 20) / W * W)];
+        let chunk = &mut buf[..left.min(step)];
         f.read_exact(chunk)?;
-        out.extend(chunk.chunks_exact(W).map(|c| one(c.try_into().unwrap())));
+        each(chunk);
         left -= chunk.len();
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Write tensors and metadata atomically (temp file + rename), streaming each tensor's bytes

@@ -256,9 +256,12 @@ impl CodeFile {
     /// (safetensors with provenance), read by rows when asked ([`TapCodes::File`]): a decoder
     /// can train on codes larger than memory. Other files are read into memory.
     pub fn open_tap_as(path: &Path, tap: &str, module: Option<&str>) -> Result<(Self, TapCodes)> {
-        if crate::encoder::weights::is_safetensors(path).with_context(|| format!("opening code file {}", path.display()))? && Self::read_provenance(path)?.is_some() {
-            if let Some(rows) = tensorfile::FileRows::open(path, tap)? {
-                let file = Self::read_from(path, read_tensors(path, |n| matches!(n, "label" | "pose"))?)?;
+        if crate::encoder::weights::is_safetensors(path).with_context(|| format!("opening code file {}", path.display()))? {
+            // The header (and its ids) is parsed once for the file, once for the rows.
+            let (tensors, meta) = read_tensors(path, |n| matches!(n, "label" | "pose"))?;
+            let ours = meta.contains_key("encoder");
+            if let Some(rows) = if ours { tensorfile::FileRows::open(path, tap)? } else { None } {
+                let file = Self::read_from(path, (tensors, meta))?;
                 if rows.shape[0] != file.len() {
                     bail!("{}: tap '{tap}' has {} rows but the file lists {} ids", path.display(), rows.shape[0], file.len());
                 }
