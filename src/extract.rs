@@ -86,9 +86,7 @@ fn write_codes<B: Backend>(
     }
     let journal = progress_path(out);
     let mut progress = Progress::new(enc, folder, taps, opts.dtype);
-    let mut writer = if journal.exists() {
-        let text = std::fs::read_to_string(&journal).with_context(|| format!("reading {}", journal.display()))?;
-        let stopped: Progress = serde_json::from_str(&text).with_context(|| format!("{}: not a progress file of `preimage extract`", journal.display()))?;
+    let mut writer = if let Some(stopped) = Progress::read(&journal)? {
         if !opts.resume {
             bail!(
                 "{}: an extraction into {} stopped after {} of {} images; pass --resume to go on with it, or delete {} and its part files ({}.*.part) to start over",
@@ -159,19 +157,13 @@ const JOURNAL_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// `<out>.progress.json`: a stopped extraction's progress.
 pub fn progress_path(out: &Path) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".progress.json");
-    out.with_file_name(name)
+    crate::util::beside(out, ".progress.json")
 }
 
 /// A stopped extraction into `out`, in words (how far it got, what it was), or `None`.
 pub fn stopped(out: &Path) -> Result<Option<String>> {
     let journal = progress_path(out);
-    if !journal.is_file() {
-        return Ok(None);
-    }
-    let text = std::fs::read_to_string(&journal).with_context(|| format!("reading {}", journal.display()))?;
-    let p: Progress = serde_json::from_str(&text).with_context(|| format!("{}: not a progress file of `preimage extract`", journal.display()))?;
+    let Some(p) = Progress::read(&journal)? else { return Ok(None) };
     Ok(Some(format!(
         "{}: a stopped extraction into {}: {} of {} images done ({} unreadable), taps {}, {} (weights {}), codes as {:?}; the same `preimage extract` command with --resume goes on with it\n",
         journal.display(),
@@ -211,6 +203,15 @@ struct Progress {
 }
 
 impl Progress {
+    /// The record at `journal`, if there is one.
+    fn read(journal: &Path) -> Result<Option<Self>> {
+        if !journal.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(journal).with_context(|| format!("reading {}", journal.display()))?;
+        serde_json::from_str(&text).map(Some).with_context(|| format!("{}: not a progress file of `preimage extract`", journal.display()))
+    }
+
     fn new<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String], dtype: Dtype) -> Self {
         let ids: Vec<&str> = folder.records.iter().map(|r| r.rel_path.as_str()).collect();
         Progress {

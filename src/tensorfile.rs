@@ -397,9 +397,7 @@ impl RowWriter {
 
     /// The `i`th part file: `<name>.<i>.part` beside the file.
     fn part_path(&self, i: usize) -> PathBuf {
-        let mut file_name = self.path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-        file_name.push(format!(".{i}.part"));
-        self.path.with_file_name(file_name)
+        crate::util::beside(&self.path, &format!(".{i}.part"))
     }
 
     /// Append rows (`values.len()` a multiple of the row size) to tensor `name`, whose rows have

@@ -43,8 +43,13 @@ pub fn at_least_one(s: &str) -> std::result::Result<usize, String> {
 
 /// The temp name used by [`write_atomic`]: `<name>.tmp` beside the target.
 pub fn tmp_path(path: &Path) -> PathBuf {
+    beside(path, ".tmp")
+}
+
+/// `<name><suffix>` beside `path` (its temp file, part files, progress record).
+pub fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".tmp");
+    name.push(suffix);
     path.with_file_name(name)
 }
 
