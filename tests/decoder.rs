@@ -501,6 +501,9 @@ fn non_square_input_codes_and_decoders() {
     let got = file.tap("conv5").unwrap();
     assert_eq!(got.shape(), &[4, 256, 3, 5]);
     assert_eq!(file.provenance.as_ref().unwrap().input_size, [64, 96]);
+    // Inverting them with the encoder at another size is refused, saying which size to give.
+    let (success, text) = preimage(&["invert", "--encoder", "alexnet", "--seed", "2", "--input-size", "64", "--layer", "conv5", "--codes", s(&codes), "--out", s(&p("inv.png"))]);
+    assert!(!success && text.contains("codes.safetensors holds codes of 64×96 images") && text.contains("--input-size 64x96"), "{text}");
     let dev = Default::default();
     let mut net = preimage::encoder::load::<preimage::device::Cpu>("alexnet", &preimage::encoder::WeightSource::Random(2), None, &dev).unwrap().net;
     net.spec.set_input_size([64, 96]).unwrap();

@@ -1,7 +1,7 @@
 //! `preimage reconstruct` and `preimage edit` on a tiny trained pipeline: ids and order kept,
 //! images equal to the library's decoding, wrong codes refused, each op's effect on the codes.
 use preimage::tensorfile::Array;
-use preimage::data::codes::CodeFile;
+use preimage::data::codes::{CodeFile, TapCodes};
 use preimage::edit::{apply_row, Codes, EditOp, EditOutput};
 use preimage::reconstruct::{Reconstructor, Selection};
 use std::path::{Path, PathBuf};
@@ -262,24 +262,25 @@ fn reconstruct_and_edit() {
     ]);
     let outputs: Vec<EditOutput> = serde_json::from_str(&std::fs::read_to_string(out.join("edits.json")).unwrap()).unwrap();
     assert_eq!(outputs.iter().map(|o| o.images.len()).collect::<Vec<_>>(), vec![4, 2, 1, 3, 2]);
-    let tap = &file.codes["fc7"];
-    let data = tap.to_f32();
-    let c = Codes { shape: &tap.shape()[1..], data: &data };
+    let tap = TapCodes::Memory(file.codes["fc7"].clone());
+    let c = Codes { shape: &tap.shape()[1..], tap: &tap };
+    let rows = c.rows(&[0, 1]).unwrap();
+    let row = |i: usize| &rows[i][..];
     let decode_one = |code: Vec<f32>| rec.decode(&code).unwrap().remove(0);
     // Interpolation: the ends are the two codes' reconstructions, the middle is 1/3 of the way.
     let interp = &outputs[0];
     assert_eq!(interp.sources, vec![a.clone(), b.clone()]);
     assert!(png_diff(&interp.images[0].1, &direct_of(&rec, &file, 0)) <= 0.5 / 255.0 + 1e-6);
     assert!(png_diff(&interp.images[3].1, &direct_of(&rec, &file, 1)) <= 0.5 / 255.0 + 1e-6);
-    let third: Vec<f32> = c.row(0).iter().zip(c.row(1)).map(|(x, y)| x + (y - x) / 3.0).collect();
+    let third: Vec<f32> = row(0).iter().zip(row(1)).map(|(x, y)| x + (y - x) / 3.0).collect();
     assert!(png_diff(&interp.images[1].1, &decode_one(third)) <= 0.5 / 255.0 + 1e-5);
     // Scale: the image of the scaled code, per selected id.
-    let scaled = apply_row(&EditOp::Scale(vec![(0, 0.0), (3, 2.0)]), &c, c.row(1)).unwrap();
+    let scaled = apply_row(&EditOp::Scale(vec![(0, 0.0), (3, 2.0)]), &c, row(1)).unwrap();
     assert_eq!(scaled[0], 0.0);
-    assert_eq!(scaled[3], 2.0 * c.row(1)[3]);
+    assert_eq!(scaled[3], 2.0 * row(1)[3]);
     assert!(png_diff(&outputs[1].images[1].1, &decode_one(scaled)) <= 0.5 / 255.0 + 1e-6);
     // Arithmetic: A - B + A.
-    let sum: Vec<f32> = c.row(0).iter().zip(c.row(1)).map(|(x, y)| x - y + x).collect();
+    let sum: Vec<f32> = row(0).iter().zip(row(1)).map(|(x, y)| x - y + x).collect();
     assert!(png_diff(&outputs[2].images[0].1, &decode_one(sum)) <= 0.5 / 255.0 + 1e-5);
     // Grids: per-code ops put the unedited row above the edited one; strips are one row.
     let dims = |o: &EditOutput| image::image_dimensions(&o.grid).unwrap();

@@ -96,9 +96,21 @@ impl TapCodes {
         }
     }
 
+    /// Number of codes (rows).
+    pub fn len(&self) -> usize {
+        self.shape()[0]
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Values in one code.
+    pub fn row_len(&self) -> usize {
+        self.shape()[1..].iter().product()
+    }
+
     /// Rows `idx`, in that order, flattened, as f32.
     pub fn rows(&self, idx: &[usize]) -> Result<Vec<f32>> {
-        let d: usize = self.shape()[1..].iter().product();
+        let d = self.row_len();
         let mut out = Vec::with_capacity(idx.len() * d);
         match self {
             TapCodes::Memory(Array::F32 { data, .. }) => idx.iter().for_each(|&i| out.extend_from_slice(&data[i * d..(i + 1) * d])),
@@ -106,6 +118,17 @@ impl TapCodes {
             TapCodes::File(f) => f.read_rows(idx, &mut out)?,
         }
         Ok(out)
+    }
+
+    /// Single values `(row, position in the row)`, in that order, as f32: a few values from
+    /// many rows without reading the rows.
+    pub fn values(&self, at: &[(usize, usize)]) -> Result<Vec<f32>> {
+        let d = self.row_len();
+        Ok(match self {
+            TapCodes::Memory(Array::F32 { data, .. }) => at.iter().map(|&(r, i)| data[r * d + i]).collect(),
+            TapCodes::Memory(Array::I64 { data, .. }) => at.iter().map(|&(r, i)| data[r * d + i] as f32).collect(),
+            TapCodes::File(f) => f.read_values(at)?,
+        })
     }
 }
 

@@ -9,6 +9,7 @@ mod run;
 
 pub use run::{edit, read_ops_file, EditOptions, EditOutput, PoseReading};
 
+use crate::data::codes::TapCodes;
 use crate::rng::Rng;
 use anyhow::{bail, Context, Result};
 
@@ -139,22 +140,28 @@ impl EditOp {
     }
 }
 
-/// Codes of one tap: `rows` codes of `shape` (without the batch dimension).
+/// The codes edits act on: those of one tap (in memory, or read from their file by rows as
+/// an op needs them) and their per-code `shape` (the decoder's: a flattened file's rows are
+/// still edited by channel).
 pub struct Codes<'a> {
     pub shape: &'a [usize],
-    pub data: &'a [f32],
+    pub tap: &'a TapCodes,
 }
 
 impl Codes<'_> {
     pub fn dim(&self) -> usize {
         self.shape.iter().product()
     }
-    pub fn rows(&self) -> usize {
-        self.data.len() / self.dim().max(1)
+    /// Number of codes.
+    pub fn len(&self) -> usize {
+        self.tap.len()
     }
-    pub fn row(&self, i: usize) -> &[f32] {
-        let d = self.dim();
-        &self.data[i * d..(i + 1) * d]
+    pub fn is_empty(&self) -> bool {
+        self.tap.is_empty()
+    }
+    /// Rows `idx`, one code each.
+    pub fn rows(&self, idx: &[usize]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.tap.rows(idx)?.chunks_exact(self.dim().max(1)).map(<[f32]>::to_vec).collect())
     }
     /// Number of addressable units: vector length or channel count.
     pub fn units(&self) -> usize {
@@ -226,7 +233,8 @@ pub fn apply_row(op: &EditOp, codes: &Codes, row: &[f32]) -> Result<Vec<f32>> {
 }
 
 /// Apply `op` to the rows `selected` (indices into the code file) of `codes`; `id_of` maps an
-/// id named in the op to its row. Returns the edited codes, one or more per op.
+/// id named in the op to its row. Returns the edited codes, one or more per op. Only the rows
+/// an op uses are read (and for `random`, only the values it draws).
 pub fn apply(op: &EditOp, codes: &Codes, selected: &[usize], ids: &[String], id_of: &dyn Fn(&str) -> Result<usize>) -> Result<Vec<Edited>> {
     let mut out = Vec::new();
     match op {
@@ -234,16 +242,18 @@ pub fn apply(op: &EditOp, codes: &Codes, selected: &[usize], ids: &[String], id_
             if *steps < 2 {
                 bail!("interpolate needs --steps of at least 2, got {steps}");
             }
-            let (ra, rb) = (codes.row(id_of(a)?), codes.row(id_of(b)?));
+            let ends = codes.rows(&[id_of(a)?, id_of(b)?])?;
+            let (ra, rb) = (&ends[0], &ends[1]);
             for s in 0..*steps {
                 let t = s as f32 / (*steps - 1) as f32;
                 out.push(Edited { label: format!("interp_{s:02}_t{t:.2}"), code: ra.iter().zip(rb).map(|(x, y)| (1.0 - t) * x + t * y).collect() });
             }
         }
         EditOp::Add(terms) => {
+            let rows = codes.rows(&terms.iter().map(|(_, id)| id_of(id)).collect::<Result<Vec<_>>>()?)?;
             let mut c = vec![0.0; codes.dim()];
-            for (sign, id) in terms {
-                for (v, x) in c.iter_mut().zip(codes.row(id_of(id)?)) {
+            for ((sign, _), row) in terms.iter().zip(&rows) {
+                for (v, x) in c.iter_mut().zip(row) {
                     *v += sign * x;
                 }
             }
@@ -251,17 +261,22 @@ pub fn apply(op: &EditOp, codes: &Codes, selected: &[usize], ids: &[String], id_
             out.push(Edited { label: format!("add{label}"), code: c });
         }
         EditOp::Random { count, seed } => {
+            if codes.is_empty() {
+                bail!("random codes are drawn from the file's codes, and it holds none");
+            }
+            // Value i of each new code comes from a random row's value i.
             let mut rng = Rng::new(*seed);
-            let n = codes.rows();
-            for k in 0..*count {
-                let code = (0..codes.dim()).map(|i| codes.data[rng.below(n) * codes.dim() + i]).collect();
-                out.push(Edited { label: format!("random_{k:02}"), code });
+            let (n, d) = (codes.len(), codes.dim());
+            let at: Vec<(usize, usize)> = (0..count * d).map(|k| (rng.below(n), k % d)).collect();
+            let values = codes.tap.values(&at)?;
+            for (k, code) in values.chunks_exact(d.max(1)).enumerate() {
+                out.push(Edited { label: format!("random_{k:02}"), code: code.to_vec() });
             }
         }
         EditOp::Pose { .. } => bail!("pose edits need the encoder; use `preimage edit` with a posenet decoder"),
         _ => {
-            for &r in selected {
-                out.push(Edited { label: file_label(&ids[r]), code: apply_row(op, codes, codes.row(r))? });
+            for (&r, row) in selected.iter().zip(codes.rows(selected)?) {
+                out.push(Edited { label: file_label(&ids[r]), code: apply_row(op, codes, &row)? });
             }
         }
     }
@@ -272,9 +287,12 @@ pub fn apply(op: &EditOp, codes: &Codes, selected: &[usize], ids: &[String], id_
 mod tests {
     use super::*;
 
-    fn codes() -> (Vec<usize>, Vec<f32>) {
-        // 3 rows of spatial codes [2 channels, 1, 2].
-        (vec![2, 1, 2], vec![1.0, 2.0, 0.0, 4.0, /**/ -1.0, 3.0, 5.0, 0.0, /**/ 0.0, 0.0, 1.0, 1.0])
+    const SHAPE: [usize; 3] = [2, 1, 2];
+
+    /// 3 rows of spatial codes [2 channels, 1, 2].
+    fn codes() -> TapCodes {
+        let data = vec![1.0, 2.0, 0.0, 4.0, /**/ -1.0, 3.0, 5.0, 0.0, /**/ 0.0, 0.0, 1.0, 1.0];
+        TapCodes::Memory(crate::tensorfile::Array::F32 { shape: vec![3, 2, 1, 2], data })
     }
 
     #[test]
@@ -295,9 +313,9 @@ mod tests {
 
     #[test]
     fn row_ops_act_on_channels() {
-        let (shape, data) = codes();
-        let c = Codes { shape: &shape, data: &data };
-        let row = c.row(0).to_vec();
+        let tap = codes();
+        let c = Codes { shape: &SHAPE, tap: &tap };
+        let row = c.rows(&[0]).unwrap().remove(0);
         assert_eq!(apply_row(&EditOp::Scale(vec![(1, 2.0)]), &c, &row).unwrap(), vec![1.0, 2.0, 0.0, 8.0]);
         assert_eq!(apply_row(&EditOp::Set(vec![(0, 7.0)]), &c, &row).unwrap(), vec![7.0, 7.0, 0.0, 4.0]);
         assert_eq!(apply_row(&EditOp::Zero(vec![0]), &c, &row).unwrap(), vec![0.0, 0.0, 0.0, 4.0]);
@@ -313,17 +331,51 @@ mod tests {
         assert!(d1.iter().zip(&row).all(|(d, r)| *d == 0.0 || *d == 2.0 * r));
     }
 
+    /// Codes left in their file (f32 or f16: these values are exact in both) edit as those in
+    /// memory do, `random` included: the same rows and values are read.
+    #[test]
+    fn codes_in_a_file_edit_as_in_memory() {
+        use crate::tensorfile::{FileRows, RowWriter};
+        use safetensors::Dtype;
+        let memory = codes();
+        let dir = tempfile::tempdir().unwrap();
+        let ids: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
+        let id_of = |s: &str| ids.iter().position(|i| i == s).ok_or_else(|| anyhow::anyhow!("no id {s}"));
+        let ops = [
+            EditOp::Interpolate { a: "c".into(), b: "a".into(), steps: 3 },
+            EditOp::Add(vec![(1.0, "b".into()), (-1.0, "c".into())]),
+            EditOp::Random { count: 4, seed: 7 },
+            EditOp::Scale(vec![(1, 3.0)]),
+            EditOp::Binarize,
+        ];
+        for dtype in [Dtype::F32, Dtype::F16] {
+            let path = dir.path().join(format!("{dtype:?}.safetensors"));
+            let mut w = RowWriter::with_dtype(&path, dtype).unwrap();
+            w.append("fc7", &SHAPE, &memory.rows(&[0, 1, 2]).unwrap()).unwrap();
+            w.finish::<crate::tensorfile::Array>(&[], &Default::default()).unwrap();
+            let file = TapCodes::File(FileRows::open(&path, "fc7").unwrap().unwrap());
+            let (m, f) = (Codes { shape: &SHAPE, tap: &memory }, Codes { shape: &SHAPE, tap: &file });
+            for op in &ops {
+                let (a, b) = (apply(op, &m, &[2, 0], &ids, &id_of).unwrap(), apply(op, &f, &[2, 0], &ids, &id_of).unwrap());
+                assert_eq!(a.iter().map(|e| (&e.label, &e.code)).collect::<Vec<_>>(), b.iter().map(|e| (&e.label, &e.code)).collect::<Vec<_>>(), "{op:?} from {dtype:?}");
+            }
+            // Values come back in the order asked, whatever order the file is read in.
+            assert_eq!(file.values(&[(2, 3), (0, 1), (1, 2), (0, 0)]).unwrap(), vec![1.0, 2.0, 5.0, 1.0]);
+        }
+    }
+
     #[test]
     fn multi_row_ops() {
-        let (shape, data) = codes();
-        let c = Codes { shape: &shape, data: &data };
+        let tap = codes();
+        let c = Codes { shape: &SHAPE, tap: &tap };
+        let row = |i: usize| c.rows(&[i]).unwrap().remove(0);
         let ids: Vec<String> = vec!["a".into(), "b".into(), "c".into()];
         let id_of = |s: &str| ids.iter().position(|i| i == s).ok_or_else(|| anyhow::anyhow!("no id {s}"));
         let e = apply(&EditOp::Interpolate { a: "a".into(), b: "b".into(), steps: 3 }, &c, &[], &ids, &id_of).unwrap();
         assert_eq!(e.len(), 3);
-        assert_eq!(e[0].code, c.row(0));
+        assert_eq!(e[0].code, row(0));
         assert_eq!(e[1].code, vec![0.0, 2.5, 2.5, 2.0]);
-        assert_eq!(e[2].code, c.row(1));
+        assert_eq!(e[2].code, row(1));
         let e = apply(&EditOp::Add(vec![(1.0, "a".into()), (-1.0, "b".into()), (1.0, "c".into())]), &c, &[], &ids, &id_of).unwrap();
         assert_eq!(e[0].code, vec![2.0, -1.0, -4.0, 5.0]);
         assert!(apply(&EditOp::Add(vec![(1.0, "zz".into())]), &c, &[], &ids, &id_of).is_err());
@@ -332,7 +384,7 @@ mod tests {
         assert_eq!(e.len(), 5);
         for r in &e {
             for (i, v) in r.code.iter().enumerate() {
-                assert!((0..3).any(|row| c.row(row)[i] == *v));
+                assert!((0..3).any(|r| row(r)[i] == *v));
             }
         }
     }

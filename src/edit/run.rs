@@ -88,9 +88,8 @@ pub fn edit<B: AutodiffBackend>(opts: &EditOptions, device: &B::Device) -> Resul
         bail!("no edit op given: pass --op \"scale 3=2\" (repeatable) or --ops FILE.toml");
     }
     let rec = Reconstructor::<B::InnerBackend>::load(&opts.decoder, device)?;
-    let file = opts.input.code_file(&rec, &opts.decoder)?;
-    let data = rec.info.codes_from(&file)?;
-    let codes = Codes { shape: &rec.info.code_shape, data };
+    let (file, tap) = opts.input.tap_codes(&rec, &opts.decoder)?;
+    let codes = Codes { shape: &rec.info.code_shape, tap: &tap };
     let selected = match (&opts.selection, &opts.input) {
         (Selection::All, Input::Codes(_)) => (0..file.len().min(DEFAULT_ROWS)).collect(),
         (s, _) => s.rows(&file.ids)?,
@@ -119,7 +118,7 @@ pub fn edit<B: AutodiffBackend>(opts: &EditOptions, device: &B::Device) -> Resul
             }
             _ => apply(op, &codes, &selected, &file.ids, &id_of)?,
         };
-        let unedited = rec.decode(&sources.iter().flat_map(|&r| codes.row(r).iter().copied()).collect::<Vec<f32>>())?;
+        let unedited = rec.decode(&tap.rows(&sources)?)?;
         let flat: Vec<f32> = edited.iter().flat_map(|e| e.code.iter().copied()).collect();
         let images = rec.decode(&flat)?;
         let mut files = Vec::new();
@@ -174,7 +173,7 @@ fn pose_edit<B: AutodiffBackend>(
     };
     let d = codes.dim();
     let n = selected.len();
-    let z0: Vec<f32> = selected.iter().flat_map(|&r| codes.row(r).iter().copied()).collect();
+    let z0 = codes.tap.rows(selected)?;
     let z0 = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(z0, [n, d]), device);
     let inner = net.clone().valid();
     let (before, class_before) = pose::read_pose_and_class(&inner, rec.decoder.forward(z0.clone()))?;

@@ -6,9 +6,8 @@ use super::param::ParamKind;
 use super::solver::SolverKind;
 use super::{Init, OptimizeConfig, Outcome, RunOptions};
 use crate::data::batch::preprocess_for;
-use crate::data::codes::CodeFile;
+use crate::data::codes::{CodeFile, TapCodes};
 use crate::encoder::Loaded;
-use crate::tensorfile::Array;
 use anyhow::{bail, Context, Result};
 use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
@@ -297,7 +296,7 @@ pub struct InvertArgs {
 /// What `invert` inverts: named codes from images or from a code file.
 enum Targets {
     Images(Vec<crate::data::folder::NamedImage>),
-    Codes { file: Box<CodeFile>, rows: Vec<usize> },
+    Codes { file: Box<CodeFile>, tap: TapCodes, rows: Vec<usize> },
 }
 
 impl Targets {
@@ -305,12 +304,10 @@ impl Targets {
         match (&a.image[..], &a.codes) {
             ([], Some(path)) => {
                 let module = enc.net.spec.torch_modules().remove(&a.layer);
-                let mut file = CodeFile::read_tap_as(path, &a.layer, module.as_deref())?;
-                check_codes(&file, path, &a.layer, enc)?;
-                // Other float types (PyTorch's f64 codes) become f32 once here, not per batch.
-                if let Some(arr) = file.codes.get_mut(&a.layer).filter(|arr| !matches!(arr, Array::F32 { .. })) {
-                    *arr = Array::F32 { shape: arr.shape().to_vec(), data: arr.to_f32() };
-                }
+                // Our files' codes stay on disk, read by rows: inverting a few codes of a
+                // file larger than memory reads those few.
+                let (file, tap) = CodeFile::open_tap_as(path, &a.layer, module.as_deref())?;
+                check_codes(&file, tap.shape(), path, &a.layer, enc)?;
                 let rows = if a.index.is_empty() {
                     crate::reconstruct::Selection::from_args(a.ids.clone(), a.range.as_deref())
                         .map(|s| if s == crate::reconstruct::Selection::All { crate::reconstruct::Selection::Range(0, 1) } else { s })?
@@ -322,7 +319,7 @@ impl Targets {
                     let n = file.ids.len();
                     bail!("--index {bad} is out of range: {} holds {n} codes (0..={})", path.display(), n.saturating_sub(1));
                 }
-                Ok(Targets::Codes { file: Box::new(file), rows })
+                Ok(Targets::Codes { file: Box::new(file), tap, rows })
             }
             ([], None) => bail!("give the codes to invert with --image FILE|FOLDER... or --codes FILE [--index I,J | --ids | --range A:B]"),
             (images, None) => {
@@ -373,9 +370,10 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
                 let code = super::encode_inner(&enc.net, x.clone(), &[&a.layer])?.remove(&a.layer).unwrap().flat();
                 (names, code, Some(x))
             }
-            Targets::Codes { file, rows, .. } => {
+            Targets::Codes { file, tap, rows } => {
                 let rows: Vec<usize> = chunk.iter().map(|&i| rows[i]).collect();
-                (rows.iter().map(|&r| file.ids[r].clone()).collect::<Vec<_>>(), code_rows::<B::InnerBackend>(file, &a.layer, &rows, device)?, None)
+                let code = Tensor::from_data(TensorData::new(tap.rows(&rows)?, [rows.len(), tap.row_len()]), device);
+                (rows.iter().map(|&r| file.ids[r].clone()).collect::<Vec<_>>(), code, None)
             }
         };
         let init = match &a.init {
@@ -436,35 +434,32 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
 }
 
 /// Check that a code file's `layer` codes fit the encoder that will invert them.
-fn check_codes(file: &CodeFile, path: &Path, layer: &str, enc: &Loaded<impl Backend>) -> Result<()> {
-    let shape = file.tap(layer)?.shape().to_vec();
-    match &file.provenance {
-        Some(pv) if pv.encoder != enc.net.spec.arch || pv.weights_sha256 != enc.weights_sha256 => bail!(
-            "{} holds codes of encoder {} (weights {}), but the encoder given is {} (weights {}); pass the same --encoder and --weights/--run",
-            path.display(),
-            pv.encoder,
-            short(&pv.weights_sha256),
-            enc.net.spec.arch,
-            short(&enc.weights_sha256)
-        ),
-        Some(_) => Ok(()),
-        None => {
-            let want = enc.net.spec.tap_shapes()?.remove(layer).with_context(|| format!("{} has no tap '{layer}'", enc.net.spec.arch))?;
-            // Written elsewhere: only the shape can be checked (the reader said so).
-            if !file.fits_shape(layer, &want)? {
-                bail!("{}: its '{layer}' codes have shape {:?}, but {} {layer} codes have shape {want:?}", path.display(), &shape[1..], enc.net.spec.arch);
-            }
-            Ok(())
+/// Codes of `shape` (`[N, ...]`) at `layer` of `file` are the encoder's: the same encoder and
+/// weights where the file records them, and codes of the tap's shape.
+fn check_codes(file: &CodeFile, shape: &[usize], path: &Path, layer: &str, enc: &Loaded<impl Backend>) -> Result<()> {
+    if let Some(pv) = &file.provenance {
+        if pv.encoder != enc.net.spec.arch || pv.weights_sha256 != enc.weights_sha256 {
+            bail!(
+                "{} holds codes of encoder {} (weights {}), but the encoder given is {} (weights {}); pass the same --encoder and --weights/--run",
+                path.display(),
+                pv.encoder,
+                short(&pv.weights_sha256),
+                enc.net.spec.arch,
+                short(&enc.weights_sha256)
+            );
+        }
+        if pv.input_size != enc.net.spec.input_size {
+            let [h, w] = pv.input_size;
+            bail!("{} holds codes of {h}×{w} images, but the encoder is set to {:?}: pass --input-size {h}x{w}, or leave it out to take the file's", path.display(), enc.net.spec.input_size);
         }
     }
-}
-
-/// Rows `rows` of tap `layer` (f32, as `Targets::from_args` leaves it) as `[rows, D]`.
-fn code_rows<B: Backend>(file: &CodeFile, layer: &str, rows: &[usize], device: &B::Device) -> Result<Tensor<B, 2>> {
-    let Array::F32 { shape, data } = file.tap(layer)? else { bail!("tap '{layer}' of the code file is not f32") };
-    let d: usize = shape[1..].iter().product();
-    let v: Vec<f32> = rows.iter().flat_map(|&r| data[r * d..(r + 1) * d].iter().copied()).collect();
-    Ok(Tensor::from_data(TensorData::new(v, [rows.len(), d]), device))
+    let want = enc.net.spec.tap_shapes()?.remove(layer).with_context(|| format!("{} has no tap '{layer}'", enc.net.spec.arch))?;
+    // Written elsewhere, only the shape can be checked (the reader said so); ours were
+    // written by this encoder, perhaps at another input size.
+    if !crate::data::codes::fits_shape(layer, &shape[1..], &want) {
+        bail!("{}: its '{layer}' codes have shape {:?}, but {} {layer} codes have shape {want:?}", path.display(), &shape[1..], enc.net.spec.arch);
+    }
+    Ok(())
 }
 
 fn short(sha: &str) -> &str {
