@@ -695,3 +695,80 @@ fn extract<B: AutodiffBackend>(enc: &EncoderArgs, layer: &[String], data: &[Path
     skips.report();
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A README command line as words: `# comments` and optional `[...]` groups dropped,
+    /// double quotes kept together.
+    fn words(line: &str) -> Vec<String> {
+        let (mut out, mut word, mut quoted, mut depth, mut any) = (Vec::new(), String::new(), false, 0, false);
+        let mut prev = ' ';
+        for c in line.chars() {
+            match c {
+                '"' if depth == 0 => (quoted, any) = (!quoted, true),
+                '#' if !quoted && prev.is_whitespace() => break,
+                '[' if !quoted => depth += 1,
+                ']' if !quoted && depth > 0 => depth -= 1,
+                c if c.is_whitespace() && !quoted => {
+                    if any && depth == 0 {
+                        out.push(std::mem::take(&mut word));
+                    }
+                    (word, any) = (String::new(), false);
+                }
+                c if depth == 0 => (any, word) = (true, word + &c.to_string()),
+                _ => {}
+            }
+            prev = c;
+        }
+        if any && depth == 0 {
+            out.push(word);
+        }
+        out
+    }
+
+    /// Every `preimage` command the README's code blocks show parses with this command line
+    /// (flags and values renamed in the code are caught here), and so does every edit op.
+    /// Lines with placeholders (`...`, `<ids>`) are left out.
+    #[test]
+    fn readme_commands_parse() {
+        let readme = include_str!("../README.md");
+        let (mut block, mut line, mut checked) = (false, String::new(), 0);
+        for raw in readme.lines() {
+            if raw.starts_with("```") {
+                block = !block;
+                continue;
+            }
+            if !block {
+                continue;
+            }
+            line.push_str(raw.trim_end().trim_end_matches('\\'));
+            if raw.trim_end().ends_with('\\') {
+                line.push(' ');
+                continue;
+            }
+            let full = std::mem::take(&mut line);
+            let cmd = full.trim().strip_prefix("cargo run --release -- ").map(|r| format!("preimage {r}")).unwrap_or_else(|| full.trim().to_string());
+            if !cmd.starts_with("preimage ") || cmd.contains("...") || cmd.contains('<') {
+                continue;
+            }
+            let args = words(&cmd);
+            let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("README: `{cmd}` does not parse:\n{e}"));
+            if let Command::Edit { ops, .. } = &cli.command {
+                for o in ops {
+                    preimage::edit::EditOp::parse(o).unwrap_or_else(|e| panic!("README: `{cmd}`: {e:#}"));
+                }
+            }
+            checked += 1;
+        }
+        assert!(checked >= 25, "only {checked} README commands found");
+    }
+
+    #[test]
+    fn readme_words() {
+        assert_eq!(words(r#"preimage edit --op "scale 3=2" [--seed 1 [--x y]] --out d   # c [x]"#), ["preimage", "edit", "--op", "scale 3=2", "--out", "d"]);
+        assert_eq!(words("a [b] c"), ["a", "c"]);
+        assert!(Cli::try_parse_from(words("preimage extract --out x --no-such-flag 1")).is_err());
+    }
+}
