@@ -123,6 +123,9 @@ impl EditOp {
             }
             Some("random") => {
                 let count = flag("--count").map(|s| s.parse()).transpose().with_context(|| format!("bad --count in '{text}'"))?.unwrap_or(8);
+                if count == 0 {
+                    bail!("'{text}': --count must be at least 1");
+                }
                 EditOp::Random { count, seed }
             }
             Some("pose") => {
@@ -309,6 +312,7 @@ mod tests {
         let err = format!("{:#}", EditOp::parse("scale 3").unwrap_err());
         assert!(err.contains("UNIT=VALUE") && err.contains("edit op 'scale 3'"), "{err}");
         assert!(EditOp::parse("dropout 1.5").is_err());
+        assert!(format!("{:#}", EditOp::parse("random --count 0").unwrap_err()).contains("at least 1"));
     }
 
     #[test]
