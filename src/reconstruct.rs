@@ -169,28 +169,17 @@ pub enum Input {
 }
 
 impl Input {
-    /// The codes at the decoder's tap, checked against what it inverts.
-    pub fn code_file<B: Backend>(&self, rec: &Reconstructor<B>, decoder: &Path) -> Result<CodeFile> {
-        let file = match self {
-            Input::Codes(path) => {
-                let module = rec.info.encoder_spec.torch_modules().remove(&rec.info.tap);
-                let file = CodeFile::read_tap_as(path, &rec.info.tap, module.as_deref()).with_context(|| format!("{} inverts {} {} codes", decoder.display(), rec.info.encoder, rec.info.tap))?;
-                rec.info.codes_from(&file).with_context(|| format!("{} cannot decode {}", decoder.display(), path.display()))?;
-                file
-            }
-            Input::Images { paths, weights } => encode_images(rec, decoder, paths, weights.as_ref())?,
-        };
-        Ok(file)
-    }
-
     /// The codes at the decoder's tap, checked against what it inverts, beside the file's ids
     /// and provenance: those of a file from `extract` stay in the file, read by rows when
     /// decoded (a few rows of a file larger than memory are a few reads).
     pub fn tap_codes<B: Backend>(&self, rec: &Reconstructor<B>, decoder: &Path) -> Result<(CodeFile, TapCodes)> {
-        let Input::Codes(path) = self else {
-            let mut file = self.code_file(rec, decoder)?;
-            let codes = file.codes.remove(&rec.info.tap).expect("encoded at the decoder's tap");
-            return Ok((file, TapCodes::Memory(codes)));
+        let path = match self {
+            Input::Codes(path) => path,
+            Input::Images { paths, weights } => {
+                let mut file = encode_images(rec, decoder, paths, weights.as_ref())?;
+                let codes = file.codes.remove(&rec.info.tap).expect("encoded at the decoder's tap");
+                return Ok((file, TapCodes::Memory(codes)));
+            }
         };
         let (tap, cannot) = (&rec.info.tap, || format!("{} cannot decode {}", decoder.display(), path.display()));
         let module = rec.info.encoder_spec.torch_modules().remove(tap);
