@@ -170,8 +170,9 @@ pub enum Input {
 
 impl Input {
     /// The codes at the decoder's tap, checked against what it inverts, beside the file's ids
-    /// and provenance: those of a file from `extract` stay in the file, read by rows when
-    /// decoded (a few rows of a file larger than memory are a few reads).
+    /// and provenance: float codes in safetensors, `.npy` and `np.savez` files stay in the
+    /// file, read by rows when decoded (a few rows of a file larger than memory are a few
+    /// reads; see [`CodeFile::open_tap_as`]).
     pub fn tap_codes<B: Backend>(&self, rec: &Reconstructor<B>, decoder: &Path) -> Result<(CodeFile, TapCodes)> {
         let path = match self {
             Input::Codes(path) => path,
@@ -183,20 +184,9 @@ impl Input {
         };
         let (tap, cannot) = (&rec.info.tap, || format!("{} cannot decode {}", decoder.display(), path.display()));
         let module = rec.info.encoder_spec.torch_modules().remove(tap);
-        let (mut file, codes) = CodeFile::open_tap_as(path, tap, module.as_deref()).with_context(|| format!("{} inverts {} {} codes", decoder.display(), rec.info.encoder, tap))?;
-        match codes {
-            TapCodes::File(rows) => {
-                let pv = file.provenance.as_ref().expect("left in files from extract, which record it");
-                rec.info.check_codes(&pv.encoder, tap, &rows.shape[1..], &pv.weights_sha256).with_context(cannot)?;
-                Ok((file, TapCodes::File(rows)))
-            }
-            TapCodes::Memory(arr) => {
-                file.codes.insert(tap.clone(), arr);
-                rec.info.codes_from(&file).with_context(cannot)?;
-                let arr = file.codes.remove(tap).expect("inserted above");
-                Ok((file, TapCodes::Memory(arr)))
-            }
-        }
+        let (file, codes) = CodeFile::open_tap_as(path, tap, module.as_deref()).with_context(|| format!("{} inverts {} {} codes", decoder.display(), rec.info.encoder, tap))?;
+        rec.info.check_tap_codes(&file, codes.shape()).with_context(cannot)?;
+        Ok((file, codes))
     }
 }
 

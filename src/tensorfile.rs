@@ -149,7 +149,15 @@ impl FileRows {
             return Ok(None);
         }
         let data = f.stream_position().with_context(|| format!("reading {}", path.display()))?;
-        Ok(Some(FileRows { path: path.to_path_buf(), file: std::sync::Mutex::new(f.into_inner()), start: data + info.data_offsets.0 as u64, dtype: info.dtype, shape: info.shape.clone() }))
+        Ok(Some(Self::at(path, f.into_inner(), data + info.data_offsets.0 as u64, info.dtype, info.shape.clone())))
+    }
+
+    /// Rows of `shape` stored from byte `start` of `file` (opened at `path`) as little-endian
+    /// `dtype` floats in C order: a safetensors tensor, a `.npy` array, an uncompressed `.npz`
+    /// member.
+    pub(crate) fn at(path: &Path, file: File, start: u64, dtype: Dtype, shape: Vec<usize>) -> Self {
+        debug_assert!(matches!(dtype, Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16) && !shape.is_empty());
+        FileRows { path: path.to_path_buf(), file: std::sync::Mutex::new(file), start, dtype, shape }
     }
 
     /// Values in a row.

@@ -219,7 +219,7 @@ impl CodeFile {
     }
 
     pub fn read(path: &Path) -> Result<Self> {
-        Self::read_from(path, read_tensors(path, |_| true)?)
+        Self::read_from(path, read_tensors(path, |_| true)?, None)
     }
 
     /// [`CodeFile::read`] with only the codes at `tap` (other taps are skipped on disk: a file
@@ -238,7 +238,7 @@ impl CodeFile {
         if !meta.contains_key("encoder") {
             return Ok(None);
         }
-        Ok(Self::read_from(path, (tensors, meta))?.provenance)
+        Ok(Self::read_from(path, (tensors, meta), None)?.provenance)
     }
 
     /// [`CodeFile::read_tap`] where the codes may also be named by `module`, the torchvision
@@ -257,7 +257,7 @@ impl CodeFile {
             eprintln!("note: {}'s '{m}' codes are read as tap {tap} (torchvision's module for it)", path.display());
             read.0.insert(tap.to_string(), arr);
             read.0.remove(npy::UNNAMED);
-            return Self::read_from(path, read);
+            return Self::read_from(path, read, None);
         }
         if let Some(m) = module {
             read.0.remove(m);
@@ -266,37 +266,62 @@ impl CodeFile {
             if let ([only], Some(arr)) = (taps.as_slice(), read.0.remove(npy::UNNAMED)) {
                 debug_assert_eq!(only, npy::UNNAMED);
                 read.0.insert(tap.to_string(), arr);
-                return Self::read_from(path, read);
+                return Self::read_from(path, read, None);
             }
             taps.sort();
             bail!("{} has no tap '{tap}'; it holds: {}", path.display(), taps.join(", "));
         }
         read.0.remove(npy::UNNAMED);
-        Self::read_from(path, read)
+        Self::read_from(path, read, None)
     }
 
-    /// [`CodeFile::read_tap_as`] whose codes at `tap` stay in a file written by `extract`
-    /// (safetensors with provenance), read by rows when asked ([`TapCodes::File`]): a decoder
-    /// can train on codes larger than memory. Other files are read into memory.
+    /// [`CodeFile::read_tap_as`] whose codes at `tap` stay in their file, read by rows when
+    /// asked ([`TapCodes::File`]; `np.load(F, mmap_mode="r")`'s way): a decoder trains on,
+    /// and a few codes decode from, a file larger than memory. That is so for float codes in a
+    /// safetensors file (ours or written elsewhere), a `.npy` file and an uncompressed `.npz`
+    /// (`np.savez`); other files (`torch.save`'s, `np.savez_compressed`'s, integers,
+    /// Fortran order) are read into memory.
     pub fn open_tap_as(path: &Path, tap: &str, module: Option<&str>) -> Result<(Self, TapCodes)> {
-        if crate::encoder::weights::is_safetensors(path).with_context(|| format!("opening code file {}", path.display()))? {
-            // The header (and its ids) is parsed once for the file, once for the rows.
-            let (tensors, meta) = read_tensors(path, |n| matches!(n, "label" | "pose"))?;
-            let ours = meta.contains_key("encoder");
-            if let Some(rows) = if ours { tensorfile::FileRows::open(path, tap)? } else { None } {
-                let file = Self::read_from(path, (tensors, meta))?;
-                if rows.shape[0] != file.len() {
-                    bail!("{}: tap '{tap}' has {} rows but the file lists {} ids", path.display(), rows.shape[0], file.len());
-                }
-                return Ok((file, TapCodes::File(rows)));
-            }
+        // One pass over the header: the names of the arrays, and the rest of the file.
+        let mut names = Vec::new();
+        let rest = read_tensors(path, |n| {
+            names.push(n.to_string());
+            matches!(n, "label" | "pose")
+        })?;
+        let has = |n: &str| names.iter().any(|m| m == n);
+        let arrays: Vec<&String> = names.iter().filter(|n| !matches!(n.as_str(), "label" | "pose")).collect();
+        let name = if has(tap) {
+            Some(tap)
+        } else if let Some(m) = module.filter(|m| has(m)) {
+            Some(m)
+        } else if arrays.len() == 1 && arrays[0] == npy::UNNAMED {
+            Some(npy::UNNAMED)
+        } else {
+            None
+        };
+        let rows = match name {
+            Some(n) if crate::encoder::weights::is_safetensors(path)? => tensorfile::FileRows::open(path, n)?,
+            Some(n) if npy::is_npy(path)? || npy::is_npz(path)? => npy::file_rows(path, n)?,
+            _ => None,
+        };
+        let Some(rows) = rows else {
+            let mut file = Self::read_tap_as(path, tap, module)?;
+            let codes = file.codes.remove(tap).expect("read_tap keeps its tap");
+            return Ok((file, TapCodes::Memory(codes)));
+        };
+        if let Some(m) = module.filter(|&m| name == Some(m)) {
+            eprintln!("note: {}'s '{m}' codes are read as tap {tap} (torchvision's module for it)", path.display());
         }
-        let mut file = Self::read_tap_as(path, tap, module)?;
-        let codes = file.codes.remove(tap).expect("read_tap keeps its tap");
-        Ok((file, TapCodes::Memory(codes)))
+        let file = Self::read_from(path, rest, Some(rows.shape[0]))?;
+        if rows.shape[0] != file.len() {
+            bail!("{}: tap '{tap}' has {} rows but the file lists {} ids", path.display(), rows.shape[0], file.len());
+        }
+        Ok((file, TapCodes::File(rows)))
     }
 
-    fn read_from(path: &Path, (mut tensors, meta): (BTreeMap<String, Array>, HashMap<String, String>)) -> Result<Self> {
+    /// The code file of `tensors` and `meta`; `rows`: the number of codes when they are left
+    /// on disk (it names the rows of a file without ids).
+    fn read_from(path: &Path, (mut tensors, meta): (BTreeMap<String, Array>, HashMap<String, String>), rows: Option<usize>) -> Result<Self> {
         let field = |k: &str| -> Result<&String> {
             meta.get(k).with_context(|| format!("{} is not a preimage code file: metadata '{k}' is missing", path.display()))
         };
@@ -313,7 +338,7 @@ impl CodeFile {
         let ids: Vec<String> = match ids_text {
             Some(ids) => serde_json::from_str(ids).with_context(|| json_err("ids"))?,
             None => {
-                let rows = tensors.values().next().and_then(|a| a.shape().first().copied()).unwrap_or(0);
+                let rows = rows.or_else(|| tensors.values().next().and_then(|a| a.shape().first().copied())).unwrap_or(0);
                 (0..rows).map(|i| format!("{i:06}")).collect()
             }
         };
@@ -444,11 +469,40 @@ mod tests {
         assert_eq!(opened, CodeFile { codes: BTreeMap::new(), ..file.clone() });
         let err = CodeFile::open_tap_as(&path, "conv5", None).err().unwrap().to_string();
         assert!(err.contains("no tap 'conv5'; it holds: fc6, fc7"), "{err}");
-        // A file written elsewhere is read into memory, as before (its names may be modules').
+        // A file written elsewhere stays on disk too (its names may be modules'), its rows
+        // named by their index.
         let foreign = dir.path().join("foreign.safetensors");
         tensorfile::write(&foreign, &[("classifier.1".to_string(), rows(4, 3))], &HashMap::new()).unwrap();
-        let (_, codes) = CodeFile::open_tap_as(&foreign, "fc6", Some("classifier.1")).unwrap();
-        assert!(matches!(codes, TapCodes::Memory(_)));
+        let (opened, codes) = CodeFile::open_tap_as(&foreign, "fc6", Some("classifier.1")).unwrap();
+        assert!(matches!(codes, TapCodes::File(_)));
         assert_eq!(codes.rows(&[3, 0]).unwrap(), [9.0, 10.0, 11.0, 0.0, 1.0, 2.0]);
+        assert_eq!((opened.ids.len(), opened.provenance.is_none()), (4, true));
+    }
+
+    /// NumPy's files (tests/data/npy/make.py): a `.npy` of little-endian floats in C order and
+    /// an `np.savez` member stay on disk; Fortran order, big-endian and `np.savez_compressed`
+    /// are read whole. Either way the rows and ids are those of reading the file whole.
+    #[test]
+    fn numpy_codes_stay_on_disk_where_numpy_leaves_them_readable() {
+        let npy = |f: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/npy").join(f);
+        for (f, on_disk) in [("fc7.npy", true), ("codes.npz", true), ("fortran.npy", false), ("compressed.npz", false)] {
+            let (file, codes) = CodeFile::open_tap_as(&npy(f), "fc7", None).unwrap();
+            assert_eq!(matches!(codes, TapCodes::File(_)), on_disk, "{f}");
+            let mut whole = CodeFile::read_tap(&npy(f), "fc7").unwrap();
+            let want = whole.codes.remove("fc7").unwrap();
+            assert_eq!(codes.shape(), want.shape(), "{f}");
+            let got = codes.rows(&[2, 0, 1]).unwrap();
+            let want = TapCodes::Memory(want).rows(&[2, 0, 1]).unwrap();
+            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-3), "{f}: {got:?} vs {want:?}");
+            assert_eq!(codes.values(&[(1, 3), (0, 0)]).unwrap(), [want[8 + 8 + 3], want[8]], "{f}");
+            assert_eq!((file.ids, file.labels), (whole.ids, whole.labels), "{f}");
+        }
+        // A data section cut short is an error naming the file, not a short read later.
+        let dir = tempfile::tempdir().unwrap();
+        let cut = dir.path().join("cut.npy");
+        let bytes = std::fs::read(npy("fc7.npy")).unwrap();
+        std::fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
+        let err = format!("{:#}", CodeFile::open_tap_as(&cut, "fc7", None).err().unwrap());
+        assert!(err.contains("cut.npy") && err.contains("ends before"), "{err}");
     }
 }

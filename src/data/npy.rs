@@ -5,11 +5,12 @@
 //! Numbers of any byte order and width become f32 (floats) or i64 (integers, booleans); a
 //! string array (`U`/`S`) named `ids` names the rows. Fortran-order arrays (`np.save(F, x.T)`)
 //! are reordered. Object arrays (pickles) are refused: they need Python to read.
-use crate::tensorfile::{f16_to_f32, read_elements, Array};
+use crate::tensorfile::{f16_to_f32, read_elements, Array, FileRows};
 use anyhow::{anyhow, bail, Context, Result};
+use safetensors::Dtype;
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 
 const MAGIC: &[u8] = b"\x93NUMPY";
@@ -117,23 +118,31 @@ pub fn read(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap
     Ok((tensors, meta))
 }
 
-/// One `.npy` stream: the header, then the data, read straight into the array.
-pub fn parse(f: &mut impl Read) -> Result<NpyArray> {
+/// The header of a `.npy` stream: dtype, layout, shape, and its length in bytes (the data
+/// follows it).
+struct Header {
+    descr: String,
+    fortran: bool,
+    shape: Vec<usize>,
+    len: u64,
+}
+
+fn read_header(f: &mut impl Read) -> Result<Header> {
     let mut magic = [0u8; 8];
     f.read_exact(&mut magic).context("shorter than a .npy header")?;
     if &magic[..6] != MAGIC {
         bail!("not a .npy array (no \\x93NUMPY at the start)");
     }
-    let header_len = match magic[6] {
+    let (header_len, prefix) = match magic[6] {
         1 => {
             let mut n = [0u8; 2];
             f.read_exact(&mut n)?;
-            u16::from_le_bytes(n) as usize
+            (u16::from_le_bytes(n) as usize, 10)
         }
         2 | 3 => {
             let mut n = [0u8; 4];
             f.read_exact(&mut n)?;
-            u32::from_le_bytes(n) as usize
+            (u32::from_le_bytes(n) as usize, 12)
         }
         v => bail!(".npy format version {v} is not known (1, 2 and 3 are)"),
     };
@@ -141,7 +150,7 @@ pub fn parse(f: &mut impl Read) -> Result<NpyArray> {
     f.read_exact(&mut header).context("the .npy header is cut short")?;
     let header = String::from_utf8_lossy(&header);
     let descr = dict_value(&header, "descr").with_context(|| format!("no 'descr' in the .npy header {header}"))?;
-    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"').to_string();
     let fortran = dict_value(&header, "fortran_order").with_context(|| format!("no 'fortran_order' in the .npy header {header}"))? == "True";
     let shape_text = dict_value(&header, "shape").with_context(|| format!("no 'shape' in the .npy header {header}"))?;
     let shape = shape_text
@@ -151,6 +160,52 @@ pub fn parse(f: &mut impl Read) -> Result<NpyArray> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse::<usize>().map_err(|_| anyhow!("shape {shape_text} in the .npy header is not a tuple of sizes")))
         .collect::<Result<Vec<usize>>>()?;
+    Ok(Header { descr, fortran, shape, len: (prefix + header_len) as u64 })
+}
+
+/// The float array `name` of a `.npy` file (its one array, [`UNNAMED`]) or `.npz` file, left
+/// in the file and read by rows, `np.load(F, mmap_mode="r")`'s way: when it lies there as
+/// NumPy writes it, little-endian floats in C order (in an uncompressed member: `np.savez`;
+/// `np.savez_compressed`'s are read whole). `None` when it does not, or there is no such array.
+pub fn file_rows(path: &Path, name: &str) -> Result<Option<FileRows>> {
+    let open = || File::open(path).with_context(|| format!("opening {}", path.display()));
+    let start = if is_npy(path)? {
+        if name != UNNAMED {
+            return Ok(None);
+        }
+        0
+    } else {
+        let mut zip = zip::ZipArchive::new(BufReader::new(open()?)).map_err(|e| anyhow!("{} is not a .npz file: {e}", path.display()))?;
+        let Ok(member) = zip.by_name(&format!("{name}.npy")) else { return Ok(None) };
+        match (member.compression(), member.encrypted(), member.data_start()) {
+            (zip::CompressionMethod::Stored, false, Some(start)) => start,
+            _ => return Ok(None),
+        }
+    };
+    let mut f = open()?;
+    f.seek(SeekFrom::Start(start)).with_context(|| format!("reading {}", path.display()))?;
+    let h = read_header(&mut BufReader::new(&mut f)).with_context(|| format!("reading '{name}' of {}", path.display()))?;
+    let dtype = match split_descr(&h.descr)? {
+        ('<' | '|', 'f', 4) => Dtype::F32,
+        ('<' | '|', 'f', 8) => Dtype::F64,
+        ('<' | '|', 'f', 2) => Dtype::F16,
+        _ => return Ok(None),
+    };
+    if h.fortran || h.shape.is_empty() {
+        return Ok(None);
+    }
+    let n = h.shape.iter().try_fold(dtype.size() as u64, |a, &d| a.checked_mul(d as u64)).with_context(|| format!("shape {:?} is too large", h.shape))?;
+    let size = f.metadata().with_context(|| format!("reading {}", path.display()))?.len();
+    if start + h.len + n > size {
+        bail!("{}: '{name}' of shape {:?} ({}) needs {n} bytes, but the file ends before them", path.display(), h.shape, h.descr);
+    }
+    Ok(Some(FileRows::at(path, f, start + h.len, dtype, h.shape)))
+}
+
+/// One `.npy` stream: the header, then the data, read straight into the array.
+pub fn parse(f: &mut impl Read) -> Result<NpyArray> {
+    let Header { descr, fortran, shape, .. } = read_header(f)?;
+    let descr = descr.as_str();
     let n = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).with_context(|| format!("shape {shape:?} is too large"))?;
 
     let (order, kind, width) = split_descr(descr)?;

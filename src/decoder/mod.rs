@@ -104,18 +104,22 @@ impl DecoderInfo {
                 file.codes.keys().cloned().collect::<Vec<_>>().join(", ")
             )
         })?;
-        match &file.provenance {
-            Some(pv) => self.check_codes(&pv.encoder, &self.tap, &arr.shape()[1..], &pv.weights_sha256)?,
-            None => {
-                // Written elsewhere: only the shape can be checked (the reader said so).
-                if !file.fits_shape(&self.tap, &self.code_shape)? {
-                    bail!("this decoder inverts {} {} codes of shape {:?}, but the file's '{}' codes have shape {:?}", self.encoder, self.tap, self.code_shape, self.tap, &arr.shape()[1..]);
-                }
-            }
-        }
+        self.check_tap_codes(file, arr.shape())?;
         match arr {
             crate::tensorfile::Array::F32 { data, .. } => Ok(data),
             _ => bail!("tap '{}' of the code file is not f32", self.tap),
+        }
+    }
+
+    /// Check codes of `shape` (`[N, ...]`) at this decoder's tap of `file` (in memory or left
+    /// on disk) against what it inverts: the encoder, tap and weights the file records, or for
+    /// a file written elsewhere the shape alone (flattened rows fit).
+    pub fn check_tap_codes(&self, file: &CodeFile, shape: &[usize]) -> Result<()> {
+        match &file.provenance {
+            Some(pv) => self.check_codes(&pv.encoder, &self.tap, &shape[1..], &pv.weights_sha256),
+            // Written elsewhere: only the shape can be checked (the reader said so).
+            None if crate::data::codes::fits_shape(&self.tap, &shape[1..], &self.code_shape) => Ok(()),
+            None => bail!("this decoder inverts {} {} codes of shape {:?}, but the file's '{}' codes have shape {:?}", self.encoder, self.tap, self.code_shape, self.tap, &shape[1..]),
         }
     }
 }
