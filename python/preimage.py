@@ -276,8 +276,10 @@ def load_codes(path):
     the dict also holds `label` and `pose` where the file has them, and `metadata` is the file's
     (encoder, weights_sha256, preprocessing, ... as JSON strings)."""
     with safe_open(path, framework="pt", device="cpu") as f:
-        meta = f.metadata() or {}
+        meta = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}
+    if "ids_tensor" in meta:  # too many ids for the header (100 MB): their JSON as uint8
+        meta["ids"] = bytes(tensors.pop(meta.pop("ids_tensor")).numpy()).decode()
     rows = next((t.shape[0] for k, t in tensors.items() if k not in ("label", "pose")), 0)
     ids = json.loads(meta["ids"]) if "ids" in meta else [f"{i:06}" for i in range(rows)]
     return tensors, ids, meta

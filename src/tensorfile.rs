@@ -52,14 +52,28 @@ pub fn read(path: &Path) -> Result<(BTreeMap<String, Array>, HashMap<String, Str
 /// The names, dtypes and shapes of a safetensors file's tensors (in file order) and its
 /// metadata, from the header alone: `preimage info` on a file of any size.
 pub fn read_header(path: &Path) -> Result<(Header, Metadata)> {
-    let (_, meta) = open_checked(path)?;
-    let list = in_file_order(&meta).into_iter().map(|(n, i)| (n, i.dtype, i.shape.clone())).collect();
-    Ok((list, meta.metadata().clone().unwrap_or_default()))
+    let o = open_checked(path)?;
+    Ok((o.tensors.into_iter().map(|(n, i)| (n, i.dtype, i.shape)).collect(), o.metadata))
 }
 
-/// The file, positioned at the start of its data section, and its parsed header, checked:
-/// the tensors' bytes tile the data section exactly.
-fn open_checked(path: &Path) -> Result<(BufReader<File>, StHeader)> {
+/// Metadata key naming the `U8` tensor that holds the row ids (the JSON text the `ids` key
+/// would hold) when they are too many for the header: the format caps it at 100 MB, which
+/// ~2.5 million image paths reach (ImageNet-21k, OpenImages). Readers here put them back
+/// under `ids`; in Python, `json.loads(bytes(f.get_tensor(meta["ids_tensor"])))`.
+pub const IDS_TENSOR: &str = "ids_tensor";
+/// Ids whose JSON is longer than this go into a tensor ([`IDS_TENSOR`]).
+const IDS_IN_HEADER_MAX: usize = 64 << 20;
+
+/// A safetensors file opened and checked (the tensors' bytes tile the data section exactly),
+/// positioned at the start of its data section.
+struct Opened {
+    file: BufReader<File>,
+    /// The tensors in file order, without the ids tensor, whose text is in `metadata["ids"]`.
+    tensors: Vec<(String, TensorInfo)>,
+    metadata: Metadata,
+}
+
+fn open_checked(path: &Path) -> Result<Opened> {
     let invalid = |why: String| anyhow::anyhow!("{} is not a valid safetensors file: {why}", path.display());
     let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let file_len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
@@ -75,7 +89,8 @@ fn open_checked(path: &Path) -> Result<(BufReader<File>, StHeader)> {
     f.read_exact(&mut head).with_context(|| format!("reading {}", path.display()))?;
     let meta: StHeader = serde_json::from_slice(&head).map_err(|e| invalid(format!("header: {e}")))?;
     // Tensors in file order; their bytes must tile the data section exactly.
-    let tensors = in_file_order(&meta);
+    let mut tensors: Vec<(String, TensorInfo)> = meta.tensors().into_iter().map(|(k, i)| (k, i.clone())).collect();
+    tensors.sort_by_key(|(_, info)| info.data_offsets);
     let mut end = 0;
     for (name, info) in &tensors {
         let (start, stop) = info.data_offsets;
@@ -88,20 +103,26 @@ fn open_checked(path: &Path) -> Result<(BufReader<File>, StHeader)> {
     if 8 + n + end as u64 != file_len {
         return Err(invalid(format!("the tensors end at byte {}, the file at {file_len}", 8 + n + end as u64)));
     }
-    Ok((f, meta))
-}
-
-fn in_file_order(meta: &StHeader) -> Vec<(String, &TensorInfo)> {
-    let mut tensors: Vec<(String, &TensorInfo)> = meta.tensors().into_iter().collect();
-    tensors.sort_by_key(|(_, info)| info.data_offsets);
-    tensors
+    let mut metadata = meta.metadata().clone().unwrap_or_default();
+    if let Some(name) = metadata.remove(IDS_TENSOR) {
+        let at = tensors.iter().position(|(k, i)| *k == name && i.dtype == Dtype::U8 && i.shape.len() == 1);
+        let at = at.ok_or_else(|| invalid(format!("metadata '{IDS_TENSOR}' names '{name}', which is not a U8 tensor of the file")))?;
+        let (_, info) = tensors.remove(at);
+        let mut text = vec![0u8; info.shape[0]];
+        f.seek_relative(info.data_offsets.0 as i64)
+            .and_then(|_| f.read_exact(&mut text))
+            .and_then(|_| f.seek(std::io::SeekFrom::Start(8 + n)))
+            .with_context(|| format!("reading the ids of {}", path.display()))?;
+        let text = String::from_utf8(text).map_err(|_| invalid(format!("tensor '{name}' (the ids) is not UTF-8 text")))?;
+        metadata.insert("ids".into(), text);
+    }
+    Ok(Opened { file: f, tensors, metadata })
 }
 
 /// [`read`] of only the tensors whose names `keep` accepts (it sees every name in the file);
 /// the others are skipped on disk, never loaded.
 pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
-    let (mut f, meta) = open_checked(path)?;
-    let tensors = in_file_order(&meta);
+    let Opened { file: mut f, tensors, metadata } = open_checked(path)?;
     let mut out = BTreeMap::new();
     let mut at = 0; // where the reader is in the data section
     for (name, info) in tensors {
@@ -124,7 +145,7 @@ pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BT
         .with_context(|| format!("reading tensor '{name}' of {}", path.display()))?;
         out.insert(name, arr);
     }
-    Ok((out, meta.metadata().clone().unwrap_or_default()))
+    Ok((out, metadata))
 }
 
 /// A float tensor left in its safetensors file, whose rows are read when asked: codes larger
@@ -143,8 +164,8 @@ impl FileRows {
     /// Tensor `name` of the safetensors file `path`, checked as [`read`] checks it; `None` when
     /// the file has no such tensor or it is not of floats.
     pub fn open(path: &Path, name: &str) -> Result<Option<Self>> {
-        let (mut f, meta) = open_checked(path)?;
-        let Some(info) = meta.tensors().get(name).cloned() else { return Ok(None) };
+        let Opened { file: mut f, tensors, .. } = open_checked(path)?;
+        let Some((_, info)) = tensors.into_iter().find(|(n, _)| n == name) else { return Ok(None) };
         if !matches!(info.dtype, Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16) || info.shape.is_empty() {
             return Ok(None);
         }
@@ -274,6 +295,8 @@ enum Bytes<'a> {
     Memory(&'a Array),
     /// A [`RowWriter`] part file, already in its entry's dtype, little-endian.
     Part(&'a Path),
+    /// Bytes as they are (the ids' JSON, [`IDS_TENSOR`]).
+    Raw(Vec<u8>),
 }
 
 /// Write the header and the tensors' bytes (temp file + rename). Wider types come first, as
@@ -283,13 +306,25 @@ fn is_npz(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
 }
 
-fn write_items(path: &Path, mut items: Vec<(Entry, Bytes)>, metadata: &HashMap<String, String>) -> Result<()> {
+fn write_items(path: &Path, items: Vec<(Entry, Bytes)>, metadata: &HashMap<String, String>) -> Result<()> {
+    write_items_with(path, items, metadata, IDS_IN_HEADER_MAX)
+}
+
+/// [`write_items`], ids longer than `ids_max` bytes of JSON going into a tensor.
+fn write_items_with(path: &Path, mut items: Vec<(Entry, Bytes)>, metadata: &HashMap<String, String>, ids_max: usize) -> Result<()> {
     if is_npz(path) {
         return write_npz(path, &items, metadata);
     }
+    let mut metadata = std::borrow::Cow::Borrowed(metadata);
+    if let Some(ids) = metadata.get("ids").filter(|ids| ids.len() > ids_max).cloned() {
+        let m = metadata.to_mut();
+        m.remove("ids");
+        m.insert(IDS_TENSOR.into(), "ids".into());
+        items.push((Entry { name: "ids".into(), dtype: Dtype::U8, shape: vec![ids.len()] }, Bytes::Raw(ids.into_bytes())));
+    }
     items.sort_by_key(|(e, _)| std::cmp::Reverse(e.dtype.size()));
     let entries: Vec<&Entry> = items.iter().map(|(e, _)| e).collect();
-    let head = header(&entries, metadata).with_context(|| format!("building {}", path.display()))?;
+    let head = header(&entries, &metadata).with_context(|| format!("building {}", path.display()))?;
     crate::util::write_atomic_with(path, |w| {
         w.write_all(&head)?;
         for (_, bytes) in &items {
@@ -299,6 +334,7 @@ fn write_items(path: &Path, mut items: Vec<(Entry, Bytes)>, metadata: &HashMap<S
                 Bytes::Part(p) => {
                     std::io::copy(&mut File::open(p)?, w)?;
                 }
+                Bytes::Raw(b) => w.write_all(b)?,
             }
         }
         Ok(())
@@ -329,6 +365,7 @@ fn write_npz(path: &Path, items: &[(Entry, Bytes)], metadata: &HashMap<String, S
                 Bytes::Part(p) => {
                     std::io::copy(&mut File::open(p)?, &mut zip)?;
                 }
+                Bytes::Raw(b) => zip.write_all(b)?,
             }
         }
         if let Some(ids) = metadata.get("ids") {
@@ -557,6 +594,7 @@ fn header(entries: &[&Entry], metadata: &HashMap<String, String>) -> Result<Vec<
             Dtype::I64 => "I64",
             Dtype::F16 => "F16",
             Dtype::BF16 => "BF16",
+            Dtype::U8 => "U8",
             _ => "F32",
         };
         json.insert(e.name.clone(), serde_json::json!({ "dtype": dtype, "shape": e.shape, "data_offsets": [offset, offset + bytes] }));
@@ -675,6 +713,42 @@ mod tests {
         let got = rows.read_values(&at).unwrap();
         assert_eq!(got, at.iter().map(|&(r, i)| (r * d + i) as f32).collect::<Vec<_>>());
         assert!(rows.read_values(&[]).unwrap().is_empty());
+    }
+
+    /// Ids too long for the header (the format caps it at 100 MB) go into a U8 tensor named by
+    /// the metadata; every reader here gives them back under `ids`, and no tensor `ids`.
+    #[test]
+    fn ids_too_long_for_the_header_go_into_a_tensor_and_come_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.safetensors");
+        let a = Array::F32 { shape: vec![3, 2], data: vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0] };
+        let ids = serde_json::to_string(&["a/ä.jpg", "b.jpg", "c\nd.jpg"]).unwrap();
+        let meta = HashMap::from([("ids".to_string(), ids.clone()), ("encoder".to_string(), "alexnet".to_string())]);
+        for (max, in_tensor) in [(1 << 20, false), (10, true)] {
+            let items = vec![(Entry::of("fc7", &a).unwrap(), Bytes::Memory(&a))];
+            write_items_with(&p, items, &meta, max).unwrap();
+            let (names, m) = read_header(&p).unwrap();
+            assert_eq!((names.len(), &m), (1, &meta), "ids_max {max}");
+            let (tensors, m) = read(&p).unwrap();
+            assert_eq!((tensors.keys().collect::<Vec<_>>(), &m), (vec![&"fc7".to_string()], &meta));
+            let mut rows = Vec::new();
+            FileRows::open(&p, "fc7").unwrap().unwrap().read_rows(&[2], &mut rows).unwrap();
+            assert_eq!(rows, [5.0, 6.0]);
+            assert!(FileRows::open(&p, "ids").unwrap().is_none());
+            // What other readers see: the tensor, named in the metadata.
+            let bytes = std::fs::read(&p).unwrap();
+            let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+            let (_, raw) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+            assert_eq!(raw.metadata().as_ref().unwrap().get(IDS_TENSOR).is_some(), in_tensor);
+            if in_tensor {
+                assert_eq!(st.tensor("ids").unwrap().data(), ids.as_bytes());
+            }
+        }
+        // A metadata naming a tensor that is not there is an error naming both.
+        let a = Array::F32 { shape: vec![1], data: vec![0.0] };
+        write(&p, &[("x".to_string(), a)], &HashMap::from([(IDS_TENSOR.to_string(), "names".to_string())])).unwrap();
+        let err = format!("{:#}", read(&p).unwrap_err());
+        assert!(err.contains("t.safetensors") && err.contains("'names'"), "{err}");
     }
 
     #[test]
