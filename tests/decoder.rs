@@ -563,3 +563,31 @@ fn a_run_killed_within_an_epoch_resumes_at_its_batch() {
     assert_eq!(a.len(), 2);
     assert_same_losses(&a, &b, 1e-6, &format!("resumed (killed after batch {caught} or later) vs straight"));
 }
+
+/// `weight_decay` (decoder and discriminator) reaches the optimizers and the run's config:
+/// the same run without it takes other steps, and with it the decoder's weights are smaller.
+#[test]
+fn weight_decay_is_applied_and_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, codes) = fixture(dir.path());
+    let gan = "[loss]\npixel = 1.0\nadversarial = 0.1\n[discriminator]\nchannels = [4, 8]\nhidden = 8\n";
+    let train = |name: &str, decay: &str| {
+        let disc = if decay.is_empty() { String::new() } else { format!("weight_decay = {decay}\n") };
+        let cfg = config(dir.path(), &format!("{name}.toml"), &format!("{gan}{disc}"), &if decay.is_empty() { String::new() } else { format!("weight_decay = {decay}\n") });
+        let out = dir.path().join(name);
+        ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--out", s(&out)]);
+        out
+    };
+    let (plain, decayed) = (train("plain", ""), train("decayed", "2.0"));
+    let (a, b) = (history(&plain), history(&decayed));
+    assert_ne!(a[0]["train_loss"], b[0]["train_loss"], "weight decay changed nothing");
+    let recorded = std::fs::read_to_string(decayed.join("config.toml")).unwrap();
+    assert_eq!(recorded.matches("weight_decay = 2.0").count(), 2, "{recorded}");
+    assert!(!std::fs::read_to_string(plain.join("config.toml")).unwrap().contains("weight_decay"));
+    let norm = |run: &Path| {
+        let (t, _) = preimage::tensorfile::read(&run.join("decoder.safetensors")).unwrap();
+        t.values().flat_map(|a| a.to_f32()).map(|v| (v * v) as f64).sum::<f64>()
+    };
+    let (n0, n1) = (norm(&plain), norm(&decayed));
+    assert!(n1 < n0, "weights' squared norm {n1} with decay, {n0} without");
+}

@@ -57,6 +57,9 @@ pub struct DiscriminatorConfig {
     pub hidden: usize,
     pub lr: f64,
     pub betas: [f64; 2],
+    /// L2 penalty on its weights (as `[train] weight_decay` for the decoder).
+    #[serde(skip_serializing_if = "crate::train::is_zero")]
+    pub weight_decay: f64,
     /// Skip the discriminator's update while its loss is below this fraction of the
     /// generator's adversarial loss (DeePSiM uses 0.1).
     pub pause_ratio: f64,
@@ -64,7 +67,7 @@ pub struct DiscriminatorConfig {
 
 impl Default for DiscriminatorConfig {
     fn default() -> Self {
-        Self { channels: vec![32, 64, 128, 128], hidden: 256, lr: 2e-4, betas: [0.5, 0.999], pause_ratio: 0.1 }
+        Self { channels: vec![32, 64, 128, 128], hidden: 256, lr: 2e-4, betas: [0.5, 0.999], weight_decay: 0.0, pause_ratio: 0.1 }
     }
 }
 

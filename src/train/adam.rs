@@ -12,6 +12,7 @@ use std::any::TypeId;
 
 use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{AdamConfig, AdamState, AdaptiveMomentumState, LearningRate, SimpleOptimizer};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{DType, Tensor, TensorData};
@@ -22,17 +23,20 @@ type StepInputs<B, const D: usize> = (Tensor<B, D>, Tensor<B, D>, Option<AdamSta
 /// Below this many elements one thread does the update (spawning costs more).
 const PARALLEL_MIN: usize = 1 << 16;
 
-/// Adam with Burn's defaults (β₁ 0.9, β₂ 0.999, ε 1e-5); no weight decay, no AMSGrad.
+/// Adam with Burn's defaults (β₁ 0.9, β₂ 0.999, ε 1e-5, no weight decay); no AMSGrad.
 #[derive(Clone, Debug)]
 pub struct Adam {
     pub beta_1: f32,
     pub beta_2: f32,
     pub epsilon: f32,
+    /// L2 penalty added to the gradient (`weight_decay · θ`), as `torch.optim.Adam`'s
+    /// `weight_decay` and Caffe's (D&B's solver) do: not AdamW's decoupled decay.
+    pub weight_decay: f32,
 }
 
 impl Default for Adam {
     fn default() -> Self {
-        Adam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-5 }
+        Adam { beta_1: 0.9, beta_2: 0.999, epsilon: 1e-5, weight_decay: 0.0 }
     }
 }
 
@@ -46,6 +50,10 @@ impl Adam {
         Adam { epsilon, ..self }
     }
 
+    pub fn with_weight_decay(self, weight_decay: f64) -> Self {
+        Adam { weight_decay: weight_decay as f32, ..self }
+    }
+
     /// The optimizer for module `M` (what `AdamConfig::init` returns for Burn's Adam).
     pub fn init<B: AutodiffBackend, M: AutodiffModule<B>>(self) -> OptimizerAdaptor<Adam, M, B> {
         OptimizerAdaptor::from(self)
@@ -53,7 +61,8 @@ impl Adam {
 
     /// Burn's `AdamConfig` with the same settings (the reference for tests and other backends).
     pub fn burn_config(&self) -> AdamConfig {
-        AdamConfig::new().with_beta_1(self.beta_1).with_beta_2(self.beta_2).with_epsilon(self.epsilon)
+        let decay = (self.weight_decay != 0.0).then(|| WeightDecayConfig::new(self.weight_decay));
+        AdamConfig::new().with_beta_1(self.beta_1).with_beta_2(self.beta_2).with_epsilon(self.epsilon).with_weight_decay(decay)
     }
 
     /// Both bias corrections folded into one factor `sqrt(1 − β₂ᵗ) / (1 − β₁ᵗ)` and ε scaled
@@ -67,9 +76,11 @@ impl Adam {
     /// Update one run of elements in place.
     #[allow(clippy::too_many_arguments)]
     fn update(&self, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], (factor, eps): (f32, f32), lr: f32) {
-        let (b1, b2) = (self.beta_1, self.beta_2);
+        let (b1, b2, wd) = (self.beta_1, self.beta_2, self.weight_decay);
         let (f1, f2) = (1.0 - b1, 1.0 - b2);
         for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m.iter_mut()).zip(v.iter_mut()) {
+            // Burn's order: θ·λ + g (skipped at λ = 0, where it is g exactly anyway).
+            let g = if wd != 0.0 { *p * wd + g } else { g };
             *m = *m * b1 + g * f1;
             *v = *v * b2 + (g * g) * f2;
             *p -= (*m * factor) / (v.sqrt() + eps) * lr;
@@ -156,8 +167,9 @@ mod tests {
         let data = |n: usize, seed: f32| (0..n).map(|i| ((i as f32 + seed) * 0.73).sin() * 0.1).collect::<Vec<f32>>();
         start.weight = Param::from_tensor(Tensor::from_data(TensorData::new(data(300 * 500, 1.0), [300, 500]), &device));
         start.bias = Some(Param::from_tensor(Tensor::from_data(TensorData::new(data(500, 2.0), [500]), &device)));
+        for decay in [0.0, 0.3] {
         let (mut ours, mut theirs) = (start.clone(), start.clone().fork(&device));
-        let adam = Adam::new([0.8, 0.99]).with_epsilon(1e-6);
+        let adam = Adam::new([0.8, 0.99]).with_epsilon(1e-6).with_weight_decay(decay);
         let (mut o1, mut o2) = (adam.clone().init::<CpuAd, Linear<CpuAd>>(), adam.burn_config().init::<CpuAd, Linear<CpuAd>>());
         let x = Tensor::<CpuAd, 2>::from_data(TensorData::new((0..4 * 300).map(|i| ((i as f32) * 0.37).sin()).collect::<Vec<_>>(), [4, 300]), &device);
         for step in 0..4 {
@@ -168,7 +180,7 @@ mod tests {
             theirs = o2.step(lr, theirs, g2);
             let (a, b) = (params(&ours), params(&theirs));
             let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
-            assert!(worst <= 1e-6, "step {step}: differs from Burn's Adam by {worst}");
+            assert!(worst <= 1e-6, "weight decay {decay}, step {step}: differs from Burn's Adam by {worst}");
             assert!(a != params(&start), "step {step}: parameters did not move");
         }
         // The CPU backend takes the one-pass path (the comparison above is not Burn vs Burn).
@@ -179,5 +191,6 @@ mod tests {
         let g1 = GradientsParams::from_grads(ours.forward(x.clone()).sum().backward(), &ours);
         let g3 = GradientsParams::from_grads(ours.forward(x.clone()).sum().backward(), &ours);
         assert_eq!(params(&o1.step(1e-3, ours.clone(), g1)), params(&o3.step(1e-3, ours, g3)));
+        }
     }
 }

@@ -78,6 +78,10 @@ pub struct DecoderTrainSection {
     pub lr: f64,
     #[serde(default = "super::default_betas")]
     pub betas: [f64; 2],
+    /// L2 penalty on the weights, added to their gradients (`torch.optim.Adam`'s and Caffe
+    /// solvers' `weight_decay`; 0: none).
+    #[serde(default, skip_serializing_if = "super::is_zero")]
+    pub weight_decay: f64,
     #[serde(default)]
     pub schedule: Schedule,
     #[serde(default = "super::default_val")]
@@ -538,11 +542,11 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
     std::fs::create_dir_all(&run.out).with_context(|| format!("creating run folder {}", run.out.display()))?;
     let ckpt = Checkpoint::new(&run.out);
     let mut dec = Decoder::<B>::init(&plan, t.seed, device);
-    let mut optim = Adam::new(t.betas).init::<B, Decoder<B>>();
+    let mut optim = Adam::new(t.betas).with_weight_decay(t.weight_decay).init::<B, Decoder<B>>();
     let adversarial = l.adversarial > 0.0;
     let dc = &cfg.discriminator;
     let mut disc = adversarial.then(|| Discriminator::<B>::init(dc, plan.code_dim(), t.seed ^ 0xd15c, device));
-    let mut disc_optim = Adam::new(dc.betas).init::<B, Discriminator<B>>();
+    let mut disc_optim = Adam::new(dc.betas).with_weight_decay(dc.weight_decay).init::<B, Discriminator<B>>();
     let mut state = RunState::default();
     let config_path = run.out.join("config.toml");
     if run.resume && ckpt.exists() {

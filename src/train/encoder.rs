@@ -41,6 +41,9 @@ pub struct TrainSection {
     pub lr: f64,
     #[serde(default = "super::default_betas")]
     pub betas: [f64; 2],
+    /// L2 penalty on the weights, added to their gradients (`torch.optim.Adam`'s `weight_decay`).
+    #[serde(default, skip_serializing_if = "super::is_zero")]
+    pub weight_decay: f64,
     #[serde(default)]
     pub schedule: Schedule,
     /// Weight of the pose loss relative to cross-entropy.
@@ -234,7 +237,7 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
     std::fs::create_dir_all(&run.out).with_context(|| format!("creating run folder {}", run.out.display()))?;
     let ckpt = Checkpoint::new(&run.out);
     let mut net = ConvNet::<B>::init(&spec, t.seed, device)?;
-    let mut optim = Adam::new(t.betas).with_epsilon(1e-8).init::<B, ConvNet<B>>();
+    let mut optim = Adam::new(t.betas).with_epsilon(1e-8).with_weight_decay(t.weight_decay).init::<B, ConvNet<B>>();
     let mut state = RunState::default();
     if run.resume && ckpt.exists() {
         let (n, o, s) = ckpt.load(net, optim, device)?;

@@ -113,6 +113,11 @@ pub enum Schedule {
     Step,
 }
 
+/// For `skip_serializing_if`: a setting left at zero is not written into a run's config.
+pub(crate) fn is_zero(v: &f64) -> bool {
+    *v == 0.0
+}
+
 pub fn lr_at(schedule: Schedule, base: f64, step: usize, total: usize) -> f64 {
     let t = step as f64 / total.max(1) as f64;
     match schedule {
