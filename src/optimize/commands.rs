@@ -304,8 +304,8 @@ impl Targets {
         match (&a.image[..], &a.codes) {
             ([], Some(path)) => {
                 let module = enc.net.spec.torch_modules().remove(&a.layer);
-                // Our files' codes stay on disk, read by rows: inverting a few codes of a
-                // file larger than memory reads those few.
+                // The codes stay on disk where their file allows (`open_tap_as`), read by
+                // rows: inverting a few codes of a file larger than memory reads those few.
                 let (file, tap) = CodeFile::open_tap_as(path, &a.layer, module.as_deref())?;
                 check_codes(&file, tap.shape(), path, &a.layer, enc)?;
                 let rows = if a.index.is_empty() {
@@ -433,9 +433,9 @@ pub fn invert<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &InvertArgs, dev
     Ok(out)
 }
 
-/// Check that a code file's `layer` codes fit the encoder that will invert them.
-/// Codes of `shape` (`[N, ...]`) at `layer` of `file` are the encoder's: the same encoder and
-/// weights where the file records them, and codes of the tap's shape.
+/// Check that a code file's `layer` codes, of `shape` (`[N, ...]`), fit the encoder that will
+/// invert them: the same encoder, weights and input size where the file records them, and
+/// codes of the tap's shape.
 fn check_codes(file: &CodeFile, shape: &[usize], path: &Path, layer: &str, enc: &Loaded<impl Backend>) -> Result<()> {
     if let Some(pv) = &file.provenance {
         if pv.encoder != enc.net.spec.arch || pv.weights_sha256 != enc.weights_sha256 {
