@@ -219,6 +219,9 @@ fn reconstruct_and_edit() {
     assert_eq!(losses("from-module"), losses("from-ours"));
     let (success, text) = train(&named, "x", &["--encoder", "posenet", "--run", s(&p("enc"))]);
     assert!(!success && text.contains("--data DIR"), "{text}");
+    // Without ids the rows' images are unknown: the error says how to save them.
+    let (success, text) = train(&foreign, "x", &["--encoder", "posenet", "--run", s(&p("enc")), "--data", s(&p("data"))]);
+    assert!(!success && text.contains("does not name the image of each code") && text.contains("ids=paths"), "{text}");
     let (success, text) = train(&named, "x", &["--encoder", "alexnet", "--data", s(&p("data")), "--weights", s(&p("enc/encoder.safetensors"))]);
     assert!(!success && text.contains("posenet"), "{text}");
     let (success, text) = train(&codes, "x", &["--encoder", "alexnet"]);

@@ -341,6 +341,14 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
             for id in &file.ids {
                 match by_path.get(id.as_str()) {
                     Some(&i) => records.push(i),
+                    // A file written elsewhere without ids names its rows by their index.
+                    None if file.provenance.is_none() && file.ids.first().is_some_and(|f| f == "000000") => bail!(
+                        "{} does not name the image of each code (its rows are numbered 000000, …), which training needs: \
+                         save the images' paths below --data with the codes, as `ids` (np.savez(F, {tap}=codes, ids=paths), \
+                         safetensors metadata {{\"ids\": json.dumps(paths)}}, torch.save({{\"{tap}\": codes, \"ids\": paths}}, F), \
+                         or python/preimage.py's save_codes(F, codes, ids=paths))",
+                        codes.display()
+                    ),
                     None => bail!("code id '{id}' of {} has no image in {}; pass --data with the folder the codes were extracted from", codes.display(), root.display()),
                 }
             }
