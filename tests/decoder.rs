@@ -593,4 +593,8 @@ fn weight_decay_is_applied_and_recorded() {
     };
     let (n0, n1) = (norm(&plain), norm(&decayed));
     assert!(n1 < n0, "weights' squared norm {n1} with decay, {n0} without");
+    // The discriminator's settings are checked too, naming their section.
+    let cfg = config(dir.path(), "bad.toml", "[discriminator]\nweight_decay = -1.0\n", "");
+    let (success, text) = preimage(&["train-decoder", "--config", s(&cfg), "--codes", s(&codes), "--layer", "fc7", "--out", s(&dir.path().join("bad"))]);
+    assert!(!success && text.contains("discriminator.weight_decay must be a number of at least 0, got -1"), "{text}");
 }

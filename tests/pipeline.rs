@@ -211,6 +211,12 @@ fn config_errors_name_the_file_and_key() {
     std::fs::write(&cfg, "[train]\nepochs = \"many\"\nbatch_size = 4\nlr = 0.1\n").unwrap();
     let (_, text) = preimage(&["train-encoder", "--config", s(&cfg), "--data", "/nonexistent"]);
     assert!(text.contains("bad.toml") && text.contains("epochs"), "{text}");
+    // Adam's settings are checked as torch.optim.Adam checks them, before any data is read.
+    for (line, want) in [("lr = -0.1", "train.lr must be a number of at least 0, got -0.1"), ("lr = 0.1\nbetas = [0.9, 1.0]", "train.betas must lie in [0, 1), got 1"), ("lr = 0.1\nweight_decay = -1e-4", "train.weight_decay must be a number of at least 0, got -0.0001")] {
+        std::fs::write(&cfg, format!("[train]\nepochs = 1\nbatch_size = 4\n{line}\n")).unwrap();
+        let (success, text) = preimage(&["train-encoder", "--config", s(&cfg), "--data", "/nonexistent"]);
+        assert!(!success && text.contains(want), "{line}: {text}");
+    }
     // The shipped config parses.
     let shipped: preimage::train::encoder::EncoderTrainConfig =
         preimage::config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/posenet.toml")).unwrap();

@@ -501,6 +501,9 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
     if t.batch_size == 0 || t.epochs == 0 {
         bail!("train.batch_size and train.epochs must be positive");
     }
+    super::check_adam("train", t.lr, t.betas, t.weight_decay)?;
+    let dc = &cfg.discriminator;
+    super::check_adam("discriminator", dc.lr, dc.betas, dc.weight_decay)?;
     let l = &cfg.loss;
     if l.pixel < 0.0 || l.feature < 0.0 || l.adversarial < 0.0 || l.pixel + l.feature + l.adversarial == 0.0 {
         bail!("loss weights must be non-negative and not all zero (pixel {}, feature {}, adversarial {})", l.pixel, l.feature, l.adversarial);

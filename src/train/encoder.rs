@@ -211,6 +211,7 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
     if t.batch_size == 0 || t.epochs == 0 {
         bail!("train.batch_size and train.epochs must be positive");
     }
+    super::check_adam("train", t.lr, t.betas, t.weight_decay)?;
     let skips = SkipLog::new();
     let folder = ImageFolder::open(&run.data, &skips)?;
     if folder.classes.is_empty() {

@@ -113,6 +113,21 @@ pub enum Schedule {
     Step,
 }
 
+/// Adam's settings under config section `section`, checked as `torch.optim.Adam` checks them:
+/// a rate and a weight decay of at least 0, betas in [0, 1).
+pub(crate) fn check_adam(section: &str, lr: f64, betas: [f64; 2], weight_decay: f64) -> anyhow::Result<()> {
+    if !(lr >= 0.0 && lr.is_finite()) {
+        anyhow::bail!("{section}.lr must be a number of at least 0, got {lr}");
+    }
+    if let Some(b) = betas.iter().find(|b| !(0.0..1.0).contains(*b)) {
+        anyhow::bail!("{section}.betas must lie in [0, 1), got {b} in {betas:?}");
+    }
+    if !(weight_decay >= 0.0 && weight_decay.is_finite()) {
+        anyhow::bail!("{section}.weight_decay must be a number of at least 0, got {weight_decay}");
+    }
+    Ok(())
+}
+
 /// For `skip_serializing_if`: a setting left at zero is not written into a run's config.
 pub(crate) fn is_zero(v: &f64) -> bool {
     *v == 0.0
