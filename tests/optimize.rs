@@ -107,6 +107,10 @@ fn invert_from_image_and_code_file_is_deterministic_with_snapshots_and_tensorboa
     assert!(fails(&args).contains("valid taps: conv1"));
     args = with_enc("invert", &["--layer", "conv3", "--image", s(&img), "--out", s(&c), "--solver", "lbfgs"]);
     assert!(fails(&args).contains("L-BFGS needs a deterministic objective"));
+    args = with_enc("invert", &["--layer", "conv3", "--image", s(&img), "--out", s(&c), "--lr=-0.5"]);
+    assert!(fails(&args).contains("--lr (solver.lr) must be a positive number, got -0.5"));
+    args = with_enc("invert", &["--layer", "conv3", "--image", s(&img), "--out", s(&c), "--momentum", "1"]);
+    assert!(fails(&args).contains("--momentum (solver.momentum) must be in [0, 1), got 1"));
     args = with_enc("invert", &["--layer", "conv3", "--image", s(&img), "--out", s(&c), "--solver", "lbfgs", "--jitter", "0", "--steps", "10", "--final-steps", "0", "--quiet"]);
     let e = number_after(&ok(&args), "feature error at conv3 =");
     assert!(e < 0.5, "L-BFGS without jitter runs: {e}");

@@ -165,6 +165,14 @@ impl OptFlags {
         if w.natural_scale <= 0.0 {
             bail!("--natural-scale (B) must be positive, got {}", w.natural_scale);
         }
+        // A negative step climbs the objective; a momentum of 1 or more never forgets.
+        let s = &c.solver;
+        if !(s.lr > 0.0 && s.lr.is_finite()) {
+            bail!("--lr (solver.lr) must be a positive number, got {}", s.lr);
+        }
+        if !(0.0..1.0).contains(&s.momentum) {
+            bail!("--momentum (solver.momentum) must be in [0, 1), got {}", s.momentum);
+        }
         if !(0.0..1.0).contains(&w.similarity_threshold) || w.similarity_threshold == 0.0 {
             bail!("--similarity-threshold must be in (0, 1), got {}", w.similarity_threshold);
         }
