@@ -212,7 +212,7 @@ fn config_errors_name_the_file_and_key() {
     let (_, text) = preimage(&["train-encoder", "--config", s(&cfg), "--data", "/nonexistent"]);
     assert!(text.contains("bad.toml") && text.contains("epochs"), "{text}");
     // Adam's settings are checked as torch.optim.Adam checks them, before any data is read.
-    for (line, want) in [("lr = -0.1", "train.lr must be a number of at least 0, got -0.1"), ("lr = 0.1\nbetas = [0.9, 1.0]", "train.betas must lie in [0, 1), got 1"), ("lr = 0.1\nweight_decay = -1e-4", "train.weight_decay must be a number of at least 0, got -0.0001")] {
+    for (line, want) in [("lr = -0.1", "train.lr must be a number of at least 0, got -0.1"), ("lr = 0.1\nbetas = [0.9, 1.0]", "train.betas must lie in [0, 1), got 1"), ("lr = 0.1\nweight_decay = -1e-4", "train.weight_decay must be a number of at least 0, got -0.0001"), ("lr = 0.1\nval_fraction = 1.5", "train.val_fraction must be in [0, 1)")] {
         std::fs::write(&cfg, format!("[train]\nepochs = 1\nbatch_size = 4\n{line}\n")).unwrap();
         let (success, text) = preimage(&["train-encoder", "--config", s(&cfg), "--data", "/nonexistent"]);
         assert!(!success && text.contains(want), "{line}: {text}");

@@ -502,6 +502,7 @@ pub fn train_on<B: AutodiffBackend>(run: &DecoderRun, devices: &[B::Device]) -> 
         bail!("train.batch_size and train.epochs must be positive");
     }
     super::check_adam("train", t.lr, t.betas, t.weight_decay)?;
+    super::check_val_fraction(t.val_fraction)?;
     let dc = &cfg.discriminator;
     super::check_adam("discriminator", dc.lr, dc.betas, dc.weight_decay)?;
     let l = &cfg.loss;

@@ -212,6 +212,7 @@ pub fn train<B: AutodiffBackend>(run: &EncoderRun, device: &B::Device) -> Result
         bail!("train.batch_size and train.epochs must be positive");
     }
     super::check_adam("train", t.lr, t.betas, t.weight_decay)?;
+    super::check_val_fraction(t.val_fraction)?;
     let skips = SkipLog::new();
     let folder = ImageFolder::open(&run.data, &skips)?;
     if folder.classes.is_empty() {

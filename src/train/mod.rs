@@ -128,6 +128,15 @@ pub(crate) fn check_adam(section: &str, lr: f64, betas: [f64; 2], weight_decay: 
     Ok(())
 }
 
+/// `train.val_fraction`: the share of images held out, below 1 (at 1.5 every image but one
+/// was held out, silently).
+pub(crate) fn check_val_fraction(fraction: f64) -> anyhow::Result<()> {
+    if !(0.0..1.0).contains(&fraction) {
+        anyhow::bail!("train.val_fraction must be in [0, 1) (the share of images held out for validation), got {fraction}");
+    }
+    Ok(())
+}
+
 /// For `skip_serializing_if`: a setting left at zero is not written into a run's config.
 pub(crate) fn is_zero(v: &f64) -> bool {
     *v == 0.0
