@@ -270,6 +270,7 @@ fn visualize_dream_caricature_and_transform_write_their_images() {
     // An image too small for the layers up to a conv tap is an error naming its size.
     let err = fails(&with_enc("dream", &["--layer", "conv5", "--image", s(&wide), "--max-size", "6", "--out", s(&out)]));
     assert!(err.contains("(6×4 pixels) is too small for posenet up to conv5"), "{err}");
+    assert!(fails(&with_enc("dream", &["--layer", "conv4", "--image", s(&wide), "--octaves", "0", "--out", s(&out)])).contains("--octaves must be at least 1"));
     ok(&with_enc("caricature", &["--layer", "conv4", "--image", s(&img), "--steps", "5", "--final-steps", "1", "--out", s(&out), "--quiet"]));
     assert_eq!(png(&out).dimensions(), (32, 32));
     // A folder, three at a time: one PNG per image, each as the image caricatured alone.

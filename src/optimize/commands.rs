@@ -608,6 +608,9 @@ pub fn dream<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &DreamArgs, devic
     if cfg.solver.octave_scale <= 1.0 {
         bail!("--octave-scale must be > 1, got {}", cfg.solver.octave_scale);
     }
+    if cfg.solver.octaves == 0 {
+        bail!("--octaves must be at least 1 (0 would return the image unchanged)");
+    }
     let skips = crate::data::folder::SkipLog::new();
     let items = crate::data::folder::image_list(&a.image, &skips)?;
     let outputs = Outputs::new(&a.out, items.len(), "images to dream on")?;
