@@ -1,6 +1,7 @@
 //! `preimage info PATH`: what a code file, a decoder or encoder run, or a weights file holds,
 //! as `safetensors`' or `torch.load`'s keys would tell a PyTorch user, without loading more than
-//! needed (a safetensors file's header alone, whatever its size).
+//! needed: headers alone, whatever the file's size (safetensors' header, NumPy's array headers,
+//! torch.save's pickle), and which code arrays commands read by rows or whole.
 use crate::decoder::{self, DecoderInfo};
 use crate::encoder::weights::{self, is_safetensors};
 use crate::encoder::EncoderSpec;
@@ -41,10 +42,10 @@ fn describe_path(path: &Path) -> Result<String> {
         shapes = t.into_iter().map(|(n, d, s)| (n, format!("{d:?}").to_lowercase(), s)).collect();
         meta = m;
     } else {
-        // NumPy and torch.save files are read whole (they have no separate header).
-        let (t, m) = crate::data::codes::read_tensors(path, |_| true)?;
-        shapes = t.into_iter().map(|(n, a)| (n, if matches!(a, tensorfile::Array::I64 { .. }) { "int" } else { "float" }.to_string(), a.shape().to_vec())).collect();
-        meta = m;
+        // NumPy's and torch.save's files: the arrays' headers and the ids, not the data.
+        use crate::data::npy;
+        shapes = if npy::is_npy(path)? || npy::is_npz(path)? { npy::shapes(path)? } else { weights::pytorch_shapes(path)? };
+        meta = crate::data::codes::read_tensors(path, |_| false)?.1;
     }
     let mut out = String::new();
     if let Some(text) = meta.get("decoder") {
@@ -68,7 +69,16 @@ fn describe_path(path: &Path) -> Result<String> {
         let taps: Vec<String> = shapes
             .iter()
             .filter(|(k, _, _)| !matches!(k.as_str(), "label" | "pose"))
-            .map(|(k, d, s)| format!("{k} {:?} ({d}){}", &s[1..], if k == crate::data::npy::UNNAMED { ", unnamed: read as the codes of the tap asked for" } else { "" }))
+            .map(|(k, d, s)| {
+                let unnamed = if k == crate::data::npy::UNNAMED { ", unnamed: read as the codes of the tap asked for" } else { "" };
+                // Whether commands read its rows as needed or the whole array (CodeFile::open_tap_as).
+                let by_rows = match (d.as_str(), is_safetensors(path)) {
+                    ("f32" | "f64" | "f16" | "bf16", Ok(true)) => true,
+                    (_, Ok(false)) => crate::data::npy::file_rows(path, k).ok().flatten().is_some(),
+                    _ => false,
+                };
+                format!("{k} {:?} ({d}{}){unnamed}", &s[1..], if by_rows { "" } else { ", read whole" })
+            })
             .collect();
         writeln!(out, "  taps: {}", taps.join(", "))?;
         let label_classes: Option<Vec<String>> = meta.get("label_classes").and_then(|t| serde_json::from_str(t).ok());

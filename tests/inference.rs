@@ -355,6 +355,12 @@ fn info_describes_files_and_runs() {
     let npy = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/npy");
     let text = ok(&["info", s(&npy.join("codes.npz")), s(&npy.join("fc7.npy"))]);
     assert!(text.contains("codes.npz: code file written elsewhere, 3 rows") && text.contains("ids: a.jpg, sub/b.png, c.jpg") && text.contains("arr_0 [8] (float), unnamed"), "{text}");
+    // Read from the headers; arrays that commands read whole (not by rows) are marked so.
+    let pth = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pth");
+    let text = ok(&["info", s(&npy.join("compressed.npz")), s(&pth.join("codes_bare.pt")), s(&pth.join("codes_ids.pt"))]);
+    assert!(text.contains("compressed.npz: code file written elsewhere, 3 rows\n  taps: arr_0 [8] (float, read whole)"), "{text}");
+    assert!(text.contains("codes_bare.pt: code file written elsewhere, 3 rows\n  taps: arr_0 [8] (float, read whole)"), "{text}");
+    assert!(text.contains("codes_ids.pt: code file written elsewhere, 3 rows\n  taps: fc7 [8] (float, read whole)") && text.contains("ids: a.jpg, sub/b.png, c.jpg"), "{text}");
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/torchvision/alexnet_mini.pth");
     let text = ok(&["info", s(&weights)]);
     assert!(text.contains("16 tensors, 404786 values") && text.contains("features.0.weight [8, 3, 11, 11]"), "{text}");

@@ -202,6 +202,38 @@ pub fn file_rows(path: &Path, name: &str) -> Result<Option<FileRows>> {
     Ok(Some(FileRows::at(path, f, start + h.len, dtype, h.shape)))
 }
 
+/// Every array's name, kind (`float`, `int`, `str`, or NumPy's dtype) and shape, from the
+/// headers alone (`preimage info` on a file of any size; a compressed member is inflated only
+/// as far as its header). `ids` and our metadata member are left out, as [`read`] leaves them.
+pub fn shapes(path: &Path) -> Result<Vec<(String, String, Vec<usize>)>> {
+    let kind = |descr: &str| -> String {
+        match split_descr(descr).map(|(_, k, _)| k) {
+            Ok('f') => "float".into(),
+            Ok('i' | 'u' | 'b') => "int".into(),
+            Ok('U' | 'S' | 'a') => "str".into(),
+            _ => descr.to_string(),
+        }
+    };
+    let open = || File::open(path).with_context(|| format!("opening {}", path.display()));
+    let mut out = Vec::new();
+    if is_npy(path)? {
+        let h = read_header(&mut BufReader::new(open()?)).with_context(|| format!("reading {}", path.display()))?;
+        out.push((UNNAMED.to_string(), kind(&h.descr), h.shape));
+        return Ok(out);
+    }
+    let mut zip = zip::ZipArchive::new(BufReader::new(open()?)).map_err(|e| anyhow!("{} is not a .npz file: {e}", path.display()))?;
+    for i in 0..zip.len() {
+        let mut member = zip.by_index(i).with_context(|| format!("reading {}", path.display()))?;
+        let name = member.name().trim_end_matches(".npy").to_string();
+        if name == "ids" || name == METADATA {
+            continue;
+        }
+        let h = read_header(&mut member).with_context(|| format!("reading '{name}' of {}", path.display()))?;
+        out.push((name, kind(&h.descr), h.shape));
+    }
+    Ok(out)
+}
+
 /// One `.npy` stream: the header, then the data, read straight into the array.
 pub fn parse(f: &mut impl Read) -> Result<NpyArray> {
     let Header { descr, fortran, shape, .. } = read_header(f)?;

@@ -52,6 +52,23 @@ pub fn is_safetensors(path: &Path) -> std::io::Result<bool> {
     Ok(head.len() == 9 && head[8] == b'{')
 }
 
+/// The name, kind (`float`, `int` or PyTorch's dtype) and shape of every tensor of a file
+/// written by `torch.save`, from its pickle alone (the storages are not read).
+pub fn pytorch_shapes(path: &Path) -> Result<Vec<(String, String, Vec<usize>)>> {
+    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| anyhow!("{} cannot be read as a PyTorch file: {e}", path.display()))?;
+    let mut out: Vec<(String, String, Vec<usize>)> = reader
+        .into_tensors()
+        .into_iter()
+        .map(|(k, snap)| {
+            let kind = if snap.dtype.is_float() { "float".to_string() } else if snap.dtype.is_int() || snap.dtype.is_uint() || matches!(snap.dtype, burn::tensor::DType::Bool(_)) { "int".to_string() } else { format!("{:?}", snap.dtype).to_lowercase() };
+            // A tensor saved alone is the root, named as a `.npy` file's array.
+            (if k.is_empty() { crate::data::npy::UNNAMED.to_string() } else { k }, kind, snap.shape.to_vec())
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// The tensors of a file written by `torch.save` (a dict of tensors, nested dicts giving dotted
 /// names) whose names `keep` accepts, as f32 (integers too: they are read as their values).
 pub fn read_pytorch(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<BTreeMap<String, Array>> {
