@@ -52,7 +52,7 @@ pub fn read(path: &Path) -> Result<(BTreeMap<String, Array>, HashMap<String, Str
 /// The names, dtypes and shapes of a safetensors file's tensors (in file order) and its
 /// metadata, from the header alone: `preimage info` on a file of any size.
 pub fn read_header(path: &Path) -> Result<(Header, Metadata)> {
-    let o = open_checked(path)?;
+    let o = open_checked(path, true)?;
     Ok((o.tensors.into_iter().map(|(n, i)| (n, i.dtype, i.shape)).collect(), o.metadata))
 }
 
@@ -68,12 +68,14 @@ const IDS_IN_HEADER_MAX: usize = 64 << 20;
 /// positioned at the start of its data section.
 struct Opened {
     file: BufReader<File>,
-    /// The tensors in file order, without the ids tensor, whose text is in `metadata["ids"]`.
+    /// The tensors in file order, without the ids tensor, whose text is in `metadata["ids"]`
+    /// when asked for.
     tensors: Vec<(String, TensorInfo)>,
     metadata: Metadata,
 }
 
-fn open_checked(path: &Path) -> Result<Opened> {
+/// `with_ids`: read the ids tensor's text into the metadata (a reader of rows needs none).
+fn open_checked(path: &Path, with_ids: bool) -> Result<Opened> {
     let invalid = |why: String| anyhow::anyhow!("{} is not a valid safetensors file: {why}", path.display());
     let file = File::open(path).with_context(|| format!("reading {}", path.display()))?;
     let file_len = file.metadata().with_context(|| format!("reading {}", path.display()))?.len();
@@ -108,6 +110,9 @@ fn open_checked(path: &Path) -> Result<Opened> {
         let at = tensors.iter().position(|(k, i)| *k == name && i.dtype == Dtype::U8 && i.shape.len() == 1);
         let at = at.ok_or_else(|| invalid(format!("metadata '{IDS_TENSOR}' names '{name}', which is not a U8 tensor of the file")))?;
         let (_, info) = tensors.remove(at);
+        if !with_ids {
+            return Ok(Opened { file: f, tensors, metadata });
+        }
         let mut text = vec![0u8; info.shape[0]];
         f.seek_relative(info.data_offsets.0 as i64)
             .and_then(|_| f.read_exact(&mut text))
@@ -122,7 +127,7 @@ fn open_checked(path: &Path) -> Result<Opened> {
 /// [`read`] of only the tensors whose names `keep` accepts (it sees every name in the file);
 /// the others are skipped on disk, never loaded.
 pub fn read_where(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<(BTreeMap<String, Array>, HashMap<String, String>)> {
-    let Opened { file: mut f, tensors, metadata } = open_checked(path)?;
+    let Opened { file: mut f, tensors, metadata } = open_checked(path, true)?;
     let mut out = BTreeMap::new();
     let mut at = 0; // where the reader is in the data section
     for (name, info) in tensors {
@@ -164,7 +169,7 @@ impl FileRows {
     /// Tensor `name` of the safetensors file `path`, checked as [`read`] checks it; `None` when
     /// the file has no such tensor or it is not of floats.
     pub fn open(path: &Path, name: &str) -> Result<Option<Self>> {
-        let Opened { file: mut f, tensors, .. } = open_checked(path)?;
+        let Opened { file: mut f, tensors, .. } = open_checked(path, false)?;
         let Some((_, info)) = tensors.into_iter().find(|(n, _)| n == name) else { return Ok(None) };
         if !matches!(info.dtype, Dtype::F32 | Dtype::F64 | Dtype::F16 | Dtype::BF16) || info.shape.is_empty() {
             return Ok(None);
