@@ -4,8 +4,8 @@
 //! [`Reconstructor`] is the library entry point: load a decoder run folder once, then decode
 //! any rows of a code file (read from the file by rows: a few rows of a large file are a few
 //! reads); [`encode_images`] gives images' codes as a code file in memory.
-//! Codes of another encoder, tap or shape are refused by [`DecoderInfo::codes_from`], naming
-//! both sides.
+//! Codes of another encoder, tap or shape are refused by [`DecoderInfo::check_tap_codes`],
+//! naming both sides.
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {

@@ -97,8 +97,10 @@ fn trains_from_a_code_file_resumes_and_records_what_it_inverts() {
     // The decoder refuses codes of another tap or shape, naming both.
     let mut other = cf.clone();
     other.codes.remove("fc7");
-    let err = info.codes_from(&other).unwrap_err().to_string();
-    assert!(err.contains("fc7") && err.contains("conv5"), "{err}");
+    let other_path = dir.path().join("conv5-only.safetensors");
+    other.write(&other_path).unwrap();
+    let (success, err) = preimage(&["reconstruct", "--decoder", s(&run), "--codes", s(&other_path), "--out", s(&dir.path().join("never"))]);
+    assert!(!success && err.contains("fc7") && err.contains("conv5"), "{err}");
     let err = info.check_codes("posenet", "conv5", &[4, 4, 4], &info.weights_sha256).unwrap_err().to_string();
     assert!(err.contains("fc7") && err.contains("conv5") && err.contains("[4, 4, 4]"), "{err}");
     // A damaged weights file is an error naming it, not a panic.

@@ -94,23 +94,6 @@ impl DecoderInfo {
         Ok(())
     }
 
-    /// Check a code file's tap against this decoder and return the codes as flat rows.
-    pub fn codes_from<'a>(&self, file: &'a CodeFile) -> Result<&'a [f32]> {
-        let arr = file.codes.get(&self.tap).with_context(|| {
-            format!(
-                "this decoder inverts {} {} codes, but the code file holds only taps: {}",
-                self.encoder,
-                self.tap,
-                file.codes.keys().cloned().collect::<Vec<_>>().join(", ")
-            )
-        })?;
-        self.check_tap_codes(file, arr.shape())?;
-        match arr {
-            crate::tensorfile::Array::F32 { data, .. } => Ok(data),
-            _ => bail!("tap '{}' of the code file is not f32", self.tap),
-        }
-    }
-
     /// Check codes of `shape` (`[N, ...]`) at this decoder's tap of `file` (in memory or left
     /// on disk) against what it inverts: the encoder, tap and weights the file records, or for
     /// a file written elsewhere the shape alone (flattened rows fit).
