@@ -278,9 +278,10 @@ impl CodeFile {
     /// [`CodeFile::read_tap_as`] whose codes at `tap` stay in their file, read by rows when
     /// asked ([`TapCodes::File`]; `np.load(F, mmap_mode="r")`'s way): a decoder trains on,
     /// and a few codes decode from, a file larger than memory. That is so for float codes in a
-    /// safetensors file (ours or written elsewhere), a `.npy` file and an uncompressed `.npz`
-    /// (`np.savez`); other files (`torch.save`'s, `np.savez_compressed`'s, integers,
-    /// Fortran order) are read into memory.
+    /// safetensors file (ours or written elsewhere), a `.npy` file, an uncompressed `.npz`
+    /// (`np.savez`) and a `torch.save` file (since PyTorch 1.6); other files
+    /// (`np.savez_compressed`'s, legacy `torch.save`, integers, Fortran order, strided views)
+    /// are read into memory.
     pub fn open_tap_as(path: &Path, tap: &str, module: Option<&str>) -> Result<(Self, TapCodes)> {
         // One pass over the header: the names of the arrays, and the rest of the file.
         let mut names = Vec::new();
@@ -302,7 +303,8 @@ impl CodeFile {
         let rows = match name {
             Some(n) if crate::encoder::weights::is_safetensors(path)? => tensorfile::FileRows::open(path, n)?,
             Some(n) if npy::is_npy(path)? || npy::is_npz(path)? => npy::file_rows(path, n)?,
-            _ => None,
+            Some(n) => crate::encoder::weights::pytorch_rows(path, if n == npy::UNNAMED { "" } else { n })?,
+            None => None,
         };
         let Some(rows) = rows else {
             let mut file = Self::read_tap_as(path, tap, module)?;
@@ -504,5 +506,34 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
         let err = format!("{:#}", CodeFile::open_tap_as(&cut, "fc7", None).err().unwrap());
         assert!(err.contains("cut.npy") && err.contains("ends before"), "{err}");
+    }
+
+    /// `torch.save` files (tests/data/pth/make.py) stay on disk where `torch.load(F, mmap=True)`
+    /// could map them: a tensor alone or in a dict, f64 or f32, a row-major view into a larger
+    /// storage (rows 1..4 of 5: the storage offset counts). A transposed view and the legacy
+    /// format (before PyTorch 1.6) are read whole. Either way, the rows are PyTorch's.
+    #[test]
+    fn torch_save_codes_are_read_by_rows() {
+        let pth = |f: &str| Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pth").join(f);
+        let fc7 = |i: usize, j: usize| (i * 8 + j) as f32 / 10.0 - 1.0;
+        for (f, on_disk, first) in [
+            ("codes_ids.pt", true, 0),
+            ("codes_bare.pt", true, 0),
+            ("codes_view.pt", true, 1),
+            ("codes_transposed.pt", false, 0),
+            ("codes_legacy.pt", false, 0),
+        ] {
+            let (file, codes) = CodeFile::open_tap_as(&pth(f), "fc7", None).unwrap();
+            assert_eq!(matches!(codes, TapCodes::File(_)), on_disk, "{f}");
+            assert_eq!(codes.shape(), [3, 8], "{f}");
+            let want: Vec<f32> = [2, 0].iter().flat_map(|&i| (0..8).map(move |j| fc7(first + i, j))).collect();
+            let got = codes.rows(&[2, 0]).unwrap();
+            assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-6), "{f}: {got:?} vs {want:?}");
+            let got = codes.values(&[(1, 3), (2, 7)]).unwrap();
+            assert!((got[0] - fc7(first + 1, 3)).abs() < 1e-6 && (got[1] - fc7(first + 2, 7)).abs() < 1e-6, "{f}: {got:?}");
+            assert_eq!(file.ids.len(), 3, "{f}");
+        }
+        let (file, _) = CodeFile::open_tap_as(&pth("codes_ids.pt"), "fc7", None).unwrap();
+        assert_eq!(file.ids, ["a.jpg", "sub/b.png", "c.jpg"]);
     }
 }

@@ -99,6 +99,49 @@ pub fn read_pytorch(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<B
     Ok(t)
 }
 
+/// Tensor `name` (`""`: a tensor saved alone) of a file written by `torch.save`, left in the
+/// file to be read by rows, as `torch.load(F, mmap=True)` leaves it: `None` where it is not a
+/// float tensor laid out row-major in an uncompressed, little-endian zip archive (the legacy
+/// formats before PyTorch 1.6, views with other strides), which are read whole instead.
+pub fn pytorch_rows(path: &Path, name: &str) -> Result<Option<tensorfile::FileRows>> {
+    use burn::tensor::DType;
+    use safetensors::Dtype;
+    let Ok(reader) = burn_store::pytorch::PytorchReader::new(path) else { return Ok(None) };
+    let Some(snap) = reader.into_tensors().remove(name) else { return Ok(None) };
+    let (Some(at), shape) = (snap.storage.clone(), snap.shape.to_vec()) else { return Ok(None) };
+    let dtype = match snap.dtype {
+        DType::F32 => Dtype::F32,
+        DType::F64 => Dtype::F64,
+        DType::F16 => Dtype::F16,
+        DType::BF16 => Dtype::BF16,
+        _ => return Ok(None),
+    };
+    // Row-major: each dimension of more than one element steps over all later ones.
+    let row_major = (0..shape.len()).all(|d| shape[d] <= 1 || at.strides.get(d) == Some(&shape[d + 1..].iter().product()));
+    if shape.is_empty() || !row_major {
+        return Ok(None);
+    }
+    let open = || std::fs::File::open(path).with_context(|| format!("opening {}", path.display()));
+    let mut zip = zip::ZipArchive::new(std::io::BufReader::new(open()?)).map_err(|e| anyhow!("{} is not a zip archive: {e}", path.display()))?;
+    // Written on a big-endian machine, the storages are big-endian (`<archive>/byteorder`).
+    let order = zip.file_names().find(|n| *n == "byteorder" || n.ends_with("/byteorder")).map(str::to_string);
+    let big_endian = order.and_then(|n| {
+        let mut order = String::new();
+        std::io::Read::read_to_string(&mut zip.by_name(&n).ok()?, &mut order).ok()?;
+        Some(order.trim() == "big")
+    });
+    if big_endian == Some(true) {
+        return Ok(None);
+    }
+    let member = zip.by_name(&at.member).map_err(|e| anyhow!("{}: storage '{}' of tensor '{name}': {e}", path.display(), at.member))?;
+    let (zip::CompressionMethod::Stored, false, Some(start)) = (member.compression(), member.encrypted(), member.data_start()) else { return Ok(None) };
+    let bytes = (at.element_offset as u64 + shape.iter().product::<usize>() as u64) * dtype.size() as u64;
+    if bytes > member.size() {
+        bail!("{}: tensor '{name}' of shape {shape:?} runs past its storage '{}' ({} bytes, {bytes} needed)", path.display(), at.member, member.size());
+    }
+    Ok(Some(tensorfile::FileRows::at(path, open()?, start + (at.element_offset * dtype.size()) as u64, dtype, shape)))
+}
+
 /// Training checkpoints keep the state_dict beside other entries: PyTorch's ImageNet example
 /// saves `{epoch, arch, state_dict, best_acc1, optimizer, scheduler}`, torchvision's reference
 /// scripts `{model, model_ema, optimizer, lr_scheduler, epoch, args}`. (Distributed)DataParallel

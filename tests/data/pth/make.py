@@ -34,3 +34,11 @@ torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 2, 3)), "module.pt")
 # the ids list), the same codes as codes.pt.
 torch.save(codes["fc7"].float(), "codes_bare.pt")
 torch.save({"fc7": codes["fc7"], "ids": ["a.jpg", "sub/b.png", "c.jpg"]}, "codes_ids.pt")
+
+# Makes codes_view.pt (rows 1..4 of a 5-row tensor: a row-major view whose storage starts a row
+# earlier, read by rows from the file), codes_transposed.pt (the codes stored column-major, read
+# whole) and codes_legacy.pt (the format before PyTorch 1.6, read whole); src/data/codes.rs.
+five = torch.arange(40.0).reshape(5, 8) / 10 - 1
+torch.save({"fc7": five[1:4]}, "codes_view.pt")
+torch.save({"fc7": codes["fc7"].float().t().contiguous().t()}, "codes_transposed.pt")
+torch.save({"fc7": codes["fc7"].float()}, "codes_legacy.pt", _use_new_zipfile_serialization=False)

@@ -61,6 +61,21 @@ pub struct TensorSnapshot {
     pub container_stack: Option<Vec<String>>,
     /// Unique identifier for the tensor parameter
     pub tensor_id: Option<ParamId>,
+    /// PREIMAGE PATCH (4): where the tensor's elements lie in the file it was read from, when
+    /// that is a PyTorch zip archive (`None` otherwise), so that a reader can take rows of a
+    /// large tensor from the file as `torch.load(F, mmap=True)` does.
+    pub storage: Option<StorageLocation>,
+}
+
+/// PREIMAGE PATCH (4): a tensor's place in a PyTorch zip archive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StorageLocation {
+    /// The archive member holding the tensor's storage (`archive/data/0`).
+    pub member: String,
+    /// Index of the tensor's first element in the storage.
+    pub element_offset: usize,
+    /// The tensor's strides, in elements.
+    pub strides: Vec<usize>,
 }
 
 impl TensorSnapshot {
@@ -81,6 +96,7 @@ impl TensorSnapshot {
             path_stack: Some(path_stack),
             container_stack: Some(container_stack),
             tensor_id: Some(tensor_id),
+            storage: None,
         }
     }
 
@@ -101,6 +117,7 @@ impl TensorSnapshot {
             path_stack: Some(path_stack),
             container_stack: Some(container_stack),
             tensor_id: Some(tensor_id),
+            storage: None,
         }
     }
 
@@ -121,6 +138,7 @@ impl TensorSnapshot {
             path_stack: Some(path_stack),
             container_stack: Some(container_stack),
             tensor_id: Some(tensor_id),
+            storage: None,
         }
     }
 
@@ -216,6 +234,7 @@ impl TensorSnapshot {
             path_stack: Some(path_stack),
             container_stack: Some(container_stack),
             tensor_id: Some(tensor_id),
+            storage: None,
         }
     }
 
@@ -235,6 +254,7 @@ impl TensorSnapshot {
             path_stack: Some(path_stack),
             container_stack: Some(container_stack),
             tensor_id: Some(tensor_id),
+            storage: None,
         }
     }
 
@@ -286,6 +306,7 @@ impl Clone for TensorSnapshot {
             path_stack: self.path_stack.clone(),
             container_stack: self.container_stack.clone(),
             tensor_id: self.tensor_id,
+            storage: self.storage.clone(),
         }
     }
 }
@@ -478,6 +499,7 @@ mod tests {
             path_stack: Some(vec!["test".to_string()]),
             container_stack: Some(vec!["Test".to_string()]),
             tensor_id: Some(ParamId::new()),
+            storage: None,
         };
 
         // When std is available, to_data should catch the panic and return an error

@@ -638,8 +638,15 @@ fn rebuild_tensor_impl(
         source.track_storage_usage(&storage_key, 0, bytes_needed);
     }
 
+    // PREIMAGE PATCH (4): the tensor's place in a zip archive, for readers of rows.
+    let storage = matches!(*data_source, LazyDataSource::Zip(_)).then(|| crate::StorageLocation {
+        member: data_file_key.clone(),
+        element_offset: storage_offset,
+        strides: strides.clone(),
+    });
+
     // Create a TensorSnapshot with a closure that loads the actual data on-demand
-    Ok(Object::TorchParam(TensorSnapshot::from_closure(
+    let mut snapshot = TensorSnapshot::from_closure(
         Rc::new(move || {
             // Load data only when needed
             if let Ok(data) = data_source_clone.read(&data_file_key) {
@@ -844,7 +851,9 @@ fn rebuild_tensor_impl(
         vec![],         // path_stack
         vec![],         // container_stack
         ParamId::new(), // tensor_id
-    )))
+    );
+    snapshot.storage = storage;
+    Ok(Object::TorchParam(snapshot))
 }
 
 pub struct Stack {
