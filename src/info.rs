@@ -66,18 +66,13 @@ fn describe_path(path: &Path) -> Result<String> {
         let ours = meta.contains_key("encoder");
         let n = rows.first().copied().unwrap_or(0);
         writeln!(out, "{}: code file{}, {n} rows", path.display(), if ours { " from `preimage extract`" } else { " written elsewhere" })?;
-        let safetensors = is_safetensors(path)?;
         let taps: Vec<String> = shapes
             .iter()
             .filter(|(k, _, _)| !matches!(k.as_str(), "label" | "pose"))
             .map(|(k, d, s)| {
                 let unnamed = if k == crate::data::npy::UNNAMED { ", unnamed: read as the codes of the tap asked for" } else { "" };
                 // Whether commands read its rows as needed or the whole array (CodeFile::open_tap_as).
-                let by_rows = match (d.as_str(), safetensors) {
-                    ("f32" | "f64" | "f16" | "bf16", true) => true,
-                    (_, false) => crate::data::npy::file_rows(path, k).ok().flatten().is_some(),
-                    _ => false,
-                };
+                let by_rows = crate::data::codes::file_rows(path, k).ok().flatten().is_some();
                 format!("{k} {:?} ({d}{}){unnamed}", &s[1..], if by_rows { "" } else { ", read whole" })
             })
             .collect();

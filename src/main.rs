@@ -97,7 +97,7 @@ enum Command {
         /// Encoder for on-the-fly codes (posenet, alexnet, vgg16, ..., or auto: the network
         /// --weights or --run holds; given, it computes codes even where the config names a
         /// code file), or the one codes written elsewhere came from (with --codes, --weights
-        /// and --data).
+        /// and --data; by default the network the weights hold).
         #[arg(long)]
         encoder: Option<String>,
         /// Encoder weights (default with --codes: the file recorded in the code file).

@@ -183,7 +183,7 @@ fn reconstruct_and_edit() {
     let text = ok(&["invert", "--encoder", "posenet", "--run", s(&p("enc")), "--layer", "fc7", "--codes", s(&foreign), "--index", "2", "--steps", "3", "--final-steps", "0", "--out", s(&p("inv.png"))]);
     assert!(text.contains("feature error at fc7") && p("inv.png").exists(), "{text}");
     let (success, text) = preimage(&["train-decoder", "--config", s(&p("dec.toml")), "--codes", s(&foreign), "--layer", "fc7", "--out", s(&p("never"))]);
-    assert!(!success && text.contains("torch.safetensors holds codes without preimage's metadata") && text.contains("--encoder NAME --weights FILE") && text.contains("--data DIR"), "{text}");
+    assert!(!success && text.contains("torch.safetensors holds codes without preimage's metadata") && text.contains("--weights FILE or --run DIR") && text.contains("--data DIR"), "{text}");
     // Given the network they came from and their images, codes written elsewhere train a
     // decoder: with ids naming the images, the same steps as from our own code file.
     let named = p("named.safetensors");
@@ -203,6 +203,10 @@ fn reconstruct_and_edit() {
         m.iter().flat_map(|e| [e["train_loss"].as_f64().unwrap(), e["val_loss"].as_f64().unwrap()]).collect()
     };
     assert_eq!(losses("from-named"), losses("from-ours"));
+    // Without --encoder, the network the weights hold, as for images encoded on the fly.
+    let (success, text) = train(&named, "from-named-auto", &["--run", s(&p("enc")), "--data", s(&p("data"))]);
+    assert!(success, "{text}");
+    assert_eq!(losses("from-named-auto"), losses("from-ours"));
     let info = preimage::decoder::read_info(&p("from-named")).unwrap();
     assert_eq!((info.encoder.as_str(), info.weights_sha256.as_str()), ("posenet", file.provenance.as_ref().unwrap().weights_sha256.as_str()));
     // Named by the torchvision module of the tap (`create_feature_extractor(m, [module])`).
@@ -357,10 +361,11 @@ fn info_describes_files_and_runs() {
     assert!(text.contains("codes.npz: code file written elsewhere, 3 rows") && text.contains("ids: a.jpg, sub/b.png, c.jpg") && text.contains("arr_0 [8] (float), unnamed"), "{text}");
     // Read from the headers; arrays that commands read whole (not by rows) are marked so.
     let pth = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/pth");
-    let text = ok(&["info", s(&npy.join("compressed.npz")), s(&pth.join("codes_bare.pt")), s(&pth.join("codes_ids.pt"))]);
+    let text = ok(&["info", s(&npy.join("compressed.npz")), s(&pth.join("codes_bare.pt")), s(&pth.join("codes_ids.pt")), s(&pth.join("codes_transposed.pt"))]);
     assert!(text.contains("compressed.npz: code file written elsewhere, 3 rows\n  taps: arr_0 [8] (float, read whole)"), "{text}");
-    assert!(text.contains("codes_bare.pt: code file written elsewhere, 3 rows\n  taps: arr_0 [8] (float, read whole)"), "{text}");
-    assert!(text.contains("codes_ids.pt: code file written elsewhere, 3 rows\n  taps: fc7 [8] (float, read whole)") && text.contains("ids: a.jpg, sub/b.png, c.jpg"), "{text}");
+    assert!(text.contains("codes_bare.pt: code file written elsewhere, 3 rows\n  taps: arr_0 [8] (float), unnamed"), "{text}");
+    assert!(text.contains("codes_ids.pt: code file written elsewhere, 3 rows\n  taps: fc7 [8] (float)\n") && text.contains("ids: a.jpg, sub/b.png, c.jpg"), "{text}");
+    assert!(text.contains("codes_transposed.pt: code file written elsewhere, 3 rows\n  taps: fc7 [8] (float, read whole)"), "{text}");
     let weights = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/torchvision/alexnet_mini.pth");
     let text = ok(&["info", s(&weights)]);
     assert!(text.contains("16 tensors, 404786 values") && text.contains("features.0.weight [8, 3, 11, 11]"), "{text}");

@@ -301,9 +301,7 @@ impl CodeFile {
             None
         };
         let rows = match name {
-            Some(n) if crate::encoder::weights::is_safetensors(path)? => tensorfile::FileRows::open(path, n)?,
-            Some(n) if npy::is_npy(path)? || npy::is_npz(path)? => npy::file_rows(path, n)?,
-            Some(n) => crate::encoder::weights::pytorch_rows(path, if n == npy::UNNAMED { "" } else { n })?,
+            Some(n) => file_rows(path, n)?,
             None => None,
         };
         let Some(rows) = rows else {
@@ -393,6 +391,18 @@ pub(crate) fn read_tensors(path: &Path, keep: impl FnMut(&str) -> bool) -> Resul
             tensors.insert(npy::UNNAMED.to_string(), root);
         }
         Ok((tensors, pytorch_ids(path)))
+    }
+}
+
+/// Array `name` of a code file in any format, left in the file to be read by rows; `None` where
+/// it is not so kept (see [`CodeFile::open_tap_as`]) and is read whole.
+pub fn file_rows(path: &Path, name: &str) -> Result<Option<tensorfile::FileRows>> {
+    if crate::encoder::weights::is_safetensors(path).with_context(|| format!("opening code file {}", path.display()))? {
+        tensorfile::FileRows::open(path, name)
+    } else if npy::is_npy(path)? || npy::is_npz(path)? {
+        npy::file_rows(path, name)
+    } else {
+        crate::encoder::weights::pytorch_rows(path, if name == npy::UNNAMED { "" } else { name })
     }
 }
 

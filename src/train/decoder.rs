@@ -272,6 +272,13 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
     let tap = run.layer.clone();
     match &run.source {
         CodeSource::File { codes, data, encoder: enc_source, arch, input } => {
+            // Codes written elsewhere, weights given but no --encoder: the network the weights
+            // hold (`--encoder auto`), as for images encoded on the fly.
+            let mut auto = None;
+            if arch.is_none() && matches!(enc_source, Some(WeightSource::File(_) | WeightSource::Run(_))) && CodeFile::read_provenance(codes)?.is_none() {
+                auto = Some(encoder::load::<B>(encoder::AUTO, enc_source.as_ref().expect("matched"), *input, device)?);
+            }
+            let arch = &arch.clone().or_else(|| auto.as_ref().map(|l| l.net.spec.arch.clone()));
             // Codes written elsewhere may be named by the torchvision module of the tap.
             let module = match arch {
                 Some(a) => encoder::default_spec(a, 1000, None)?.torch_modules().remove(&tap),
@@ -289,16 +296,21 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                     pv.preprocessing.resize
                 ),
                 (Some(pv), _) => (pv.clone(), None),
-                (None, None) => {
-                    let why = "training (the images the codes came from are the targets); give the network they came from (--encoder NAME --weights FILE) and their images (--data DIR, the folder their ids are paths below)";
-                    return Err(file.provenance(codes, why).expect_err("a file without provenance"));
-                }
+                (None, None) => bail!(
+                    "{} holds codes without preimage's metadata (it was not written by `preimage extract`): training from it needs \
+                     the network its codes came from (--weights FILE or --run DIR; --encoder NAME for random weights) and its images \
+                     (--data DIR, the folder its ids are paths below)",
+                    codes.display()
+                ),
                 (None, Some(arch)) => {
                     let (source, dir) = match (enc_source, data) {
                         (Some(s), Some(d)) => (s, d),
                         _ => bail!("{} was written elsewhere: training from it needs the weights its codes came from (--weights FILE or --run DIR) and its images (--data DIR, the folder its ids are paths below)", codes.display()),
                     };
-                    let loaded = encoder::load::<B>(arch, source, *input, device)?;
+                    let loaded = match auto.take() {
+                        Some(loaded) => loaded,
+                        None => encoder::load::<B>(arch, source, *input, device)?,
+                    };
                     let spec = loaded.net.spec.clone();
                     spec.check_tap(&tap)?;
                     let want = spec.tap_shapes()?.remove(&tap).expect("checked tap");
