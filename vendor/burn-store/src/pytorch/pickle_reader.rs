@@ -231,7 +231,9 @@ pub enum Object {
         callable: Box<Object>,
         args: Box<Object>,
     },
-    TorchParam(TensorSnapshot),
+    // PREIMAGE PATCH (5): boxed, so that every pickled object (each string of a list of a
+    // million ids, each memo entry) does not take a tensor snapshot's size.
+    TorchParam(Box<TensorSnapshot>),
 }
 
 fn rebuild_from_type_v2(
@@ -853,7 +855,7 @@ fn rebuild_tensor_impl(
         ParamId::new(), // tensor_id
     );
     snapshot.storage = storage;
-    Ok(Object::TorchParam(snapshot))
+    Ok(Object::TorchParam(Box::new(snapshot)))
 }
 
 pub struct Stack {
@@ -1537,7 +1539,7 @@ fn extract_tensors<'a>(
         }
         Object::TorchParam(snapshot) => {
             // Only allocate the string here when we actually insert
-            tensors.insert(path.join("."), snapshot.clone());
+            tensors.insert(path.join("."), TensorSnapshot::clone(snapshot));
         }
         _ => {}
     }

@@ -713,7 +713,7 @@ fn extract_tensors_recursive<'a>(
         Object::TorchParam(snapshot) => {
             // The TensorSnapshot already contains the data loading closure
             // Only allocate the string here when we actually insert
-            tensors.insert(path.join("."), snapshot.clone());
+            tensors.insert(path.join("."), TensorSnapshot::clone(snapshot));
         }
         // PREIMAGE PATCH (3): items of lists and tuples by their index (`{"codes": [t0, t1]}`
         // gives `codes.0`, `codes.1`).
