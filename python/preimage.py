@@ -274,7 +274,17 @@ def save_codes(path, codes, ids=None, labels=None):
 def load_codes(path):
     """A code file (`preimage extract`'s or `save_codes`'): `({tap: tensor}, ids, metadata)`;
     the dict also holds `label` and `pose` where the file has them, and `metadata` is the file's
-    (encoder, weights_sha256, preprocessing, ... as JSON strings)."""
+    (encoder, weights_sha256, preprocessing, ... as JSON strings). A `.pt` from `extract --out
+    F.pt` is `torch.load`ed (weights only)."""
+    with open(path, "rb") as f:
+        is_zip = f.read(2) == b"PK"
+    if is_zip:
+        saved = torch.load(path, weights_only=True, map_location="cpu")
+        meta = dict(saved.pop("__metadata__", {}))
+        ids = saved.pop("ids", None)
+        tensors = {k: v for k, v in saved.items() if isinstance(v, torch.Tensor)}
+        rows = next((t.shape[0] for k, t in tensors.items() if k not in ("label", "pose")), 0)
+        return tensors, list(ids) if ids is not None else [f"{i:06}" for i in range(rows)], meta
     with safe_open(path, framework="pt", device="cpu") as f:
         meta = dict(f.metadata() or {})
         tensors = {k: f.get_tensor(k) for k in f.keys()}

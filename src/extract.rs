@@ -33,7 +33,7 @@ pub fn extract<B: Backend>(enc: &Loaded<B>, folder: &ImageFolder, taps: &[String
     Ok(file)
 }
 
-/// [`extract`] straight into the code file `out` (safetensors, or NumPy's `.npz` when it ends so),
+/// [`extract`] straight into the code file `out` (safetensors, NumPy's `.npz` or `torch.save`'s `.pt` when it ends so),
 /// batch by batch: memory stays that of a batch
 /// however many images there are (conv1 codes of AlexNet are 0.8 MB an image). The codes wait in
 /// part files beside `out` until the last batch, so the folder needs twice their size for a
@@ -79,7 +79,7 @@ fn write_codes<B: Backend>(
     mut after_batch: impl FnMut(&Done) -> Result<()>,
 ) -> Result<usize> {
     if out.extension().is_some_and(|e| e.eq_ignore_ascii_case("npy")) {
-        bail!("{}: a .npy file holds one array; write a .npz (NumPy's np.load gives every tap, the labels and ids) or a .safetensors", out.display());
+        bail!("{}: a .npy file holds one array; write a .npz (NumPy's np.load gives every tap, the labels and ids), a .pt (torch.load) or a .safetensors", out.display());
     }
     if out.is_dir() {
         bail!("--out {} is a folder; name the code file, e.g. {}", out.display(), out.join("codes.safetensors").display());
@@ -422,7 +422,7 @@ mod tests {
         .unwrap();
         let round: [(Dtype, fn(f32) -> f32); 2] = [(Dtype::F16, |v| half::f16::from_f32(v).to_f32()), (Dtype::BF16, |v| half::bf16::from_f32(v).to_f32())];
         for (dtype, round) in round {
-            for name in ["codes.safetensors", "codes.npz"] {
+            for name in ["codes.safetensors", "codes.npz", "codes.pt"] {
                 let out = dir.join(format!("{dtype:?}-{name}"));
                 let written = extract_to_file(&enc, &folder, &taps, &out, &ToFile { dtype, ..opts(3, false) }, &dev);
                 if dtype == Dtype::BF16 && name.ends_with("npz") {
@@ -437,11 +437,10 @@ mod tests {
                     assert!(want.iter().zip(whole.codes[tap].to_f32()).any(|(a, b)| *a != b), "rounded");
                 }
                 assert_eq!((&half.ids, &half.labels, &half.provenance), (&whole.ids, &whole.labels, &whole.provenance));
-                if name.ends_with("safetensors") {
-                    let (_, rows) = CodeFile::open_tap_as(&out, "fc7", None).unwrap();
-                    let (all, d) = (half.codes["fc7"].to_f32(), half.codes["fc7"].shape()[1]);
-                    assert!(rows.rows(&[9, 0]).unwrap() == [&all[9 * d..10 * d], &all[..d]].concat(), "rows of the {dtype:?} file");
-                }
+                let (_, rows) = CodeFile::open_tap_as(&out, "fc7", None).unwrap();
+                assert!(matches!(rows, crate::data::codes::TapCodes::File(_)), "{dtype:?} {name}");
+                let (all, d) = (half.codes["fc7"].to_f32(), half.codes["fc7"].shape()[1]);
+                assert!(rows.rows(&[9, 0]).unwrap() == [&all[9 * d..10 * d], &all[..d]].concat(), "rows of the {dtype:?} {name}");
             }
         }
         // A stopped run goes on only in the type it began with.

@@ -278,7 +278,7 @@ enum Command {
         /// them all.
         #[arg(long, num_args = 1.., required = true)]
         data: Vec<PathBuf>,
-        /// Output code file: .safetensors, or .npz (NumPy: np.load gives each tap, label, pose, ids).
+        /// Output code file: .safetensors, .npz (NumPy: np.load gives each tap, label, pose, ids), or .pt (torch.load gives a dict of them).
         #[arg(long)]
         out: PathBuf,
         /// Images encoded at once.

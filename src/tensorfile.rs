@@ -311,6 +311,11 @@ fn is_npz(path: &Path) -> bool {
     path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"))
 }
 
+/// Whether a file written here is in `torch.save`'s format: named `.pt` or `.pth`.
+pub fn is_torch(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e.eq_ignore_ascii_case("pt") || e.eq_ignore_ascii_case("pth"))
+}
+
 fn write_items(path: &Path, items: Vec<(Entry, Bytes)>, metadata: &HashMap<String, String>) -> Result<()> {
     write_items_with(path, items, metadata, IDS_IN_HEADER_MAX)
 }
@@ -319,6 +324,9 @@ fn write_items(path: &Path, items: Vec<(Entry, Bytes)>, metadata: &HashMap<Strin
 fn write_items_with(path: &Path, mut items: Vec<(Entry, Bytes)>, metadata: &HashMap<String, String>, ids_max: usize) -> Result<()> {
     if is_npz(path) {
         return write_npz(path, &items, metadata);
+    }
+    if is_torch(path) {
+        return write_torch(path, &items, metadata);
     }
     let mut metadata = std::borrow::Cow::Borrowed(metadata);
     if let Some(ids) = metadata.get("ids").filter(|ids| ids.len() > ids_max).cloned() {
@@ -383,6 +391,44 @@ fn write_npz(path: &Path, items: &[(Entry, Bytes)], metadata: &HashMap<String, S
             zip.start_file(format!("{}.npy", npy::METADATA), opts).map_err(io)?;
             zip.write_all(&npy::strings(&[serde_json::to_string(&rest).map_err(std::io::Error::other)?], &[]))?;
         }
+        zip.finish().map_err(io)?;
+        Ok(())
+    })
+}
+
+/// The same items as `torch.save` writes them ([`torchsave`]): `torch.load(F)["fc7"]`,
+/// `torch.load(F)["ids"]`, `torch.load(F)["__metadata__"]`; each storage 64-byte aligned in the
+/// archive, as PyTorch aligns them, so that `torch.load(F, mmap=True)` maps them.
+fn write_torch(path: &Path, items: &[(Entry, Bytes)], metadata: &HashMap<String, String>) -> Result<()> {
+    use crate::data::torchsave::{self, ARCHIVE};
+    let ids: Option<Vec<String>> = match metadata.get("ids") {
+        Some(ids) => Some(serde_json::from_str(ids).with_context(|| format!("building {}: metadata 'ids' is not a list of strings", path.display()))?),
+        None => None,
+    };
+    let rest: BTreeMap<&str, &str> = metadata.iter().filter(|(k, _)| k.as_str() != "ids").map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let tensors: Vec<torchsave::Tensor> = items.iter().map(|(e, _)| torchsave::Tensor { name: &e.name, dtype: e.dtype, shape: &e.shape }).collect();
+    let pickle = torchsave::pickle(&tensors, ids.as_deref(), &rest.into_iter().collect::<Vec<_>>()).map_err(|e| anyhow::anyhow!("building {}: {e}", path.display()))?;
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored).large_file(true).with_alignment(64);
+    crate::util::write_atomic_with(path, |w| {
+        let mut zip = zip::ZipWriter::new(w);
+        let io = |e: zip::result::ZipError| std::io::Error::other(e.to_string());
+        zip.start_file(format!("{ARCHIVE}/data.pkl"), opts).map_err(io)?;
+        zip.write_all(&pickle)?;
+        zip.start_file(format!("{ARCHIVE}/byteorder"), opts).map_err(io)?;
+        zip.write_all(b"little")?;
+        for (key, (_, bytes)) in items.iter().enumerate() {
+            zip.start_file(format!("{ARCHIVE}/data/{key}"), opts).map_err(io)?;
+            match bytes {
+                Bytes::Memory(Array::F32 { data, .. }) => write_le(&mut zip, data, |v| v.to_le_bytes())?,
+                Bytes::Memory(Array::I64 { data, .. }) => write_le(&mut zip, data, |v| v.to_le_bytes())?,
+                Bytes::Part(p) => {
+                    std::io::copy(&mut File::open(p)?, &mut zip)?;
+                }
+                Bytes::Raw(b) => zip.write_all(b)?,
+            }
+        }
+        zip.start_file(format!("{ARCHIVE}/version"), opts).map_err(io)?;
+        zip.write_all(torchsave::VERSION.as_bytes())?;
         zip.finish().map_err(io)?;
         Ok(())
     })

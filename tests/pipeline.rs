@@ -427,20 +427,48 @@ fn files_that_are_not_images_are_named_ten_times_then_counted() {
 /// each tap, the labels and the ids (checked where a Python with NumPy is at hand). A `.npy`
 /// (one array) is refused with the reason.
 #[test]
-fn extract_writes_npz_code_files() {
+fn extract_writes_npz_and_torch_code_files() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n);
     ok(&["render", "--out", s(&p("data")), "--count", "10", "--size", "32", "--seed", "3", "--classes", "chair,mug"]);
-    for out in ["c.npz", "c.safetensors"] {
+    for out in ["c.npz", "c.safetensors", "c.pt"] {
         ok(&["extract", "--encoder", "posenet", "--input-size", "32", "--layer", "conv5,fc7", "--data", s(&p("data")), "--out", s(&p(out))]);
     }
-    let (npz, st) = (CodeFile::read(&p("c.npz")).unwrap(), CodeFile::read(&p("c.safetensors")).unwrap());
+    let (npz, st, pt) = (CodeFile::read(&p("c.npz")).unwrap(), CodeFile::read(&p("c.safetensors")).unwrap(), CodeFile::read(&p("c.pt")).unwrap());
     assert!(npz.provenance.is_some() && npz.poses.is_some() && npz.labels.is_some());
     assert_eq!(npz, st);
+    assert_eq!(pt, st);
+    // A `.pt` from extract is a code file in full (its metadata in the pickle), read by rows.
+    let (_, rows) = CodeFile::open_tap_as(&p("c.pt"), "fc7", None).unwrap();
+    assert!(matches!(rows, preimage::data::codes::TapCodes::File(_)));
+    assert_eq!(rows.rows(&[7, 2]).unwrap(), [&st.codes["fc7"].to_f32()[7 * 512..8 * 512], &st.codes["fc7"].to_f32()[2 * 512..3 * 512]].concat());
     let cfg = p("dec.toml");
     std::fs::write(&cfg, "[model]\nfc = [16]\nbase_channels = 8\nup_channels = [8, 4, 4]\n[train]\nepochs = 1\nbatch_size = 4\nlr = 0.001\n").unwrap();
-    let text = ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&p("c.npz")), "--layer", "fc7", "--out", s(&p("dec"))]);
-    assert!(text.contains("posenet fc7"), "{text}");
+    for (codes, out) in [("c.npz", "dec"), ("c.pt", "dec-pt")] {
+        let text = ok(&["train-decoder", "--config", s(&cfg), "--codes", s(&p(codes)), "--layer", "fc7", "--out", s(&p(out))]);
+        assert!(text.contains("posenet fc7"), "{text}");
+    }
+    let losses = |run: &str| -> Vec<f64> {
+        let m: Vec<serde_json::Value> = serde_json::from_str(&std::fs::read_to_string(p(run).join("metrics.json")).unwrap()).unwrap();
+        m.iter().flat_map(|e| [e["train_loss"].as_f64().unwrap(), e["val_loss"].as_f64().unwrap()]).collect()
+    };
+    assert_eq!(losses("dec-pt"), losses("dec"));
+    if let Some(python) = common::python_with_torch() {
+        // PyTorch's own loader, as safe (weights only, its default since 2.6) and mapped.
+        let script = format!(
+            "import torch\nfor kw in [dict(weights_only=True), dict(mmap=True, weights_only=True)]:\n    f = torch.load({:?}, **kw)\n    print(tuple(f['conv5'].shape), f['conv5'].dtype, ' '.join(repr(float(v)) for v in f['fc7'][2, :3]), '|', ' '.join(map(str, f['label'].tolist())), f['ids'][:2], f['__metadata__']['encoder'])\nimport preimage\nt, ids, meta = preimage.load_codes({:?})\nprint('load_codes', sorted(t), ids[:2], meta['encoder'])\n",
+            s(&p("c.pt")),
+            s(&p("c.pt"))
+        );
+        let text = common::run_python(&python, &script);
+        assert!(text.contains(&format!("load_codes ['conv5', 'fc7', 'label', 'pose'] ['{}', '{}'] posenet", st.ids[0], st.ids[1])), "{text}");
+        let labels: Vec<String> = st.labels.as_ref().unwrap().iter().map(i64::to_string).collect();
+        let row: Vec<String> = st.codes["fc7"].to_f32()[2 * 512..2 * 512 + 3].iter().map(|&v| format!("{:?}", v as f64)).collect();
+        let want = format!("(10, 64, 4, 4) torch.float32 {} | {} ['{}', '{}'] posenet", row.join(" "), labels.join(" "), st.ids[0], st.ids[1]);
+        assert_eq!(text.lines().filter(|l| *l == want).count(), 2, "{want}\n{text}");
+    } else {
+        eprintln!("skipped the torch.load read-back: no Python with torch (set PREIMAGE_PYTHON)");
+    }
     let (success, text) = preimage(&["extract", "--encoder", "posenet", "--input-size", "32", "--layer", "fc7", "--data", s(&p("data")), "--out", s(&p("c.npy"))]);
     assert!(!success && text.contains("c.npy") && text.contains(".npz"), "{text}");
     let python = std::path::PathBuf::from(std::env::var_os("PREIMAGE_PYTHON").unwrap_or_else(|| "python3".into()));

@@ -390,7 +390,7 @@ pub(crate) fn read_tensors(path: &Path, keep: impl FnMut(&str) -> bool) -> Resul
         if let Some(root) = tensors.remove("") {
             tensors.insert(npy::UNNAMED.to_string(), root);
         }
-        Ok((tensors, pytorch_ids(path)))
+        Ok((tensors, pytorch_meta(path)))
     }
 }
 
@@ -407,8 +407,9 @@ pub fn file_rows(path: &Path, name: &str) -> Result<Option<tensorfile::FileRows>
 }
 
 /// The `ids` list of strings beside the tensors of a `torch.save`d dict (`{"fc7": codes, "ids":
-/// names}`), as metadata.
-fn pytorch_ids(path: &Path) -> HashMap<String, String> {
+/// names}`), and the dict of strings under [`npy::METADATA`] (a file from `extract --out F.pt`),
+/// as metadata.
+fn pytorch_meta(path: &Path) -> HashMap<String, String> {
     use burn_store::pytorch::{PickleValue, PytorchReader};
     let mut meta = HashMap::new();
     if let Ok(PickleValue::Dict(d)) = PytorchReader::read_pickle_data(path, None) {
@@ -417,6 +418,9 @@ fn pytorch_ids(path: &Path) -> HashMap<String, String> {
             if let Some(ids) = ids {
                 meta.insert("ids".to_string(), serde_json::to_string(&ids).expect("strings serialize"));
             }
+        }
+        if let Some(PickleValue::Dict(m)) = d.get(npy::METADATA) {
+            meta.extend(m.iter().filter_map(|(k, v)| if let PickleValue::String(s) = v { Some((k.clone(), s.clone())) } else { None }));
         }
     }
     meta

@@ -6,3 +6,4 @@ pub mod meshes;
 pub mod npy;
 pub mod render;
 pub mod resize;
+pub mod torchsave;

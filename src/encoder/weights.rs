@@ -106,7 +106,10 @@ pub fn read_pytorch(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<B
 pub fn pytorch_rows(path: &Path, name: &str) -> Result<Option<tensorfile::FileRows>> {
     use burn::tensor::DType;
     use safetensors::Dtype;
-    let Ok(reader) = burn_store::pytorch::PytorchReader::new(path) else { return Ok(None) };
+    // The legacy formats are not zip archives ("PK"); their reader would load the storages.
+    let mut magic = [0u8; 2];
+    let zip = std::io::Read::read_exact(&mut std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?, &mut magic).is_ok() && magic == *b"PK";
+    let Some(reader) = zip.then(|| burn_store::pytorch::PytorchReader::new(path).ok()).flatten() else { return Ok(None) };
     let Some(snap) = reader.into_tensors().remove(name) else { return Ok(None) };
     let (Some(at), shape) = (snap.storage.clone(), snap.shape.to_vec()) else { return Ok(None) };
     let dtype = match snap.dtype {
