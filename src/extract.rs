@@ -144,7 +144,7 @@ fn write_codes<B: Backend>(
             return Err(e);
         }
     };
-    let (extra, meta) = file.labels_poses_and_metadata()?;
+    let (extra, meta) = file.labels_poses_and_metadata(taps.iter().any(|t| t == "pose"))?;
     writer.finish(&extra, &meta)?;
     if journal.exists() {
         std::fs::remove_file(&journal).with_context(|| format!("removing {}", journal.display()))?;
@@ -369,6 +369,40 @@ mod tests {
         let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("codes")).collect();
         v.sort();
         v
+    }
+
+    /// Posenet's `pose` tap beside the rendered images' camera pose: the tap keeps its name,
+    /// the camera pose is `camera_pose`, in every format; without a camera pose, `pose` is the tap.
+    #[test]
+    fn the_pose_tap_and_the_camera_pose_are_both_kept() {
+        let dir = scratch("pose");
+        let (enc, folder) = setup(&dir);
+        let (taps, dev) = (vec!["pose".to_string(), "fc7".to_string()], Default::default());
+        let whole = CodeFile::read(&{
+            let p = dir.join("plain.safetensors");
+            extract_to_file(&enc, &folder, &taps[1..], &p, &opts(4, false), &dev).unwrap();
+            p
+        })
+        .unwrap();
+        for name in ["codes.safetensors", "codes.npz", "codes.pt"] {
+            let out = dir.join(name);
+            extract_to_file(&enc, &folder, &taps, &out, &opts(4, false), &dev).unwrap();
+            let file = CodeFile::read(&out).unwrap();
+            assert_eq!(file.codes["pose"].shape(), [10, crate::encoder::posenet::POSE_DIM], "{name}");
+            assert_eq!((&file.poses, &file.labels, &file.codes["fc7"]), (&whole.poses, &whole.labels, &whole.codes["fc7"]), "{name}");
+            assert!(file.poses.is_some());
+            let (_, rows) = CodeFile::open_tap_as(&out, "pose", None).unwrap();
+            assert_eq!(rows.rows(&[3]).unwrap(), file.codes["pose"].to_f32()[3 * 4..4 * 4], "{name}");
+            let said = crate::info::describe(&out).unwrap();
+            assert!(said.contains("pose [4] (") && said.contains("pose: azimuth, elevation"), "{name}: {said}");
+        }
+        // The same file without camera poses: `pose` is the tap.
+        let mut bare = CodeFile::read(&dir.join("codes.safetensors")).unwrap();
+        bare.poses = None;
+        bare.write(&dir.join("bare.safetensors")).unwrap();
+        let back = CodeFile::read(&dir.join("bare.safetensors")).unwrap();
+        assert_eq!((back.poses.is_none(), back.codes["pose"].shape()), (true, [10, 4].as_slice()));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -66,9 +66,11 @@ fn describe_path(path: &Path) -> Result<String> {
         let ours = meta.contains_key("encoder");
         let n = rows.first().copied().unwrap_or(0);
         writeln!(out, "{}: code file{}, {n} rows", path.display(), if ours { " from `preimage extract`" } else { " written elsewhere" })?;
+        let named: Vec<(&str, &[usize])> = shapes.iter().map(|(k, _, s)| (k.as_str(), s.as_slice())).collect();
+        let pose = crate::data::codes::pose_tensor(&named);
         let taps: Vec<String> = shapes
             .iter()
-            .filter(|(k, _, _)| !matches!(k.as_str(), "label" | "pose"))
+            .filter(|(k, _, _)| k != "label" && Some(k.as_str()) != pose)
             .map(|(k, d, s)| {
                 let unnamed = if k == crate::data::npy::UNNAMED { ", unnamed: read as the codes of the tap asked for" } else { "" };
                 // Whether commands read its rows as needed or the whole array (CodeFile::open_tap_as).
@@ -82,7 +84,7 @@ fn describe_path(path: &Path) -> Result<String> {
             let names = label_classes.map(|c| format!(" indexing {} classes: {}", c.len(), preview(&c, 8))).unwrap_or_default();
             writeln!(out, "  label: yes{names}")?;
         }
-        if shapes.iter().any(|(k, _, _)| k == "pose") {
+        if pose.is_some() {
             writeln!(out, "  pose: azimuth, elevation in degrees")?;
         }
         let ids: Option<Vec<String>> = meta.get("ids").and_then(|t| serde_json::from_str(t).ok());

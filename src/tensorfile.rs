@@ -322,6 +322,11 @@ fn write_items(path: &Path, items: Vec<(Entry, Bytes)>, metadata: &HashMap<Strin
 
 /// [`write_items`], ids longer than `ids_max` bytes of JSON going into a tensor.
 fn write_items_with(path: &Path, mut items: Vec<(Entry, Bytes)>, metadata: &HashMap<String, String>, ids_max: usize) -> Result<()> {
+    // Checked here for every format: a dict (`.pt`) would keep one silently.
+    let mut names = std::collections::HashSet::new();
+    if let Some((e, _)) = items.iter().find(|(e, _)| !names.insert(e.name.as_str())) {
+        bail!("building {}: tensor '{}' appears twice", path.display(), e.name);
+    }
     if is_npz(path) {
         return write_npz(path, &items, metadata);
     }

@@ -179,21 +179,23 @@ impl CodeFile {
     }
 
     pub fn write(&self, path: &Path) -> Result<()> {
-        let (extra, meta) = self.labels_poses_and_metadata()?;
+        let (extra, meta) = self.labels_poses_and_metadata(self.codes.contains_key("pose"))?;
         let tensors: Vec<(String, &Array)> = self.codes.iter().map(|(k, v)| (k.clone(), v)).chain(extra.iter().map(|(k, v)| (k.clone(), v))).collect();
         tensorfile::write(path, &tensors, &meta)
     }
 
-    /// What is written beside the codes: the `label` and `pose` tensors (when known) and the
+    /// What is written beside the codes: the `label` and `pose` tensors (when known; the pose
+    /// as [`CAMERA_POSE`] where `pose_is_tap`, a tap named `pose` being written) and the
     /// metadata. Public to the crate for extraction, which streams the codes themselves.
-    pub(crate) fn labels_poses_and_metadata(&self) -> Result<(Vec<(String, Array)>, tensorfile::Metadata)> {
+    pub(crate) fn labels_poses_and_metadata(&self, pose_is_tap: bool) -> Result<(Vec<(String, Array)>, tensorfile::Metadata)> {
         let n = self.len();
         let mut tensors = Vec::new();
         if let Some(l) = &self.labels {
             tensors.push(("label".into(), Array::I64 { shape: vec![n], data: l.clone() }));
         }
         if let Some(p) = &self.poses {
-            tensors.push(("pose".into(), Array::F32 { shape: vec![n, 2], data: p.iter().flatten().copied().collect() }));
+            let name = if pose_is_tap { CAMERA_POSE } else { "pose" };
+            tensors.push((name.into(), Array::F32 { shape: vec![n, 2], data: p.iter().flatten().copied().collect() }));
         }
         let mut meta: HashMap<String, String> = HashMap::from([("ids".into(), serde_json::to_string(&self.ids)?)]);
         let Some(pv) = &self.provenance else {
@@ -247,10 +249,10 @@ impl CodeFile {
     pub fn read_tap_as(path: &Path, tap: &str, module: Option<&str>) -> Result<Self> {
         let mut taps = Vec::new();
         let mut read = read_tensors(path, |name| {
-            if !matches!(name, "label" | "pose") {
+            if !is_beside_codes(name) {
                 taps.push(name.to_string());
             }
-            name == tap || Some(name) == module || matches!(name, "label" | "pose") || name == npy::UNNAMED
+            name == tap || Some(name) == module || is_beside_codes(name) || name == npy::UNNAMED
         })?;
         if let Some(m) = module.filter(|m| !taps.iter().any(|t| t == tap) && taps.iter().any(|t| t == m)) {
             let arr = read.0.remove(m).expect("read above");
@@ -287,10 +289,10 @@ impl CodeFile {
         let mut names = Vec::new();
         let rest = read_tensors(path, |n| {
             names.push(n.to_string());
-            matches!(n, "label" | "pose")
+            is_beside_codes(n)
         })?;
         let has = |n: &str| names.iter().any(|m| m == n);
-        let arrays: Vec<&String> = names.iter().filter(|n| !matches!(n.as_str(), "label" | "pose")).collect();
+        let arrays: Vec<&String> = names.iter().filter(|n| !is_beside_codes(n)).collect();
         let name = if has(tap) {
             Some(tap)
         } else if let Some(m) = module.filter(|m| has(m)) {
@@ -331,7 +333,8 @@ impl CodeFile {
             Some(Array::F32 { data, .. }) => Some(data.iter().map(|&v| v as i64).collect()),
             None => None,
         };
-        let poses = tensors.remove("pose").map(|a| a.to_f32().chunks_exact(2).map(|c| [c[0], c[1]]).collect());
+        let shapes: Vec<(&str, &[usize])> = tensors.iter().map(|(k, a)| (k.as_str(), a.shape())).collect();
+        let poses = pose_tensor(&shapes).map(str::to_string).and_then(|k| tensors.remove(&k)).map(|a| a.to_f32().chunks_exact(2).map(|c| [c[0], c[1]]).collect());
         // A file without an encoder was written elsewhere: its rows are named by their index.
         let foreign = !meta.contains_key("encoder");
         let ids_text = if foreign { meta.get("ids") } else { Some(field("ids")?) };
@@ -392,6 +395,23 @@ pub(crate) fn read_tensors(path: &Path, keep: impl FnMut(&str) -> bool) -> Resul
         }
         Ok((tensors, pytorch_meta(path)))
     }
+}
+
+/// The images' camera pose (azimuth, elevation) where a tap is named `pose` (posenet's pose
+/// head), which then keeps the name `pose`.
+pub const CAMERA_POSE: &str = "camera_pose";
+
+/// Whether an array of a code file is read beside the codes (the labels, the camera pose, and
+/// `pose`, which may be either a tap or the camera pose: [`pose_tensor`] tells).
+fn is_beside_codes(name: &str) -> bool {
+    matches!(name, "label" | "pose" | CAMERA_POSE)
+}
+
+/// Which array of a file (names and shapes) holds the images' camera pose: [`CAMERA_POSE`],
+/// else `pose` when its rows are pairs (a `pose` of other rows is posenet's pose tap).
+pub fn pose_tensor<'a>(arrays: &[(&'a str, &[usize])]) -> Option<&'a str> {
+    let pairs = |s: &[usize]| s.len() == 2 && s[1] == 2;
+    arrays.iter().find(|(k, _)| *k == CAMERA_POSE).or_else(|| arrays.iter().find(|(k, s)| *k == "pose" && pairs(s))).map(|(k, _)| *k)
 }
 
 /// Array `name` of a code file in any format, left in the file to be read by rows; `None` where
