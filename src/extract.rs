@@ -112,6 +112,7 @@ fn write_codes<B: Backend>(
     writer.keep_parts(true);
     let mut saved = std::time::Instant::now();
     let start = progress.done.clone();
+    let mut last = start.clone();
     let encoded = encode_folder(
         enc,
         folder,
@@ -123,6 +124,7 @@ fn write_codes<B: Backend>(
             for (tap, shape, values) in codes {
                 writer.append(tap, shape, values)?;
             }
+            last = done.clone();
             // Every few seconds: a journal entry costs a flush and a rename, not worth each batch.
             if saved.elapsed() >= every {
                 progress.done = done.clone();
@@ -145,7 +147,14 @@ fn write_codes<B: Backend>(
         }
     };
     let (extra, meta) = file.labels_poses_and_metadata(taps.iter().any(|t| t == "pose"))?;
-    writer.finish(&extra, &meta)?;
+    // Every image is encoded: recorded first, so that a failed write of the file (a full
+    // disk) keeps the codes for `--resume` to write, instead of leaving unnamed part files.
+    progress.done = last;
+    progress.parts = writer.flush()?;
+    crate::util::write_atomic(&journal, serde_json::to_string(&progress)?.as_bytes())?;
+    writer.finish(&extra, &meta).map_err(|e| {
+        e.context(format!("the codes of every image are kept in part files beside it, recorded in {}: the same command with --resume writes the file", journal.display()))
+    })?;
     if journal.exists() {
         std::fs::remove_file(&journal).with_context(|| format!("removing {}", journal.display()))?;
     }
@@ -369,6 +378,37 @@ mod tests {
         let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("codes")).collect();
         v.sort();
         v
+    }
+
+    /// A write of the file that fails once every image is encoded (here: a folder appears
+    /// where the file goes) keeps the codes for --resume, which writes the file from them.
+    #[test]
+    fn a_failed_final_write_is_resumed_without_encoding_again() {
+        let dir = scratch("final");
+        let (enc, folder) = setup(&dir);
+        let (taps, dev) = (vec!["fc7".to_string()], Default::default());
+        let whole = dir.join("whole.safetensors");
+        extract_to_file(&enc, &folder, &taps, &whole, &opts(4, false), &dev).unwrap();
+        let out = dir.join("codes.safetensors");
+        let block = |d: &Done| {
+            if d.records == 11 {
+                std::fs::create_dir_all(out.join("in-the-way"))?;
+            }
+            Ok(())
+        };
+        let err = format!("{:#}", write_codes(&enc, &folder, &taps, &out, &opts(4, false), &dev, Duration::from_secs(3600), block).unwrap_err());
+        assert!(err.contains("--resume writes the file"), "{err}");
+        std::fs::remove_dir_all(&out).unwrap();
+        let encoded = std::cell::Cell::new(0);
+        let count = |d: &Done| {
+            encoded.set(d.records);
+            Ok(())
+        };
+        write_codes(&enc, &folder, &taps, &out, &opts(4, true), &dev, Duration::ZERO, count).unwrap();
+        assert_eq!(encoded.get(), 0, "nothing encoded again");
+        assert_eq!(leftovers(&dir), ["codes.safetensors"]);
+        assert_eq!(CodeFile::read(&out).unwrap(), CodeFile::read(&whole).unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     /// Posenet's `pose` tap beside the rendered images' camera pose: the tap keeps its name,
