@@ -237,6 +237,9 @@ fn visualize_dream_caricature_and_transform_write_their_images() {
     }
     assert!(fails(&with_enc("visualize", &["--target", "conv5:1+conv5:64", "--out", s(&vis)])).contains("in target 'conv5:1+conv5:64'"));
     assert!(fails(&with_enc("visualize", &["--target", "conv5:3-1", "--out", s(&vis)])).contains("range 3-1 is empty"));
+    // A range past the tap is refused before it is written out (it had aborted, out of memory).
+    let text = fails(&with_enc("visualize", &["--target", "conv5:0-18446744073709551615", "--out", s(&vis)]));
+    assert!(text.contains("conv5 has ") && text.contains("not 18446744073709551615") && !text.contains("panicked"), "{text}");
     let out = dir.path().join("x.png");
     assert!(fails(&with_enc("visualize", &["--target", "conv5:64", "--out", s(&vis)])).contains("valid 0..=63"));
     assert!(fails(&with_enc("visualize", &["--target", "conv5:1@9:0", "--out", s(&vis)])).contains("y in 0..="));

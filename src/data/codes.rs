@@ -117,6 +117,11 @@ impl TapCodes {
             TapCodes::Memory(Array::I64 { data, .. }) => idx.iter().for_each(|&i| out.extend(data[i * d..(i + 1) * d].iter().map(|&v| v as f32))),
             TapCodes::File(f) => f.read_rows(idx, &mut out)?,
         }
+        // A NaN or infinite value decodes to a black image and trains to a NaN loss.
+        if let Some(k) = out.iter().position(|v| !v.is_finite()) {
+            let (row, at) = (idx[k / d.max(1)], k % d.max(1));
+            bail!("code {row} holds {} at position {at}: codes must be finite numbers", out[k]);
+        }
         Ok(out)
     }
 
@@ -124,10 +129,14 @@ impl TapCodes {
     /// many rows without reading the rows.
     pub fn values(&self, at: &[(usize, usize)]) -> Result<Vec<f32>> {
         let d = self.row_len();
-        Ok(match self {
+        Ok::<_, anyhow::Error>(match self {
             TapCodes::Memory(Array::F32 { data, .. }) => at.iter().map(|&(r, i)| data[r * d + i]).collect(),
             TapCodes::Memory(Array::I64 { data, .. }) => at.iter().map(|&(r, i)| data[r * d + i] as f32).collect(),
             TapCodes::File(f) => f.read_values(at)?,
+        })
+        .and_then(|v: Vec<f32>| match v.iter().position(|x| !x.is_finite()) {
+            Some(k) => bail!("code {} holds {} at position {}: codes must be finite numbers", at[k].0, v[k], at[k].1),
+            None => Ok(v),
         })
     }
 }
@@ -540,6 +549,16 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
         let err = format!("{:#}", CodeFile::open_tap_as(&cut, "fc7", None).err().unwrap());
         assert!(err.contains("cut.npy") && err.contains("ends before"), "{err}");
+    }
+
+    /// A NaN or infinite code is an error naming its row, not a black image.
+    #[test]
+    fn codes_that_are_not_finite_are_refused_by_row() {
+        let codes = TapCodes::Memory(Array::F32 { shape: vec![3, 2], data: vec![0.0, 1.0, 2.0, f32::NAN, 4.0, f32::INFINITY] });
+        assert_eq!(codes.rows(&[0, 2]).err().map(|e| e.to_string()), Some("code 2 holds inf at position 1: codes must be finite numbers".into()));
+        assert!(codes.rows(&[1]).unwrap_err().to_string().contains("code 1 holds NaN at position 1"));
+        assert_eq!(codes.rows(&[0]).unwrap(), [0.0, 1.0]);
+        assert!(codes.values(&[(0, 1), (1, 1)]).unwrap_err().to_string().contains("code 1 holds NaN"));
     }
 
     /// `torch.save` files (tests/data/pth/make.py) stay on disk where `torch.load(F, mmap=True)`

@@ -36,18 +36,62 @@ pub enum EditOp {
     Pose { azimuth: f32, elevation: Option<f32>, steps: usize, keep: f32 },
 }
 
+/// Most codes an op makes (`interpolate --steps`, `random --count`): each is decoded to an image.
+pub const MAX_CODES: usize = 100_000;
+
 fn units_list(s: &str) -> Result<Vec<usize>> {
-    s.split(',').filter(|t| !t.trim().is_empty()).map(|t| t.trim().parse().with_context(|| format!("'{t}' is not a unit index"))).collect()
+    let units: Vec<usize> = s.split(',').filter(|t| !t.trim().is_empty()).map(|t| t.trim().parse().with_context(|| format!("'{t}' is not a unit index"))).collect::<Result<_>>()?;
+    if units.is_empty() {
+        bail!("no unit given");
+    }
+    Ok(units)
 }
 
 fn unit_values(s: &str) -> Result<Vec<(usize, f32)>> {
-    s.split(',')
+    let values: Vec<(usize, f32)> = s
+        .split(',')
         .filter(|t| !t.trim().is_empty())
         .map(|t| {
             let (u, v) = t.split_once('=').with_context(|| format!("'{t}' should be UNIT=VALUE"))?;
-            Ok((u.trim().parse().with_context(|| format!("'{u}' is not a unit index"))?, v.trim().parse().with_context(|| format!("'{v}' is not a number"))?))
+            Ok((u.trim().parse().with_context(|| format!("'{u}' is not a unit index"))?, finite(v.trim())?))
         })
-        .collect()
+        .collect::<Result<_>>()?;
+    if values.is_empty() {
+        bail!("no UNIT=VALUE given");
+    }
+    Ok(values)
+}
+
+/// A finite number (NaN or an overflow to infinity decodes to a black image).
+fn finite(v: &str) -> Result<f32> {
+    let x: f32 = v.parse().with_context(|| format!("'{v}' is not a number"))?;
+    if !x.is_finite() {
+        bail!("'{v}' is not a finite number (f32)");
+    }
+    Ok(x)
+}
+
+/// The words after the op: `positional` of them first, then `--flag value` pairs of `flags`;
+/// anything else is an error naming it.
+fn check_words(words: &[&str], positional: usize, flags: &[&str]) -> Result<()> {
+    let mut i = 1 + positional;
+    while i < words.len() {
+        match words[i] {
+            f if flags.contains(&f) && i + 1 < words.len() => i += 2,
+            f if flags.contains(&f) => bail!("{f} needs a value"),
+            other => bail!("unexpected '{other}'{}", if flags.is_empty() { String::new() } else { format!(" (flags: {})", flags.join(", ")) }),
+        }
+    }
+    Ok(())
+}
+
+/// A count of codes to make, at least `min` and at most [`MAX_CODES`].
+fn codes_count(flag: &str, v: Option<&str>, default: usize, min: usize) -> Result<usize> {
+    let n: usize = v.map(|s| s.parse()).transpose().with_context(|| format!("bad {flag} '{}'", v.unwrap_or("")))?.unwrap_or(default);
+    if !(min..=MAX_CODES).contains(&n) {
+        bail!("{flag} must be from {min} to {MAX_CODES} (each is an image), not {n}");
+    }
+    Ok(n)
 }
 
 impl EditOp {
@@ -86,15 +130,18 @@ impl EditOp {
         let rest = words.get(1..).unwrap_or(&[]).join(" ");
         let op = match words.first().copied() {
             Some("interpolate") => {
-                let steps = flag("--steps").map(|s| s.parse()).transpose().with_context(|| format!("bad --steps in '{text}'"))?.unwrap_or(8);
+                let steps = codes_count("--steps", flag("--steps"), 8, 2)?;
                 match (words.get(1), words.get(2)) {
-                    (Some(a), Some(b)) if !a.starts_with("--") && !b.starts_with("--") => EditOp::Interpolate { a: a.to_string(), b: b.to_string(), steps },
-                    _ => bail!("'{text}': expected `interpolate A B --steps N`"),
+                    (Some(a), Some(b)) if !a.starts_with("--") && !b.starts_with("--") => {
+                        check_words(&words, 2, &["--steps"])?;
+                        EditOp::Interpolate { a: a.to_string(), b: b.to_string(), steps }
+                    }
+                    _ => bail!("expected `interpolate A B --steps N`"),
                 }
             }
-            Some("scale") => EditOp::Scale(unit_values(&rest)?),
-            Some("set") => EditOp::Set(unit_values(&rest)?),
-            Some("zero") => EditOp::Zero(units_list(&rest)?),
+            Some("scale") => EditOp::Scale(unit_values(&rest).context("expected `scale UNIT=FACTOR,...`")?),
+            Some("set") => EditOp::Set(unit_values(&rest).context("expected `set UNIT=VALUE,...`")?),
+            Some("zero") => EditOp::Zero(units_list(&rest).context("expected `zero UNIT,...`")?),
             Some("add") => {
                 let mut terms = Vec::new();
                 let mut sign = 1.0;
@@ -109,37 +156,51 @@ impl EditOp {
                     }
                 }
                 if terms.is_empty() {
-                    bail!("'{text}': expected `add A - B + C`");
+                    bail!("expected `add A - B + C`");
                 }
                 EditOp::Add(terms)
             }
-            Some("binarize") => EditOp::Binarize,
+            Some("binarize") => {
+                check_words(&words, 0, &[])?;
+                EditOp::Binarize
+            }
             Some("dropout") => {
-                let p: f32 = words.get(1).with_context(|| format!("'{text}': expected `dropout P`"))?.parse().with_context(|| format!("'{text}': P must be a number"))?;
+                let p: f32 = words.get(1).context("expected `dropout P`")?.parse().context("P must be a number")?;
                 if !(0.0..1.0).contains(&p) {
                     bail!("dropout probability {p} must be in [0, 1)");
                 }
+                check_words(&words, 1, &["--seed"])?;
                 EditOp::Dropout { p, seed }
             }
             Some("random") => {
-                let count = flag("--count").map(|s| s.parse()).transpose().with_context(|| format!("bad --count in '{text}'"))?.unwrap_or(8);
-                if count == 0 {
-                    bail!("'{text}': --count must be at least 1");
-                }
-                EditOp::Random { count, seed }
+                check_words(&words, 0, &["--count", "--seed"])?;
+                EditOp::Random { count: codes_count("--count", flag("--count"), 8, 1)?, seed }
             }
             Some("pose") => {
-                let arg = words.get(1).with_context(|| format!("'{text}': expected `pose AZ[,EL]`"))?;
+                let arg = words.get(1).filter(|a| !a.starts_with("--")).context("expected `pose AZ[,EL]`")?;
                 let mut parts = arg.split(',');
-                let azimuth = parts.next().unwrap().parse().with_context(|| format!("'{arg}': azimuth must be a number"))?;
-                let elevation = parts.next().map(|e| e.parse()).transpose().with_context(|| format!("'{arg}': elevation must be a number"))?;
+                let azimuth = finite(parts.next().unwrap()).context("the azimuth must be a number of degrees")?;
+                let elevation = parts.next().map(finite).transpose().context("the elevation must be a number of degrees")?;
                 let steps = flag("--steps").map(|s| s.parse()).transpose().with_context(|| format!("bad --steps in '{text}'"))?.unwrap_or(pose::STEPS);
-                let keep = flag("--keep").map(|s| s.parse()).transpose().with_context(|| format!("bad --keep in '{text}'"))?.unwrap_or(pose::KEEP);
+                let keep = flag("--keep").map(finite).transpose().context("bad --keep")?.unwrap_or(pose::KEEP);
+                if keep < 0.0 {
+                    bail!("--keep must be at least 0, not {keep}");
+                }
+                check_words(&words, 1, &["--steps", "--keep"])?;
                 EditOp::Pose { azimuth, elevation, steps, keep }
             }
-            _ => bail!("unknown edit op '{text}'; ops: interpolate, scale, set, zero, add, binarize, dropout, random, pose"),
+            _ => bail!("unknown edit op; ops: interpolate, scale, set, zero, add, binarize, dropout, random, pose"),
         };
         Ok(op)
+    }
+
+    /// The op's units against the codes' (checked for every op before any runs).
+    pub fn check_units(&self, codes: &Codes) -> Result<()> {
+        match self {
+            EditOp::Scale(v) | EditOp::Set(v) => v.iter().try_for_each(|&(u, _)| codes.check_unit(u)),
+            EditOp::Zero(v) => v.iter().try_for_each(|&u| codes.check_unit(u)),
+            _ => Ok(()),
+        }
     }
 }
 
@@ -312,7 +373,27 @@ mod tests {
         let err = format!("{:#}", EditOp::parse("scale 3").unwrap_err());
         assert!(err.contains("UNIT=VALUE") && err.contains("edit op 'scale 3'"), "{err}");
         assert!(EditOp::parse("dropout 1.5").is_err());
-        assert!(format!("{:#}", EditOp::parse("random --count 0").unwrap_err()).contains("at least 1"));
+        assert!(format!("{:#}", EditOp::parse("random --count 0").unwrap_err()).contains("from 1 to"));
+        // Counts that are no allocation to attempt, values that decode to black, missing and
+        // extra words: refused when parsed.
+        for (op, says) in [
+            ("random --count 18446744073709551615 --seed 1", "--count must be from 1 to 100000"),
+            ("interpolate a b --steps 4294967296", "--steps must be from 2 to 100000"),
+            ("scale 3=nan", "not a finite number"),
+            ("set 3=1e39", "not a finite number"),
+            ("pose 90,nan", "elevation must be a number"),
+            ("pose inf", "azimuth must be a number"),
+            ("pose 90 --keep -1", "--keep must be at least 0"),
+            ("scale", "expected `scale UNIT=FACTOR,...`"),
+            ("zero", "expected `zero UNIT,...`"),
+            ("set ,", "expected `set UNIT=VALUE,...`"),
+            ("binarize extra", "unexpected 'extra'"),
+            ("dropout 0.5 --sed 3", "unexpected '--sed'"),
+            ("random --count", "--count needs a value"),
+        ] {
+            let err = format!("{:#}", EditOp::parse(op).unwrap_err());
+            assert!(err.contains(says) && err.contains(&format!("edit op '{op}'")), "{op}: {err}");
+        }
     }
 
     #[test]

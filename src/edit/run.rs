@@ -97,6 +97,16 @@ pub fn edit<B: AutodiffBackend>(opts: &EditOptions, device: &B::Device) -> Resul
     let id_of = |id: &str| row_of(&file.ids, id);
     let size = rec.info.image_size;
     let [h, w] = size;
+    // Every op's units and ids first: an error after some ops' images are written would leave
+    // a half-done folder.
+    for (i, op) in opts.ops.iter().enumerate() {
+        let ids: Vec<&str> = match op {
+            EditOp::Interpolate { a, b, .. } => vec![a, b],
+            EditOp::Add(terms) => terms.iter().map(|(_, id)| id.as_str()).collect(),
+            _ => vec![],
+        };
+        op.check_units(&codes).and_then(|_| ids.iter().try_for_each(|id| id_of(id).map(drop))).with_context(|| format!("op {i} ({})", op.name()))?;
+    }
     std::fs::create_dir_all(&opts.out).with_context(|| format!("creating {}", opts.out.display()))?;
     let mut outputs = Vec::new();
     for (i, op) in opts.ops.iter().enumerate() {
@@ -122,10 +132,16 @@ pub fn edit<B: AutodiffBackend>(opts: &EditOptions, device: &B::Device) -> Resul
         let flat: Vec<f32> = edited.iter().flat_map(|e| e.code.iter().copied()).collect();
         let images = rec.decode(&flat)?;
         let mut files = Vec::new();
+        // Ids that differ only by '/' and '_' (`a/b_c`, `a_b/c`) flatten to one label: the
+        // later ones are numbered rather than written over the first.
+        let mut seen = std::collections::HashMap::<&str, usize>::new();
         for (e, img) in edited.iter().zip(&images) {
-            let path = dir.join(format!("{}.png", e.label));
+            let n = seen.entry(e.label.as_str()).or_default();
+            *n += 1;
+            let label = if *n == 1 { e.label.clone() } else { format!("{}-{n}", e.label) };
+            let path = dir.join(format!("{label}.png"));
             crate::data::folder::save_rgb(&path, img, h as u32, w as u32)?;
-            files.push((e.label.clone(), path));
+            files.push((label, path));
         }
         // Per-row ops: unedited above, edited below; the others: one strip.
         let cols = if op.per_row() { sources.len() } else { unedited.len() + images.len() };

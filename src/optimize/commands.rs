@@ -515,7 +515,15 @@ fn expand_targets(targets: &[String], spec: &crate::encoder::EncoderSpec) -> Res
         };
         match range {
             Some((a, b)) if a > b => bail!("target '{t}': the range {a}-{b} is empty (write the smaller index first)"),
-            Some((a, b)) => out.extend((a..=b).map(|i| format!("{}:{i}{pos}", tap.trim()))),
+            Some((a, b)) => {
+                // Checked before writing the range out: `0-4294967296` is no allocation to attempt.
+                spec.check_tap(tap.trim())?;
+                let units = spec.tap_shapes()?[tap.trim()][0];
+                if b >= units {
+                    bail!("target '{t}': {} has {units} units (0-{}), not {b}", tap.trim(), units - 1);
+                }
+                out.extend((a..=b).map(|i| format!("{}:{i}{pos}", tap.trim())));
+            }
             None => out.push(t.clone()),
         }
     }
