@@ -274,6 +274,19 @@ fn visualize_dream_caricature_and_transform_write_their_images() {
     let err = fails(&with_enc("dream", &["--layer", "conv5", "--image", s(&wide), "--max-size", "6", "--out", s(&out)]));
     assert!(err.contains("(6×4 pixels) is too small for posenet up to conv5"), "{err}");
     assert!(fails(&with_enc("dream", &["--layer", "conv4", "--image", s(&wide), "--octaves", "0", "--out", s(&out)])).contains("--octaves must be at least 1"));
+    // NaN passes comparisons that fail; it is refused by name, as are negative regularizers.
+    for (flag, value, says) in [
+        ("--octave-scale", "nan", "--octave-scale must be > 1"),
+        ("--rotate", "nan", "--rotate must be a finite number"),
+        ("--scales", "0", "--scales must be positive"),
+        ("--tv-beta", "-1", "--tv-beta (an exponent) must be a number ≥ 1"),
+        ("--tv", "-1", "--tv (a regularizer's weight) must be a number ≥ 0"),
+        ("--pad", "100000", "--pad must be at most the input's side"),
+    ] {
+        let arg = format!("{flag}={value}");
+        let err = fails(&with_enc("dream", &["--layer", "conv4", "--image", s(&wide), &arg, "--out", s(&out)]));
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
     ok(&with_enc("caricature", &["--layer", "conv4", "--image", s(&img), "--steps", "5", "--final-steps", "1", "--out", s(&out), "--quiet"]));
     assert_eq!(png(&out).dimensions(), (32, 32));
     // A folder, three at a time: one PNG per image, each as the image caricatured alone.

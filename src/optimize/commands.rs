@@ -176,6 +176,40 @@ impl OptFlags {
         if !(0.0..1.0).contains(&w.similarity_threshold) || w.similarity_threshold == 0.0 {
             bail!("--similarity-threshold must be in (0, 1), got {}", w.similarity_threshold);
         }
+        // NaN passes every comparison above it fails; a negative regularizer rewards noise.
+        let weights = [
+            ("feature", w.feature),
+            ("activation", w.activation),
+            ("caricature", w.caricature),
+            ("class-weight", w.class),
+            ("content", w.content),
+            ("style", w.style),
+        ];
+        if let Some((k, v)) = weights.iter().find(|(_, v)| !v.is_finite()) {
+            bail!("--{k} must be a finite number, got {v}");
+        }
+        let regularizers = [("tv", w.tv), ("alpha-norm", w.alpha_norm), ("l2", w.l2), ("similarity", w.similarity)];
+        if let Some((k, v)) = regularizers.iter().find(|(_, v)| !(v.is_finite() && *v >= 0.0)) {
+            bail!("--{k} (a regularizer's weight) must be a number ≥ 0, got {v}");
+        }
+        for (k, v) in [("tv-beta", w.tv_beta), ("alpha", w.alpha)] {
+            if !(v.is_finite() && v >= 1.0) {
+                bail!("--{k} (an exponent) must be a number ≥ 1, got {v}");
+            }
+        }
+        let t = &c.transforms;
+        if !t.rotate.is_finite() {
+            bail!("--rotate must be a finite number of degrees, got {}", t.rotate);
+        }
+        if let Some(v) = t.scales.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
+            bail!("--scales must be positive numbers, got {v}");
+        }
+        // Pixels of the encoder's input: more is an image mostly of padding.
+        for (k, v) in [("jitter", t.jitter), ("pad", t.pad)] {
+            if v > input {
+                bail!("--{k} must be at most the input's side ({input} pixels), got {v}");
+            }
+        }
         Ok(c)
     }
 
@@ -613,7 +647,7 @@ pub fn dream<B: AutodiffBackend>(enc: Loaded<B>, seed: u64, a: &DreamArgs, devic
     let mut cfg = a.opt.config("dream", spec.input_size[0].min(spec.input_size[1]))?;
     set(&mut cfg.solver.octaves, a.octaves);
     set(&mut cfg.solver.octave_scale, a.octave_scale);
-    if cfg.solver.octave_scale <= 1.0 {
+    if !(cfg.solver.octave_scale > 1.0 && cfg.solver.octave_scale.is_finite()) {
         bail!("--octave-scale must be > 1, got {}", cfg.solver.octave_scale);
     }
     if cfg.solver.octaves == 0 {
