@@ -84,6 +84,11 @@ fn write_codes<B: Backend>(
     if out.is_dir() {
         bail!("--out {} is a folder; name the code file, e.g. {}", out.display(), out.join("codes.safetensors").display());
     }
+    // The name says the format; another name would hide a safetensors file behind it.
+    let ext = out.extension().map(|e| e.to_string_lossy().to_ascii_lowercase());
+    if !matches!(ext.as_deref(), Some("safetensors" | "npz" | "pt" | "pth")) {
+        bail!("--out {}: name the code file .safetensors, .npz (NumPy) or .pt (PyTorch), which says its format", out.display());
+    }
     let journal = progress_path(out);
     let mut progress = Progress::new(enc, folder, taps, opts.dtype);
     let mut writer = if let Some(stopped) = Progress::read(&journal)? {

@@ -306,7 +306,7 @@ enum Command {
         #[arg(long, num_args = 1.., required = true)]
         data: Vec<PathBuf>,
         /// Classes listed per image.
-        #[arg(long, default_value_t = 5)]
+        #[arg(long, default_value_t = 5, value_parser = preimage::util::at_least_one)]
         top: usize,
         /// Also write every image's top classes as CSV (id,label,class_1,p_1,...).
         #[arg(long)]

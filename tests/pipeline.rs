@@ -471,6 +471,8 @@ fn extract_writes_npz_and_torch_code_files() {
     }
     let (success, text) = preimage(&["extract", "--encoder", "posenet", "--input-size", "32", "--layer", "fc7", "--data", s(&p("data")), "--out", s(&p("c.npy"))]);
     assert!(!success && text.contains("c.npy") && text.contains(".npz"), "{text}");
+    let (success, text) = preimage(&["extract", "--encoder", "posenet", "--input-size", "32", "--layer", "fc7", "--data", s(&p("data")), "--out", s(&p("c.txt"))]);
+    assert!(!success && text.contains("c.txt: name the code file .safetensors, .npz (NumPy) or .pt"), "{text}");
     let python = std::path::PathBuf::from(std::env::var_os("PREIMAGE_PYTHON").unwrap_or_else(|| "python3".into()));
     if !common::python_has(&python, "numpy") {
         eprintln!("skipped the NumPy read-back: no Python with numpy (set PREIMAGE_PYTHON)");

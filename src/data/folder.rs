@@ -408,6 +408,14 @@ pub fn save_rgb(path: &Path, chw: &[f32], h: u32, w: u32) -> Result<()> {
         }
     }
     let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| anyhow!("image buffer size mismatch"))?;
+    // The format the name says (`--out x.jpg` is a JPEG); PNG where it names none.
+    let format = match path.extension() {
+        None => ImageFormat::Png,
+        Some(_) => match ImageFormat::from_path(path) {
+            Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::Bmp | ImageFormat::Tiff | ImageFormat::WebP | ImageFormat::Pnm)) => f,
+            _ => bail!("cannot write image {}: name it .png (or .jpg, .bmp, .tif, .webp, .ppm)", path.display()),
+        },
+    };
 
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)
@@ -416,14 +424,22 @@ pub fn save_rgb(path: &Path, chw: &[f32], h: u32, w: u32) -> Result<()> {
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(".tmp");
     let tmp = PathBuf::from(tmp_name);
-    let result = img
-        .save_with_format(&tmp, ImageFormat::Png)
-        .map_err(anyhow::Error::from)
-        .and_then(|_| fs::rename(&tmp, path).map_err(anyhow::Error::from));
+    let result = write_image(&img, &tmp, format).and_then(|_| fs::rename(&tmp, path).map_err(anyhow::Error::from));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result.with_context(|| format!("cannot write image {}", path.display()))
+}
+
+/// `img` to `path` as `format`; JPEG at quality 95 (the `image` crate's default is 75).
+fn write_image(img: &RgbImage, path: &Path, format: ImageFormat) -> Result<()> {
+    if format == ImageFormat::Jpeg {
+        let mut out = std::io::BufWriter::new(fs::File::create(path)?);
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95).encode_image(img)?;
+        std::io::Write::flush(&mut out)?;
+        return Ok(());
+    }
+    Ok(img.save_with_format(path, format)?)
 }
 
 // ---------------------------------------------------------------------------
@@ -773,7 +789,7 @@ pub fn image_list(paths: &[PathBuf], skips: &SkipLog) -> Result<Vec<NamedImage>>
     let mut seen = HashMap::new();
     for it in &items {
         if let Some(other) = seen.insert(strip_extension(&it.name).to_string(), &it.path) {
-            bail!("{} and {} would both be written as {}; give them in separate runs", other.display(), it.path.display(), it.name);
+            bail!("{} and {} would both be written as {}.png; give them in separate runs", other.display(), it.path.display(), strip_extension(&it.name));
         }
     }
     Ok(items)
@@ -1788,6 +1804,14 @@ mod tests {
             assert!((back[i] - chw[i]).abs() <= 0.5 / 255.0 + 1e-6, "value {i}");
         }
         assert!(save_rgb(&p, &chw[1..], h, w).is_err());
+        // The format the name says: a `.jpg` is a JPEG, a `.bmp` a BMP; a `.txt` is refused.
+        for (name, format) in [("a.jpg", ImageFormat::Jpeg), ("a.JPEG", ImageFormat::Jpeg), ("a.bmp", ImageFormat::Bmp), ("a", ImageFormat::Png)] {
+            let p = d.0.join(name);
+            save_rgb(&p, &chw, h, w).unwrap();
+            assert_eq!(image::guess_format(&fs::read(&p).unwrap()).unwrap(), format, "{name}");
+        }
+        let err = save_rgb(&d.0.join("a.txt"), &chw, h, w).unwrap_err().to_string();
+        assert!(err.contains("a.txt") && err.contains("name it .png"), "{err}");
     }
 
     #[test]
