@@ -106,13 +106,17 @@ fn describe_path(path: &Path) -> Result<String> {
     }
     writeln!(out, "{}: {} tensors, {} values", path.display(), shapes.len(), params(&shapes))?;
     match torchvision_arch(path) {
-        Some((arch, spec)) => writeln!(
+        Ok((arch, spec)) => writeln!(
             out,
             "  loads as: {arch} in torchvision's layout, {} classes (`--encoder {arch} --weights {}`; `preimage taps` lists its taps)",
             spec.classes.len(),
             path.display()
         )?,
-        None => writeln!(out, "  loads as: none of our encoders ({})", crate::encoder::ARCHS.join(", "))?,
+        Err(e) => {
+            // Why not, indented (for a near miss: the missing keys or the shape that differs).
+            let why = format!("{e:#}").replace('\n', "\n    ");
+            writeln!(out, "  loads as: none of our encoders ({}): {why}", crate::encoder::ARCHS.join(", "))?
+        }
     }
     // Numeric parts in numeric order (features.2 before features.10).
     let mut sorted: Vec<&(String, String, Vec<usize>)> = shapes.iter().collect();
@@ -127,9 +131,9 @@ fn describe_path(path: &Path) -> Result<String> {
 }
 
 /// The torchvision network whose state_dict `path` holds, and its spec.
-fn torchvision_arch(path: &Path) -> Option<(String, EncoderSpec)> {
-    let state = weights::read_state_dict(path).ok()?;
-    weights::torchvision_arch(&state.tensors, path).map(|spec| (spec.arch.clone(), spec))
+fn torchvision_arch(path: &Path) -> Result<(String, EncoderSpec)> {
+    let state = weights::read_state_dict(path)?;
+    weights::torchvision_arch_checked(&state.tensors, path).map(|spec| (spec.arch.clone(), spec))
 }
 
 fn decoder_run(dir: &Path) -> Result<String> {

@@ -91,6 +91,14 @@ fn auto_encoder_is_the_network_the_file_holds() {
     let taps = fixtures().join("vgg11_mini_taps.safetensors");
     let err = format!("{:#}", load(&WeightSource::File(taps)).err().unwrap());
     assert!(err.contains("cannot tell which network") && err.contains("vgg11_mini_taps.safetensors") && err.contains("pass --encoder"), "{err}");
+    assert!(err.contains("0 conv weights under `features.`"), "{err}");
+    // A torchvision file that lost a key: the network it looks like and what does not fit.
+    let (mut t, _) = preimage::tensorfile::read(&fixtures().join("alexnet_mini.safetensors")).unwrap();
+    t.remove("features.3.bias");
+    let cut = dir.path().join("cut.safetensors");
+    preimage::tensorfile::write(&cut, &t.into_iter().collect::<Vec<_>>(), &Default::default()).unwrap();
+    let err = format!("{:#}", load(&WeightSource::File(cut)).err().unwrap());
+    assert!(err.contains("looks like torchvision's alexnet") && err.contains("missing keys (1): features.3.bias"), "{err}");
 }
 
 #[test]
@@ -172,6 +180,16 @@ fn a_whole_module_pickle_is_refused_with_the_fix() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/pth/module.pt");
     let err = format!("{:#}", encoder::load::<B>("posenet", &WeightSource::File(path), None, &Default::default()).err().unwrap());
     assert!(err.contains("module.pt") && err.contains("torch.save(model, F)") && err.contains(".state_dict()"), "{err}");
+    // A file cut short (an interrupted download) and an empty one are called so.
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = std::fs::read(fixtures().join("alexnet_mini.pth")).unwrap();
+    let (cut, empty) = (dir.path().join("cut.pth"), dir.path().join("empty.pth"));
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::write(&empty, b"").unwrap();
+    let load = |p: &PathBuf| format!("{:#}", encoder::load::<B>("alexnet", &WeightSource::File(p.clone()), None, &Default::default()).err().unwrap());
+    let err = load(&cut);
+    assert!(err.contains("cut.pth is a zip archive (PyTorch's format) that ends before its directory: truncated"), "{err}");
+    assert!(load(&empty).contains("empty.pth is empty (0 bytes)"));
 }
 
 #[test]

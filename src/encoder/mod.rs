@@ -142,12 +142,20 @@ impl Input {
 /// `--input-size`: `224`, or `HxW` (`240x320`) for networks whose adaptive pooling takes any
 /// size (torchvision's).
 pub fn parse_input_size(s: &str) -> std::result::Result<[usize; 2], String> {
-    match s.parse::<Resize>() {
-        Ok(Resize::Short(v)) => Ok([v, v]),
-        Ok(Resize::Exact(hw)) => Ok(hw),
-        Err(_) => Err(format!("'{s}' is not an input size: give the side (224) or height x width (240x320), positive whole pixels")),
+    let hw = match s.parse::<Resize>() {
+        Ok(Resize::Short(v)) => [v, v],
+        Ok(Resize::Exact(hw)) => hw,
+        Err(_) => return Err(format!("'{s}' is not an input size: give the side (224) or height x width (240x320), positive whole pixels")),
+    };
+    // Beyond it one image's first activations alone outgrow memory (it had aborted).
+    if hw.iter().any(|&v| v > MAX_INPUT_SIDE) {
+        return Err(format!("'{s}': an input side is at most {MAX_INPUT_SIDE} pixels"));
     }
+    Ok(hw)
 }
+
+/// Largest `--input-size` side.
+pub const MAX_INPUT_SIDE: usize = 4096;
 
 /// Build `arch` and load its weights. `input` overrides the input size (the resize following
 /// its shorter side in proportion) and the resize.
@@ -211,8 +219,8 @@ fn load_file<B: Backend>(arch: &str, path: &Path, input: Option<usize>, device: 
     let arch = match (arch, &state.spec) {
         (AUTO, Some(spec)) => spec.arch.as_str(),
         (AUTO, None) => {
-            detected = weights::torchvision_arch(&state.tensors, path)
-                .with_context(|| format!("cannot tell which network {} holds (not AlexNet or VGG in torchvision's layout): pass --encoder", path.display()))?
+            detected = weights::torchvision_arch_checked(&state.tensors, path)
+                .with_context(|| format!("cannot tell which network {} holds: pass --encoder", path.display()))?
                 .arch;
             detected.as_str()
         }
@@ -242,4 +250,18 @@ fn load_file<B: Backend>(arch: &str, path: &Path, input: Option<usize>, device: 
     }
     let net = weights::build(&spec, state.tensors, path, device)?;
     Ok(Loaded { net, weights_sha256: crate::util::sha256_file(path)?, weights_path: Some(path.to_path_buf()) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_sizes_are_a_side_or_height_x_width_within_bounds() {
+        assert_eq!(parse_input_size("224"), Ok([224, 224]));
+        assert_eq!(parse_input_size("240x320"), Ok([240, 320]));
+        assert!(parse_input_size("240x").unwrap_err().contains("not an input size"));
+        assert!(parse_input_size("100000").unwrap_err().contains("at most 4096 pixels"));
+        assert!(parse_input_size("64x5000").unwrap_err().contains("at most 4096"));
+    }
 }

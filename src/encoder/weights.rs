@@ -55,7 +55,7 @@ pub fn is_safetensors(path: &Path) -> std::io::Result<bool> {
 /// The name, kind (`float`, `int` or PyTorch's dtype) and shape of every tensor of a file
 /// written by `torch.save`, from its pickle alone (the storages are not read).
 pub fn pytorch_shapes(path: &Path) -> Result<Vec<(String, String, Vec<usize>)>> {
-    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| anyhow!("{} cannot be read as a PyTorch file: {e}", path.display()))?;
+    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| unreadable(path, &e.to_string()))?;
     let mut out: Vec<(String, String, Vec<usize>)> = reader
         .into_tensors()
         .into_iter()
@@ -72,17 +72,7 @@ pub fn pytorch_shapes(path: &Path) -> Result<Vec<(String, String, Vec<usize>)>> 
 /// The tensors of a file written by `torch.save` (a dict of tensors, nested dicts giving dotted
 /// names) whose names `keep` accepts, as f32 (integers too: they are read as their values).
 pub fn read_pytorch(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<BTreeMap<String, Array>> {
-    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| {
-        let text = e.to_string();
-        // `torch.save(model, F)` pickles the module's Python classes, which only Python can rebuild.
-        let hint = if text.contains("full model save") {
-            "\nIt looks like a whole module saved with `torch.save(model, F)`; save its weights instead: \
-             `torch.save(torch.load(F, weights_only=False).state_dict(), \"weights.pth\")`"
-        } else {
-            ""
-        };
-        anyhow!("{} is neither a safetensors nor a PyTorch file that can be read: {text}{hint}", path.display())
-    })?;
+    let reader = burn_store::pytorch::PytorchReader::new(path).map_err(|e| unreadable(path, &e.to_string()))?;
     let mut t = BTreeMap::new();
     for (k, snap) in reader.into_tensors() {
         if !keep(&k) {
@@ -97,6 +87,32 @@ pub fn read_pytorch(path: &Path, mut keep: impl FnMut(&str) -> bool) -> Result<B
         t.insert(k, Array::F32 { shape, data: values });
     }
     Ok(t)
+}
+
+/// Why `path` (not safetensors) cannot be read as a `torch.save` file, from the reader's
+/// `text` and what the file looks like.
+fn unreadable(path: &Path, text: &str) -> anyhow::Error {
+    let p = path.display();
+    let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let mut head = Vec::new();
+    if let Ok(f) = std::fs::File::open(path) {
+        std::io::Read::read_to_end(&mut std::io::Read::take(f, 2), &mut head).ok();
+    }
+    if len == 0 {
+        return anyhow!("{p} is empty (0 bytes): neither a safetensors nor a PyTorch file");
+    }
+    // A zip archive whose directory (at its end) is gone: cut short.
+    if head == b"PK" && std::fs::File::open(path).ok().is_some_and(|f| zip::ZipArchive::new(std::io::BufReader::new(f)).is_err()) {
+        return anyhow!("{p} is a zip archive (PyTorch's format) that ends before its directory: truncated ({len} bytes; an interrupted download or copy?) or damaged");
+    }
+    // `torch.save(model, F)` pickles the module's Python classes, which only Python can rebuild.
+    let hint = if text.contains("full model save") {
+        "\nIt looks like a whole module saved with `torch.save(model, F)`; save its weights instead: \
+         `torch.save(torch.load(F, weights_only=False).state_dict(), \"weights.pth\")`"
+    } else {
+        ""
+    };
+    anyhow!("{p} is neither a safetensors nor a PyTorch file that can be read: {}{hint}", text.replace("..", "."))
 }
 
 /// Tensor `name` (`""`: a tensor saved alone) of a file written by `torch.save`, left in the
@@ -272,16 +288,26 @@ pub fn check(spec: &EncoderSpec, tensors: &BTreeMap<String, Array>, path: &Path)
 /// The torchvision network whose state_dict `tensors` is, told by its convolutions (AlexNet 5,
 /// VGG 8/10/13/16, BatchNorm for `_bn`) and confirmed by checking every key and shape.
 pub fn torchvision_arch(tensors: &BTreeMap<String, Array>, path: &Path) -> Option<EncoderSpec> {
+    torchvision_arch_checked(tensors, path).ok()
+}
+
+/// [`torchvision_arch`], or why not: the network the convolutions point to and what of its
+/// state_dict does not fit (missing and unexpected keys, the first shape mismatch), or that
+/// they point to none.
+pub fn torchvision_arch_checked(tensors: &BTreeMap<String, Array>, path: &Path) -> Result<EncoderSpec> {
     let convs = tensors.iter().filter(|(k, a)| k.starts_with("features.") && k.ends_with(".weight") && a.shape().len() == 4).count();
     let bn = tensors.keys().any(|k| k.ends_with(".running_mean"));
     let arch = match (convs, bn) {
         (5, false) => "alexnet".to_string(),
         (8 | 10 | 13 | 16, _) => format!("vgg{}{}", convs + 3, if bn { "_bn" } else { "" }),
-        _ => return None,
+        _ => bail!(
+            "{} is not AlexNet or VGG in torchvision's layout ({convs} conv weights under `features.`; AlexNet has 5, VGG 8, 10, 13 or 16)",
+            path.display()
+        ),
     };
-    let spec = infer_spec(super::default_spec(&arch, 1000, None).ok()?, tensors);
-    check(&spec, tensors, path).ok()?;
-    Some(spec)
+    let spec = infer_spec(super::default_spec(&arch, 1000, None)?, tensors);
+    check(&spec, tensors, path).with_context(|| format!("{} looks like torchvision's {arch} but does not load as it", path.display()))?;
+    Ok(spec)
 }
 
 /// The network's state_dict in PyTorch layout.
