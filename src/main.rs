@@ -525,6 +525,13 @@ fn run(cli: Cli) -> Result<()> {
             t.max_images = max_images.or(t.max_images);
             t.checkpoint_every = checkpoint_every.unwrap_or(t.checkpoint_every);
             // --encoder without --codes asks for codes on the fly, whatever file the config names.
+            if let (None, None, Some(file), false) = (&codes, &encoder, &t.codes, data.is_empty()) {
+                eprintln!(
+                    "note: codes from {} (train.codes of {}), their images below --data; to encode --data's images on the fly instead, pass --encoder auto",
+                    file.display(),
+                    config.display()
+                );
+            }
             t.codes = if codes.is_none() && encoder.is_some() { None } else { codes.or(t.codes.take()) };
             if !data.is_empty() {
                 t.data = data;

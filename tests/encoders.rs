@@ -84,7 +84,10 @@ fn auto_encoder_is_the_network_the_file_holds() {
     let ours = dir.path().join("posenet.safetensors");
     let posenet = encoder::load::<B>("posenet", &WeightSource::Random(3), None, &Default::default()).unwrap();
     encoder::weights::save(&posenet.net, &ours).unwrap();
-    assert_eq!(load(&WeightSource::File(ours)).unwrap().net.spec.arch, "posenet");
+    assert_eq!(load(&WeightSource::File(ours.clone())).unwrap().net.spec.arch, "posenet");
+    // Another input size changes posenet's first fc layer: the error says to pass the size.
+    let err = format!("{:#}", encoder::load::<B>("posenet", &WeightSource::File(ours), Some(40), &Default::default()).err().unwrap());
+    assert!(err.contains("made at another input size; pass theirs with --input-size"), "{err}");
     // Random weights need a name; a file that is no network says so.
     let err = load(&WeightSource::Random(0)).err().unwrap().to_string();
     assert!(err.contains("random weights need --encoder") && err.contains("vgg16_bn"), "{err}");
