@@ -318,8 +318,10 @@ impl CodeFile {
         let Some(rows) = rows else {
             let mut file = Self::read_tap_as(path, tap, module)?;
             let codes = file.codes.remove(tap).expect("read_tap keeps its tap");
+            check_rows(path, tap, codes.shape())?;
             return Ok((file, TapCodes::Memory(codes)));
         };
+        check_rows(path, tap, &rows.shape)?;
         if let Some(m) = module.filter(|&m| name == Some(m)) {
             eprintln!("note: {}'s '{m}' codes are read as tap {tap} (torchvision's module for it)", path.display());
         }
@@ -403,6 +405,18 @@ pub(crate) fn read_tensors(path: &Path, keep: impl FnMut(&str) -> bool) -> Resul
             tensors.insert(npy::UNNAMED.to_string(), root);
         }
         Ok((tensors, pytorch_meta(path)))
+    }
+}
+
+/// Codes are rows, one per image: `[N, ...]` with N ≥ 1.
+fn check_rows(path: &Path, tap: &str, shape: &[usize]) -> Result<()> {
+    match shape {
+        [] | [_] => bail!(
+            "{}: the '{tap}' codes have shape {shape:?}, but codes are rows, one per image ([N, ...]); one code saved alone is [1, ...] (`x[None]`, `x.unsqueeze(0)`)",
+            path.display()
+        ),
+        [0, ..] => bail!("{}: the '{tap}' codes have no rows (shape {shape:?})", path.display()),
+        _ => Ok(()),
     }
 }
 
@@ -549,6 +563,19 @@ mod tests {
         std::fs::write(&cut, &bytes[..bytes.len() - 4]).unwrap();
         let err = format!("{:#}", CodeFile::open_tap_as(&cut, "fc7", None).err().unwrap());
         assert!(err.contains("cut.npy") && err.contains("ends before"), "{err}");
+    }
+
+    /// A vector saved alone and an empty array are not codes; the errors say what codes are.
+    #[test]
+    fn codes_are_rows_and_some_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let (one, none) = (dir.path().join("one.safetensors"), dir.path().join("none.safetensors"));
+        tensorfile::write(&one, &[("fc7".to_string(), Array::F32 { shape: vec![4], data: vec![0.0; 4] })], &HashMap::new()).unwrap();
+        tensorfile::write(&none, &[("fc7".to_string(), Array::F32 { shape: vec![0, 4], data: vec![] })], &HashMap::new()).unwrap();
+        let err = CodeFile::open_tap_as(&one, "fc7", None).err().unwrap().to_string();
+        assert!(err.contains("shape [4], but codes are rows, one per image ([N, ...])") && err.contains("x[None]"), "{err}");
+        let err = CodeFile::open_tap_as(&none, "fc7", None).err().unwrap().to_string();
+        assert!(err.contains("none.safetensors: the 'fc7' codes have no rows"), "{err}");
     }
 
     /// A NaN or infinite code is an error naming its row, not a black image.
