@@ -778,6 +778,21 @@ fn image_files(paths: &[PathBuf], skips: &SkipLog) -> Result<Vec<NamedImage>> {
     Ok(items)
 }
 
+/// `p` made absolute without resolving symlinks, `.` and `..` taken out as written.
+fn absolute(p: &Path) -> Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in std::path::absolute(p)?.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
 fn file_name(p: &Path) -> String {
     p.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| p.display().to_string())
 }
@@ -1058,23 +1073,24 @@ impl ImageFolder {
         }
         let mut files = Vec::new();
         let mut labels = Vec::new();
+        let mut bases = Vec::new();
         for it in image_files(paths, skips)? {
             labels.push(it.label);
-            // The folder made absolute, the name kept: a symlinked file keeps its own name.
             if !it.path.is_file() {
                 bail!("image {} does not exist", it.path.display());
             }
-            let parent = match it.path.parent() {
-                Some(p) if !p.as_os_str().is_empty() => p,
-                _ => Path::new("."),
-            };
-            let dir = fs::canonicalize(parent).with_context(|| format!("cannot open the folder of {}", it.path.display()))?;
-            let name = it.path.file_name().with_context(|| format!("{} is not a file", it.path.display()))?;
-            files.push(dir.join(name));
+            // Made absolute as written, symlinks kept: a file through a linked folder keeps
+            // that folder's name in its id, as the user wrote it.
+            let file = absolute(&it.path).with_context(|| format!("cannot open the folder of {}", it.path.display()))?;
+            // The folder the item's name is below: a list's own folder (its lines' paths
+            // name them), a given folder, or a given file's folder.
+            let depth = it.name.split('/').filter(|p| !p.is_empty()).count().max(1);
+            bases.push(file.ancestors().nth(depth).unwrap_or(Path::new("/")).to_path_buf());
+            files.push(file);
         }
-        let mut root = files[0].parent().expect("a file in a folder").to_path_buf();
-        for f in &files {
-            while !f.starts_with(&root) {
+        let mut root = bases[0].clone();
+        for b in &bases {
+            while !b.starts_with(&root) {
                 root = root.parent().expect("absolute paths share the file system root").to_path_buf();
             }
         }
@@ -1361,6 +1377,23 @@ mod tests {
         assert!(err.contains("neg.txt:1") && err.contains("negative"), "{err}");
         fs::write(d.path("imgs/empty.txt"), "# nothing\n").unwrap();
         assert!(format!("{:#}", read_image_list(&d.0.join("imgs/empty.txt")).unwrap_err()).contains("names no images"));
+        // A list of images in one class folder: ids keep that folder (below the list's own),
+        // and a folder reached through a symlink keeps the name it was given by.
+        fs::write(d.path("imgs/cats.txt"), "cat/a.png
+").unwrap();
+        let set = ImageFolder::from_paths(&[d.0.join("imgs/cats.txt")], &skips).unwrap();
+        assert_eq!((set.root.clone(), set.records[0].rel_path.as_str()), (d.0.join("imgs"), "cat/a.png"));
+        #[cfg(unix)]
+        {
+            save_png(&outside, "zebra/zz.png", &solid(3, 3, [1, 1, 1]));
+            std::os::unix::fs::symlink(outside.0.join("zebra"), d.path("imgs/zebra")).unwrap();
+            fs::write(d.path("imgs/linked.txt"), "cat/a.png\nzebra/zz.png\n").unwrap();
+            let set = ImageFolder::from_paths(&[d.0.join("imgs/linked.txt")], &skips).unwrap();
+            let ids: Vec<&str> = set.records.iter().map(|r| r.rel_path.as_str()).collect();
+            assert_eq!((set.root.clone(), ids), (d.0.join("imgs"), vec!["cat/a.png", "zebra/zz.png"]));
+            let set = ImageFolder::from_paths(&[d.0.join("imgs/cat/a.png"), d.0.join("imgs/zebra/zz.png")], &skips).unwrap();
+            assert_eq!(set.records[1].rel_path, "zebra/zz.png");
+        }
     }
 
     #[test]
