@@ -204,6 +204,41 @@ impl EditOp {
     }
 }
 
+/// The op as it is written on the command line (`scale 3=2,5=0.5`): [`EditOp::parse`] reads it
+/// back to the same op.
+impl std::fmt::Display for EditOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let pairs = |v: &[(usize, f32)]| v.iter().map(|(u, x)| format!("{u}={x}")).collect::<Vec<_>>().join(",");
+        match self {
+            EditOp::Interpolate { a, b, steps } => write!(f, "interpolate {a} {b} --steps {steps}"),
+            EditOp::Scale(v) => write!(f, "scale {}", pairs(v)),
+            EditOp::Set(v) => write!(f, "set {}", pairs(v)),
+            EditOp::Zero(v) => write!(f, "zero {}", v.iter().map(usize::to_string).collect::<Vec<_>>().join(",")),
+            EditOp::Add(terms) => {
+                write!(f, "add")?;
+                for (i, (sign, id)) in terms.iter().enumerate() {
+                    match (i, *sign < 0.0) {
+                        (_, true) => write!(f, " - {id}")?,
+                        (0, false) => write!(f, " {id}")?,
+                        _ => write!(f, " + {id}")?,
+                    }
+                }
+                Ok(())
+            }
+            EditOp::Binarize => write!(f, "binarize"),
+            EditOp::Dropout { p, seed } => write!(f, "dropout {p} --seed {seed}"),
+            EditOp::Random { count, seed } => write!(f, "random --count {count} --seed {seed}"),
+            EditOp::Pose { azimuth, elevation, steps, keep } => {
+                write!(f, "pose {azimuth}")?;
+                if let Some(e) = elevation {
+                    write!(f, ",{e}")?;
+                }
+                write!(f, " --steps {steps} --keep {keep}")
+            }
+        }
+    }
+}
+
 /// The codes edits act on: those of one tap (in memory, or read from their file by rows as
 /// an op needs them) and their per-code `shape` (the decoder's: a flattened file's rows are
 /// still edited by channel).
@@ -376,6 +411,12 @@ mod tests {
         assert!(format!("{:#}", EditOp::parse("random --count 0").unwrap_err()).contains("from 1 to"));
         // Counts that are no allocation to attempt, values that decode to black, missing and
         // extra words: refused when parsed.
+        // Written back as typed, each op parses to itself (edits.json records them so).
+        for text in ["interpolate a/1 b/2 --steps 5", "scale 3=2,5=0.5", "set 1=-1.25", "zero 1,2", "add a - b + c", "add - a + b", "binarize", "dropout 0.25 --seed 3", "random --count 4 --seed 7", "pose 90,20 --steps 30 --keep 0.5", "pose -45 --steps 10 --keep 2"] {
+            let op = EditOp::parse(text).unwrap();
+            assert_eq!(op.to_string(), text);
+            assert_eq!(EditOp::parse(&op.to_string()).unwrap(), op);
+        }
         for (op, says) in [
             ("random --count 18446744073709551615 --seed 1", "--count must be from 1 to 100000"),
             ("interpolate a b --steps 4294967296", "--steps must be from 2 to 100000"),

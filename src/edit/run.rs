@@ -150,7 +150,7 @@ pub fn edit<B: AutodiffBackend>(opts: &EditOptions, device: &B::Device) -> Resul
         save_grid(&grid, &tiles, size, cols.min(16))?;
         println!("{name}: {} image(s) in {}, grid {}", files.len(), dir.display(), grid.display());
         outputs.push(EditOutput {
-            op: format!("{op:?}"),
+            op: op.to_string(),
             grid,
             sources: sources.iter().map(|&r| file.ids[r].clone()).collect(),
             images: files,

@@ -400,7 +400,8 @@ impl Target {
             if !w.is_finite() {
                 bail!("target '{text}': the weight of '{}' is not a finite number", piece.trim());
             }
-            let unit = Unit::parse(&unit, spec).with_context(|| format!("in target '{text}'"))?;
+            // A sum's term names itself in its error; the whole target is added where it differs.
+            let unit = if unit.trim() == text.trim() { Unit::parse(&unit, spec)? } else { Unit::parse(&unit, spec).with_context(|| format!("in target '{text}'"))? };
             terms.push((sign * w, unit));
         }
         Ok(Target { terms, label: text.trim().to_string() })
@@ -445,6 +446,11 @@ impl Target {
 pub fn class_index(text: &str, classes: &[String]) -> Result<usize> {
     let text = text.trim();
     if let Some(i) = classes.iter().position(|c| c == text).or_else(|| classes.iter().position(|c| c.eq_ignore_ascii_case(text))) {
+        // ImageNet names two classes each `crane` and `maillot`: say which is taken.
+        let same: Vec<usize> = classes.iter().enumerate().filter(|(_, c)| c.eq_ignore_ascii_case(text)).map(|(j, _)| j).collect();
+        if same.len() > 1 {
+            eprintln!("note: classes {same:?} are all named '{text}'; taking {i} (give another by its index)");
+        }
         return Ok(i);
     }
     if let Ok(i) = text.parse::<usize>() {

@@ -105,7 +105,7 @@ pub fn load_mask(path: &Path, image_size: Option<[u32; 2]>, input: [usize; 2], p
             Some([iw, ih]) => format!("the image's {iw}×{ih} or "),
             None => String::new(),
         };
-        bail!("mask {} is {w}×{h}; it must have {image}the encoder input's {}×{} size", path.display(), native[0], native[1]);
+        bail!("mask {} is {w}×{h} pixels (width × height); it must have {image}the encoder input's {}×{} size", path.display(), native[0], native[1]);
     };
     let plane = input[0] * input[1];
     Ok((0..plane).map(|i| (rgb[i] + rgb[plane + i] + rgb[2 * plane + i]) / 3.0).collect())
