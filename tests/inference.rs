@@ -113,6 +113,14 @@ fn reconstruct_and_edit() {
     assert!(png_diff(&p("edit_img/0_interpolate/interp_00_t0.00.png"), &from_codes[0]) <= 1.0 / 255.0 + 1e-6);
     assert!(png_diff(&p("edit_img/0_interpolate/interp_02_t1.00.png"), &from_codes[1]) <= 1.0 / 255.0 + 1e-6);
     assert!(p("edit_img/1_scale").join(format!("{stem0}.png")).is_file(), "per-row outputs are named by the id's stem");
+    // A broken file among several given (`photos/*.jpg`) is skipped, as in a folder; the one
+    // image named is an error.
+    let broken = p("broken.png");
+    std::fs::write(&broken, b"not an image").unwrap();
+    let text = ok(&["reconstruct", "--decoder", s(&dec), "--image", s(&i0), s(&broken), "--out", s(&p("with_broken"))]);
+    assert!(text.contains("skipped 1 unreadable file") && p("with_broken").join(format!("{stem0}.png")).is_file(), "{text}");
+    let (success, text) = preimage(&["reconstruct", "--decoder", s(&dec), "--image", s(&broken), "--out", s(&p("x"))]);
+    assert!(!success && text.contains("broken.png"), "{text}");
     let (success, text) = preimage(&["reconstruct", "--decoder", s(&dec), "--codes", s(&codes), "--weights", s(&p("enc")), "--out", s(&p("x"))]);
     assert!(!success && text.contains("for encoding --image"), "{text}");
     let (success, text) = preimage(&["reconstruct", "--decoder", s(&dec), "--image", s(&mug), "--ids", "a", "--out", s(&p("x"))]);

@@ -681,7 +681,8 @@ pub struct NamedImage {
     /// The file name, or the path below a folder that was given (keeping class folders).
     pub name: String,
     pub path: PathBuf,
-    /// Found in a folder: a broken file is skipped, while one named by the user is an error.
+    /// Found in a folder or a list, or one of several files given (`photos/*.jpg`): a broken
+    /// file is skipped, while the one image named is an error.
     pub from_folder: bool,
     /// The class number a list gives it (Caffe's `path label`).
     pub label: Option<usize>,
@@ -772,7 +773,7 @@ fn image_files(paths: &[PathBuf], skips: &SkipLog) -> Result<Vec<NamedImage>> {
             let folder = ImageFolder::open(p, skips)?;
             items.extend(folder.records.iter().enumerate().map(|(i, r)| NamedImage { name: r.rel_path.clone(), path: folder.path(i), from_folder: true, label: None }));
         } else {
-            items.push(NamedImage { name: file_name(p), path: p.clone(), from_folder: false, label: None });
+            items.push(NamedImage { name: file_name(p), path: p.clone(), from_folder: paths.len() > 1, label: None });
         }
     }
     Ok(items)
