@@ -204,6 +204,11 @@ impl OptFlags {
         if let Some(v) = t.scales.iter().find(|v| !(v.is_finite() && **v > 0.0)) {
             bail!("--scales must be positive numbers, got {v}");
         }
+        let total = c.solver.steps + c.solver.final_steps;
+        let late: Vec<&usize> = self.snapshots.iter().filter(|&&k| k > total).collect();
+        if method != "dream" && !late.is_empty() {
+            eprintln!("note: --snapshots {late:?} come after the run's last step ({total}); they are not written");
+        }
         // Pixels of the encoder's input: more is an image mostly of padding.
         for (k, v) in [("jitter", t.jitter), ("pad", t.pad)] {
             if v > input {
