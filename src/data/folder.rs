@@ -88,7 +88,10 @@ impl SkipLog {
             first
         };
         if first {
-            eprintln!("warning: skipping {}: {}", path.display(), reason);
+            // The reason often names the file again ("cannot read image P: ..."); say it once.
+            let reason = reason.to_string();
+            let lead = format!("cannot read image {}: ", path.display());
+            eprintln!("warning: skipping {}: {}", path.display(), reason.strip_prefix(&lead).unwrap_or(&reason).trim_end());
         }
     }
 
