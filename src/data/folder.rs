@@ -1081,7 +1081,7 @@ impl ImageFolder {
         for it in image_files(paths, skips)? {
             labels.push(it.label);
             if !it.path.is_file() {
-                bail!("image {} does not exist", it.path.display());
+                bail!("{} does not exist (neither an image nor a folder)", it.path.display());
             }
             // Made absolute as written, symlinks kept: a file through a linked folder keeps
             // that folder's name in its id, as the user wrote it.

@@ -417,7 +417,7 @@ fn setup<B: AutodiffBackend>(run: &DecoderRun, skips: &SkipLog, device: &B::Devi
                 "tap": tap,
                 "encoder": spec.arch,
                 "weights_sha256": loaded.weights_sha256,
-                "weights_path": loaded.weights_path,
+                "weights_path": loaded.weights_path.as_deref().map(crate::extract::absolute),
                 "codes": "computed on the fly",
             });
             Ok(Setup {
