@@ -304,6 +304,18 @@ enum Bytes<'a> {
     Raw(Vec<u8>),
 }
 
+impl Bytes<'_> {
+    /// The tensor's bytes, little-endian, as they go into every format.
+    fn write_to(&self, w: &mut impl Write) -> std::io::Result<()> {
+        match self {
+            Bytes::Memory(Array::F32 { data, .. }) => write_le(w, data, |v| v.to_le_bytes()),
+            Bytes::Memory(Array::I64 { data, .. }) => write_le(w, data, |v| v.to_le_bytes()),
+            Bytes::Part(p) => std::io::copy(&mut File::open(p)?, w).map(drop),
+            Bytes::Raw(b) => w.write_all(b),
+        }
+    }
+}
+
 /// Write the header and the tensors' bytes (temp file + rename). Wider types come first, as
 /// the format's own writer orders them, so that every tensor is aligned to its element size
 /// (readers that map the file in place need it).
@@ -346,14 +358,7 @@ fn write_items_with(path: &Path, mut items: Vec<(Entry, Bytes)>, metadata: &Hash
     crate::util::write_atomic_with(path, |w| {
         w.write_all(&head)?;
         for (_, bytes) in &items {
-            match bytes {
-                Bytes::Memory(Array::F32 { data, .. }) => write_le(w, data, |v| v.to_le_bytes())?,
-                Bytes::Memory(Array::I64 { data, .. }) => write_le(w, data, |v| v.to_le_bytes())?,
-                Bytes::Part(p) => {
-                    std::io::copy(&mut File::open(p)?, w)?;
-                }
-                Bytes::Raw(b) => w.write_all(b)?,
-            }
+            bytes.write_to(w)?;
         }
         Ok(())
     })
@@ -377,14 +382,7 @@ fn write_npz(path: &Path, items: &[(Entry, Bytes)], metadata: &HashMap<String, S
             };
             zip.start_file(format!("{}.npy", e.name), opts).map_err(io)?;
             zip.write_all(&npy::header(descr, &e.shape))?;
-            match bytes {
-                Bytes::Memory(Array::F32 { data, .. }) => write_le(&mut zip, data, |v| v.to_le_bytes())?,
-                Bytes::Memory(Array::I64 { data, .. }) => write_le(&mut zip, data, |v| v.to_le_bytes())?,
-                Bytes::Part(p) => {
-                    std::io::copy(&mut File::open(p)?, &mut zip)?;
-                }
-                Bytes::Raw(b) => zip.write_all(b)?,
-            }
+            bytes.write_to(&mut zip)?;
         }
         if let Some(ids) = metadata.get("ids") {
             let ids: Vec<String> = serde_json::from_str(ids).map_err(std::io::Error::other)?;
@@ -423,14 +421,7 @@ fn write_torch(path: &Path, items: &[(Entry, Bytes)], metadata: &HashMap<String,
         zip.write_all(b"little")?;
         for (key, (_, bytes)) in items.iter().enumerate() {
             zip.start_file(format!("{ARCHIVE}/data/{key}"), opts).map_err(io)?;
-            match bytes {
-                Bytes::Memory(Array::F32 { data, .. }) => write_le(&mut zip, data, |v| v.to_le_bytes())?,
-                Bytes::Memory(Array::I64 { data, .. }) => write_le(&mut zip, data, |v| v.to_le_bytes())?,
-                Bytes::Part(p) => {
-                    std::io::copy(&mut File::open(p)?, &mut zip)?;
-                }
-                Bytes::Raw(b) => zip.write_all(b)?,
-            }
+            bytes.write_to(&mut zip)?;
         }
         zip.start_file(format!("{ARCHIVE}/version"), opts).map_err(io)?;
         zip.write_all(torchsave::VERSION.as_bytes())?;
