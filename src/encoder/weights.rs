@@ -280,9 +280,10 @@ pub fn check(spec: &EncoderSpec, tensors: &BTreeMap<String, Array>, path: &Path)
         if let Some(m) = mismatch {
             msg += &format!("\n  first shape mismatch: {m}");
         }
-        // The first fully connected layer's inputs follow the input size (posenet has no
-        // adaptive pooling): a width that differs there is most often another --input-size.
-        let first_fc = spec.layers.iter().find_map(|l| if let Layer::Fc { key, .. } = l { Some(format!("{key}.weight")) } else { None });
+        // Posenet's first fully connected layer's inputs follow the input size (no adaptive
+        // pooling, as AlexNet's and VGG's have): a width that differs there is most often
+        // another --input-size.
+        let first_fc = spec.layers.iter().find_map(|l| if let Layer::Fc { key, .. } = l { Some(format!("{key}.weight")) } else { None }).filter(|_| spec.arch == "posenet");
         if let Some((s, a)) = first_fc.and_then(|k| expected.iter().find(|(e, _)| *e == k).map(|(_, s)| s).zip(tensors.get(&k))) {
             if a.shape().len() == 2 && s.len() == 2 && a.shape()[0] == s[0] && a.shape()[1] != s[1] {
                 msg += &format!(
